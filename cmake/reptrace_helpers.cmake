@@ -1,0 +1,48 @@
+# One helper per kind of target, in the manner of abseil's absl_cc_library.
+#
+# reptrace_cc_library(NAME n SRCS ... [HDRS ...] [DEPS ...] [DEFINES ...])
+# reptrace_cc_binary(NAME n SRCS ... [DEPS ...])
+# reptrace_cc_test(NAME n SRCS ... [DEPS ...] [LABELS ...] [ENV ...])
+#   Tests link GoogleTest's main and are registered with ctest under their NAME.
+#   LABELS: "unit" (default), "integration", "postgres". ENV: extra environment.
+
+function(reptrace_cc_library)
+  cmake_parse_arguments(A "" "NAME" "SRCS;HDRS;DEPS;DEFINES" ${ARGN})
+  if(A_SRCS)
+    add_library(${A_NAME} STATIC ${A_SRCS} ${A_HDRS})
+    target_include_directories(${A_NAME} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+    target_link_libraries(${A_NAME} PUBLIC ${A_DEPS})
+    target_compile_definitions(${A_NAME} PUBLIC ${A_DEFINES})
+  else()
+    add_library(${A_NAME} INTERFACE)
+    target_include_directories(${A_NAME} INTERFACE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+    target_link_libraries(${A_NAME} INTERFACE ${A_DEPS})
+    target_compile_definitions(${A_NAME} INTERFACE ${A_DEFINES})
+  endif()
+endfunction()
+
+function(reptrace_cc_binary)
+  cmake_parse_arguments(A "" "NAME" "SRCS;DEPS" ${ARGN})
+  add_executable(${A_NAME} ${A_SRCS})
+  target_include_directories(${A_NAME} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_link_libraries(${A_NAME} PRIVATE ${A_DEPS})
+endfunction()
+
+function(reptrace_cc_test)
+  if(NOT REPTRACE_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(A "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS;ENV" ${ARGN})
+  add_executable(${A_NAME} ${A_SRCS})
+  target_include_directories(${A_NAME} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_link_libraries(${A_NAME} PRIVATE ${A_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  add_test(NAME ${A_NAME} COMMAND ${A_NAME})
+  if(NOT A_LABELS)
+    set(A_LABELS unit)
+  endif()
+  if(NOT A_TIMEOUT)
+    set(A_TIMEOUT 300)
+  endif()
+  set_tests_properties(${A_NAME} PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT}
+    ENVIRONMENT "REPTRACE_BUILD_DIR=${PROJECT_BINARY_DIR};REPTRACE_SOURCE_DIR=${PROJECT_SOURCE_DIR};${A_ENV}")
+endfunction()

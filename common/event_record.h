@@ -1,0 +1,146 @@
+// The wire format between libreptrace.so (hook/) and reptrace-agent (agent/).
+//
+// A hooked process opens one SOCK_STREAM connection to the agent's Unix socket and writes
+// a sequence of fixed-size, native-endian records (hook and agent always run on the same
+// node). Every record starts with a RecordHeader whose `size` is the size of the whole
+// record, so a reader can check the type/size pair before touching the body. The first
+// record of a connection is a HelloRecord; then EventRecords and StatsRecords in any order.
+//
+// This header is included by the hook, so it must stay dependency-free: no Abseil, no
+// allocation, only trivially-copyable structs.
+#ifndef REPTRACE_COMMON_EVENT_RECORD_H_
+#define REPTRACE_COMMON_EVENT_RECORD_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace reptrace {
+
+inline constexpr uint32_t kRecordMagic = 0x31545052;  // "RPT1" in little-endian memory
+inline constexpr uint16_t kWireVersion = 1;
+
+enum class RecordType : uint16_t {
+  kHello = 1,
+  kEvent = 2,
+  kStats = 3,
+};
+
+struct RecordHeader {
+  uint32_t magic;  // kRecordMagic
+  uint16_t type;   // RecordType
+  uint16_t size;   // sizeof the whole record, header included
+};
+
+inline constexpr size_t kNameBytes = 64;
+
+// First record on every connection to the agent.
+struct HelloRecord {
+  RecordHeader header;
+  uint16_t version;  // kWireVersion
+  uint16_t reserved;
+  uint32_t pid;
+  uint32_t ppid;
+  uint32_t uid;
+  uint64_t start_wall_ns;       // when the hook initialised in this process
+  char service[kNameBytes];     // NUL-terminated: REPTRACE_SERVICE, else the program name
+  char process[kNameBytes];     // NUL-terminated: the program name (comm)
+};
+
+enum class EventKind : uint8_t {
+  kConnect = 1,  // connect() on an AF_INET/AF_INET6 stream socket (result may be -1/EINPROGRESS)
+  kAccept = 2,   // accept()/accept4() returned a new AF_INET/AF_INET6 stream socket
+  kSend = 3,     // bytes moved out (write, send, writev, sendfile, ...)
+  kRecv = 4,     // bytes moved in (read, recv, readv, ...); result 0 = end of stream
+  kClose = 5,    // the program closed the fd
+};
+
+enum class SocketRole : uint8_t {
+  kUnknown = 0,
+  kClient = 1,  // we connected: we send requests
+  kServer = 2,  // we accepted: we receive requests
+};
+
+enum EventFlags : uint8_t {
+  // This call is the first of a message: the previous call on the connection moved bytes
+  // the other way (or none moved yet). `hash` and `capture` are filled only then.
+  kFlagMessageStart = 1 << 0,
+};
+
+inline constexpr size_t kCaptureBytes = 128;
+
+// One socket call on a traced connection.
+struct EventRecord {
+  RecordHeader header;
+  uint8_t kind;           // EventKind
+  uint8_t role;           // SocketRole
+  uint8_t flags;          // EventFlags
+  uint8_t capture_len;    // valid bytes in `capture`, <= kCaptureBytes
+  uint32_t pid;
+  uint32_t tid;
+  int32_t fd;
+  int32_t error;          // errno of a failed call, else 0
+  uint32_t reserved;
+  uint64_t conn_id;       // per process, never 0, never reused within a process
+  // Wall clock (CLOCK_REALTIME, ns since the epoch) of the moment the bytes moved: the
+  // start of a send-side call, the return of a receive-side call.
+  uint64_t wall_ns;
+  uint64_t mono_ns;       // CLOCK_MONOTONIC at the same moment
+  // kSend/kRecv: bytes that moved in this direction on this connection before this call.
+  uint64_t offset;
+  int64_t result;         // bytes moved (> 0), 0 for end of stream, -1 on error
+  uint16_t local_port;    // host byte order
+  uint16_t peer_port;
+  uint8_t family;         // 4 or 6: the address family the socket was created with
+  uint8_t reserved2[3];
+  // Addresses as 16-byte IPv6; IPv4 is stored IPv4-mapped (::ffff:a.b.c.d).
+  uint8_t local_addr[16];
+  uint8_t peer_addr[16];
+  uint64_t hash;          // FNV-1a 64 over the first min(result, kCaptureBytes) bytes
+  uint8_t capture[kCaptureBytes];
+};
+
+// Counters of a hooked process since its hook initialised (or since it forked).
+struct StatsRecord {
+  RecordHeader header;
+  uint32_t pid;
+  uint32_t reserved;
+  uint64_t events_recorded;  // events put into the ring
+  uint64_t events_dropped;   // events lost: ring full, or no agent to send them to
+};
+
+static_assert(std::is_trivially_copyable_v<HelloRecord>);
+static_assert(std::is_trivially_copyable_v<EventRecord>);
+static_assert(std::is_trivially_copyable_v<StatsRecord>);
+static_assert(sizeof(RecordHeader) == 8);
+static_assert(sizeof(EventRecord) % 8 == 0);
+static_assert(sizeof(EventRecord) < 65536 && sizeof(HelloRecord) < 65536);
+
+// The size a record of `type` must declare, or 0 for an unknown type.
+constexpr size_t RecordSizeFor(uint16_t type) {
+  switch (static_cast<RecordType>(type)) {
+    case RecordType::kHello: return sizeof(HelloRecord);
+    case RecordType::kEvent: return sizeof(EventRecord);
+    case RecordType::kStats: return sizeof(StatsRecord);
+  }
+  return 0;
+}
+
+inline constexpr size_t kMaxRecordSize = sizeof(EventRecord) > sizeof(HelloRecord)
+                                             ? sizeof(EventRecord)
+                                             : sizeof(HelloRecord);
+
+// FNV-1a 64: cheap, good enough to fingerprint the first bytes of a message.
+inline uint64_t Fnv1a64(const void* data, size_t n) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+}  // namespace reptrace
+
+#endif  // REPTRACE_COMMON_EVENT_RECORD_H_

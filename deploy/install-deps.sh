@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs every package reptrace needs to build, test and run its demo on Debian bookworm.
+# Idempotent: packages already present are left alone; apt-get runs only when one is missing.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake pkg-config
+  libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
+  libabsl-dev libpqxx-dev uuid-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # run the local stack and the tests
+  postgresql postgresql-client curl python3 nginx redis-server redis-tools wrk iptables iproute2
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+# policy-rc.d keeps Debian's postinst scripts from starting system nginx/redis/postgresql
+# services we do not want: reptrace starts its own instances on private ports.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: done"
