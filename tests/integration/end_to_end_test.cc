@@ -1,0 +1,273 @@
+// The whole data path on real parts: real programs (curl, nginx, python3) under the hook,
+// the real agent and controller binaries, a real PostgreSQL, queried through reptracectl.
+#include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+
+#include <pqxx/pqxx>
+
+#include "absl/strings/str_cat.h"
+#include "common/event_record.h"
+#include "gtest/gtest.h"
+#include "tests/integration/stack.h"
+
+namespace reptrace::testing {
+namespace {
+
+using nlohmann::json;
+
+class EndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(stack_.StartController());
+    ASSERT_TRUE(stack_.StartAgent());
+    www_ = stack_.dir() + "/www";
+    mkdir(www_.c_str(), 0755);
+    std::ofstream(www_ + "/index.html") << "hello from python3\n";
+  }
+
+  // Waits until `service` has `count` traces of `spans` spans each; returns them.
+  json WaitForTraces(const std::string& service, size_t count, int spans,
+                     absl::Duration timeout = absl::Seconds(20)) {
+    json traces;
+    WaitUntil(
+        [&] {
+          traces = stack_.Traces(service, 1000);
+          if (traces.size() < count) return false;
+          for (const auto& t : traces) {
+            if (t["span_count"].get<int>() < spans) return false;
+          }
+          return true;
+        },
+        timeout);
+    return traces;
+  }
+
+  CommandResult Curl(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {"curl", "-sS", "--fail", "--max-time", "10"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return stack_.RunTraced(argv);
+  }
+
+  Stack stack_;
+  std::string www_;
+};
+
+const json* FindSpan(const json& spans, const std::string& service, const std::string& kind) {
+  for (const auto& span : spans) {
+    if (span["service"] == service && span["kind"] == kind) return &span;
+  }
+  return nullptr;
+}
+
+TEST_F(EndToEndTest, CurlThroughNginxToPythonIsOneTraceOfFourNestedSpans) {
+  const int python_port = stack_.StartPythonServer(www_);
+  const int nginx_port = stack_.StartNginx(absl::StrCat(
+      "server { listen 127.0.0.1:$PORT; location / { proxy_pass http://127.0.0.1:",
+      python_port, "; } }"));
+  ASSERT_GT(nginx_port, 0);
+
+  CommandResult curl = Curl({absl::StrCat("http://127.0.0.1:", nginx_port, "/index.html")});
+  ASSERT_EQ(curl.exit_code, 0) << curl.err;
+  EXPECT_EQ(curl.out, "hello from python3\n");
+
+  json traces = WaitForTraces("curl", 1, 4);
+  ASSERT_EQ(traces.size(), 1u) << traces.dump(2);
+  EXPECT_EQ(traces[0]["span_count"], 4) << traces.dump(2);
+  json trace = stack_.Trace(traces[0]["trace_id"]);
+  ASSERT_TRUE(trace.is_object()) << "reptracectl trace failed";
+  const json& spans = trace["spans"];
+  ASSERT_EQ(spans.size(), 4u) << trace.dump(2);
+
+  const json* curl_client = FindSpan(spans, "curl", "client");
+  const json* nginx_server = FindSpan(spans, "nginx", "server");
+  const json* nginx_client = FindSpan(spans, "nginx", "client");
+  const json* python_server = FindSpan(spans, "python3", "server");
+  ASSERT_TRUE(curl_client && nginx_server && nginx_client && python_server) << trace.dump(2);
+
+  // The tree: curl client -> nginx server -> nginx client -> python server.
+  EXPECT_TRUE((*curl_client)["parent_span_id"].is_null() ||
+              (*curl_client)["parent_span_id"] == "");
+  EXPECT_EQ((*nginx_server)["parent_span_id"], (*curl_client)["span_id"]);
+  EXPECT_EQ((*nginx_client)["parent_span_id"], (*nginx_server)["span_id"]);
+  EXPECT_EQ((*python_server)["parent_span_id"], (*nginx_client)["span_id"]);
+  EXPECT_EQ((*curl_client)["name"], "GET /index.html");
+  EXPECT_EQ((*python_server)["name"], "GET /index.html");
+
+  // Durations nest: each child lies inside its parent.
+  const json* chain[] = {curl_client, nginx_server, nginx_client, python_server};
+  for (int i = 1; i < 4; ++i) {
+    const json& parent = *chain[i - 1];
+    const json& child = *chain[i];
+    const int64_t parent_end = parent["start_ns"].get<int64_t>() +
+                               parent["duration_ns"].get<int64_t>();
+    const int64_t child_end = child["start_ns"].get<int64_t>() +
+                              child["duration_ns"].get<int64_t>();
+    EXPECT_LE(parent["start_ns"].get<int64_t>(), child["start_ns"].get<int64_t>()) << i;
+    EXPECT_LE(child_end, parent_end) << i;
+    EXPECT_GT(child["duration_ns"].get<int64_t>(), 0) << i;
+  }
+
+  // The human waterfall names every span.
+  CommandResult waterfall = stack_.Ctl({"trace", traces[0]["trace_id"]});
+  ASSERT_EQ(waterfall.exit_code, 0) << waterfall.err;
+  for (const char* service : {"curl", "nginx", "python3"}) {
+    EXPECT_NE(waterfall.out.find(service), std::string::npos) << waterfall.out;
+  }
+}
+
+TEST_F(EndToEndTest, TenRequestsOnOneKeepAliveConnectionGiveTenTraces) {
+  for (int i = 0; i < 10; ++i) std::ofstream(absl::StrCat(www_, "/f", i)) << "file " << i;
+  const int nginx_port = stack_.StartNginx(absl::StrCat(
+      "server { listen 127.0.0.1:$PORT; keepalive_requests 1000; location / { root ", www_,
+      "; } }"));
+  ASSERT_GT(nginx_port, 0);
+  std::vector<std::string> args = {"-w", "%{num_connects}\\n", "-o", "/dev/null"};
+  for (int i = 0; i < 10; ++i) {
+    args.push_back(absl::StrCat("http://127.0.0.1:", nginx_port, "/f", i));
+  }
+  CommandResult curl = Curl(args);
+  ASSERT_EQ(curl.exit_code, 0) << curl.err;
+  // curl opened one connection and reused it for the other nine requests.
+  EXPECT_EQ(curl.out, "1\n0\n0\n0\n0\n0\n0\n0\n0\n0\n");
+
+  json traces = WaitForTraces("curl", 10, 2);
+  ASSERT_EQ(traces.size(), 10u) << traces.dump(2);
+  std::set<std::string> names;
+  for (const auto& t : traces) {
+    EXPECT_EQ(t["span_count"], 2) << t.dump();
+    names.insert(t["root_name"].get<std::string>());
+  }
+  EXPECT_EQ(names.size(), 10u) << traces.dump(2);
+  EXPECT_EQ(names.count("GET /f0"), 1u);
+  EXPECT_EQ(names.count("GET /f9"), 1u);
+}
+
+// Connects to the agent's socket, writes `bytes`, and reports whether the agent closed the
+// connection on its own within a few seconds.
+bool AgentClosesAfter(const std::string& socket_path, const std::string& bytes) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path.c_str());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return false;
+  }
+  EXPECT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(bytes.size()));
+  timeval timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  char c;
+  ssize_t n = recv(fd, &c, 1, 0);
+  close(fd);
+  return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+TEST_F(EndToEndTest, GarbageOnTheAgentSocketIsDroppedAndCountedAndTracingGoesOn) {
+  // Plain garbage.
+  EXPECT_TRUE(AgentClosesAfter(stack_.socket_path(), std::string(300, 'x')));
+  // A good hello followed by a record whose size does not match its type.
+  HelloRecord hello{};
+  hello.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kHello), sizeof(HelloRecord)};
+  hello.version = kWireVersion;
+  hello.pid = 424242;
+  std::snprintf(hello.service, sizeof(hello.service), "garbage");
+  std::snprintf(hello.process, sizeof(hello.process), "garbage");
+  RecordHeader bad = {kRecordMagic, static_cast<uint16_t>(RecordType::kEvent), 12};
+  std::string bytes(reinterpret_cast<const char*>(&hello), sizeof(hello));
+  bytes.append(reinterpret_cast<const char*>(&bad), sizeof(bad));
+  bytes.append(64, '\0');
+  EXPECT_TRUE(AgentClosesAfter(stack_.socket_path(), bytes));
+  // A truncated record: half an event, then the writer goes away.
+  {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", stack_.socket_path().c_str());
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EventRecord event{};
+    event.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kEvent),
+                    sizeof(EventRecord)};
+    std::string partial(reinterpret_cast<const char*>(&hello), sizeof(hello));
+    partial.append(reinterpret_cast<const char*>(&event), sizeof(event) / 2);
+    ASSERT_EQ(send(fd, partial.data(), partial.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(partial.size()));
+    close(fd);
+  }
+
+  // The agent reports the three malformed connections...
+  json agents;
+  bool counted = WaitUntil(
+      [&] {
+        agents = stack_.CtlJson({"agents"});
+        if (!agents.is_object() || agents["agents"].empty()) return false;
+        const json& counters = agents["agents"][0]["counters"];
+        return counters.contains("records_malformed") &&
+               counters["records_malformed"].get<uint64_t>() >= 3;
+      },
+      absl::Seconds(20));
+  EXPECT_TRUE(counted) << agents.dump(2);
+
+  // ...and a good request afterwards is still traced.
+  const int python_port = stack_.StartPythonServer(www_);
+  CommandResult curl = Curl({absl::StrCat("http://127.0.0.1:", python_port, "/index.html")});
+  ASSERT_EQ(curl.exit_code, 0) << curl.err;
+  json traces = WaitForTraces("curl", 1, 2);
+  ASSERT_EQ(traces.size(), 1u) << traces.dump(2);
+  EXPECT_EQ(traces[0]["span_count"], 2);
+}
+
+TEST_F(EndToEndTest, NonsenseOnTheControllerPortLeavesItServing) {
+  // Raw bytes that are not HTTP/2 on the gRPC port.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(stack_.controller_port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  std::string junk = "GARBAGE\r\n\r\n" + std::string(4096, '\x07');
+  send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
+  close(fd);
+
+  const int python_port = stack_.StartPythonServer(www_);
+  CommandResult curl = Curl({absl::StrCat("http://127.0.0.1:", python_port, "/index.html")});
+  ASSERT_EQ(curl.exit_code, 0) << curl.err;
+  json traces = WaitForTraces("curl", 1, 2);
+  ASSERT_EQ(traces.size(), 1u) << traces.dump(2);
+}
+
+TEST_F(EndToEndTest, ControllerKilledMidStreamLosesNothingAndStoresNothingTwice) {
+  const int python_port = stack_.StartPythonServer(www_);
+  const std::string url = absl::StrCat("http://127.0.0.1:", python_port, "/index.html");
+  const int port = stack_.controller_port();
+  constexpr int kPerPhase = 10;
+
+  for (int i = 0; i < kPerPhase; ++i) ASSERT_EQ(Curl({url}).exit_code, 0);
+  // Killed without warning while the agent streams; requests go on meanwhile.
+  stack_.StopController(SIGKILL);
+  for (int i = 0; i < kPerPhase; ++i) ASSERT_EQ(Curl({url}).exit_code, 0);
+  ASSERT_TRUE(stack_.StartController(port));
+  for (int i = 0; i < kPerPhase; ++i) ASSERT_EQ(Curl({url}).exit_code, 0);
+
+  json traces = WaitForTraces("curl", 3 * kPerPhase, 2, absl::Seconds(40));
+  EXPECT_EQ(traces.size(), static_cast<size_t>(3 * kPerPhase)) << traces.dump(2);
+  for (const auto& t : traces) EXPECT_EQ(t["span_count"], 2) << t.dump();
+
+  // Exactly two spans per request in the database: nothing lost, nothing twice.
+  pqxx::connection conn(stack_.db_conninfo());
+  pqxx::read_transaction tx(conn);
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM spans")[0].as<int>(), 2 * 3 * kPerPhase);
+}
+
+}  // namespace
+}  // namespace reptrace::testing
