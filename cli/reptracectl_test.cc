@@ -1,0 +1,483 @@
+// Runs the real reptracectl binary as a subprocess against a real gRPC server on
+// 127.0.0.1:0 that implements QueryService with canned data (a test double for the
+// controller, which is tested on its own).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "common/ids.h"
+#include "gtest/gtest.h"
+#include "proto/reptrace.grpc.pb.h"
+
+namespace reptrace {
+namespace {
+
+constexpr uint64_t kTraceId = 0x5f0c1e2d3c4b5a69ULL;
+constexpr int64_t kT0 = 1'700'000'000'000'000'000;  // 2023-11-14 22:13:20 UTC
+
+v1::Span MakeSpan(uint64_t id, uint64_t parent, const std::string& service, v1::SpanKind kind,
+                  int64_t start_us, int64_t end_us) {
+  v1::Span span;
+  span.set_trace_id(kTraceId);
+  span.set_span_id(id);
+  span.set_parent_span_id(parent);
+  span.set_service(service);
+  span.set_node("node-a");
+  span.set_pid(100 + static_cast<uint32_t>(id));
+  span.set_kind(kind);
+  span.set_name("GET /api");
+  span.set_start_ns(kT0 + start_us * 1000);
+  span.set_end_ns(kT0 + end_us * 1000);
+  span.set_status(v1::SPAN_STATUS_OK);
+  return span;
+}
+
+// The QueryService test double: canned answers, and the last ListTraces request kept.
+class CannedQueryService final : public v1::QueryService::Service {
+ public:
+  grpc::Status ListTraces(grpc::ServerContext*, const v1::ListTracesRequest* request,
+                          v1::ListTracesResponse* response) override {
+    {
+      absl::MutexLock lock(&mu_);
+      last_list_request_ = *request;
+    }
+    if (request->service() == "boom") {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "database is down\nsecond line");
+    }
+    v1::TraceSummary* newest = response->add_traces();
+    newest->set_trace_id(kTraceId);
+    newest->set_start_ns(kT0);
+    newest->set_duration_ns(3'200'000);
+    newest->set_span_count(4);
+    newest->set_root_service("curl");
+    newest->set_root_name("GET /api");
+    newest->set_status(v1::SPAN_STATUS_ERROR);
+    newest->add_services("curl");
+    newest->add_services("nginx");
+    newest->add_services("python");
+    v1::TraceSummary* older = response->add_traces();
+    older->set_trace_id(0x1234);
+    older->set_start_ns(kT0 - 1'000'000'000);
+    older->set_duration_ns(500);
+    older->set_span_count(1);
+    older->set_root_service("redis-cli");
+    older->set_root_name("GET");
+    older->set_status(v1::SPAN_STATUS_OK);
+    older->add_services("redis-cli");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetTrace(grpc::ServerContext*, const v1::GetTraceRequest* request,
+                        v1::Trace* response) override {
+    if (request->trace_id() != FormatId(kTraceId)) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such trace");
+    }
+    response->set_trace_id(kTraceId);
+    *response->add_spans() = MakeSpan(1, 0, "curl", v1::SPAN_KIND_CLIENT, 0, 3200);
+    *response->add_spans() = MakeSpan(2, 1, "nginx", v1::SPAN_KIND_SERVER, 100, 3100);
+    *response->add_spans() = MakeSpan(3, 2, "nginx", v1::SPAN_KIND_CLIENT, 300, 2800);
+    v1::Span python = MakeSpan(4, 3, "python", v1::SPAN_KIND_SERVER, 450, 2450);
+    python.set_status(v1::SPAN_STATUS_ERROR);
+    *response->add_spans() = python;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListAgents(grpc::ServerContext*, const v1::ListAgentsRequest*,
+                          v1::ListAgentsResponse* response) override {
+    v1::AgentInfo* agent = response->add_agents();
+    agent->set_agent_id("9b2f6c1e-5d4a-4c3b-8a29-0123456789ab");
+    agent->set_node("node-a");
+    agent->set_agent_version("0.1.0");
+    agent->set_hostname("host-a");
+    agent->set_connected(true);
+    agent->set_connected_at_ns(kT0 - 60'000'000'000);
+    agent->set_last_seen_ns(kT0);
+    agent->set_batches_stored(17);
+    agent->set_spans_stored(4242);
+    agent->mutable_counters()->set_hook_events_dropped(3);
+    agent->mutable_counters()->set_spans_dropped(2);
+    agent->mutable_counters()->set_records_malformed(1);
+    return grpc::Status::OK;
+  }
+
+  v1::ListTracesRequest last_list_request() {
+    absl::MutexLock lock(&mu_);
+    return last_list_request_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  v1::ListTracesRequest last_list_request_ ABSL_GUARDED_BY(mu_);
+};
+
+struct RunResult {
+  int exit_code = -1;  // -1: killed (timeout) or did not exit normally
+  std::string out;
+  std::string err;
+};
+
+std::string ReptracectlPath() {
+  const char* build_dir = std::getenv("REPTRACE_BUILD_DIR");
+  return absl::StrCat(build_dir == nullptr ? "." : build_dir, "/cli/reptracectl");
+}
+
+// Runs reptracectl with `args` and exactly the environment `env` (plus TZ=UTC), capturing
+// its output; kills it after `limit`.
+RunResult RunReptracectl(const std::vector<std::string>& args,
+                         std::vector<std::string> env = {},
+                         std::chrono::seconds limit = std::chrono::seconds(30)) {
+  RunResult result;
+  const std::string path = ReptracectlPath();
+  std::vector<std::string> argv_strings = {path};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  env.push_back("TZ=UTC");
+  std::vector<char*> argv, envp;
+  for (std::string& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  for (std::string& s : env) envp.push_back(s.data());
+  envp.push_back(nullptr);
+
+  int out_pipe[2], err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe: " << errno;
+    return result;
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out_pipe[1], STDOUT_FILENO);
+    dup2(err_pipe[1], STDERR_FILENO);
+    execve(path.c_str(), argv.data(), envp.data());
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  if (pid < 0) {
+    ADD_FAILURE() << "fork: " << errno;
+    close(out_pipe[0]);
+    close(err_pipe[0]);
+    return result;
+  }
+
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  std::string* sinks[2] = {&result.out, &result.err};
+  int open_fds = 2;
+  bool killed = false;
+  while (open_fds > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    if (poll(fds, 2, static_cast<int>(left.count())) < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buffer[4096];
+      ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
+      if (n > 0) {
+        sinks[i]->append(buffer, n);
+      } else if (n == 0 || errno != EINTR) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  for (pollfd& fd : fds) {
+    if (fd.fd >= 0) close(fd.fd);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (killed) ADD_FAILURE() << "reptracectl did not finish within " << limit.count() << "s";
+  if (!killed && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  return result;
+}
+
+// Runs reptracectl with its stdout, stderr and stdin on a pseudo-terminal and returns
+// what it wrote there (the terminal turns "\n" into "\r\n").
+std::string RunReptracectlOnTerminal(const std::vector<std::string>& args,
+                                     std::vector<std::string> env) {
+  const std::string path = ReptracectlPath();
+  std::vector<std::string> argv_strings = {path};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  env.push_back("TZ=UTC");
+  std::vector<char*> argv, envp;
+  for (std::string& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  for (std::string& s : env) envp.push_back(s.data());
+  envp.push_back(nullptr);
+
+  int master = -1;
+  pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
+  if (pid == 0) {
+    execve(path.c_str(), argv.data(), envp.data());
+    _exit(127);
+  }
+  if (pid < 0) {
+    ADD_FAILURE() << "forkpty: " << errno;
+    return "";
+  }
+  std::string output;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd fd = {master, POLLIN, 0};
+    if (poll(&fd, 1, 1000) <= 0) continue;
+    char buffer[4096];
+    ssize_t n = read(master, buffer, sizeof(buffer));
+    if (n <= 0) break;  // EIO once the child has exited and closed the terminal
+    output.append(buffer, n);
+  }
+  close(master);
+  kill(pid, SIGKILL);  // no-op if it has exited
+  waitpid(pid, nullptr, 0);
+  return output;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
+class ReptracectlTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_GT(port_, 0);
+    address_ = absl::StrCat("127.0.0.1:", port_);
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+
+  CannedQueryService service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::string address_;
+};
+
+TEST_F(ReptracectlTest, TracesJsonListsTracesNewestFirstAndPassesFilters) {
+  RunResult run = RunReptracectl(
+      {"--controller", address_, "traces", "--service", "nginx", "--limit", "5", "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.err, "");
+  nlohmann::json doc = nlohmann::json::parse(run.out);
+  ASSERT_EQ(doc["traces"].size(), 2u) << run.out;
+  EXPECT_EQ(doc["traces"][0]["trace_id"], FormatId(kTraceId));
+  EXPECT_EQ(doc["traces"][0]["duration_ns"], 3'200'000);
+  EXPECT_EQ(doc["traces"][0]["status"], "error");
+  EXPECT_EQ(doc["traces"][0]["services"], nlohmann::json({"curl", "nginx", "python"}));
+  EXPECT_EQ(doc["traces"][1]["trace_id"], "0000000000001234");
+
+  v1::ListTracesRequest request = service_.last_list_request();
+  EXPECT_EQ(request.service(), "nginx");
+  EXPECT_EQ(request.limit(), 5);
+}
+
+TEST_F(ReptracectlTest, TracesTableHasOneRowPerTrace) {
+  RunResult run = RunReptracectl({"--controller=" + address_, "traces"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  std::vector<std::string> lines = Lines(run.out);
+  ASSERT_EQ(lines.size(), 3u) << run.out;
+  EXPECT_TRUE(absl::StartsWith(lines[0], "TRACE ID")) << run.out;
+  EXPECT_TRUE(absl::StartsWith(lines[1], "5f0c1e2d3c4b5a69  2023-11-14 22:13:20.000  3.20ms"))
+      << run.out;
+  EXPECT_TRUE(absl::EndsWith(lines[1], "error   curl,nginx,python")) << run.out;
+  EXPECT_EQ(service_.last_list_request().limit(), 0);
+}
+
+TEST_F(ReptracectlTest, TraceShowsAWaterfallInTreeOrder) {
+  RunResult run = RunReptracectl({"--controller", address_, "trace", "5F0C1E2D3C4B5A69"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.err, "");
+  // stdout is a pipe: ASCII only.
+  for (char c : run.out) ASSERT_LT(static_cast<unsigned char>(c), 0x80) << run.out;
+  EXPECT_EQ(run.out,
+            "trace 5f0c1e2d3c4b5a69  3.20ms  4 spans  started 2023-11-14 22:13:20.000\n"
+            "|0                                 3.20ms|\n"
+            "|########################################| curl client GET /api  3.20ms\n"
+            "| ###################################### |   nginx server GET /api  3.00ms\n"
+            "|   ################################     |     nginx client GET /api  2.50ms\n"
+            "|     ##########################         |       python server GET /api  2.00ms"
+            " ERROR\n");
+}
+
+TEST_F(ReptracectlTest, Utf8TerminalGetsBlocksUnlessAsciiOrNoColor) {
+  const std::vector<std::string> args = {"--controller", address_, "trace", FormatId(kTraceId)};
+  const std::string full_block = "\xE2\x96\x88";
+  std::string utf8 = RunReptracectlOnTerminal(args, {"LANG=C.UTF-8"});
+  EXPECT_TRUE(absl::StrContains(utf8, full_block)) << utf8;
+  EXPECT_FALSE(absl::StrContains(utf8, "#")) << utf8;
+
+  std::string no_color = RunReptracectlOnTerminal(args, {"LANG=C.UTF-8", "NO_COLOR=1"});
+  EXPECT_TRUE(absl::StrContains(no_color, "|####")) << no_color;
+  EXPECT_FALSE(absl::StrContains(no_color, full_block)) << no_color;
+
+  std::vector<std::string> ascii_args = args;
+  ascii_args.push_back("--ascii");
+  std::string ascii = RunReptracectlOnTerminal(ascii_args, {"LANG=C.UTF-8"});
+  EXPECT_TRUE(absl::StrContains(ascii, "|####")) << ascii;
+
+  std::string c_locale = RunReptracectlOnTerminal(args, {"LANG=C"});
+  EXPECT_TRUE(absl::StrContains(c_locale, "|####")) << c_locale;
+}
+
+TEST_F(ReptracectlTest, TraceJsonHasTheContractShape) {
+  RunResult run = RunReptracectl({"--controller", address_, "trace", FormatId(kTraceId), "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json doc = nlohmann::json::parse(run.out);
+  EXPECT_EQ(doc["trace_id"], FormatId(kTraceId));
+  ASSERT_EQ(doc["spans"].size(), 4u);
+  EXPECT_EQ(doc["spans"][0]["parent_span_id"], "");
+  EXPECT_EQ(doc["spans"][3]["parent_span_id"], "0000000000000003");
+  EXPECT_EQ(doc["spans"][3]["status"], "error");
+  EXPECT_EQ(doc["spans"][3]["pid"], 104);
+  EXPECT_EQ(doc["spans"][3]["duration_ns"], 2'000'000);
+}
+
+TEST_F(ReptracectlTest, UnknownTraceIsNotFound) {
+  RunResult run = RunReptracectl({"--controller", address_, "trace", "ff"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_EQ(run.out, "");
+  EXPECT_EQ(run.err, "reptracectl: trace 00000000000000ff not found\n");
+}
+
+TEST_F(ReptracectlTest, AgentsUsesTheControllerFromTheEnvironment) {
+  RunResult run = RunReptracectl({"agents"}, {"REPTRACE_CONTROLLER=" + address_});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  std::vector<std::string> lines = Lines(run.out);
+  ASSERT_EQ(lines.size(), 2u) << run.out;
+  EXPECT_EQ(lines[0],
+            "NODE    AGENT ID                              VERSION  CONNECTED  LAST SEEN       "
+            "         BATCHES  SPANS  HOOK DROPS  SPAN DROPS  MALFORMED");
+  EXPECT_EQ(lines[1],
+            "node-a  9b2f6c1e-5d4a-4c3b-8a29-0123456789ab  0.1.0    yes        2023-11-14 "
+            "22:13:20.000  17       4242   3           2           1");
+}
+
+TEST_F(ReptracectlTest, AgentsJson) {
+  RunResult run = RunReptracectl({"--controller", address_, "agents", "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json doc = nlohmann::json::parse(run.out);
+  ASSERT_EQ(doc["agents"].size(), 1u);
+  EXPECT_EQ(doc["agents"][0]["node"], "node-a");
+  EXPECT_EQ(doc["agents"][0]["connected"], true);
+  EXPECT_EQ(doc["agents"][0]["counters"]["hook_events_dropped"], 3);
+}
+
+TEST_F(ReptracectlTest, ServerErrorIsOneLineAndExitOne) {
+  RunResult run = RunReptracectl({"--controller", address_, "traces", "--service", "boom"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_EQ(run.out, "");
+  EXPECT_EQ(run.err, absl::StrCat("reptracectl: controller at ", address_,
+                                  " failed ListTraces: INTERNAL: database is down second line\n"));
+}
+
+// A TCP port bound but not listening: connections to it are refused, and no other
+// process can take it while the test runs.
+class ClosedPort {
+ public:
+  ClosedPort() {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "bind: " << errno;
+    }
+    port_ = ntohs(addr.sin_port);
+  }
+  ~ClosedPort() { close(fd_); }
+  int fd() const { return fd_; }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+TEST(ReptracectlUnreachableTest, ClosedPortIsExitOneAndExactlyOneLine) {
+  ClosedPort closed;
+  const std::string address = absl::StrCat("127.0.0.1:", closed.port());
+  for (const std::vector<std::string>& command : std::vector<std::vector<std::string>>{
+           {"traces"}, {"trace", "abc"}, {"agents", "--json"}}) {
+    std::vector<std::string> args = {"--controller", address};
+    args.insert(args.end(), command.begin(), command.end());
+    RunResult run = RunReptracectl(args);
+    EXPECT_EQ(run.exit_code, 1) << command[0];
+    EXPECT_EQ(run.out, "") << command[0];
+    EXPECT_EQ(run.err, absl::StrCat("reptracectl: cannot reach controller at ", address,
+                                    ": connection refused\n"))
+        << command[0];
+  }
+}
+
+TEST(ReptracectlUnreachableTest, SilentControllerHitsTheDeadline) {
+  // Listening, so the TCP handshake completes, but nobody ever answers.
+  ClosedPort silent;
+  ASSERT_EQ(listen(silent.fd(), 16), 0);
+  const std::string address = absl::StrCat("127.0.0.1:", silent.port());
+  const auto start = std::chrono::steady_clock::now();
+  RunResult run = RunReptracectl({"--controller", address, "--timeout", "1", "agents"});
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_EQ(run.err,
+            absl::StrCat("reptracectl: cannot reach controller at ", address,
+                         ": no answer within 1s\n"));
+  EXPECT_GE(elapsed, std::chrono::milliseconds(900));
+  EXPECT_LT(elapsed, std::chrono::seconds(10));
+}
+
+TEST(ReptracectlUsageTest, HelpGoesToStdoutWithExitZero) {
+  RunResult run = RunReptracectl({"--help"});
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_TRUE(absl::StartsWith(run.out, "usage: reptracectl [--controller HOST:PORT]")) << run.out;
+  EXPECT_EQ(run.err, "");
+
+  run = RunReptracectl({"trace", "--help"});
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_TRUE(absl::StartsWith(run.out, "usage: reptracectl [GLOBAL FLAGS] trace ID")) << run.out;
+}
+
+TEST(ReptracectlUsageTest, UsageErrorsAreOneLineWithExitTwo) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"frobnicate"}, {"traces", "--nope"}, {"trace", "not-hex"}, {}}) {
+    RunResult run = RunReptracectl(args);
+    EXPECT_EQ(run.exit_code, 2);
+    EXPECT_EQ(run.out, "");
+    EXPECT_EQ(Lines(run.err).size(), 1u) << run.err;
+    EXPECT_TRUE(absl::StartsWith(run.err, "reptracectl: ")) << run.err;
+  }
+  EXPECT_EQ(RunReptracectl({"trace", "not-hex"}).err,
+            "reptracectl: trace: bad id \"not-hex\": expected 1 to 16 hex digits, not all zero"
+            " (see 'reptracectl --help')\n");
+}
+
+}  // namespace
+}  // namespace reptrace

@@ -1,0 +1,801 @@
+// libreptrace.so under real programs: python3's http.server and curl (and hook_test_peer for
+// the calls they do not make), each run with LD_PRELOAD, talking to a fake agent that this
+// test binds on a Unix socket and that decodes the records exactly as the agent must.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/event_record.h"
+
+extern char** environ;
+
+namespace reptrace {
+namespace {
+
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kPython[] = "/usr/bin/python3";
+constexpr char kCurl[] = "/usr/bin/curl";
+
+// A python HTTP/1.1 (keep-alive) file server on 127.0.0.1, port 0; prints its port.
+constexpr char kServerScript[] = R"(
+import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(('127.0.0.1', 0),
+                                functools.partial(Handler, directory=sys.argv[1]))
+print(server.server_address[1], flush=True)
+server.serve_forever()
+)";
+
+// connect() to a refused port: blocking, then non-blocking (EINPROGRESS, then SO_ERROR).
+constexpr char kRefusedScript[] = R"(
+import select, socket, sys
+port = int(sys.argv[1])
+s = socket.socket(); blocking = s.connect_ex(('127.0.0.1', port)); s.close()
+s = socket.socket(); s.setblocking(False); started = s.connect_ex(('127.0.0.1', port))
+select.select([], [s], [], 5); later = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+s.close()
+print(blocking, started, later)
+)";
+
+// fork(): the child inherits a traced connection (which it must not trace) and makes its own.
+constexpr char kForkScript[] = R"(
+import os, socket, sys
+listener = socket.socket(); listener.bind(('127.0.0.1', 0)); listener.listen(8)
+port = listener.getsockname()[1]
+client = socket.socket(); client.connect(('127.0.0.1', port))
+accepted, _ = listener.accept()
+client.sendall(b'from-parent'); accepted.recv(100)
+pid = os.fork()
+if pid == 0:
+    client.sendall(b'inherited')
+    own = socket.socket(); own.connect(('127.0.0.1', port)); own.sendall(b'from-child')
+    own.close()
+    sys.exit(0)
+os.waitpid(pid, 0)
+second, _ = listener.accept(); second.recv(100); accepted.recv(100)
+print(pid, flush=True)
+)";
+
+std::string CaptureOf(const EventRecord& e) {
+  return std::string(reinterpret_cast<const char*>(e.capture), e.capture_len);
+}
+
+std::string NameOf(const char (&name)[kNameBytes]) {
+  return std::string(name, strnlen(name, kNameBytes));
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/reptrace-hook-test.XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name, const std::string& content) const {
+    const std::string p = path_ + "/" + name;
+    std::ofstream(p) << content;
+    return p;
+  }
+
+ private:
+  std::string path_;
+};
+
+// What one hooked process sent on one connection to the agent.
+struct AgentStream {
+  bool has_hello = false;
+  HelloRecord hello = {};
+  std::vector<EventRecord> events;
+  std::vector<StatsRecord> stats;
+  std::string error;  // a malformed record, if any
+};
+
+// Listens on a Unix socket and decodes HelloRecord / EventRecord / StatsRecord streams.
+class FakeAgent {
+ public:
+  explicit FakeAgent(std::string path) : path_(std::move(path)) {
+    listener_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr = {};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path_.c_str());
+    unlink(path_.c_str());
+    if (bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        listen(listener_, 64) != 0) {
+      ADD_FAILURE() << "cannot listen on " << path_ << ": " << strerror(errno);
+    }
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~FakeAgent() {
+    stop_ = true;
+    thread_.join();
+    for (auto& [fd, buffer] : clients_) close(fd);
+    close(listener_);
+    unlink(path_.c_str());
+  }
+
+  std::vector<AgentStream> Streams() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return streams_;
+  }
+
+  // Waits until `done` holds for the streams received so far.
+  bool WaitFor(const std::function<bool(const std::vector<AgentStream>&)>& done,
+               milliseconds timeout = milliseconds(8000)) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (done(Streams())) return true;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    return done(Streams());
+  }
+
+ private:
+  struct Client {
+    size_t stream;
+    std::string buffer;
+  };
+
+  void Loop() {
+    while (!stop_) {
+      std::vector<pollfd> fds = {{listener_, POLLIN, 0}};
+      for (auto& [fd, client] : clients_) fds.push_back({fd, POLLIN, 0});
+      if (poll(fds.data(), fds.size(), 20) <= 0) continue;
+      if (fds[0].revents & POLLIN) {
+        const int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) {
+          std::lock_guard<std::mutex> lock(mu_);
+          streams_.emplace_back();
+          clients_[fd] = Client{streams_.size() - 1, ""};
+        }
+      }
+      for (size_t i = 1; i < fds.size(); ++i) {
+        if (fds[i].revents == 0) continue;
+        char buf[65536];
+        const ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+        Client& client = clients_[fds[i].fd];
+        if (n <= 0) {
+          close(fds[i].fd);
+          clients_.erase(fds[i].fd);
+          continue;
+        }
+        client.buffer.append(buf, static_cast<size_t>(n));
+        Decode(&client);
+      }
+    }
+  }
+
+  void Decode(Client* client) {
+    std::lock_guard<std::mutex> lock(mu_);
+    AgentStream& stream = streams_[client->stream];
+    std::string& b = client->buffer;
+    while (b.size() >= sizeof(RecordHeader)) {
+      RecordHeader header;
+      std::memcpy(&header, b.data(), sizeof(header));
+      if (header.magic != kRecordMagic || header.size != RecordSizeFor(header.type)) {
+        stream.error = "bad record header";
+        b.clear();
+        return;
+      }
+      if (b.size() < header.size) return;
+      switch (static_cast<RecordType>(header.type)) {
+        case RecordType::kHello:
+          if (stream.has_hello) stream.error = "second hello";
+          std::memcpy(&stream.hello, b.data(), sizeof(HelloRecord));
+          stream.has_hello = true;
+          break;
+        case RecordType::kEvent: {
+          if (!stream.has_hello) stream.error = "event before hello";
+          EventRecord e;
+          std::memcpy(&e, b.data(), sizeof(e));
+          stream.events.push_back(e);
+          break;
+        }
+        case RecordType::kStats: {
+          if (!stream.has_hello) stream.error = "stats before hello";
+          StatsRecord s;
+          std::memcpy(&s, b.data(), sizeof(s));
+          stream.stats.push_back(s);
+          break;
+        }
+      }
+      b.erase(0, header.size);
+    }
+  }
+
+  const std::string path_;
+  int listener_ = -1;
+  std::atomic<bool> stop_{false};
+  std::map<int, Client> clients_;  // loop thread only
+  std::mutex mu_;
+  std::vector<AgentStream> streams_;
+  std::thread thread_;
+};
+
+// The environment of a child: ours without any LD_PRELOAD or REPTRACE_*, plus `extra`.
+std::vector<std::string> ChildEnv(const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string var = *e;
+    if (var.rfind("LD_PRELOAD=", 0) == 0 || var.rfind("REPTRACE_", 0) == 0) continue;
+    env.push_back(var);
+  }
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+std::vector<std::string> HookEnv(const std::string& socket_path,
+                                  const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> env = {std::string("LD_PRELOAD=") + REPTRACE_HOOK_PATH,
+                                  "REPTRACE_SOCKET=" + socket_path};
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+std::vector<char*> CStrings(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// A child process whose stdout we read; killed and reaped on destruction.
+class Child {
+ public:
+  Child(std::vector<std::string> argv, const std::vector<std::string>& extra_env) {
+    std::vector<std::string> env = ChildEnv(extra_env);
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) return;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    std::vector<char*> cargv = CStrings(argv);
+    std::vector<char*> cenv = CStrings(env);
+    if (posix_spawn(&pid_, cargv[0], &actions, nullptr, cargv.data(), cenv.data()) != 0) {
+      pid_ = -1;
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    close(out[1]);
+    stdout_ = out[0];
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (stdout_ >= 0) close(stdout_);
+  }
+  pid_t pid() const { return pid_; }
+
+  // Reads stdout until EOF or the deadline.
+  std::string ReadAll(milliseconds timeout) {
+    std::string out;
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      pollfd p = {stdout_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = read(stdout_, buf, sizeof(buf));
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+  std::string ReadLine(milliseconds timeout) {
+    std::string line;
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      pollfd p = {stdout_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      char c;
+      if (read(stdout_, &c, 1) != 1 || c == '\n') break;
+      line.push_back(c);
+    }
+    return line;
+  }
+
+  // Waits for exit; the exit status, 128 + signal, or -1 on timeout.
+  int Wait(milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      int status;
+      const pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int stdout_ = -1;
+};
+
+struct RunResult {
+  int exit_code;
+  std::string out;
+};
+
+RunResult RunProgram(std::vector<std::string> argv, const std::vector<std::string>& env) {
+  Child child(std::move(argv), env);
+  std::string out = child.ReadAll(milliseconds(15000));
+  const int code = child.Wait(milliseconds(15000));
+  return {code, out};
+}
+
+// A python http.server serving `dir`, its port read from its first line.
+class PythonServer {
+ public:
+  PythonServer(const std::string& dir, const std::vector<std::string>& env)
+      : child_({kPython, "-c", kServerScript, dir}, env) {
+    port_ = std::atoi(child_.ReadLine(milliseconds(10000)).c_str());
+  }
+  int port() const { return port_; }
+  pid_t pid() const { return child_.pid(); }
+
+ private:
+  Child child_;
+  int port_ = 0;
+};
+
+// A TCP port on 127.0.0.1 that refuses connections: bound, never listening, held open.
+class RefusingPort {
+ public:
+  RefusingPort() {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    bind(fd_, reinterpret_cast<sockaddr*>(&addr), len);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+  }
+  ~RefusingPort() { close(fd_); }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+const AgentStream* StreamOf(const std::vector<AgentStream>& streams, pid_t pid) {
+  for (const auto& s : streams) {
+    if (s.has_hello && s.hello.pid == static_cast<uint32_t>(pid)) return &s;
+  }
+  return nullptr;
+}
+
+std::vector<EventRecord> EventsOf(const AgentStream& stream, EventKind kind,
+                                  uint64_t conn_id = 0) {
+  std::vector<EventRecord> out;
+  for (const auto& e : stream.events) {
+    if (e.kind == static_cast<uint8_t>(kind) && (conn_id == 0 || e.conn_id == conn_id)) {
+      out.push_back(e);
+    }
+  }
+  return out;
+}
+
+bool HasKind(const AgentStream* stream, EventKind kind) {
+  return stream != nullptr && !EventsOf(*stream, kind).empty();
+}
+
+// The bytes moved in one direction: checks the offsets are contiguous from 0 and returns
+// the total.
+uint64_t ContiguousTotal(const std::vector<EventRecord>& transfers, const char* what) {
+  uint64_t total = 0;
+  for (const auto& e : transfers) {
+    if (e.result <= 0) continue;
+    EXPECT_EQ(e.offset, total) << what;
+    total += static_cast<uint64_t>(e.result);
+  }
+  return total;
+}
+
+struct MessageStart {
+  uint64_t offset;
+  std::string capture;
+  uint64_t hash;
+  bool operator==(const MessageStart& o) const {
+    return offset == o.offset && capture == o.capture && hash == o.hash;
+  }
+};
+
+std::vector<MessageStart> MessageStarts(const std::vector<EventRecord>& transfers) {
+  std::vector<MessageStart> out;
+  for (const auto& e : transfers) {
+    if (e.flags & kFlagMessageStart) out.push_back({e.offset, CaptureOf(e), e.hash});
+  }
+  return out;
+}
+
+std::string Mapped(const char* ipv4) {
+  in_addr a;
+  inet_pton(AF_INET, ipv4, &a);
+  std::string out(10, '\0');
+  out += "\xff\xff";
+  out.append(reinterpret_cast<const char*>(&a), 4);
+  return out;
+}
+
+std::string Addr(const uint8_t (&a)[16]) { return std::string(reinterpret_cast<const char*>(a), 16); }
+
+class HookTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(access(REPTRACE_HOOK_PATH, R_OK), 0) << REPTRACE_HOOK_PATH;
+    ASSERT_EQ(access(kPython, X_OK), 0);
+    ASSERT_EQ(access(kCurl, X_OK), 0);
+    www_.File("a.txt", std::string(1000, 'a') + "\n");
+    www_.File("b.txt", "the second file\n");
+  }
+  std::string SocketPath(const char* name) const { return dir_.path() + "/" + name; }
+
+  TempDir dir_;
+  TempDir www_;
+};
+
+TEST_F(HookTest, CurlAndPythonServerDescribeTheSameConnection) {
+  FakeAgent agent(SocketPath("agent.sock"));
+  PythonServer server(www_.path(), HookEnv(SocketPath("agent.sock"),
+                                           {"REPTRACE_SERVICE=web-frontend"}));
+  ASSERT_GT(server.port(), 0);
+  const std::string base = "http://127.0.0.1:" + std::to_string(server.port());
+  // Two requests on one keep-alive connection.
+  Child curl({kCurl, "-sS", "--max-time", "10", base + "/a.txt", base + "/b.txt"},
+             HookEnv(SocketPath("agent.sock")));
+  const std::string out = curl.ReadAll(milliseconds(15000));
+  ASSERT_EQ(curl.Wait(milliseconds(15000)), 0);
+  EXPECT_EQ(out, std::string(1000, 'a') + "\nthe second file\n");
+
+  ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
+    const AgentStream* py = StreamOf(streams, server.pid());
+    int closes = 0;
+    for (const auto& s : streams) closes += HasKind(&s, EventKind::kClose) ? 1 : 0;
+    return py != nullptr && HasKind(py, EventKind::kClose) && closes >= 2;
+  })) << "the close events of both ends never arrived";
+
+  const std::vector<AgentStream> streams = agent.Streams();
+  const AgentStream* py = StreamOf(streams, server.pid());
+  const AgentStream* cl = nullptr;
+  for (const auto& s : streams) {
+    EXPECT_EQ(s.error, "");
+    if (s.has_hello && NameOf(s.hello.process) == "curl") cl = &s;
+  }
+  ASSERT_NE(py, nullptr);
+  ASSERT_NE(cl, nullptr);
+
+  // Hello: who is talking.
+  EXPECT_EQ(NameOf(py->hello.service), "web-frontend");
+  EXPECT_EQ(NameOf(py->hello.process), "python3");
+  EXPECT_EQ(NameOf(cl->hello.service), "curl");
+  EXPECT_EQ(py->hello.version, kWireVersion);
+  EXPECT_EQ(cl->hello.ppid, static_cast<uint32_t>(getpid()));
+  EXPECT_GT(cl->hello.start_wall_ns, 0u);
+
+  // curl connected (client), python accepted (server): the same 4-tuple seen from each end.
+  const auto connects = EventsOf(*cl, EventKind::kConnect);
+  ASSERT_EQ(connects.size(), 1u);
+  const EventRecord& connect = connects[0];
+  EXPECT_EQ(connect.role, static_cast<uint8_t>(SocketRole::kClient));
+  EXPECT_EQ(connect.peer_port, server.port());
+  EXPECT_EQ(connect.family, 4);
+  EXPECT_EQ(Addr(connect.peer_addr), Mapped("127.0.0.1"));
+  EXPECT_EQ(Addr(connect.local_addr), Mapped("127.0.0.1"));
+  EXPECT_NE(connect.conn_id, 0u);
+  EXPECT_TRUE(connect.result == 0 || (connect.result == -1 && connect.error == EINPROGRESS))
+      << connect.result << " " << connect.error;
+  EXPECT_EQ(connect.pid, cl->hello.pid);
+
+  const std::vector<EventRecord> accepts = EventsOf(*py, EventKind::kAccept);
+  const EventRecord* accept = nullptr;
+  for (const auto& e : accepts) {
+    if (e.peer_port == connect.local_port) accept = &e;
+  }
+  ASSERT_NE(accept, nullptr) << "no accept from curl's port " << connect.local_port;
+  EXPECT_EQ(accept->role, static_cast<uint8_t>(SocketRole::kServer));
+  EXPECT_EQ(accept->local_port, server.port());
+  EXPECT_EQ(accept->family, 4);
+  EXPECT_EQ(accept->pid, static_cast<uint32_t>(server.pid()));
+  EXPECT_GT(accept->tid, 0u);
+
+  // Each direction: the same bytes, the same offsets, the same message boundaries.
+  const auto client_sent = EventsOf(*cl, EventKind::kSend, connect.conn_id);
+  const auto client_received = EventsOf(*cl, EventKind::kRecv, connect.conn_id);
+  const auto server_received = EventsOf(*py, EventKind::kRecv, accept->conn_id);
+  const auto server_sent = EventsOf(*py, EventKind::kSend, accept->conn_id);
+  const uint64_t requests = ContiguousTotal(client_sent, "client send");
+  const uint64_t responses = ContiguousTotal(server_sent, "server send");
+  EXPECT_GT(requests, 0u);
+  EXPECT_EQ(ContiguousTotal(server_received, "server recv"), requests);
+  EXPECT_EQ(ContiguousTotal(client_received, "client recv"), responses);
+  EXPECT_GT(responses, 1017u);  // two bodies and their headers
+
+  const auto request_starts = MessageStarts(client_sent);
+  ASSERT_EQ(request_starts.size(), 2u);
+  EXPECT_EQ(request_starts[0].offset, 0u);
+  EXPECT_EQ(request_starts[0].capture.rfind("GET /a.txt HTTP/1.1\r\n", 0), 0u);
+  EXPECT_EQ(request_starts[1].capture.rfind("GET /b.txt HTTP/1.1\r\n", 0), 0u);
+  EXPECT_EQ(request_starts[0].hash,
+            Fnv1a64(request_starts[0].capture.data(), request_starts[0].capture.size()));
+  EXPECT_EQ(MessageStarts(server_received), request_starts);
+  const auto response_starts = MessageStarts(server_sent);
+  ASSERT_EQ(response_starts.size(), 2u);
+  EXPECT_EQ(response_starts[0].capture.rfind("HTTP/1.", 0), 0u);
+  EXPECT_EQ(response_starts[0].capture.size(), kCaptureBytes);
+  EXPECT_EQ(MessageStarts(client_received), response_starts);
+
+  // Timestamps: a request is sent before it is received.
+  EXPECT_LE(client_sent.front().wall_ns, server_received.front().wall_ns);
+  EXPECT_LE(server_received.front().mono_ns, server_sent.front().mono_ns);
+
+  // The server saw curl hang up (end of stream), then closed.
+  const auto eof = std::find_if(server_received.begin(), server_received.end(),
+                                [](const EventRecord& e) { return e.result == 0; });
+  ASSERT_NE(eof, server_received.end());
+  EXPECT_EQ(eof->offset, requests);
+  EXPECT_EQ(EventsOf(*py, EventKind::kClose, accept->conn_id).size(), 1u);
+  EXPECT_EQ(EventsOf(*cl, EventKind::kClose, connect.conn_id).size(), 1u);
+
+  // curl's exit flush delivered a final StatsRecord covering everything.
+  ASSERT_FALSE(cl->stats.empty());
+  EXPECT_EQ(cl->stats.back().events_recorded, cl->events.size());
+  EXPECT_EQ(cl->stats.back().events_dropped, 0u);
+}
+
+TEST_F(HookTest, CurlIsUnaffectedWithOrWithoutAnAgent) {
+  PythonServer server(www_.path(), {});  // not hooked
+  ASSERT_GT(server.port(), 0);
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port()) + "/b.txt";
+  const std::vector<std::string> argv = {kCurl, "-s", "-i", "--max-time", "10", url};
+  FakeAgent agent(SocketPath("agent.sock"));
+
+  const RunResult plain = RunProgram(argv, {});
+  const RunResult traced = RunProgram(argv, HookEnv(SocketPath("agent.sock")));
+  const RunResult no_agent = RunProgram(argv, HookEnv(SocketPath("nobody-listens.sock")));
+
+  EXPECT_EQ(plain.exit_code, 0);
+  EXPECT_NE(plain.out.find("the second file"), std::string::npos);
+  // The Date header may tick between runs; everything else must be identical.
+  auto without_date = [](std::string s) {
+    const size_t at = s.find("Date: ");
+    if (at != std::string::npos) s.erase(at, s.find("\r\n", at) - at);
+    return s;
+  };
+  EXPECT_EQ(traced.exit_code, plain.exit_code);
+  EXPECT_EQ(without_date(traced.out), without_date(plain.out));
+  EXPECT_EQ(no_agent.exit_code, plain.exit_code);
+  EXPECT_EQ(without_date(no_agent.out), without_date(plain.out));
+  // ...and the hook really was there in the traced run.
+  EXPECT_TRUE(agent.WaitFor([](const std::vector<AgentStream>& streams) {
+    return streams.size() == 1 && HasKind(&streams[0], EventKind::kClose);
+  }));
+}
+
+TEST_F(HookTest, RefusedConnectFailsExactlyAsWithoutTheHook) {
+  RefusingPort refused;
+  FakeAgent agent(SocketPath("agent.sock"));
+  const std::vector<std::string> curl = {kCurl, "-s", "--max-time", "10",
+                                         "http://127.0.0.1:" + std::to_string(refused.port())};
+  const RunResult curl_plain = RunProgram(curl, {});
+  const RunResult curl_traced = RunProgram(curl, HookEnv(SocketPath("agent.sock")));
+  EXPECT_EQ(curl_plain.exit_code, 7);  // CURLE_COULDNT_CONNECT
+  EXPECT_EQ(curl_traced.exit_code, curl_plain.exit_code);
+  EXPECT_EQ(curl_traced.out, curl_plain.out);
+
+  const std::vector<std::string> py = {kPython, "-c", kRefusedScript,
+                                       std::to_string(refused.port())};
+  const RunResult py_plain = RunProgram(py, {});
+  const RunResult py_traced = RunProgram(py, HookEnv(SocketPath("agent.sock"),
+                                              {"REPTRACE_SERVICE=refused-probe"}));
+  EXPECT_EQ(py_plain.out, std::to_string(ECONNREFUSED) + " " + std::to_string(EINPROGRESS) +
+                              " " + std::to_string(ECONNREFUSED) + "\n");
+  EXPECT_EQ(py_traced.out, py_plain.out);
+  EXPECT_EQ(py_traced.exit_code, 0);
+
+  // The agent heard about both attempts, with the errno the program saw.
+  ASSERT_TRUE(agent.WaitFor([](const std::vector<AgentStream>& streams) {
+    for (const auto& s : streams) {
+      if (NameOf(s.hello.service) == "refused-probe" &&
+          EventsOf(s, EventKind::kConnect).size() >= 2 && !s.stats.empty()) {
+        return true;
+      }
+    }
+    return false;
+  }));
+  for (const auto& s : agent.Streams()) {
+    if (NameOf(s.hello.service) != "refused-probe") continue;
+    const auto connects = EventsOf(s, EventKind::kConnect);
+    EXPECT_EQ(connects[0].result, -1);
+    EXPECT_EQ(connects[0].error, ECONNREFUSED);
+    EXPECT_EQ(connects[0].peer_port, refused.port());
+    EXPECT_EQ(connects[1].result, -1);
+    EXPECT_EQ(connects[1].error, EINPROGRESS);
+    EXPECT_NE(connects[0].conn_id, connects[1].conn_id);
+  }
+}
+
+TEST_F(HookTest, DropsAreCountedWhileNoAgentListensAndReportedWhenOneDoes) {
+  const std::string late = SocketPath("late.sock");
+  PythonServer server(www_.path(), HookEnv(late, {"REPTRACE_SERVICE=lonely"}));
+  ASSERT_GT(server.port(), 0);
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port()) + "/b.txt";
+  const RunResult first = RunProgram({kCurl, "-s", "--max-time", "10", url}, {});
+  EXPECT_EQ(first.exit_code, 0);
+  EXPECT_EQ(first.out, "the second file\n");  // the server works without its agent
+  std::this_thread::sleep_for(milliseconds(200));
+
+  FakeAgent agent(late);  // the agent comes up: the hook reconnects (back-off <= 2 s)
+  ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
+    const AgentStream* s = StreamOf(streams, server.pid());
+    return s != nullptr && !s->stats.empty();
+  }));
+  const StatsRecord stats = StreamOf(agent.Streams(), server.pid())->stats.front();
+  // accept, recv, send(s), end of stream, close: all dropped, all counted.
+  EXPECT_GE(stats.events_dropped, 5u);
+  EXPECT_EQ(stats.events_recorded, stats.events_dropped);
+
+  // New traffic flows to the agent now.
+  const RunResult second = RunProgram({kCurl, "-s", "--max-time", "10", url}, {});
+  EXPECT_EQ(second.out, "the second file\n");
+  EXPECT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
+    const AgentStream* s = StreamOf(streams, server.pid());
+    return s != nullptr && HasKind(s, EventKind::kClose);
+  }));
+}
+
+TEST_F(HookTest, VectoredSendfileFortifiedAndPeekedCallsAreRecorded) {
+  FakeAgent agent(SocketPath("agent.sock"));
+  std::string body;
+  for (int i = 0; body.size() < 1000; ++i) body += "line " + std::to_string(i) + "\n";
+  body.resize(1000);
+  const std::string file = www_.File("body.bin", body);
+  const RunResult run =
+      RunProgram({REPTRACE_HOOK_TEST_PEER, "6", file}, HookEnv(SocketPath("agent.sock")));
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  ASSERT_TRUE(agent.WaitFor([](const std::vector<AgentStream>& streams) {
+    return streams.size() == 1 && !streams[0].stats.empty() &&
+           EventsOf(streams[0], EventKind::kClose).size() == 2;
+  }));
+  const AgentStream s = agent.Streams()[0];
+  EXPECT_EQ(s.error, "");
+  EXPECT_EQ(NameOf(s.hello.service), "hook_test_peer");
+
+  // Only the TCP connection is traced (not the UDP socket, not the Unix pair).
+  const auto connects = EventsOf(s, EventKind::kConnect);
+  const auto accepts = EventsOf(s, EventKind::kAccept);
+  ASSERT_EQ(connects.size(), 1u);
+  ASSERT_EQ(accepts.size(), 1u);
+  const uint64_t client = connects[0].conn_id;
+  const uint64_t server = accepts[0].conn_id;
+  EXPECT_NE(client, server);
+  EXPECT_EQ(connects[0].family, 6);
+  EXPECT_EQ(accepts[0].family, 6);
+  const std::string loopback6(15, '\0');
+  EXPECT_EQ(Addr(connects[0].peer_addr), loopback6 + '\1');
+  EXPECT_EQ(connects[0].peer_port, accepts[0].local_port);
+  EXPECT_EQ(connects[0].local_port, accepts[0].peer_port);
+  EXPECT_EQ(connects[0].result, 0);
+
+  // writev gathers its iovecs into one capture; readv scatters the same bytes.
+  const auto client_sent = EventsOf(s, EventKind::kSend, client);
+  ASSERT_EQ(client_sent.size(), 2u);  // writev, send("bye")
+  EXPECT_EQ(client_sent[0].result, 22);
+  EXPECT_TRUE(client_sent[0].flags & kFlagMessageStart);
+  EXPECT_EQ(CaptureOf(client_sent[0]), "PING vectored request\n");
+  EXPECT_EQ(client_sent[0].hash, Fnv1a64("PING vectored request\n", 22));
+  EXPECT_EQ(client_sent[1].offset, 22u);
+  EXPECT_EQ(CaptureOf(client_sent[1]), "bye");
+
+  // The peeked "bye" is not counted twice: 22 + 3 bytes, then end of stream at 25.
+  const auto server_received = EventsOf(s, EventKind::kRecv, server);
+  EXPECT_EQ(ContiguousTotal(server_received, "server recv"), 25u);
+  EXPECT_EQ(MessageStarts(server_received).front().capture, "PING vectored request\n");
+  ASSERT_FALSE(server_received.empty());
+  EXPECT_EQ(server_received.back().result, 0);
+  EXPECT_EQ(server_received.back().offset, 25u);
+
+  // sendfile: bytes counted, nothing captured; the fortified read sees them all.
+  const auto server_sent = EventsOf(s, EventKind::kSend, server);
+  EXPECT_EQ(ContiguousTotal(server_sent, "server sendfile"), 1000u);
+  ASSERT_FALSE(server_sent.empty());
+  EXPECT_TRUE(server_sent[0].flags & kFlagMessageStart);
+  EXPECT_EQ(server_sent[0].capture_len, 0);
+  const auto client_received = EventsOf(s, EventKind::kRecv, client);
+  EXPECT_EQ(ContiguousTotal(client_received, "client __read_chk"), 1000u);
+  ASSERT_FALSE(client_received.empty());
+  EXPECT_EQ(CaptureOf(client_received[0]), body.substr(0, CaptureOf(client_received[0]).size()));
+  EXPECT_GT(client_received[0].capture_len, 0);
+
+  for (const auto& e : s.events) {
+    EXPECT_EQ(e.pid, s.hello.pid);
+    EXPECT_GT(e.tid, 0u);
+    EXPECT_GT(e.wall_ns, s.hello.start_wall_ns - 1);
+  }
+  EXPECT_EQ(s.stats.back().events_recorded, s.events.size());
+}
+
+TEST_F(HookTest, ForkChildTracesOnlyItsOwnConnectionsUnderItsOwnPid) {
+  FakeAgent agent(SocketPath("agent.sock"));
+  Child parent({kPython, "-c", kForkScript}, HookEnv(SocketPath("agent.sock")));
+  const pid_t child_pid = std::atoi(parent.ReadLine(milliseconds(10000)).c_str());
+  ASSERT_GT(child_pid, 0);
+  ASSERT_EQ(parent.Wait(milliseconds(10000)), 0);
+  ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
+    const AgentStream* c = StreamOf(streams, child_pid);
+    return c != nullptr && !c->stats.empty() && streams.size() >= 2 &&
+           std::all_of(streams.begin(), streams.end(),
+                       [](const AgentStream& s) { return !s.stats.empty(); });
+  }));
+  const std::vector<AgentStream> streams = agent.Streams();
+  const AgentStream* child = StreamOf(streams, child_pid);
+  const AgentStream* parent_stream = nullptr;
+  for (const auto& s : streams) {
+    if (s.has_hello && s.hello.pid != static_cast<uint32_t>(child_pid)) parent_stream = &s;
+  }
+  ASSERT_NE(parent_stream, nullptr);
+  EXPECT_EQ(child->hello.ppid, parent_stream->hello.pid);
+
+  // The child traced its own connection only: one connect, one send, nothing inherited.
+  const auto child_connects = EventsOf(*child, EventKind::kConnect);
+  ASSERT_EQ(child_connects.size(), 1u);
+  const auto child_sends = EventsOf(*child, EventKind::kSend);
+  ASSERT_EQ(child_sends.size(), 1u);
+  EXPECT_EQ(CaptureOf(child_sends[0]), "from-child");
+  EXPECT_EQ(child_sends[0].conn_id, child_connects[0].conn_id);
+  for (const auto& e : child->events) EXPECT_EQ(e.pid, static_cast<uint32_t>(child_pid));
+  // Its counters started from zero at the fork.
+  EXPECT_EQ(child->stats.back().events_recorded, child->events.size());
+
+  // The parent saw its own connection from both ends, including the bytes the child sent
+  // on it (they arrived in the parent: 11 + 9 bytes, one message), and the child's own.
+  const auto parent_accepts = EventsOf(*parent_stream, EventKind::kAccept);
+  ASSERT_EQ(parent_accepts.size(), 2u);
+  const auto first = EventsOf(*parent_stream, EventKind::kRecv, parent_accepts[0].conn_id);
+  EXPECT_EQ(ContiguousTotal(first, "parent recv"), 20u);
+  ASSERT_FALSE(first.empty());
+  EXPECT_EQ(CaptureOf(first[0]), "from-parent");
+  const auto second = EventsOf(*parent_stream, EventKind::kRecv, parent_accepts[1].conn_id);
+  ASSERT_FALSE(second.empty());
+  EXPECT_EQ(CaptureOf(second[0]), "from-child");
+  EXPECT_EQ(parent_accepts[1].peer_port, child_connects[0].local_port);
+  for (const auto& e : EventsOf(*parent_stream, EventKind::kSend)) {
+    EXPECT_EQ(CaptureOf(e), "from-parent");
+  }
+}
+
+}  // namespace
+}  // namespace reptrace
