@@ -1,0 +1,29 @@
+// A tiny parser for the first line of an HTTP/1.x message, as captured by the hook (the
+// first bytes of a message, possibly cut short). Pure; never reads past `head`.
+#ifndef REPTRACE_AGENT_HTTP_HEAD_H_
+#define REPTRACE_AGENT_HTTP_HEAD_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace reptrace {
+
+struct HttpRequestLine {
+  std::string method;  // "GET"
+  std::string path;    // "/api/items": no query string, no fragment, no scheme/authority
+};
+
+// Parses "METHOD target HTTP/1.x" at the start of `head`. A well-known method
+// (GET, POST, ...) may have its target cut short by the end of `head` (captures are
+// small); any other upper-case method needs the whole line up to "HTTP/1.". Returns
+// nullopt for anything that does not look like an HTTP/1.x request.
+std::optional<HttpRequestLine> ParseHttpRequestLine(absl::string_view head);
+
+// Parses "HTTP/1.x NNN ..." at the start of `head`; returns NNN (100..599) or nullopt.
+std::optional<int> ParseHttpStatusCode(absl::string_view head);
+
+}  // namespace reptrace
+
+#endif  // REPTRACE_AGENT_HTTP_HEAD_H_

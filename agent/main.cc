@@ -1,0 +1,130 @@
+// reptrace-agent: collects the socket events of hooked processes on this node, turns them
+// into spans and streams them to the controller.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/clock.h"
+#include "agent/counter_set.h"
+#include "agent/hook_server.h"
+#include "agent/span_buffer.h"
+#include "agent/span_builder.h"
+#include "agent/uploader.h"
+#include "common/log.h"
+
+ABSL_FLAG(std::string, socket, "/run/reptrace/agent.sock",
+          "Unix socket the hooked processes connect to");
+ABSL_FLAG(std::string, controller, "127.0.0.1:7070", "reptrace-controller address, host:port");
+ABSL_FLAG(std::string, node, "", "node name put in every span (default: the hostname)");
+ABSL_FLAG(int64_t, buffer_spans, 100000,
+          "most spans held while not acknowledged by the controller; more are dropped");
+ABSL_FLAG(int64_t, batch_max_spans, 500, "most spans in one batch");
+ABSL_FLAG(int64_t, batch_interval_ms, 200, "a non-empty batch is sent at least this often");
+
+namespace reptrace {
+namespace {
+
+constexpr absl::Duration kFinalFlushTimeout = absl::Seconds(2);
+
+std::string Hostname() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+// absl flags know --buffer_spans; the documented spelling is --buffer-spans.
+std::vector<char*> DashesToUnderscores(int argc, char** argv, std::vector<std::string>* store) {
+  store->reserve(argc);
+  std::vector<char*> out;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i > 0 && arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
+      const size_t end = std::min(arg.find('='), arg.size());
+      for (size_t j = 2; j < end; ++j) {
+        if (arg[j] == '-') arg[j] = '_';
+      }
+    }
+    store->push_back(std::move(arg));
+    out.push_back(store->back().data());
+  }
+  return out;
+}
+
+int Run(int argc, char** argv) {
+  SetLogComponent("agent");
+  absl::SetProgramUsageMessage(
+      "reptrace-agent --socket PATH --controller HOST:PORT [--node NAME] [--buffer-spans N]"
+      " [--batch-max-spans N] [--batch-interval-ms N]");
+  std::vector<std::string> arg_store;
+  std::vector<char*> args = DashesToUnderscores(argc, argv, &arg_store);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+
+  const std::string hostname = Hostname();
+  std::string node = absl::GetFlag(FLAGS_node);
+  if (node.empty()) node = hostname;
+  const std::string controller = absl::GetFlag(FLAGS_controller);
+  const std::string socket_path = absl::GetFlag(FLAGS_socket);
+  SpanBufferOptions buffer_options;
+  if (absl::GetFlag(FLAGS_buffer_spans) < 1 || absl::GetFlag(FLAGS_batch_max_spans) < 1 ||
+      absl::GetFlag(FLAGS_batch_interval_ms) < 1) {
+    LogError("--buffer-spans, --batch-max-spans and --batch-interval-ms must be positive");
+    return 2;
+  }
+  buffer_options.max_spans = static_cast<size_t>(absl::GetFlag(FLAGS_buffer_spans));
+  buffer_options.batch_max_spans = static_cast<size_t>(absl::GetFlag(FLAGS_batch_max_spans));
+  buffer_options.batch_interval = absl::Milliseconds(absl::GetFlag(FLAGS_batch_interval_ms));
+
+  // Signals are taken synchronously by this thread; every thread started below inherits
+  // the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  CounterSet counters;
+  SpanBuffer buffer(buffer_options, &counters);
+  SpanBuilder builder(node, [&](v1::Span span) {
+    counters.spans_built.fetch_add(1);
+    buffer.Add(std::move(span), absl::Now());
+  });
+  HookServer hook_server(socket_path, &builder, &counters);
+  if (absl::Status status = hook_server.Start(); !status.ok()) {
+    LogError("cannot listen on %s: %s", socket_path, status.ToString());
+    return 1;
+  }
+  UploaderOptions uploader_options;
+  uploader_options.controller = controller;
+  uploader_options.node = node;
+  uploader_options.agent_id = NewAgentId();
+  uploader_options.hostname = hostname;
+  Uploader uploader(uploader_options, &buffer, &counters);
+  uploader.Start();
+  LogInfo("agent %s node %s listening on %s, controller %s", uploader_options.agent_id, node,
+          socket_path, controller);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  LogInfo("%s: stopping", strsignal(signal_number));
+  hook_server.Stop();  // finishes the open spans of every hooked process
+  uploader.Stop(kFinalFlushTimeout);
+  const v1::AgentCounters c = counters.Snapshot();
+  LogInfo("stopped: %d events, %d spans built, %d dropped, %d batches sent, %d acked, "
+          "%d spans not delivered",
+          c.events_received(), c.spans_built(), c.spans_dropped(), c.batches_sent(),
+          c.batches_acked(), buffer.spans_held());
+  return 0;
+}
+
+}  // namespace
+}  // namespace reptrace
+
+int main(int argc, char** argv) { return reptrace::Run(argc, argv); }

@@ -1,0 +1,141 @@
+#include "agent/record_decoder.h"
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+
+namespace reptrace {
+namespace {
+
+bool IsNulTerminated(const char (&name)[kNameBytes]) {
+  return std::memchr(name, '\0', kNameBytes) != nullptr;
+}
+
+absl::Status CheckHello(const HelloRecord& hello) {
+  if (hello.version != kWireVersion) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hello declares wire version %d, this agent speaks %d", hello.version, kWireVersion));
+  }
+  if (!IsNulTerminated(hello.service) || !IsNulTerminated(hello.process)) {
+    return absl::InvalidArgumentError("hello has a name that is not NUL-terminated");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckEvent(const EventRecord& event) {
+  if (event.kind < static_cast<uint8_t>(EventKind::kConnect) ||
+      event.kind > static_cast<uint8_t>(EventKind::kClose)) {
+    return absl::InvalidArgumentError(absl::StrFormat("unknown event kind %d", event.kind));
+  }
+  if (event.role > static_cast<uint8_t>(SocketRole::kServer)) {
+    return absl::InvalidArgumentError(absl::StrFormat("unknown socket role %d", event.role));
+  }
+  if (event.family != 4 && event.family != 6) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("address family %d is neither 4 nor 6", event.family));
+  }
+  if (event.capture_len > kCaptureBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "capture_len %d exceeds %d", event.capture_len, kCaptureBytes));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RecordDecoder::CheckHeader(const RecordHeader& header) const {
+  if (header.magic != kRecordMagic) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("record %d: bad magic 0x%08x", records_decoded_, header.magic));
+  }
+  const size_t expected = RecordSizeFor(header.type);
+  if (expected == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("record %d: unknown record type %d", records_decoded_, header.type));
+  }
+  if (header.size != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("record %d: type %d declares size %d, expected %d", records_decoded_,
+                        header.type, header.size, expected));
+  }
+  const bool is_hello = header.type == static_cast<uint16_t>(RecordType::kHello);
+  if (!saw_hello_ && !is_hello) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("first record is of type %d, not a hello", header.type));
+  }
+  if (saw_hello_ && is_hello) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("record %d: a second hello on one connection", records_decoded_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecordDecoder::DecodeBody(const char* data, uint16_t type,
+                                       std::vector<Record>* out) {
+  switch (static_cast<RecordType>(type)) {
+    case RecordType::kHello: {
+      HelloRecord hello;
+      std::memcpy(&hello, data, sizeof(hello));
+      absl::Status status = CheckHello(hello);
+      if (!status.ok()) return status;
+      saw_hello_ = true;
+      out->emplace_back(hello);
+      return absl::OkStatus();
+    }
+    case RecordType::kEvent: {
+      EventRecord event;
+      std::memcpy(&event, data, sizeof(event));
+      absl::Status status = CheckEvent(event);
+      if (!status.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("record %d: %s", records_decoded_, status.message()));
+      }
+      out->emplace_back(event);
+      return absl::OkStatus();
+    }
+    case RecordType::kStats: {
+      StatsRecord stats;
+      std::memcpy(&stats, data, sizeof(stats));
+      out->emplace_back(stats);
+      return absl::OkStatus();
+    }
+  }
+  // CheckHeader() let only known types through.
+  return absl::InternalError("unreachable record type");
+}
+
+absl::Status RecordDecoder::Feed(absl::string_view bytes, std::vector<Record>* out) {
+  if (!error_.ok()) return error_;
+  pending_.append(bytes.data(), bytes.size());
+  size_t pos = 0;
+  while (pending_.size() - pos >= sizeof(RecordHeader)) {
+    RecordHeader header;
+    std::memcpy(&header, pending_.data() + pos, sizeof(header));
+    absl::Status status = CheckHeader(header);
+    if (status.ok()) {
+      if (pending_.size() - pos < header.size) break;
+      status = DecodeBody(pending_.data() + pos, header.type, out);
+    }
+    if (!status.ok()) {
+      error_ = status;
+      pending_.clear();
+      return error_;
+    }
+    pos += header.size;
+    ++records_decoded_;
+  }
+  pending_.erase(0, pos);
+  return absl::OkStatus();
+}
+
+absl::Status RecordDecoder::Finish() const {
+  if (!error_.ok()) return error_;
+  if (!pending_.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "truncated record: the stream ended %d bytes into record %d", pending_.size(),
+        records_decoded_));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace reptrace

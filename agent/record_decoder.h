@@ -1,0 +1,57 @@
+// Decodes the byte stream one hooked process writes to the agent's Unix socket
+// (common/event_record.h) into whole, validated records. Pure: no I/O, no clock.
+#ifndef REPTRACE_AGENT_RECORD_DECODER_H_
+#define REPTRACE_AGENT_RECORD_DECODER_H_
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "common/event_record.h"
+
+namespace reptrace {
+
+using Record = std::variant<HelloRecord, EventRecord, StatsRecord>;
+
+// One decoder per hooked-process connection. Feed it the bytes as they arrive, in any
+// segmentation. Records are checked before they are handed out:
+//   - every header: magic, known type, size == RecordSizeFor(type);
+//   - the first record is a HelloRecord with version == kWireVersion, and no other Hello
+//     follows it;
+//   - HelloRecord names are NUL-terminated;
+//   - EventRecord: known kind and role, family 4 or 6, capture_len <= kCaptureBytes.
+// The first violation is an InvalidArgument error, and the decoder stays failed: the
+// caller is expected to close the connection.
+class RecordDecoder {
+ public:
+  RecordDecoder() = default;
+  RecordDecoder(const RecordDecoder&) = delete;
+  RecordDecoder& operator=(const RecordDecoder&) = delete;
+
+  // Appends the whole records completed by `bytes` to `out` (also those that precede a bad
+  // record), and returns the error of the first bad record, if any.
+  absl::Status Feed(absl::string_view bytes, std::vector<Record>* out);
+
+  // The stream ended. An error if it failed earlier or a partial record is left over
+  // ("truncated record").
+  absl::Status Finish() const;
+
+  bool saw_hello() const { return saw_hello_; }
+  uint64_t records_decoded() const { return records_decoded_; }
+
+ private:
+  absl::Status CheckHeader(const RecordHeader& header) const;
+  absl::Status DecodeBody(const char* data, uint16_t type, std::vector<Record>* out);
+
+  std::string pending_;  // bytes of a record not yet complete
+  bool saw_hello_ = false;
+  uint64_t records_decoded_ = 0;
+  absl::Status error_;
+};
+
+}  // namespace reptrace
+
+#endif  // REPTRACE_AGENT_RECORD_DECODER_H_

@@ -1,0 +1,189 @@
+#include "agent/record_decoder.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "agent/testing/hook_script.h"
+#include "gtest/gtest.h"
+
+namespace reptrace {
+namespace {
+
+using testing::AsBytes;
+using testing::HookScript;
+
+// A hello, one HTTP exchange seen by a server, a stats record and a close.
+std::string GoodStream() {
+  HookScript script;
+  std::string bytes = AsBytes(script.Hello());
+  bytes += AsBytes(script.Accept(1, 7, 1000));
+  bytes += AsBytes(script.Recv(1, 7, 2000, "GET / HTTP/1.1\r\n\r\n"));
+  bytes += AsBytes(script.Send(1, 7, 3000, "HTTP/1.1 200 OK\r\n\r\n"));
+  bytes += AsBytes(script.Stats(4, 0));
+  bytes += AsBytes(script.Close(1, 7, 4000));
+  return bytes;
+}
+
+TEST(RecordDecoder, DecodesAGoodStreamSplitAtEveryByte) {
+  const std::string stream = GoodStream();
+  for (size_t split = 0; split <= stream.size(); ++split) {
+    RecordDecoder decoder;
+    std::vector<Record> records;
+    ASSERT_TRUE(decoder.Feed(absl::string_view(stream).substr(0, split), &records).ok());
+    ASSERT_TRUE(decoder.Feed(absl::string_view(stream).substr(split), &records).ok());
+    ASSERT_TRUE(decoder.Finish().ok()) << split;
+    ASSERT_EQ(records.size(), 6u) << split;
+    EXPECT_TRUE(std::holds_alternative<HelloRecord>(records[0]));
+    EXPECT_EQ(std::string(std::get<HelloRecord>(records[0]).service), "shop");
+    ASSERT_TRUE(std::holds_alternative<EventRecord>(records[2]));
+    EXPECT_EQ(std::get<EventRecord>(records[2]).result, 18);
+    EXPECT_TRUE(std::holds_alternative<StatsRecord>(records[4]));
+    EXPECT_EQ(std::get<EventRecord>(records[5]).kind, static_cast<uint8_t>(EventKind::kClose));
+  }
+}
+
+TEST(RecordDecoder, DecodesAStreamFedOneByteAtATime) {
+  const std::string stream = GoodStream();
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  for (char c : stream) ASSERT_TRUE(decoder.Feed(absl::string_view(&c, 1), &records).ok());
+  EXPECT_TRUE(decoder.Finish().ok());
+  EXPECT_EQ(records.size(), 6u);
+  EXPECT_EQ(decoder.records_decoded(), 6u);
+}
+
+TEST(RecordDecoder, AnEmptyStreamIsFine) {
+  RecordDecoder decoder;
+  EXPECT_TRUE(decoder.Finish().ok());
+}
+
+TEST(RecordDecoder, RefusesGarbage) {
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  absl::Status status = decoder.Feed("this is not a record stream at all", &records);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("magic"), absl::string_view::npos) << status;
+  EXPECT_TRUE(records.empty());
+  // It stays failed.
+  EXPECT_FALSE(decoder.Feed(GoodStream(), &records).ok());
+  EXPECT_FALSE(decoder.Finish().ok());
+  EXPECT_TRUE(records.empty());
+}
+
+TEST(RecordDecoder, RefusesGarbageAfterGoodRecordsButKeepsThem) {
+  HookScript script;
+  std::string bytes = AsBytes(script.Hello()) + AsBytes(script.Accept(1, 7, 1000));
+  bytes += std::string(sizeof(RecordHeader), '\x5a');
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  EXPECT_FALSE(decoder.Feed(bytes, &records).ok());
+  EXPECT_EQ(records.size(), 2u);
+}
+
+TEST(RecordDecoder, ATruncatedRecordIsAnErrorAtEndOfStream) {
+  const std::string stream = GoodStream();
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  ASSERT_TRUE(decoder.Feed(stream.substr(0, stream.size() - 5), &records).ok());
+  absl::Status status = decoder.Finish();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("truncated record"), absl::string_view::npos) << status;
+  EXPECT_EQ(records.size(), 5u);
+}
+
+TEST(RecordDecoder, RefusesASizeThatDoesNotMatchTheType) {
+  HookScript script;
+  EventRecord event = script.Accept(1, 7, 1000);
+  event.header.size = sizeof(StatsRecord);
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  absl::Status status = decoder.Feed(AsBytes(script.Hello()) + AsBytes(event), &records);
+  EXPECT_NE(status.message().find("size"), absl::string_view::npos) << status;
+  EXPECT_EQ(records.size(), 1u);
+}
+
+TEST(RecordDecoder, RefusesAnUnknownType) {
+  HookScript script;
+  HelloRecord hello = script.Hello();
+  hello.header.type = 9;
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  absl::Status status = decoder.Feed(AsBytes(hello), &records);
+  EXPECT_NE(status.message().find("unknown record type"), absl::string_view::npos) << status;
+}
+
+TEST(RecordDecoder, RefusesAStreamThatDoesNotStartWithAHello) {
+  HookScript script;
+  script.Hello();
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  absl::Status status = decoder.Feed(AsBytes(script.Accept(1, 7, 1000)), &records);
+  EXPECT_NE(status.message().find("not a hello"), absl::string_view::npos) << status;
+  EXPECT_TRUE(records.empty());
+}
+
+TEST(RecordDecoder, RefusesASecondHello) {
+  HookScript script;
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  EXPECT_FALSE(decoder.Feed(AsBytes(script.Hello()) + AsBytes(script.Hello()), &records).ok());
+}
+
+TEST(RecordDecoder, RefusesAnotherWireVersion) {
+  HookScript script;
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  absl::Status status = decoder.Feed(AsBytes(script.Hello("a", "b", kWireVersion + 1)), &records);
+  EXPECT_NE(status.message().find("version"), absl::string_view::npos) << status;
+}
+
+TEST(RecordDecoder, RefusesNamesWithoutNul) {
+  HookScript script;
+  HelloRecord hello = script.Hello();
+  std::memset(hello.process, 'x', kNameBytes);
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  EXPECT_FALSE(decoder.Feed(AsBytes(hello), &records).ok());
+  hello = script.Hello();
+  std::memset(hello.service, 'x', kNameBytes);
+  RecordDecoder decoder2;
+  EXPECT_FALSE(decoder2.Feed(AsBytes(hello), &records).ok());
+}
+
+// Each field check of an event record.
+TEST(RecordDecoder, RefusesBadEventFields) {
+  struct Case {
+    const char* what;
+    void (*spoil)(EventRecord&);
+  };
+  const Case cases[] = {
+      {"kind", [](EventRecord& e) { e.kind = 0; }},
+      {"kind", [](EventRecord& e) { e.kind = 6; }},
+      {"role", [](EventRecord& e) { e.role = 3; }},
+      {"family", [](EventRecord& e) { e.family = 5; }},
+      {"capture_len", [](EventRecord& e) { e.capture_len = kCaptureBytes + 1; }},
+  };
+  for (const Case& c : cases) {
+    HookScript script;
+    EventRecord event = script.Accept(1, 7, 1000);
+    c.spoil(event);
+    RecordDecoder decoder;
+    std::vector<Record> records;
+    absl::Status status = decoder.Feed(AsBytes(script.Hello()) + AsBytes(event), &records);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.what;
+    EXPECT_NE(status.message().find(c.what), absl::string_view::npos) << status;
+    EXPECT_EQ(records.size(), 1u);
+  }
+  // The extremes that are allowed.
+  HookScript script;
+  EventRecord event = script.Accept(1, 7, 1000);
+  event.family = 6;
+  event.capture_len = kCaptureBytes;
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  EXPECT_TRUE(decoder.Feed(AsBytes(script.Hello()) + AsBytes(event), &records).ok());
+}
+
+}  // namespace
+}  // namespace reptrace

@@ -1,0 +1,139 @@
+#include "agent/span_buffer.h"
+
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+
+namespace reptrace {
+namespace {
+
+const absl::Time kT0 = absl::FromUnixSeconds(1700000000);
+
+v1::Span SpanNumber(uint64_t n) {
+  v1::Span span;
+  span.set_span_id(n);
+  return span;
+}
+
+std::vector<uint64_t> SpanIds(const v1::SpanBatch& batch) {
+  std::vector<uint64_t> ids;
+  for (const v1::Span& span : batch.spans()) ids.push_back(span.span_id());
+  return ids;
+}
+
+TEST(SpanBuffer, SealsABatchWhenItIsFull) {
+  CounterSet counters;
+  SpanBuffer buffer({/*max_spans=*/100, /*batch_max_spans=*/3, absl::Seconds(10)}, &counters);
+  for (uint64_t i = 1; i <= 4; ++i) EXPECT_TRUE(buffer.Add(SpanNumber(i), kT0));
+  auto batch = buffer.NextToSend();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->batch_id(), 1u);
+  EXPECT_EQ(SpanIds(*batch), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(buffer.NextToSend(), nullptr);  // span 4 waits in the open batch
+  EXPECT_EQ(buffer.spans_held(), 4u);
+  EXPECT_EQ(counters.batches_sent.load(), 1u);
+}
+
+TEST(SpanBuffer, SealsABatchWhenItIsOld) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 500, absl::Milliseconds(200)}, &counters);
+  buffer.Add(SpanNumber(1), kT0);
+  buffer.Add(SpanNumber(2), kT0 + absl::Milliseconds(150));
+  buffer.SealDue(kT0 + absl::Milliseconds(199));
+  EXPECT_EQ(buffer.NextToSend(), nullptr);
+  buffer.SealDue(kT0 + absl::Milliseconds(200));
+  auto batch = buffer.NextToSend();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(SpanIds(*batch), (std::vector<uint64_t>{1, 2}));
+}
+
+TEST(SpanBuffer, BatchIdsIncreaseFromOne) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 1, absl::Seconds(1)}, &counters);
+  for (uint64_t i = 1; i <= 5; ++i) buffer.Add(SpanNumber(i), kT0);
+  for (uint64_t id = 1; id <= 5; ++id) {
+    auto batch = buffer.NextToSend();
+    ASSERT_NE(batch, nullptr);
+    EXPECT_EQ(batch->batch_id(), id);
+  }
+}
+
+TEST(SpanBuffer, DropsAndCountsSpansBeyondItsBound) {
+  CounterSet counters;
+  SpanBuffer buffer({/*max_spans=*/5, /*batch_max_spans=*/2, absl::Seconds(1)}, &counters);
+  int added = 0;
+  for (uint64_t i = 1; i <= 8; ++i) added += buffer.Add(SpanNumber(i), kT0) ? 1 : 0;
+  EXPECT_EQ(added, 5);
+  EXPECT_EQ(counters.spans_dropped.load(), 3u);
+  EXPECT_EQ(buffer.spans_held(), 5u);
+  // Acknowledged batches make room again.
+  auto batch = buffer.NextToSend();
+  ASSERT_NE(batch, nullptr);
+  buffer.Ack(batch->batch_id());
+  EXPECT_EQ(counters.batches_acked.load(), 1u);
+  EXPECT_TRUE(buffer.Add(SpanNumber(9), kT0));
+  EXPECT_TRUE(buffer.Add(SpanNumber(10), kT0));
+  EXPECT_FALSE(buffer.Add(SpanNumber(11), kT0));
+  EXPECT_EQ(counters.spans_dropped.load(), 4u);
+}
+
+TEST(SpanBuffer, ResendsEveryUnackedBatchInOrderAfterARewind) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 1, absl::Seconds(1)}, &counters);
+  for (uint64_t i = 1; i <= 4; ++i) buffer.Add(SpanNumber(i), kT0);
+  for (int i = 0; i < 4; ++i) ASSERT_NE(buffer.NextToSend(), nullptr);
+  EXPECT_EQ(buffer.NextToSend(), nullptr);
+  buffer.Ack(2);
+  buffer.Ack(42);  // unknown: ignored
+  EXPECT_EQ(counters.batches_acked.load(), 1u);
+  buffer.Add(SpanNumber(5), kT0);  // batch 5, never sent
+
+  buffer.RewindForResend();
+  std::vector<uint64_t> order;
+  while (auto batch = buffer.NextToSend()) order.push_back(batch->batch_id());
+  EXPECT_EQ(order, (std::vector<uint64_t>{1, 3, 4, 5}));
+  EXPECT_EQ(counters.batches_resent.load(), 3u);
+  EXPECT_EQ(counters.batches_sent.load(), 8u);
+  EXPECT_EQ(buffer.unacked_batches(), 4u);
+}
+
+TEST(SpanBuffer, RewindWithNothingUnackedSendsOnlyNewBatches) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 1, absl::Seconds(1)}, &counters);
+  buffer.Add(SpanNumber(1), kT0);
+  buffer.Ack(buffer.NextToSend()->batch_id());
+  buffer.RewindForResend();
+  EXPECT_EQ(buffer.NextToSend(), nullptr);
+  buffer.Add(SpanNumber(2), kT0);
+  auto batch = buffer.NextToSend();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->batch_id(), 2u);
+  EXPECT_EQ(counters.batches_resent.load(), 0u);
+  EXPECT_TRUE(buffer.empty() == false);
+  buffer.Ack(2);
+  EXPECT_TRUE(buffer.empty());
+}
+
+TEST(SpanBuffer, WaitNextToSendSealsByTimeAndWakes) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 500, absl::Milliseconds(30)}, &counters);
+  buffer.Add(SpanNumber(1), absl::Now());
+  auto batch = buffer.WaitNextToSend(absl::Seconds(5));
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->spans_size(), 1);
+
+  // Nothing to send: Wake() ends the wait early.
+  std::thread waker([&] {
+    absl::SleepFor(absl::Milliseconds(50));
+    buffer.Wake();
+  });
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(buffer.WaitNextToSend(absl::Seconds(30)), nullptr);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  waker.join();
+}
+
+}  // namespace
+}  // namespace reptrace

@@ -1,0 +1,263 @@
+#include "agent/span_builder.h"
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "agent/http_head.h"
+#include "common/endpoint.h"
+#include "common/ids.h"
+
+namespace reptrace {
+namespace {
+
+std::string ErrnoText(int error) {
+  char buffer[256];
+  // GNU strerror_r: returns a pointer to the message (maybe not `buffer`).
+  return strerror_r(error, buffer, sizeof(buffer));
+}
+
+bool IsTransientError(int error) {
+  return error == EAGAIN || error == EWOULDBLOCK || error == EINTR || error == EINPROGRESS ||
+         error == EALREADY;
+}
+
+absl::string_view Capture(const EventRecord& event) {
+  if ((event.flags & kFlagMessageStart) == 0) return {};
+  return absl::string_view(reinterpret_cast<const char*>(event.capture), event.capture_len);
+}
+
+uint64_t EndOffset(const EventRecord& event) {
+  return event.offset + static_cast<uint64_t>(event.result);
+}
+
+}  // namespace
+
+SpanBuilder::SpanBuilder(std::string node, Sink sink, absl::Duration idle_timeout)
+    : node_(std::move(node)), sink_(std::move(sink)), idle_timeout_(idle_timeout) {}
+
+void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
+  Process& process = processes_[process_key];
+  process.service.assign(hello.service, strnlen(hello.service, kNameBytes));
+  process.process.assign(hello.process, strnlen(hello.process, kNameBytes));
+  process.pid = hello.pid;
+}
+
+void SpanBuilder::OnEvent(uint64_t process_key, const EventRecord& event, absl::Time now) {
+  auto p = processes_.find(process_key);
+  if (p == processes_.end()) return;
+  Process& process = p->second;
+  const auto kind = static_cast<EventKind>(event.kind);
+  if (kind == EventKind::kConnect || kind == EventKind::kAccept) {
+    OnOpen(process, event, now);
+    return;
+  }
+  auto c = process.connections.find(event.conn_id);
+  if (c == process.connections.end()) return;  // its connect/accept was not seen
+  Connection& conn = c->second;
+  switch (kind) {
+    case EventKind::kSend:
+    case EventKind::kRecv:
+      if (event.result > 0) {
+        OnData(process, conn, event, now);
+      } else if (event.result == 0 && kind == EventKind::kRecv) {
+        if (conn.open) FinishSpan(conn);  // end of stream
+      } else if (event.result < 0) {
+        OnFailedCall(process, conn, event);
+      }
+      return;
+    case EventKind::kClose:
+      if (conn.open) FinishSpan(conn);
+      process.connections.erase(c);
+      return;
+    default:
+      return;
+  }
+}
+
+void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time now) {
+  auto existing = process.connections.find(event.conn_id);
+  if (existing != process.connections.end()) {
+    if (existing->second.open) FinishSpan(existing->second);
+    process.connections.erase(existing);
+  }
+  Connection conn;
+  conn.role = static_cast<EventKind>(event.kind) == EventKind::kConnect ? SocketRole::kClient
+                                                                         : SocketRole::kServer;
+  EndpointFromRecord(event.local_addr, event.local_port, &conn.local);
+  EndpointFromRecord(event.peer_addr, event.peer_port, &conn.peer);
+  conn.last_activity = now;
+  if (conn.role == SocketRole::kClient) {
+    auto t = process.thread_server_span.find(event.tid);
+    if (t != process.thread_server_span.end()) conn.connect_parent = t->second;
+    if (event.result < 0 && !IsTransientError(event.error)) {
+      EmitFailedClientSpan(process, conn, event, ClientParent(process, conn, event.tid));
+      return;  // a failed connect leaves no connection behind
+    }
+  }
+  process.connections.emplace(event.conn_id, std::move(conn));
+}
+
+void SpanBuilder::OnData(Process& process, Connection& conn, const EventRecord& event,
+                         absl::Time now) {
+  const bool is_send = static_cast<EventKind>(event.kind) == EventKind::kSend;
+  const bool is_request = (conn.role == SocketRole::kClient) == is_send;
+  conn.last_activity = now;
+  if (is_request) {
+    if (conn.open && conn.open->in_response) FinishSpan(conn);
+    if (!conn.open) StartSpan(process, conn, event);
+    OpenSpan& open = *conn.open;
+    open.request_end = std::max(open.request_end, EndOffset(event));
+    open.last_request_wall_ns = event.wall_ns;
+    if (conn.role == SocketRole::kServer) {
+      process.thread_server_span[event.tid] = open.span.span_id();
+    }
+    return;
+  }
+  if (!conn.open) return;  // response bytes with no request (a server greeting, ...)
+  OpenSpan& open = *conn.open;
+  v1::Span& span = open.span;
+  if (!open.in_response) {
+    open.in_response = true;
+    span.set_response_offset(event.offset);
+    open.response_end = event.offset;
+    if (event.flags & kFlagMessageStart) span.set_response_hash(event.hash);
+    if (std::optional<int> code = ParseHttpStatusCode(Capture(event))) {
+      (*span.mutable_attributes())["http.status_code"] = absl::StrCat(*code);
+      if (*code >= 500) {
+        span.set_status(v1::SPAN_STATUS_ERROR);
+        span.set_status_message(absl::StrCat("HTTP ", *code));
+      }
+    }
+  }
+  open.response_end = std::max(open.response_end, EndOffset(event));
+  open.last_response_wall_ns = event.wall_ns;
+}
+
+void SpanBuilder::OnFailedCall(Process& process, Connection& conn, const EventRecord& event) {
+  if (IsTransientError(event.error)) return;
+  if (conn.open) {
+    if (!conn.open->in_response) {
+      conn.open->span.set_status(v1::SPAN_STATUS_ERROR);
+      conn.open->span.set_status_message(ErrnoText(event.error));
+    }
+    FinishSpan(conn);
+    return;
+  }
+  if (conn.role == SocketRole::kClient && !conn.exchanged) {
+    // A non-blocking connect that failed shows up at the first send or receive.
+    conn.exchanged = true;
+    EmitFailedClientSpan(process, conn, event, ClientParent(process, conn, event.tid));
+  }
+}
+
+uint64_t SpanBuilder::ClientParent(const Process& process, const Connection& conn,
+                                   uint32_t tid) const {
+  auto t = process.thread_server_span.find(tid);
+  if (t != process.thread_server_span.end()) return t->second;
+  return conn.connect_parent;
+}
+
+v1::Span SpanBuilder::NewSpan(const Process& process, const Connection& conn,
+                              const EventRecord& event) const {
+  v1::Span span;
+  span.set_span_id(NewRandomId());
+  span.set_kind(conn.role == SocketRole::kClient ? v1::SPAN_KIND_CLIENT
+                                                 : v1::SPAN_KIND_SERVER);
+  span.set_service(process.service);
+  span.set_process(process.process);
+  span.set_pid(process.pid);
+  span.set_node(node_);
+  span.set_tid(event.tid);
+  span.set_start_ns(static_cast<int64_t>(event.wall_ns));
+  span.set_connection_id(event.conn_id);
+  *span.mutable_local() = conn.local;
+  *span.mutable_peer() = conn.peer;
+  span.set_name(FormatEndpoint(conn.role == SocketRole::kClient ? conn.peer : conn.local));
+  return span;
+}
+
+void SpanBuilder::StartSpan(Process& process, Connection& conn, const EventRecord& event) {
+  conn.exchanged = true;
+  OpenSpan& open = conn.open.emplace();
+  open.span = NewSpan(process, conn, event);
+  v1::Span& span = open.span;
+  if (conn.role == SocketRole::kClient) {
+    span.set_parent_span_id(ClientParent(process, conn, event.tid));
+  }
+  span.set_request_offset(event.offset);
+  open.request_end = event.offset;
+  if (event.flags & kFlagMessageStart) span.set_request_hash(event.hash);
+  if (std::optional<HttpRequestLine> line = ParseHttpRequestLine(Capture(event))) {
+    span.set_name(absl::StrCat(line->method, " ", line->path));
+    (*span.mutable_attributes())["http.method"] = line->method;
+    (*span.mutable_attributes())["http.path"] = line->path;
+  }
+}
+
+void SpanBuilder::FinishSpan(Connection& conn) {
+  OpenSpan& open = *conn.open;
+  v1::Span& span = open.span;
+  span.set_request_bytes(open.request_end - span.request_offset());
+  if (open.in_response) {
+    span.set_response_bytes(open.response_end - span.response_offset());
+    span.set_end_ns(static_cast<int64_t>(open.last_response_wall_ns));
+  } else {
+    span.set_end_ns(static_cast<int64_t>(open.last_request_wall_ns));
+  }
+  if (span.status() == v1::SPAN_STATUS_UNSET) span.set_status(v1::SPAN_STATUS_OK);
+  v1::Span done = std::move(span);
+  conn.open.reset();
+  ++spans_built_;
+  sink_(std::move(done));
+}
+
+void SpanBuilder::EmitFailedClientSpan(Process& process, const Connection& conn,
+                                       const EventRecord& event, uint64_t parent) {
+  v1::Span span = NewSpan(process, conn, event);
+  span.set_parent_span_id(parent);
+  span.set_end_ns(static_cast<int64_t>(event.wall_ns));
+  span.set_status(v1::SPAN_STATUS_ERROR);
+  span.set_status_message(ErrnoText(event.error));
+  ++spans_built_;
+  sink_(std::move(span));
+}
+
+void SpanBuilder::OnProcessGone(uint64_t process_key) {
+  auto p = processes_.find(process_key);
+  if (p == processes_.end()) return;
+  for (auto& [conn_id, conn] : p->second.connections) {
+    if (conn.open) FinishSpan(conn);
+  }
+  processes_.erase(p);
+}
+
+void SpanBuilder::ExpireIdle(absl::Time now) {
+  for (auto& [key, process] : processes_) {
+    for (auto& [conn_id, conn] : process.connections) {
+      if (conn.open && conn.open->in_response && now - conn.last_activity >= idle_timeout_) {
+        FinishSpan(conn);
+      }
+    }
+  }
+}
+
+void SpanBuilder::FinishAll() {
+  for (auto& [key, process] : processes_) {
+    for (auto& [conn_id, conn] : process.connections) {
+      if (conn.open) FinishSpan(conn);
+    }
+  }
+}
+
+size_t SpanBuilder::open_spans() const {
+  size_t n = 0;
+  for (const auto& [key, process] : processes_) {
+    for (const auto& [conn_id, conn] : process.connections) n += conn.open ? 1 : 0;
+  }
+  return n;
+}
+
+}  // namespace reptrace

@@ -1,0 +1,108 @@
+// Turns the socket events of hooked processes into spans: one span per request/response
+// exchange on one connection (see ARCHITECTURE.md, "From events to traces"). Pure: no I/O;
+// time comes in as `now` arguments. Not thread-safe: call it from one thread (HookServer's
+// loop); the sink runs on that thread.
+//
+// Per connection (key: process key + conn_id), the role comes from its connect/accept event
+// (events of connections whose connect/accept was not seen are ignored). The request
+// direction is send for a client and recv for a server. A span starts at the first
+// request-direction bytes, moves to its response phase at the first response-direction
+// bytes, and ends when request-direction bytes come again (keep-alive: that starts the next
+// span), on end of stream, close, process disconnect, or after `idle_timeout` in the
+// response phase without events.
+//
+// Parents inside a process (thread causality): per thread, the server span whose request
+// bytes were read last on it. A client span's parent is the sending thread's such span when
+// the span starts, else the one the connecting thread had when it connected.
+//
+// Names: an HTTP/1.x request line gives "GET /path" and attributes http.method, http.path;
+// an HTTP status line gives http.status_code, and status ERROR for 5xx. Otherwise the name
+// is the peer endpoint (client) or local endpoint (server). A failed connect (other than
+// EINPROGRESS) is a client span with status ERROR and the strerror text.
+#ifndef REPTRACE_AGENT_SPAN_BUILDER_H_
+#define REPTRACE_AGENT_SPAN_BUILDER_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "absl/time/time.h"
+#include "common/event_record.h"
+#include "proto/reptrace.pb.h"
+
+namespace reptrace {
+
+class SpanBuilder {
+ public:
+  using Sink = std::function<void(v1::Span span)>;
+
+  // `node` is copied into every span; `sink` receives each finished span.
+  SpanBuilder(std::string node, Sink sink, absl::Duration idle_timeout = absl::Seconds(2));
+  SpanBuilder(const SpanBuilder&) = delete;
+  SpanBuilder& operator=(const SpanBuilder&) = delete;
+
+  // A hooked process connected (`process_key` names its hook connection, unique within
+  // the agent). Events of a key with no hello are ignored.
+  void OnHello(uint64_t process_key, const HelloRecord& hello);
+  // `now` is the agent's clock when the event arrived (used for the idle timeout).
+  void OnEvent(uint64_t process_key, const EventRecord& event, absl::Time now);
+  // The hook connection ended: finishes the process's open spans and forgets it.
+  void OnProcessGone(uint64_t process_key);
+  // Finishes the spans that have been in their response phase, without events, for at
+  // least the idle timeout.
+  void ExpireIdle(absl::Time now);
+  // Finishes every open span of every process (agent shutdown).
+  void FinishAll();
+
+  size_t open_spans() const;
+  uint64_t spans_built() const { return spans_built_; }
+
+ private:
+  struct OpenSpan {
+    v1::Span span;
+    bool in_response = false;
+    uint64_t request_end = 0;   // stream offset just past the last request byte seen
+    uint64_t response_end = 0;
+    uint64_t last_request_wall_ns = 0;
+    uint64_t last_response_wall_ns = 0;
+  };
+  struct Connection {
+    SocketRole role = SocketRole::kUnknown;
+    v1::Endpoint local;
+    v1::Endpoint peer;
+    uint64_t connect_parent = 0;  // server span of the connecting thread at connect time
+    bool exchanged = false;       // a span was started on it, or it was reported as failed
+    std::optional<OpenSpan> open;
+    absl::Time last_activity;
+  };
+  struct Process {
+    std::string service;
+    std::string process;
+    uint32_t pid = 0;
+    std::unordered_map<uint64_t, Connection> connections;   // by conn_id
+    std::unordered_map<uint32_t, uint64_t> thread_server_span;  // by tid
+  };
+
+  void OnOpen(Process& process, const EventRecord& event, absl::Time now);
+  void OnData(Process& process, Connection& conn, const EventRecord& event, absl::Time now);
+  void OnFailedCall(Process& process, Connection& conn, const EventRecord& event);
+  void StartSpan(Process& process, Connection& conn, const EventRecord& event);
+  void FinishSpan(Connection& conn);
+  void EmitFailedClientSpan(Process& process, const Connection& conn, const EventRecord& event,
+                            uint64_t parent);
+  uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid) const;
+  v1::Span NewSpan(const Process& process, const Connection& conn,
+                   const EventRecord& event) const;
+
+  const std::string node_;
+  const Sink sink_;
+  const absl::Duration idle_timeout_;
+  std::unordered_map<uint64_t, Process> processes_;
+  uint64_t spans_built_ = 0;
+};
+
+}  // namespace reptrace
+
+#endif  // REPTRACE_AGENT_SPAN_BUILDER_H_

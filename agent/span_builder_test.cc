@@ -1,0 +1,395 @@
+#include "agent/span_builder.h"
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/testing/hook_script.h"
+#include "common/endpoint.h"
+#include "gtest/gtest.h"
+
+namespace reptrace {
+namespace {
+
+using testing::HookScript;
+
+constexpr uint64_t kProcess = 77;
+const absl::Time kT0 = absl::FromUnixSeconds(1700000000);
+
+class SpanBuilderTest : public ::testing::Test {
+ protected:
+  SpanBuilderTest()
+      : builder_("node-a", [this](v1::Span span) { spans_.push_back(std::move(span)); }) {
+    builder_.OnHello(kProcess, script_.Hello("shop", "shopd"));
+  }
+
+  void Feed(const EventRecord& event, absl::Time now = kT0) {
+    builder_.OnEvent(kProcess, event, now);
+  }
+
+  HookScript script_{4242};
+  std::vector<v1::Span> spans_;
+  SpanBuilder builder_;
+};
+
+TEST_F(SpanBuilderTest, OneServerExchangeIsOneSpan) {
+  const std::string request = "GET /cart?id=9 HTTP/1.1\r\nHost: shop\r\n\r\n";
+  const std::string response = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+  Feed(script_.Accept(1, 7, 1000));
+  Feed(script_.Recv(1, 7, 2000, request.substr(0, 10)));
+  Feed(script_.Recv(1, 8, 2100, request.substr(10)));
+  Feed(script_.Send(1, 7, 3000, response.substr(0, 20)));
+  Feed(script_.Send(1, 7, 3500, response.substr(20)));
+  EXPECT_TRUE(spans_.empty());  // still open: the connection may carry more
+  Feed(script_.Close(1, 7, 4000));
+
+  ASSERT_EQ(spans_.size(), 1u);
+  const v1::Span& span = spans_[0];
+  EXPECT_NE(span.span_id(), 0u);
+  EXPECT_EQ(span.parent_span_id(), 0u);
+  EXPECT_EQ(span.kind(), v1::SPAN_KIND_SERVER);
+  EXPECT_EQ(span.service(), "shop");
+  EXPECT_EQ(span.process(), "shopd");
+  EXPECT_EQ(span.node(), "node-a");
+  EXPECT_EQ(span.pid(), 4242u);
+  EXPECT_EQ(span.tid(), 7u);
+  EXPECT_EQ(span.start_ns(), 2000);
+  EXPECT_EQ(span.end_ns(), 3500);
+  EXPECT_EQ(span.request_offset(), 0u);
+  EXPECT_EQ(span.request_bytes(), request.size());
+  EXPECT_EQ(span.response_offset(), 0u);
+  EXPECT_EQ(span.response_bytes(), response.size());
+  EXPECT_EQ(span.request_hash(), Fnv1a64(request.data(), 10));
+  EXPECT_EQ(span.response_hash(), Fnv1a64(response.data(), 20));
+  EXPECT_EQ(span.connection_id(), 1u);
+  EXPECT_EQ(FormatEndpoint(span.local()), "10.0.0.2:8080");
+  EXPECT_EQ(FormatEndpoint(span.peer()), "10.0.0.1:40001");
+  EXPECT_EQ(span.name(), "GET /cart");
+  EXPECT_EQ(span.attributes().at("http.method"), "GET");
+  EXPECT_EQ(span.attributes().at("http.path"), "/cart");
+  EXPECT_EQ(span.attributes().at("http.status_code"), "200");
+  EXPECT_EQ(span.status(), v1::SPAN_STATUS_OK);
+  EXPECT_EQ(builder_.spans_built(), 1u);
+  EXPECT_EQ(builder_.open_spans(), 0u);
+}
+
+TEST_F(SpanBuilderTest, OneClientExchangeIsOneClientSpan) {
+  Feed(script_.Connect(3, 5, 1000));
+  Feed(script_.Send(3, 5, 1100, "POST /pay HTTP/1.1\r\n\r\n"));
+  Feed(script_.Recv(3, 5, 1900, "HTTP/1.1 201 Created\r\n\r\n"));
+  Feed(script_.Close(3, 5, 2000));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].kind(), v1::SPAN_KIND_CLIENT);
+  EXPECT_EQ(spans_[0].name(), "POST /pay");
+  EXPECT_EQ(spans_[0].start_ns(), 1100);
+  EXPECT_EQ(spans_[0].end_ns(), 1900);
+  EXPECT_EQ(FormatEndpoint(spans_[0].peer()), "10.0.0.2:8080");
+  EXPECT_EQ(FormatEndpoint(spans_[0].local()), "10.0.0.1:40003");
+  EXPECT_EQ(spans_[0].attributes().at("http.status_code"), "201");
+}
+
+TEST_F(SpanBuilderTest, TenKeepAliveExchangesAreTenSpans) {
+  const std::string request = "GET /ping HTTP/1.1\r\n\r\n";
+  const std::string response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  Feed(script_.Accept(1, 7, 100));
+  for (uint64_t i = 0; i < 10; ++i) {
+    Feed(script_.Recv(1, 7, 1000 * i + 10, request));
+    Feed(script_.Send(1, 7, 1000 * i + 20, response));
+  }
+  EXPECT_EQ(spans_.size(), 9u);  // the 10th ends on close
+  Feed(script_.Close(1, 7, 20000));
+  ASSERT_EQ(spans_.size(), 10u);
+  std::set<uint64_t> ids;
+  for (uint64_t i = 0; i < 10; ++i) {
+    const v1::Span& span = spans_[i];
+    ids.insert(span.span_id());
+    EXPECT_EQ(span.request_offset(), i * request.size()) << i;
+    EXPECT_EQ(span.request_bytes(), request.size());
+    EXPECT_EQ(span.response_offset(), i * response.size());
+    EXPECT_EQ(span.response_bytes(), response.size());
+    EXPECT_EQ(span.start_ns(), static_cast<int64_t>(1000 * i + 10));
+    EXPECT_EQ(span.end_ns(), static_cast<int64_t>(1000 * i + 20));
+    EXPECT_EQ(span.name(), "GET /ping");
+  }
+  EXPECT_EQ(ids.size(), 10u);
+}
+
+TEST_F(SpanBuilderTest, ManySegmentsInManyReadsMakeOneSpan) {
+  std::string request(700, 'q');
+  std::string response(5000, 'r');
+  Feed(script_.Connect(2, 5, 10));
+  for (size_t i = 0; i < request.size(); i += 7) {
+    Feed(script_.Send(2, 5, 100 + i, request.substr(i, 7)));
+  }
+  for (size_t i = 0; i < response.size(); i += 100) {
+    Feed(script_.Recv(2, 5, 10000 + i, response.substr(i, 100)));
+  }
+  Feed(script_.Eof(2, 5, 99999));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].request_bytes(), 700u);
+  EXPECT_EQ(spans_[0].response_bytes(), 5000u);
+  EXPECT_EQ(spans_[0].start_ns(), 100);
+  EXPECT_EQ(spans_[0].end_ns(), 10000 + 4900);
+  // Unknown protocol: named after the peer.
+  EXPECT_EQ(spans_[0].name(), "10.0.0.2:8080");
+  EXPECT_TRUE(spans_[0].attributes().empty());
+}
+
+TEST_F(SpanBuilderTest, AClientSpanIsTheChildOfTheServerSpanReadOnItsThread) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /checkout HTTP/1.1\r\n\r\n"));
+  // Thread 7 calls a backend while handling the request.
+  Feed(script_.Connect(2, 7, 300, 0, "10.0.0.9", 6379));
+  Feed(script_.Send(2, 7, 310, "*1\r\n$4\r\nPING\r\n"));
+  Feed(script_.Recv(2, 7, 390, "+PONG\r\n"));
+  Feed(script_.Close(2, 7, 400));
+  // Another thread with no request of its own.
+  Feed(script_.Connect(3, 8, 300));
+  Feed(script_.Send(3, 8, 310, "x"));
+  Feed(script_.Close(3, 8, 400));
+  Feed(script_.Send(1, 7, 500, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(1, 7, 600));
+
+  ASSERT_EQ(spans_.size(), 3u);
+  const v1::Span& backend = spans_[0];
+  const v1::Span& other = spans_[1];
+  const v1::Span& server = spans_[2];
+  EXPECT_EQ(server.kind(), v1::SPAN_KIND_SERVER);
+  EXPECT_EQ(backend.parent_span_id(), server.span_id());
+  EXPECT_EQ(backend.name(), "10.0.0.9:6379");
+  EXPECT_EQ(other.parent_span_id(), 0u);
+  EXPECT_EQ(server.parent_span_id(), 0u);
+}
+
+TEST_F(SpanBuilderTest, TheLatestRequestReadOnAThreadIsTheParent) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Accept(2, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /a HTTP/1.1\r\n\r\n"));
+  Feed(script_.Recv(2, 7, 210, "GET /b HTTP/1.1\r\n\r\n"));
+  Feed(script_.Connect(3, 7, 300));
+  Feed(script_.Send(3, 7, 310, "GET /backend HTTP/1.1\r\n\r\n"));
+  builder_.OnProcessGone(kProcess);
+  ASSERT_EQ(spans_.size(), 3u);
+  uint64_t b_id = 0, client_parent = 1;
+  for (const v1::Span& span : spans_) {
+    if (span.name() == "GET /b") b_id = span.span_id();
+    if (span.name() == "GET /backend") client_parent = span.parent_span_id();
+  }
+  EXPECT_EQ(client_parent, b_id);
+}
+
+TEST_F(SpanBuilderTest, TheConnectingThreadsContextIsUsedWhenTheSenderHasNone) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /a HTTP/1.1\r\n\r\n"));
+  Feed(script_.Connect(2, 7, 300));
+  // A later callback on a thread that never read a request sends on the connection.
+  Feed(script_.Send(2, 9, 400, "GET /upstream HTTP/1.1\r\n\r\n"));
+  Feed(script_.Recv(2, 9, 500, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(2, 9, 600));
+  Feed(script_.Close(1, 7, 700));
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[0].name(), "GET /upstream");
+  EXPECT_EQ(spans_[0].tid(), 9u);
+  EXPECT_EQ(spans_[0].parent_span_id(), spans_[1].span_id());
+}
+
+TEST_F(SpanBuilderTest, ProcessDisconnectFinishesOpenSpans) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /slow HTTP/1.1\r\n\r\n"));
+  Feed(script_.Recv(1, 7, 250, "more"));
+  Feed(script_.Connect(2, 8, 300));
+  Feed(script_.Send(2, 8, 310, "ping"));
+  Feed(script_.Recv(2, 8, 320, "pong"));
+  EXPECT_EQ(builder_.open_spans(), 2u);
+  builder_.OnProcessGone(kProcess);
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(builder_.open_spans(), 0u);
+  for (const v1::Span& span : spans_) {
+    if (span.kind() == v1::SPAN_KIND_SERVER) {
+      EXPECT_EQ(span.end_ns(), 250);  // no response: the last request bytes
+      EXPECT_EQ(span.response_bytes(), 0u);
+      EXPECT_EQ(span.request_bytes(), 26u);
+    } else {
+      EXPECT_EQ(span.end_ns(), 320);
+      EXPECT_EQ(span.response_bytes(), 4u);
+    }
+  }
+  // The process is forgotten: its events are ignored from now on.
+  Feed(script_.Recv(2, 8, 400, "late"));
+  builder_.FinishAll();
+  EXPECT_EQ(spans_.size(), 2u);
+}
+
+TEST_F(SpanBuilderTest, ASpanIdleInItsResponsePhaseEndsAfterTheTimeout) {
+  Feed(script_.Connect(1, 5, 100), kT0);
+  Feed(script_.Send(1, 5, 200, "GET / HTTP/1.1\r\n\r\n"), kT0);
+  Feed(script_.Recv(1, 5, 300, "HTTP/1.1 200 OK\r\n\r\n"), kT0 + absl::Milliseconds(10));
+  builder_.ExpireIdle(kT0 + absl::Seconds(1));
+  EXPECT_TRUE(spans_.empty());
+  builder_.ExpireIdle(kT0 + absl::Milliseconds(2010));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].end_ns(), 300);
+  // The connection lives on: the next request starts a new span.
+  Feed(script_.Send(1, 5, 5000, "GET /next HTTP/1.1\r\n\r\n"), kT0 + absl::Seconds(5));
+  Feed(script_.Close(1, 5, 6000), kT0 + absl::Seconds(6));
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[1].name(), "GET /next");
+  EXPECT_EQ(spans_[1].request_offset(), 18u);
+}
+
+TEST_F(SpanBuilderTest, ASpanWaitingForItsResponseIsNotIdle) {
+  Feed(script_.Connect(1, 5, 100), kT0);
+  Feed(script_.Send(1, 5, 200, "GET / HTTP/1.1\r\n\r\n"), kT0);
+  builder_.ExpireIdle(kT0 + absl::Seconds(60));
+  EXPECT_TRUE(spans_.empty());
+}
+
+TEST_F(SpanBuilderTest, TheIdleTimeoutIsAParameter) {
+  std::vector<v1::Span> out;
+  SpanBuilder builder("n", [&](v1::Span s) { out.push_back(std::move(s)); },
+                      absl::Milliseconds(50));
+  builder.OnHello(1, script_.Hello());
+  builder.OnEvent(1, script_.Connect(1, 5, 100), kT0);
+  builder.OnEvent(1, script_.Send(1, 5, 200, "a"), kT0);
+  builder.OnEvent(1, script_.Recv(1, 5, 300, "b"), kT0);
+  builder.ExpireIdle(kT0 + absl::Milliseconds(49));
+  EXPECT_TRUE(out.empty());
+  builder.ExpireIdle(kT0 + absl::Milliseconds(50));
+  EXPECT_EQ(out.size(), 1u);
+}
+
+TEST_F(SpanBuilderTest, A5xxResponseIsAnError) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /boom HTTP/1.1\r\n\r\n"));
+  Feed(script_.Send(1, 7, 300, "HTTP/1.1 503 Service Unavailable\r\n\r\n"));
+  Feed(script_.Recv(1, 7, 400, "GET /missing HTTP/1.1\r\n\r\n"));
+  Feed(script_.Send(1, 7, 500, "HTTP/1.1 404 Not Found\r\n\r\n"));
+  Feed(script_.Close(1, 7, 600));
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_ERROR);
+  EXPECT_EQ(spans_[0].attributes().at("http.status_code"), "503");
+  EXPECT_EQ(spans_[1].status(), v1::SPAN_STATUS_OK);
+  EXPECT_EQ(spans_[1].attributes().at("http.status_code"), "404");
+  EXPECT_EQ(spans_[1].name(), "GET /missing");
+}
+
+TEST_F(SpanBuilderTest, AnUnknownServerProtocolIsNamedAfterTheLocalEndpoint) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "*1\r\n$4\r\nPING\r\n"));
+  Feed(script_.Send(1, 7, 300, "+PONG\r\n"));
+  Feed(script_.Close(1, 7, 400));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].name(), "10.0.0.2:8080");
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_OK);
+}
+
+TEST_F(SpanBuilderTest, ARefusedConnectIsAFailedClientSpan) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET / HTTP/1.1\r\n\r\n"));
+  Feed(script_.Connect(2, 7, 300, ECONNREFUSED, "10.0.0.5", 5432));
+  ASSERT_EQ(spans_.size(), 1u);
+  const v1::Span& span = spans_[0];
+  EXPECT_EQ(span.kind(), v1::SPAN_KIND_CLIENT);
+  EXPECT_EQ(span.status(), v1::SPAN_STATUS_ERROR);
+  EXPECT_EQ(span.status_message(), std::strerror(ECONNREFUSED));
+  EXPECT_EQ(span.name(), "10.0.0.5:5432");
+  EXPECT_EQ(span.start_ns(), 300);
+  EXPECT_EQ(span.end_ns(), 300);
+  EXPECT_NE(span.parent_span_id(), 0u);
+  // The failed connection leaves nothing behind.
+  Feed(script_.Close(2, 7, 310));
+  EXPECT_EQ(spans_.size(), 1u);
+}
+
+TEST_F(SpanBuilderTest, AnInProgressConnectIsNotAFailure) {
+  Feed(script_.Connect(2, 7, 300, EINPROGRESS));
+  Feed(script_.Send(2, 7, 400, "hi"));
+  Feed(script_.Recv(2, 7, 500, "yo"));
+  Feed(script_.Close(2, 7, 600));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_OK);
+  EXPECT_EQ(spans_[0].start_ns(), 400);
+}
+
+TEST_F(SpanBuilderTest, ANonBlockingConnectThatFailsAtTheFirstSendIsAFailedSpan) {
+  Feed(script_.Connect(2, 7, 300, EINPROGRESS));
+  Feed(script_.Failed(EventKind::kSend, 2, 7, 400, ECONNREFUSED));
+  Feed(script_.Failed(EventKind::kSend, 2, 7, 410, EPIPE));  // only reported once
+  Feed(script_.Close(2, 7, 500));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_ERROR);
+  EXPECT_EQ(spans_[0].status_message(), std::strerror(ECONNREFUSED));
+}
+
+TEST_F(SpanBuilderTest, WouldBlockIsNotAnError) {
+  Feed(script_.Connect(2, 7, 300));
+  Feed(script_.Send(2, 7, 400, "hi"));
+  Feed(script_.Failed(EventKind::kRecv, 2, 7, 410, EAGAIN));
+  Feed(script_.Recv(2, 7, 500, "yo"));
+  Feed(script_.Close(2, 7, 600));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_OK);
+  EXPECT_EQ(spans_[0].response_bytes(), 2u);
+}
+
+TEST_F(SpanBuilderTest, AResetBeforeTheResponseIsAnError) {
+  Feed(script_.Connect(2, 7, 300));
+  Feed(script_.Send(2, 7, 400, "GET / HTTP/1.1\r\n\r\n"));
+  Feed(script_.Failed(EventKind::kRecv, 2, 7, 450, ECONNRESET));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_ERROR);
+  EXPECT_EQ(spans_[0].status_message(), std::strerror(ECONNRESET));
+  EXPECT_EQ(spans_[0].end_ns(), 400);
+}
+
+TEST_F(SpanBuilderTest, EndOfStreamFinishesTheSpan) {
+  Feed(script_.Connect(2, 7, 300));
+  Feed(script_.Send(2, 7, 400, "a"));
+  Feed(script_.Recv(2, 7, 500, "b"));
+  Feed(script_.Eof(2, 7, 600));
+  EXPECT_EQ(spans_.size(), 1u);
+}
+
+TEST_F(SpanBuilderTest, EventsOfAnUnseenConnectionAreIgnored) {
+  HookScript other;
+  other.Accept(9, 7, 100);  // never fed
+  Feed(other.Recv(9, 7, 200, "GET / HTTP/1.1\r\n\r\n"));
+  Feed(other.Send(9, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(other.Close(9, 7, 400));
+  builder_.FinishAll();
+  EXPECT_TRUE(spans_.empty());
+}
+
+TEST_F(SpanBuilderTest, ResponseBytesBeforeAnyRequestAreIgnored) {
+  // A server that greets first (SMTP, MySQL): the greeting is no span.
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Send(1, 7, 150, "220 hello\r\n"));
+  Feed(script_.Recv(1, 7, 200, "HELO x\r\n"));
+  Feed(script_.Send(1, 7, 300, "250 ok\r\n"));
+  Feed(script_.Close(1, 7, 400));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].start_ns(), 200);
+  EXPECT_EQ(spans_[0].response_offset(), 11u);
+  EXPECT_EQ(spans_[0].response_bytes(), 8u);
+}
+
+TEST_F(SpanBuilderTest, ProcessesAreKeptApart) {
+  HookScript other(5151);
+  builder_.OnHello(78, other.Hello("cart", "cartd"));
+  // The same conn_id in two processes.
+  Feed(script_.Accept(1, 7, 100));
+  builder_.OnEvent(78, other.Connect(1, 7, 100), kT0);
+  Feed(script_.Recv(1, 7, 200, "GET /x HTTP/1.1\r\n\r\n"));
+  builder_.OnEvent(78, other.Send(1, 7, 210, "GET /y HTTP/1.1\r\n\r\n"), kT0);
+  builder_.OnProcessGone(78);
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].service(), "cart");
+  EXPECT_EQ(spans_[0].pid(), 5151u);
+  EXPECT_EQ(spans_[0].parent_span_id(), 0u);  // no causality across processes
+  EXPECT_EQ(builder_.open_spans(), 1u);
+}
+
+}  // namespace
+}  // namespace reptrace

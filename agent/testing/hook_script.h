@@ -1,0 +1,176 @@
+// Test helper: produces the records a hooked process would write, with consistent stream
+// offsets, message-start flags, hashes and captures per connection.
+#ifndef REPTRACE_AGENT_TESTING_HOOK_SCRIPT_H_
+#define REPTRACE_AGENT_TESTING_HOOK_SCRIPT_H_
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "common/event_record.h"
+
+namespace reptrace::testing {
+
+template <typename R>
+std::string AsBytes(const R& record) {
+  return std::string(reinterpret_cast<const char*>(&record), sizeof(record));
+}
+
+inline void SetMappedIpv4(const char* ip, uint8_t (&out)[16]) {
+  std::memset(out, 0, sizeof(out));
+  out[10] = 0xff;
+  out[11] = 0xff;
+  inet_pton(AF_INET, ip, out + 12);
+}
+
+class HookScript {
+ public:
+  explicit HookScript(uint32_t pid = 4242) : pid_(pid) {}
+
+  HelloRecord Hello(const std::string& service = "shop", const std::string& process = "shopd",
+                    uint16_t version = kWireVersion) const {
+    HelloRecord hello{};
+    hello.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kHello),
+                    static_cast<uint16_t>(sizeof(HelloRecord))};
+    hello.version = version;
+    hello.pid = pid_;
+    hello.ppid = 1;
+    hello.uid = 1000;
+    hello.start_wall_ns = 1;
+    service.copy(hello.service, kNameBytes - 1);
+    process.copy(hello.process, kNameBytes - 1);
+    return hello;
+  }
+
+  // connect() to peer_ip:peer_port from 10.0.0.1:(40000 + conn); error != 0 means result -1.
+  EventRecord Connect(uint64_t conn, uint32_t tid, uint64_t wall_ns, int error = 0,
+                      const char* peer_ip = "10.0.0.2", uint16_t peer_port = 8080) {
+    EventRecord e = Base(EventKind::kConnect, SocketRole::kClient, conn, tid, wall_ns);
+    e.result = error == 0 ? 0 : -1;
+    e.error = error;
+    SetMappedIpv4("10.0.0.1", e.local_addr);
+    e.local_port = static_cast<uint16_t>(40000 + conn);
+    SetMappedIpv4(peer_ip, e.peer_addr);
+    e.peer_port = peer_port;
+    Remember(conn, e);
+    return e;
+  }
+
+  // accept() on 10.0.0.2:8080 of a connection from 10.0.0.1:(40000 + conn).
+  EventRecord Accept(uint64_t conn, uint32_t tid, uint64_t wall_ns) {
+    EventRecord e = Base(EventKind::kAccept, SocketRole::kServer, conn, tid, wall_ns);
+    e.result = 100;  // the new fd
+    SetMappedIpv4("10.0.0.2", e.local_addr);
+    e.local_port = 8080;
+    SetMappedIpv4("10.0.0.1", e.peer_addr);
+    e.peer_port = static_cast<uint16_t>(40000 + conn);
+    Remember(conn, e);
+    return e;
+  }
+
+  EventRecord Send(uint64_t conn, uint32_t tid, uint64_t wall_ns, absl::string_view data) {
+    return Data(EventKind::kSend, conn, tid, wall_ns, data);
+  }
+  EventRecord Recv(uint64_t conn, uint32_t tid, uint64_t wall_ns, absl::string_view data) {
+    return Data(EventKind::kRecv, conn, tid, wall_ns, data);
+  }
+  // A failed send/recv (result -1).
+  EventRecord Failed(EventKind kind, uint64_t conn, uint32_t tid, uint64_t wall_ns, int error) {
+    EventRecord e = Base(kind, Role(conn), conn, tid, wall_ns);
+    CopyAddresses(conn, &e);
+    e.result = -1;
+    e.error = error;
+    e.offset = kind == EventKind::kSend ? conns_[conn].sent : conns_[conn].received;
+    return e;
+  }
+  EventRecord Eof(uint64_t conn, uint32_t tid, uint64_t wall_ns) {
+    EventRecord e = Base(EventKind::kRecv, Role(conn), conn, tid, wall_ns);
+    CopyAddresses(conn, &e);
+    e.result = 0;
+    e.offset = conns_[conn].received;
+    return e;
+  }
+  EventRecord Close(uint64_t conn, uint32_t tid, uint64_t wall_ns) {
+    EventRecord e = Base(EventKind::kClose, Role(conn), conn, tid, wall_ns);
+    CopyAddresses(conn, &e);
+    return e;
+  }
+  StatsRecord Stats(uint64_t recorded, uint64_t dropped, uint32_t pid = 0) const {
+    StatsRecord s{};
+    s.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kStats),
+                static_cast<uint16_t>(sizeof(StatsRecord))};
+    s.pid = pid == 0 ? pid_ : pid;
+    s.events_recorded = recorded;
+    s.events_dropped = dropped;
+    return s;
+  }
+
+ private:
+  struct Conn {
+    EventRecord opened{};
+    uint64_t sent = 0;
+    uint64_t received = 0;
+    int last_kind = 0;
+  };
+
+  EventRecord Base(EventKind kind, SocketRole role, uint64_t conn, uint32_t tid,
+                   uint64_t wall_ns) const {
+    EventRecord e{};
+    e.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kEvent),
+                static_cast<uint16_t>(sizeof(EventRecord))};
+    e.kind = static_cast<uint8_t>(kind);
+    e.role = static_cast<uint8_t>(role);
+    e.pid = pid_;
+    e.tid = tid;
+    e.fd = static_cast<int32_t>(10 + conn);
+    e.conn_id = conn;
+    e.wall_ns = wall_ns;
+    e.mono_ns = wall_ns / 2;
+    e.family = 4;
+    return e;
+  }
+
+  SocketRole Role(uint64_t conn) {
+    return static_cast<SocketRole>(conns_[conn].opened.role);
+  }
+  void Remember(uint64_t conn, const EventRecord& e) { conns_[conn] = Conn{e, 0, 0, 0}; }
+  void CopyAddresses(uint64_t conn, EventRecord* e) {
+    const EventRecord& o = conns_[conn].opened;
+    std::memcpy(e->local_addr, o.local_addr, 16);
+    std::memcpy(e->peer_addr, o.peer_addr, 16);
+    e->local_port = o.local_port;
+    e->peer_port = o.peer_port;
+  }
+
+  EventRecord Data(EventKind kind, uint64_t conn, uint32_t tid, uint64_t wall_ns,
+                   absl::string_view data) {
+    EventRecord e = Base(kind, Role(conn), conn, tid, wall_ns);
+    CopyAddresses(conn, &e);
+    Conn& c = conns_[conn];
+    uint64_t& counter = kind == EventKind::kSend ? c.sent : c.received;
+    e.offset = counter;
+    e.result = static_cast<int64_t>(data.size());
+    counter += data.size();
+    if (c.last_kind != static_cast<int>(kind)) {
+      e.flags = kFlagMessageStart;
+      const size_t n = std::min(data.size(), kCaptureBytes);
+      std::memcpy(e.capture, data.data(), n);
+      e.capture_len = static_cast<uint8_t>(n);
+      e.hash = Fnv1a64(data.data(), n);
+    }
+    c.last_kind = static_cast<int>(kind);
+    return e;
+  }
+
+  uint32_t pid_;
+  std::map<uint64_t, Conn> conns_;
+};
+
+}  // namespace reptrace::testing
+
+#endif  // REPTRACE_AGENT_TESTING_HOOK_SCRIPT_H_

@@ -1,0 +1,174 @@
+#include "agent/uploader.h"
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "agent/testing/recording_ingest.h"
+#include "common/version.h"
+#include "gtest/gtest.h"
+
+namespace reptrace {
+namespace {
+
+using testing::TestController;
+
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return condition();
+}
+
+v1::Span SpanNumber(uint64_t n) {
+  v1::Span span;
+  span.set_span_id(n);
+  span.set_name(absl::StrCat("span ", n));
+  return span;
+}
+
+UploaderOptions Options(const std::string& address) {
+  UploaderOptions options;
+  options.controller = address;
+  options.node = "node-a";
+  options.agent_id = NewAgentId();
+  options.hostname = "host-a";
+  options.counters_interval = absl::Hours(1);
+  return options;
+}
+
+TEST(NewAgentId, IsALowerCaseUuid) {
+  const std::string id = NewAgentId();
+  ASSERT_EQ(id.size(), 36u);
+  EXPECT_EQ(id[8], '-');
+  EXPECT_EQ(id[23], '-');
+  EXPECT_EQ(id.find_first_not_of("0123456789abcdef-"), std::string::npos) << id;
+  EXPECT_NE(NewAgentId(), id);
+}
+
+TEST(Uploader, SendsHelloThenBatchesAndForgetsAcknowledgedOnes) {
+  TestController controller(/*ack=*/true);
+  ASSERT_TRUE(controller.started());
+  CounterSet counters;
+  counters.events_received = 17;
+  SpanBuffer buffer({100, 2, absl::Milliseconds(50)}, &counters);
+  for (uint64_t i = 1; i <= 3; ++i) buffer.Add(SpanNumber(i), absl::Now());
+  UploaderOptions options = Options(controller.address());
+  Uploader uploader(options, &buffer, &counters);
+  uploader.Start();
+
+  ASSERT_TRUE(WaitFor([&] { return buffer.empty(); }));
+  EXPECT_EQ(counters.batches_acked.load(), 2u);
+  const std::vector<v1::AgentMessage> messages = controller.service().messages();
+  ASSERT_GE(messages.size(), 3u);
+  ASSERT_TRUE(messages[0].has_hello());
+  EXPECT_EQ(messages[0].hello().node(), "node-a");
+  EXPECT_EQ(messages[0].hello().agent_id(), options.agent_id);
+  EXPECT_EQ(messages[0].hello().agent_version(), kVersion);
+  EXPECT_EQ(messages[0].hello().hostname(), "host-a");
+  EXPECT_EQ(controller.service().batch_ids(), (std::vector<uint64_t>{1, 2}));
+  ASSERT_TRUE(messages[1].has_batch());
+  EXPECT_EQ(messages[1].batch().spans_size(), 2);
+  EXPECT_EQ(messages[1].batch().spans(0).span_id(), 1u);
+  EXPECT_EQ(messages[1].batch().counters().events_received(), 17u);
+  EXPECT_TRUE(uploader.connected());
+  uploader.Stop(absl::Seconds(2));
+  EXPECT_FALSE(uploader.connected());
+}
+
+TEST(Uploader, ResendsUnacknowledgedBatchesToAControllerRestartedOnTheSamePort) {
+  auto first = std::make_unique<TestController>(/*ack=*/false);
+  ASSERT_TRUE(first->started());
+  const int port = first->port();
+  CounterSet counters;
+  SpanBuffer buffer({100, 2, absl::Milliseconds(20)}, &counters);
+  UploaderOptions options = Options(first->address());
+  Uploader uploader(options, &buffer, &counters);
+  uploader.Start();
+  for (uint64_t i = 1; i <= 4; ++i) buffer.Add(SpanNumber(i), absl::Now());
+  ASSERT_TRUE(WaitFor([&] { return first->service().batch_ids().size() == 2; }));
+  EXPECT_EQ(buffer.unacked_batches(), 2u);
+
+  first->Shutdown();
+  TestController second(/*ack=*/true, port);
+  ASSERT_TRUE(second.started());
+  buffer.Add(SpanNumber(5), absl::Now());  // batch 3, sealed while the stream is down or up
+
+  ASSERT_TRUE(WaitFor([&] { return buffer.empty(); }))
+      << "unacked batches: " << buffer.unacked_batches();
+  const std::vector<v1::AgentMessage> messages = second.service().messages();
+  ASSERT_FALSE(messages.empty());
+  ASSERT_TRUE(messages[0].has_hello());
+  EXPECT_EQ(messages[0].hello().agent_id(), options.agent_id);
+  EXPECT_EQ(second.service().batch_ids(), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(messages[1].batch().spans(0).span_id(), 1u);
+  EXPECT_GE(counters.batches_resent.load(), 2u);
+  EXPECT_GE(uploader.streams_opened(), 2u);
+  uploader.Stop(absl::Seconds(2));
+}
+
+TEST(Uploader, SendsCountersOnTheirOwn) {
+  TestController controller(/*ack=*/true);
+  CounterSet counters;
+  counters.records_malformed = 3;
+  SpanBuffer buffer({100, 2, absl::Milliseconds(20)}, &counters);
+  UploaderOptions options = Options(controller.address());
+  options.counters_interval = absl::Milliseconds(50);
+  Uploader uploader(options, &buffer, &counters);
+  uploader.Start();
+  ASSERT_TRUE(WaitFor([&] {
+    int n = 0;
+    for (const auto& m : controller.service().messages()) n += m.has_counters() ? 1 : 0;
+    return n >= 2;
+  }));
+  for (const auto& m : controller.service().messages()) {
+    if (m.has_counters()) {
+      EXPECT_EQ(m.counters().records_malformed(), 3u);
+    }
+  }
+  uploader.Stop(absl::Seconds(2));
+}
+
+TEST(Uploader, StopFlushesTheOpenBatch) {
+  TestController controller(/*ack=*/true);
+  CounterSet counters;
+  SpanBuffer buffer({100, 500, absl::Hours(1)}, &counters);
+  Uploader uploader(Options(controller.address()), &buffer, &counters);
+  uploader.Start();
+  buffer.Add(SpanNumber(1), absl::Now());
+  uploader.Stop(absl::Seconds(2));
+  EXPECT_TRUE(buffer.empty());
+  EXPECT_EQ(controller.service().batch_ids(), (std::vector<uint64_t>{1}));
+}
+
+TEST(Uploader, StopIsBoundedWhenTheControllerIsDown) {
+  std::string address;
+  {
+    TestController gone(/*ack=*/true);
+    address = gone.address();
+  }
+  CounterSet counters;
+  SpanBuffer buffer({100, 500, absl::Hours(1)}, &counters);
+  Uploader uploader(Options(address), &buffer, &counters);
+  uploader.Start();
+  buffer.Add(SpanNumber(1), absl::Now());
+  absl::SleepFor(absl::Milliseconds(300));  // a few failed attempts
+  EXPECT_FALSE(uploader.connected());
+  const absl::Time start = absl::Now();
+  uploader.Stop(absl::Milliseconds(500));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_EQ(buffer.spans_held(), 1u);
+  EXPECT_EQ(counters.batches_acked.load(), 0u);
+}
+
+}  // namespace
+}  // namespace reptrace
