@@ -1,0 +1,59 @@
+#include "controller/controller_server.h"
+
+#include <chrono>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace reptrace::controller {
+
+ControllerServer::ControllerServer(Store& store) : ingest_(store), query_(store) {}
+
+ControllerServer::~ControllerServer() {
+  if (!shut_down_) Shutdown(absl::ZeroDuration());
+  Wait();
+}
+
+absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
+    const std::string& listen, Store& store) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address \"", listen, "\" is not HOST:PORT"));
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  std::unique_ptr<ControllerServer> server(new ControllerServer(store));
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&server->ingest_);
+  builder.RegisterService(&server->query_);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || port == 0) {
+    server->server_.reset();
+    server->shut_down_ = true;
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", listen));
+  }
+  server->port_ = port;
+  server->address_ = absl::StrCat(listen.substr(0, colon), ":", port);
+  return server;
+}
+
+void ControllerServer::Shutdown(absl::Duration grace) {
+  if (server_ == nullptr || shut_down_) return;
+  shut_down_ = true;
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+}
+
+void ControllerServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace reptrace::controller

@@ -1,0 +1,51 @@
+// The controller's gRPC server: IngestService, QueryService, grpc.health.v1 and server
+// reflection, on one listening address.
+#ifndef REPTRACE_CONTROLLER_CONTROLLER_SERVER_H_
+#define REPTRACE_CONTROLLER_CONTROLLER_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/server.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "controller/ingest_service.h"
+#include "controller/query_service.h"
+#include "controller/store.h"
+
+namespace reptrace::controller {
+
+class ControllerServer {
+ public:
+  // Listens on `listen` ("HOST:PORT"; port 0 picks a free one), serving from `store`,
+  // which must outlive the server. UNAVAILABLE if the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(const std::string& listen,
+                                                                 Store& store);
+  ~ControllerServer();  // Shutdown(zero grace) if still running
+  ControllerServer(const ControllerServer&) = delete;
+  ControllerServer& operator=(const ControllerServer&) = delete;
+
+  // "HOST:PORT" with the port actually bound.
+  const std::string& address() const { return address_; }
+  int port() const { return port_; }
+
+  // Stops accepting calls; calls still running after `grace` are cancelled.
+  void Shutdown(absl::Duration grace);
+  // Blocks until the server has shut down.
+  void Wait();
+
+ private:
+  ControllerServer(Store& store);
+
+  IngestService ingest_;
+  QueryService query_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace reptrace::controller
+
+#endif  // REPTRACE_CONTROLLER_CONTROLLER_SERVER_H_

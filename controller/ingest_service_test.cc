@@ -1,0 +1,273 @@
+// The controller's gRPC services through a real server on 127.0.0.1:0, real client
+// stubs and a real PostgreSQL.
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/security/credentials.h>
+#include <pqxx/pqxx>
+
+#include "common/ids.h"
+#include "controller/controller_server.h"
+#include "controller/store.h"
+#include "controller/testing/spans.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/reptrace.grpc.pb.h"
+#include "tests/testing/test_database.h"
+
+namespace reptrace::controller {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::Batch;
+using testing::ClientSpan;
+using testing::Flow;
+using testing::Ipv4;
+using testing::ServerSpan;
+
+constexpr int64_t kT0 = 1'763'000'000'000'000'000;
+
+using IngestStream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>;
+
+class ControllerServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(db_.ok());
+    auto store = Store::Open(db_.conninfo());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    auto server = ControllerServer::Start("127.0.0.1:0", *store_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    ASSERT_NE(server_->port(), 0);
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    ingest_ = v1::IngestService::NewStub(channel_);
+    query_ = v1::QueryService::NewStub(channel_);
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(1));
+    server_.reset();
+  }
+
+  static v1::AgentMessage Hello(const std::string& agent_id) {
+    v1::AgentMessage message;
+    message.mutable_hello()->set_agent_id(agent_id);
+    message.mutable_hello()->set_node("node-1");
+    message.mutable_hello()->set_agent_version("0.1.0");
+    message.mutable_hello()->set_hostname("host-1");
+    return message;
+  }
+
+  static v1::AgentMessage BatchMessage(const v1::SpanBatch& batch) {
+    v1::AgentMessage message;
+    *message.mutable_batch() = batch;
+    return message;
+  }
+
+  // Sends `batch` and returns the ack that comes back.
+  static v1::BatchAck SendBatch(IngestStream& stream, const v1::SpanBatch& batch) {
+    EXPECT_TRUE(stream.Write(BatchMessage(batch)));
+    v1::ControllerMessage reply;
+    EXPECT_TRUE(stream.Read(&reply));
+    EXPECT_TRUE(reply.has_ack()) << reply.DebugString();
+    return reply.ack();
+  }
+
+  reptrace::testing::TestDatabase db_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ControllerServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::IngestService::Stub> ingest_;
+  std::unique_ptr<v1::QueryService::Stub> query_;
+};
+
+const Flow kFlow{Ipv4(10, 0, 0, 1, 40000), Ipv4(10, 0, 0, 2, 80)};
+
+TEST_F(ControllerServerTest, HelloThenBatchesAreStoredAndAcknowledged) {
+  grpc::ClientContext context;
+  auto stream = ingest_->Connect(&context);
+  ASSERT_TRUE(stream->Write(Hello("agent-a")));
+
+  const v1::SpanBatch first =
+      Batch(1, {ClientSpan({.span_id = 11, .service = "curl", .flow = kFlow, .start_ns = kT0})});
+  const v1::SpanBatch second = Batch(
+      2, {ServerSpan({.span_id = 12, .service = "nginx", .flow = kFlow, .start_ns = kT0 + 1000})});
+  const v1::BatchAck ack1 = SendBatch(*stream, first);
+  const v1::BatchAck ack2 = SendBatch(*stream, second);
+  const v1::BatchAck resent = SendBatch(*stream, first);
+  stream->WritesDone();
+  const grpc::Status status = stream->Finish();
+
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(ack1.batch_id(), 1u);
+  EXPECT_FALSE(ack1.duplicate());
+  EXPECT_EQ(ack2.batch_id(), 2u);
+  EXPECT_FALSE(ack2.duplicate());
+  EXPECT_EQ(resent.batch_id(), 1u);
+  EXPECT_TRUE(resent.duplicate());
+
+  grpc::ClientContext get_context;
+  v1::GetTraceRequest request;
+  request.set_trace_id(FormatId(12));
+  v1::Trace trace;
+  ASSERT_TRUE(query_->GetTrace(&get_context, request, &trace).ok());
+  EXPECT_EQ(trace.trace_id(), 11u);
+  ASSERT_EQ(trace.spans_size(), 2);
+  EXPECT_EQ(trace.spans(1).parent_span_id(), 11u);
+
+  grpc::ClientContext agents_context;
+  v1::ListAgentsResponse agents;
+  ASSERT_TRUE(query_->ListAgents(&agents_context, v1::ListAgentsRequest(), &agents).ok());
+  ASSERT_EQ(agents.agents_size(), 1);
+  EXPECT_EQ(agents.agents(0).agent_id(), "agent-a");
+  EXPECT_EQ(agents.agents(0).batches_stored(), 2u);
+  EXPECT_EQ(agents.agents(0).spans_stored(), 2u);
+  EXPECT_FALSE(agents.agents(0).connected());  // the stream has ended
+}
+
+TEST_F(ControllerServerTest, ABatchBeforeHelloIsRefusedAndTheServerServesTheNextStream) {
+  {
+    grpc::ClientContext context;
+    auto stream = ingest_->Connect(&context);
+    stream->Write(BatchMessage(Batch(1, {})));
+    stream->WritesDone();
+    const grpc::Status status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("hello"));
+  }
+  {
+    grpc::ClientContext context;
+    auto stream = ingest_->Connect(&context);
+    v1::AgentMessage nameless = Hello("");
+    stream->Write(nameless);
+    stream->WritesDone();
+    const grpc::Status status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("agent_id"));
+  }
+  grpc::ClientContext context;
+  auto stream = ingest_->Connect(&context);
+  ASSERT_TRUE(stream->Write(Hello("agent-b")));
+  const v1::BatchAck ack = SendBatch(
+      *stream,
+      Batch(1, {ClientSpan({.span_id = 21, .service = "curl", .flow = kFlow, .start_ns = kT0})}));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(ack.batch_id(), 1u);
+  EXPECT_FALSE(ack.duplicate());
+}
+
+TEST_F(ControllerServerTest, GarbageSpansAreCountedAndDroppedTheRestIsStored) {
+  v1::Span zero_id = ClientSpan({.span_id = 0, .service = "curl", .flow = kFlow, .start_ns = kT0});
+  v1::Span no_kind = ClientSpan({.span_id = 32, .service = "curl", .flow = kFlow, .start_ns = kT0});
+  no_kind.set_kind(v1::SPAN_KIND_UNSPECIFIED);
+  v1::Span backwards =
+      ClientSpan({.span_id = 33, .service = "curl", .flow = kFlow, .start_ns = kT0});
+  backwards.set_end_ns(kT0 - 1);
+  const v1::Span good =
+      ClientSpan({.span_id = 31, .service = "curl", .flow = kFlow, .start_ns = kT0});
+
+  grpc::ClientContext context;
+  auto stream = ingest_->Connect(&context);
+  ASSERT_TRUE(stream->Write(Hello("agent-c")));
+  const v1::BatchAck ack = SendBatch(*stream, Batch(7, {zero_id, no_kind, good, backwards}));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+
+  EXPECT_EQ(ack.batch_id(), 7u);
+  EXPECT_FALSE(ack.duplicate());
+  pqxx::connection conn(db_.conninfo());
+  pqxx::nontransaction tx(conn);
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM spans")[0].as<int>(), 1);
+  EXPECT_EQ(tx.exec1("SELECT span_id FROM spans")[0].as<int64_t>(), 31);
+  EXPECT_EQ(tx.exec1("SELECT spans_rejected FROM agents WHERE agent_id = 'agent-c'")[0]
+                .as<int>(),
+            3);
+}
+
+TEST_F(ControllerServerTest, ADatabaseErrorEndsTheStreamUnavailableAndNothingIsLost) {
+  const v1::SpanBatch first =
+      Batch(1, {ClientSpan({.span_id = 41, .service = "curl", .flow = kFlow, .start_ns = kT0})});
+  const v1::SpanBatch second = Batch(
+      2, {ServerSpan({.span_id = 42, .service = "nginx", .flow = kFlow, .start_ns = kT0 + 1000})});
+  {
+    grpc::ClientContext context;
+    auto stream = ingest_->Connect(&context);
+    ASSERT_TRUE(stream->Write(Hello("agent-d")));
+    EXPECT_FALSE(SendBatch(*stream, first).duplicate());
+    {
+      // The database drops the stream's connection (a restart, a failover).
+      pqxx::connection admin(db_.conninfo());
+      pqxx::nontransaction tx(admin);
+      tx.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+              " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    }
+    stream->Write(BatchMessage(second));
+    v1::ControllerMessage reply;
+    EXPECT_FALSE(stream->Read(&reply)) << reply.DebugString();
+    const grpc::Status status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  }
+  // The agent reconnects and resends what was not acknowledged.
+  grpc::ClientContext context;
+  auto stream = ingest_->Connect(&context);
+  ASSERT_TRUE(stream->Write(Hello("agent-d")));
+  EXPECT_TRUE(SendBatch(*stream, first).duplicate());
+  EXPECT_FALSE(SendBatch(*stream, second).duplicate());
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+
+  auto trace = store_->GetTrace(42);
+  ASSERT_TRUE(trace.ok()) << trace.status();
+  EXPECT_EQ(trace->trace_id(), 41u);
+  EXPECT_EQ(trace->spans_size(), 2);
+}
+
+TEST_F(ControllerServerTest, QueriesReportBadAndUnknownIds) {
+  grpc::ClientContext bad_context;
+  v1::GetTraceRequest bad;
+  bad.set_trace_id("not-hex");
+  v1::Trace trace;
+  EXPECT_EQ(query_->GetTrace(&bad_context, bad, &trace).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  grpc::ClientContext unknown_context;
+  v1::GetTraceRequest unknown;
+  unknown.set_trace_id("00000000000000ff");
+  EXPECT_EQ(query_->GetTrace(&unknown_context, unknown, &trace).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  grpc::ClientContext list_context;
+  v1::ListTracesResponse traces;
+  EXPECT_TRUE(query_->ListTraces(&list_context, v1::ListTracesRequest(), &traces).ok());
+  EXPECT_EQ(traces.traces_size(), 0);
+}
+
+TEST_F(ControllerServerTest, HealthServiceReportsServing) {
+  grpc::GenericStub generic(channel_);
+  grpc::ClientContext context;
+  grpc::Slice empty("");
+  grpc::ByteBuffer request(&empty, 1);  // HealthCheckRequest{service: ""}
+  grpc::ByteBuffer response;
+  std::promise<grpc::Status> done;
+  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                    &response, [&done](grpc::Status status) { done.set_value(status); });
+  const grpc::Status status = done.get_future().get();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // HealthCheckResponse{status: SERVING}
+}
+
+}  // namespace
+}  // namespace reptrace::controller

@@ -1,0 +1,147 @@
+#include "controller/schema.h"
+
+#include <exception>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace reptrace::controller {
+namespace {
+
+// Version 1: spans, traces, ingested batches, agents.
+//
+// Ids (span, trace, hashes) are stored as BIGINT with the same 64 bits as the uint64 on
+// the wire. IP addresses are BYTEA, 4 or 16 bytes, exactly as in v1::Endpoint.
+constexpr char kMigration1[] = R"sql(
+CREATE TABLE spans (
+  span_id              BIGINT PRIMARY KEY,
+  trace_id             BIGINT NOT NULL,
+  parent_span_id       BIGINT,                  -- resolved: local parent, or linked client
+  local_parent_span_id BIGINT NOT NULL DEFAULT 0,  -- as the agent sent it, 0 = none
+  kind                 SMALLINT NOT NULL,
+  service              TEXT NOT NULL,
+  node                 TEXT NOT NULL,
+  pid                  BIGINT NOT NULL,
+  tid                  BIGINT NOT NULL,
+  process              TEXT NOT NULL,
+  name                 TEXT NOT NULL,
+  start_ns             BIGINT NOT NULL,
+  end_ns               BIGINT NOT NULL,
+  status               SMALLINT NOT NULL,
+  status_message       TEXT NOT NULL,
+  local_ip             BYTEA NOT NULL,
+  local_port           INTEGER NOT NULL,
+  peer_ip              BYTEA NOT NULL,
+  peer_port            INTEGER NOT NULL,
+  request_offset       BIGINT NOT NULL,
+  request_bytes        BIGINT NOT NULL,
+  response_offset      BIGINT NOT NULL,
+  response_bytes       BIGINT NOT NULL,
+  request_hash         BIGINT NOT NULL,
+  response_hash        BIGINT NOT NULL,
+  connection_id        BIGINT NOT NULL,
+  attributes           JSONB NOT NULL DEFAULT '{}',
+  agent_id             TEXT NOT NULL,
+  batch_id             BIGINT NOT NULL
+);
+CREATE INDEX spans_trace_id_idx ON spans (trace_id);
+CREATE INDEX spans_start_ns_idx ON spans (start_ns);
+CREATE INDEX spans_parent_idx ON spans (parent_span_id);
+-- The linker looks a connection's other end up by (its own address, peer, offset).
+CREATE INDEX spans_flow_idx
+  ON spans (local_ip, local_port, peer_ip, peer_port, request_offset, kind);
+
+CREATE TABLE traces (
+  trace_id     BIGINT PRIMARY KEY,    -- the span_id of the root span
+  start_ns     BIGINT NOT NULL,
+  end_ns       BIGINT NOT NULL,
+  duration_ns  BIGINT NOT NULL,
+  span_count   INTEGER NOT NULL,
+  root_service TEXT NOT NULL,
+  root_name    TEXT NOT NULL,
+  status       SMALLINT NOT NULL,
+  services     TEXT[] NOT NULL,
+  updated_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX traces_start_ns_idx ON traces (start_ns DESC);
+CREATE INDEX traces_services_idx ON traces USING GIN (services);
+
+CREATE TABLE ingested_batches (
+  agent_id   TEXT NOT NULL,
+  batch_id   BIGINT NOT NULL,
+  stored_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  span_count INTEGER NOT NULL,
+  PRIMARY KEY (agent_id, batch_id)
+);
+
+CREATE TABLE agents (
+  agent_id            TEXT PRIMARY KEY,
+  node                TEXT NOT NULL,
+  agent_version       TEXT NOT NULL,
+  hostname            TEXT NOT NULL,
+  connected           BOOLEAN NOT NULL,
+  connected_at_ns     BIGINT NOT NULL,
+  last_seen_ns        BIGINT NOT NULL,
+  batches_stored      BIGINT NOT NULL DEFAULT 0,
+  spans_stored        BIGINT NOT NULL DEFAULT 0,
+  spans_rejected      BIGINT NOT NULL DEFAULT 0,  -- malformed spans dropped by the controller
+  processes_connected BIGINT NOT NULL DEFAULT 0,
+  events_received     BIGINT NOT NULL DEFAULT 0,
+  records_malformed   BIGINT NOT NULL DEFAULT 0,
+  hook_events_dropped BIGINT NOT NULL DEFAULT 0,
+  spans_built         BIGINT NOT NULL DEFAULT 0,
+  spans_dropped       BIGINT NOT NULL DEFAULT 0,
+  batches_sent        BIGINT NOT NULL DEFAULT 0,
+  batches_acked       BIGINT NOT NULL DEFAULT 0,
+  batches_resent      BIGINT NOT NULL DEFAULT 0
+);
+)sql";
+
+}  // namespace
+
+const std::vector<Migration>& Migrations() {
+  static const auto* migrations = new std::vector<Migration>{
+      {1, "spans, traces, ingested_batches, agents", kMigration1},
+  };
+  return *migrations;
+}
+
+absl::StatusOr<std::vector<int>> ApplyMigrations(pqxx::connection& conn) {
+  std::vector<int> applied;
+  try {
+    pqxx::work tx(conn);
+    // Held until commit: replicas starting together take turns; the one that waited
+    // then sees the versions the first one recorded.
+    tx.exec_params("SELECT pg_advisory_xact_lock($1)", kMigrationLockKey);
+    tx.exec0(absl::StrCat("CREATE TABLE IF NOT EXISTS ", kSchemaMigrationsTable,
+                          " (version INTEGER PRIMARY KEY,"
+                          " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"));
+    std::set<int> present;
+    for (const auto& row :
+         tx.exec(absl::StrCat("SELECT version FROM ", kSchemaMigrationsTable))) {
+      present.insert(row[0].as<int>());
+    }
+    for (const Migration& migration : Migrations()) {
+      if (present.count(migration.version) > 0) continue;
+      tx.exec(migration.sql);
+      tx.exec_params(absl::StrCat("INSERT INTO ", kSchemaMigrationsTable,
+                                  " (version) VALUES ($1)"),
+                     migration.version);
+      applied.push_back(migration.version);
+    }
+    tx.commit();
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("schema migration failed: ", e.what()));
+  }
+  for (const Migration& migration : Migrations()) {
+    for (int version : applied) {
+      if (version == migration.version) {
+        LogInfo("applied schema migration %d (%s)", version, migration.description);
+      }
+    }
+  }
+  return applied;
+}
+
+}  // namespace reptrace::controller

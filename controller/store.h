@@ -1,0 +1,109 @@
+// The controller's PostgreSQL store: spans, traces, ingested batches and agents.
+//
+// Threading: libpqxx connections are not thread-safe, so a connection is only ever used
+// by one thread at a time. Each ingest stream writes through its own SpanWriter (its own
+// connection, its own temporary staging table); queries borrow a connection from a small
+// mutex-guarded pool. Store itself is thread-safe.
+//
+// Errors: a database that cannot be reached or that fails a statement gives UNAVAILABLE
+// (the caller may retry later); an unknown trace gives NOT_FOUND.
+#ifndef REPTRACE_CONTROLLER_STORE_H_
+#define REPTRACE_CONTROLLER_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/reptrace.pb.h"
+
+namespace reptrace::controller {
+
+// What WriteBatch did.
+struct WriteOutcome {
+  bool duplicate = false;  // (agent_id, batch_id) was stored before; nothing was written
+  int spans_inserted = 0;  // new spans (a span id already stored is not stored again)
+};
+
+// Writes one agent stream's batches. Owns one connection; use from one thread at a time.
+class SpanWriter {
+ public:
+  ~SpanWriter();
+  SpanWriter(const SpanWriter&) = delete;
+  SpanWriter& operator=(const SpanWriter&) = delete;
+
+  // Stores `batch` (already validated: no span with id 0, unspecified kind or end before
+  // start) in one transaction, links its spans into traces and updates the agent's
+  // counters; `spans_rejected` is how many spans validation dropped from it. When this
+  // returns OK the batch is durable and may be acknowledged. If (agent_id, batch_id) was
+  // stored before, stores nothing and reports duplicate.
+  absl::StatusOr<WriteOutcome> WriteBatch(const std::string& agent_id,
+                                          const v1::SpanBatch& batch,
+                                          int64_t spans_rejected = 0);
+
+  // Agent bookkeeping (table agents). Connected inserts or refreshes the agent's row
+  // and marks it connected.
+  absl::Status AgentConnected(const v1::AgentHello& hello, int64_t now_ns);
+  absl::Status AgentCounters(const std::string& agent_id, const v1::AgentCounters& counters,
+                             int64_t now_ns);
+  absl::Status AgentDisconnected(const std::string& agent_id, int64_t now_ns);
+
+ private:
+  friend class Store;
+  explicit SpanWriter(std::unique_ptr<pqxx::connection> conn);
+  absl::Status Prepare();
+
+  std::unique_ptr<pqxx::connection> conn_;
+};
+
+class Store {
+ public:
+  // Connects to `conninfo` (a libpq connection string) and applies the schema
+  // migrations. The error message starts with "cannot connect to database: " when the
+  // database cannot be reached.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& conninfo);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // A writer with its own connection, for one ingest stream.
+  absl::StatusOr<std::unique_ptr<SpanWriter>> NewWriter();
+
+  // Traces newest first (by start); only those with a span of `service` unless it is
+  // empty. limit <= 0 means 20; at most 1000.
+  absl::StatusOr<std::vector<v1::TraceSummary>> ListTraces(const std::string& service,
+                                                           int limit);
+  // The whole trace holding `id`, which is a trace id or the id of any of its spans.
+  // Spans ordered by start, each with trace_id and its resolved parent_span_id.
+  absl::StatusOr<v1::Trace> GetTrace(uint64_t id);
+  absl::StatusOr<std::vector<v1::AgentInfo>> ListAgents();
+
+  const std::string& conninfo() const { return conninfo_; }
+
+ private:
+  explicit Store(std::string conninfo);
+  // A new connection; the error says "cannot connect to database: ...".
+  absl::StatusOr<std::unique_ptr<pqxx::connection>> Connect();
+  // Runs `body` on a pooled query connection (a new one if none is idle). A connection
+  // that failed is closed rather than returned to the pool.
+  absl::Status RunQuery(absl::string_view what,
+                        const std::function<void(pqxx::connection&)>& body);
+
+  static constexpr size_t kMaxIdleQueryConnections = 4;
+
+  const std::string conninfo_;
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<pqxx::connection>> idle_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace reptrace::controller
+
+#endif  // REPTRACE_CONTROLLER_STORE_H_

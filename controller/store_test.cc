@@ -1,0 +1,461 @@
+#include "controller/store.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "controller/schema.h"
+#include "controller/testing/spans.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/test_database.h"
+
+namespace reptrace::controller {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using testing::Batch;
+using testing::ClientSpan;
+using testing::Flow;
+using testing::Ipv4;
+using testing::ServerSpan;
+using testing::SpanSpec;
+
+constexpr int64_t kT0 = 1'763'000'000'000'000'000;  // Nov 2025, in ns
+constexpr int64_t kMs = 1'000'000;
+constexpr int64_t kSecond = 1'000'000'000;
+
+std::unique_ptr<Store> OpenStore(const reptrace::testing::TestDatabase& db) {
+  auto store = Store::Open(db.conninfo());
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(*store) : nullptr;
+}
+
+std::unique_ptr<SpanWriter> NewWriter(Store& store) {
+  auto writer = store.NewWriter();
+  EXPECT_TRUE(writer.ok()) << writer.status();
+  return writer.ok() ? std::move(*writer) : nullptr;
+}
+
+// span id -> resolved parent id, of the whole trace holding `id`.
+std::map<uint64_t, uint64_t> ParentsOf(Store& store, uint64_t id, uint64_t* trace_id) {
+  std::map<uint64_t, uint64_t> parents;
+  auto trace = store.GetTrace(id);
+  EXPECT_TRUE(trace.ok()) << trace.status();
+  if (!trace.ok()) return parents;
+  *trace_id = trace->trace_id();
+  for (const v1::Span& span : trace->spans()) {
+    EXPECT_EQ(span.trace_id(), trace->trace_id());
+    parents[span.span_id()] = span.parent_span_id();
+  }
+  return parents;
+}
+
+int64_t CountRows(const reptrace::testing::TestDatabase& db, const std::string& sql) {
+  pqxx::connection conn(db.conninfo());
+  pqxx::nontransaction tx(conn);
+  return tx.exec1(sql)[0].as<int64_t>();
+}
+
+// ---------------------------------------------------------------------------------------
+// Migrations and batches
+
+TEST(StoreTest, MigrationsAreAppliedOnceAndReopeningIsANoOp) {
+  reptrace::testing::TestDatabase db;
+  ASSERT_TRUE(db.ok());
+  ASSERT_NE(OpenStore(db), nullptr);
+  ASSERT_NE(OpenStore(db), nullptr);  // a restart
+
+  EXPECT_EQ(CountRows(db, "SELECT count(*) FROM schema_migrations"),
+            static_cast<int64_t>(Migrations().size()));
+  pqxx::connection conn(db.conninfo());
+  auto applied = ApplyMigrations(conn);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_THAT(*applied, IsEmpty());
+}
+
+TEST(StoreTest, ReplicasStartingTogetherApplyEachMigrationOnce) {
+  reptrace::testing::TestDatabase db;
+  ASSERT_TRUE(db.ok());
+  std::vector<absl::Status> results(4);
+  std::vector<std::thread> replicas;
+  for (size_t i = 0; i < results.size(); ++i) {
+    replicas.emplace_back([&db, &results, i] { results[i] = Store::Open(db.conninfo()).status(); });
+  }
+  for (std::thread& replica : replicas) replica.join();
+
+  for (const absl::Status& result : results) EXPECT_TRUE(result.ok()) << result;
+  EXPECT_EQ(CountRows(db, "SELECT count(*) FROM schema_migrations"),
+            static_cast<int64_t>(Migrations().size()));
+}
+
+TEST(StoreTest, ABatchStoredTwiceIsStoredOnceAndReportedDuplicate) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  const Flow flow{Ipv4(10, 0, 0, 1, 40000), Ipv4(10, 0, 0, 2, 80)};
+  const v1::SpanBatch batch =
+      Batch(1, {ClientSpan({.span_id = 11, .service = "curl", .flow = flow, .start_ns = kT0}),
+                ServerSpan({.span_id = 12, .service = "nginx", .flow = flow,
+                            .start_ns = kT0 + kMs})});
+
+  auto first = writer->WriteBatch("agent-a", batch);
+  auto second = writer->WriteBatch("agent-a", batch);
+  auto other_agent = writer->WriteBatch("agent-b", Batch(1, {}));
+
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(other_agent.ok()) << other_agent.status();
+  EXPECT_FALSE(first->duplicate);
+  EXPECT_EQ(first->spans_inserted, 2);
+  EXPECT_TRUE(second->duplicate);
+  EXPECT_EQ(second->spans_inserted, 0);
+  EXPECT_FALSE(other_agent->duplicate);  // batch ids are per agent
+  EXPECT_EQ(CountRows(db, "SELECT count(*) FROM spans"), 2);
+  EXPECT_EQ(CountRows(db, "SELECT count(*) FROM ingested_batches"), 2);
+}
+
+TEST(StoreTest, AgentsAreRecordedWithTheirCounters) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  v1::AgentHello hello;
+  hello.set_agent_id("agent-a");
+  hello.set_node("node-1");
+  hello.set_agent_version("0.1.0");
+  hello.set_hostname("host-1");
+  const Flow flow{Ipv4(10, 0, 0, 1, 40000), Ipv4(10, 0, 0, 2, 80)};
+  v1::SpanBatch batch =
+      Batch(1, {ClientSpan({.span_id = 11, .service = "curl", .flow = flow, .start_ns = kT0})});
+  batch.mutable_counters()->set_spans_built(5);
+  v1::AgentCounters later;
+  later.set_events_received(99);
+
+  ASSERT_TRUE(writer->AgentConnected(hello, kT0).ok());
+  ASSERT_TRUE(writer->WriteBatch("agent-a", batch, /*spans_rejected=*/2).ok());
+  ASSERT_TRUE(writer->AgentCounters("agent-a", later, kT0 + kSecond).ok());
+  ASSERT_TRUE(writer->AgentDisconnected("agent-a", kT0 + 2 * kSecond).ok());
+
+  auto agents = store->ListAgents();
+  ASSERT_TRUE(agents.ok()) << agents.status();
+  ASSERT_EQ(agents->size(), 1u);
+  const v1::AgentInfo& agent = agents->front();
+  EXPECT_EQ(agent.agent_id(), "agent-a");
+  EXPECT_EQ(agent.node(), "node-1");
+  EXPECT_EQ(agent.hostname(), "host-1");
+  EXPECT_FALSE(agent.connected());
+  EXPECT_EQ(agent.connected_at_ns(), kT0);
+  EXPECT_EQ(agent.last_seen_ns(), kT0 + 2 * kSecond);
+  EXPECT_EQ(agent.batches_stored(), 1u);
+  EXPECT_EQ(agent.spans_stored(), 1u);
+  EXPECT_EQ(agent.counters().events_received(), 99u);
+  EXPECT_EQ(CountRows(db, "SELECT spans_rejected FROM agents"), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Linking
+
+// curl -> nginx -> (nginx as client) -> python, on three nodes, as the agents see it. Ids
+// have the top bit set, as half of all random ids do.
+constexpr uint64_t kCurlClient = 0xc1c1'0000'0000'0001;
+constexpr uint64_t kNginxServer = 0x5151'0000'0000'0002;
+constexpr uint64_t kNginxClient = 0xc2c2'0000'0000'0003;
+constexpr uint64_t kPythonServer = 0x5252'0000'0000'0004;
+
+std::vector<std::pair<std::string, v1::Span>> FourSpanRequest(int64_t t0) {
+  const Flow to_nginx{Ipv4(10, 0, 0, 1, 40312), Ipv4(10, 0, 0, 2, 80)};
+  const Flow to_python{Ipv4(10, 0, 0, 2, 50122), Ipv4(10, 0, 0, 3, 8000)};
+  // nginx reuses its upstream connection: this request is not the first on it.
+  const uint64_t upstream_offset = 312;
+  return {
+      {"agent-curl", ClientSpan({.span_id = kCurlClient, .service = "curl", .pid = 4001,
+                                 .flow = to_nginx, .request_offset = 0, .start_ns = t0,
+                                 .duration_ns = 12 * kMs, .name = "GET /api/items"})},
+      // The nginx node's clock is 3 ms behind.
+      {"agent-nginx", ServerSpan({.span_id = kNginxServer, .service = "nginx", .pid = 5001,
+                                  .flow = to_nginx, .request_offset = 0,
+                                  .start_ns = t0 - 3 * kMs + 200'000,
+                                  .duration_ns = 11 * kMs, .name = "GET /api/items"})},
+      {"agent-nginx", ClientSpan({.span_id = kNginxClient,
+                                  .local_parent_span_id = kNginxServer,
+                                  .service = "nginx", .pid = 5001, .flow = to_python,
+                                  .request_offset = upstream_offset,
+                                  .start_ns = t0 - 3 * kMs + 400'000,
+                                  .duration_ns = 10 * kMs, .name = "GET /items"})},
+      {"agent-python", ServerSpan({.span_id = kPythonServer, .service = "python",
+                                   .pid = 6001, .flow = to_python,
+                                   .request_offset = upstream_offset,
+                                   .start_ns = t0 + 5 * kMs, .duration_ns = 8 * kMs,
+                                   .name = "GET /items"})},
+  };
+}
+
+TEST(SpanLinkingTest, FourSpanRequestIsOneTraceWhateverTheArrivalOrder) {
+  const auto spans = FourSpanRequest(kT0);
+  std::vector<int> order = {0, 1, 2, 3};
+  int orders_tried = 0;
+  do {
+    SCOPED_TRACE(::testing::Message() << "arrival order " << order[0] << order[1]
+                                      << order[2] << order[3]);
+    reptrace::testing::TestDatabase db;
+    auto store = OpenStore(db);
+    ASSERT_NE(store, nullptr);
+    auto writer = NewWriter(*store);
+    ASSERT_NE(writer, nullptr);
+    std::map<std::string, uint64_t> next_batch_id;
+    for (int i : order) {
+      const auto& [agent, span] = spans[static_cast<size_t>(i)];
+      auto written = writer->WriteBatch(agent, Batch(++next_batch_id[agent], {span}));
+      ASSERT_TRUE(written.ok()) << written.status();
+    }
+
+    uint64_t trace_id = 0;
+    const auto parents = ParentsOf(*store, kPythonServer, &trace_id);
+    EXPECT_EQ(trace_id, kCurlClient);
+    EXPECT_EQ(parents, (std::map<uint64_t, uint64_t>{{kCurlClient, 0},
+                                                     {kNginxServer, kCurlClient},
+                                                     {kNginxClient, kNginxServer},
+                                                     {kPythonServer, kNginxClient}}));
+    auto traces = store->ListTraces("", 0);
+    ASSERT_TRUE(traces.ok()) << traces.status();
+    ASSERT_EQ(traces->size(), 1u);
+    EXPECT_EQ(traces->front().trace_id(), kCurlClient);
+    EXPECT_EQ(traces->front().span_count(), 4);
+    EXPECT_EQ(traces->front().root_service(), "curl");
+    EXPECT_EQ(traces->front().root_name(), "GET /api/items");
+    EXPECT_THAT(traces->front().services(), ElementsAre("curl", "nginx", "python"));
+    ++orders_tried;
+  } while (std::next_permutation(order.begin(), order.end()));
+  EXPECT_EQ(orders_tried, 24);
+}
+
+TEST(SpanLinkingTest, KeepAliveExchangesOnOneConnectionAreSeparateTraces) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  const Flow flow{Ipv4(10, 0, 0, 1, 41000), Ipv4(10, 0, 0, 2, 80)};
+  std::vector<v1::Span> clients;
+  std::vector<v1::Span> servers;
+  for (uint64_t i = 0; i < 10; ++i) {
+    const int64_t start = kT0 + static_cast<int64_t>(i) * 50 * kMs;
+    clients.push_back(ClientSpan({.span_id = 100 + i, .service = "wrk", .flow = flow,
+                                  .request_offset = i * 78, .start_ns = start}));
+    servers.push_back(ServerSpan({.span_id = 200 + i, .service = "nginx", .flow = flow,
+                                  .request_offset = i * 78, .start_ns = start + 100'000}));
+  }
+
+  // Servers first: every one of them waits for its client.
+  ASSERT_TRUE(writer->WriteBatch("agent-nginx", Batch(1, servers)).ok());
+  ASSERT_TRUE(writer->WriteBatch("agent-wrk", Batch(1, clients)).ok());
+
+  auto traces = store->ListTraces("", 100);
+  ASSERT_TRUE(traces.ok()) << traces.status();
+  EXPECT_EQ(traces->size(), 10u);
+  for (uint64_t i = 0; i < 10; ++i) {
+    uint64_t trace_id = 0;
+    EXPECT_EQ(ParentsOf(*store, 200 + i, &trace_id),
+              (std::map<uint64_t, uint64_t>{{100 + i, 0}, {200 + i, 100 + i}}));
+    EXPECT_EQ(trace_id, 100 + i);
+  }
+}
+
+TEST(SpanLinkingTest, AReusedFourTupleLinksToTheNearestClientInEveryOrder) {
+  const Flow flow{Ipv4(10, 0, 0, 1, 42000), Ipv4(10, 0, 0, 2, 6379)};
+  const std::vector<v1::Span> spans = {
+      ClientSpan({.span_id = 1, .service = "app", .flow = flow, .start_ns = kT0}),
+      ServerSpan({.span_id = 2, .service = "redis", .flow = flow, .start_ns = kT0 + kMs}),
+      // The same 4-tuple again, 30 s later, a new connection (offset 0 again).
+      ClientSpan({.span_id = 3, .service = "app", .flow = flow, .start_ns = kT0 + 30 * kSecond}),
+      ServerSpan({.span_id = 4, .service = "redis", .flow = flow,
+                  .start_ns = kT0 + 30 * kSecond + kMs}),
+      // And 5 minutes later: no client within the window is stored.
+      ServerSpan({.span_id = 5, .service = "redis", .flow = flow,
+                  .start_ns = kT0 + 300 * kSecond}),
+  };
+  // Among them: the late server first, then the early client it may adopt for a while.
+  const std::vector<std::vector<int>> orders = {
+      {0, 1, 2, 3, 4}, {3, 0, 1, 2, 4}, {4, 3, 2, 1, 0}, {1, 3, 0, 4, 2}, {2, 3, 1, 0, 4}};
+  for (const std::vector<int>& order : orders) {
+    SCOPED_TRACE(::testing::Message() << "arrival order " << order[0] << order[1]
+                                      << order[2] << order[3] << order[4]);
+    reptrace::testing::TestDatabase db;
+    auto store = OpenStore(db);
+    ASSERT_NE(store, nullptr);
+    auto writer = NewWriter(*store);
+    ASSERT_NE(writer, nullptr);
+    uint64_t batch_id = 0;
+    for (int i : order) {
+      ASSERT_TRUE(writer->WriteBatch("agent", Batch(++batch_id, {spans[i]})).ok());
+    }
+
+    uint64_t trace_id = 0;
+    EXPECT_EQ(ParentsOf(*store, 2, &trace_id), (std::map<uint64_t, uint64_t>{{1, 0}, {2, 1}}));
+    EXPECT_EQ(trace_id, 1u);
+    EXPECT_EQ(ParentsOf(*store, 4, &trace_id), (std::map<uint64_t, uint64_t>{{3, 0}, {4, 3}}));
+    EXPECT_EQ(trace_id, 3u);
+    EXPECT_EQ(ParentsOf(*store, 5, &trace_id), (std::map<uint64_t, uint64_t>{{5, 0}}));
+    EXPECT_EQ(trace_id, 5u);
+    // No summary is left behind for a trace id that lost its spans.
+    auto traces = store->ListTraces("", 100);
+    ASSERT_TRUE(traces.ok()) << traces.status();
+    std::vector<uint64_t> ids;
+    for (const auto& t : *traces) ids.push_back(t.trace_id());
+    EXPECT_THAT(ids, ElementsAre(5, 3, 1));
+  }
+}
+
+TEST(SpanLinkingTest, ConcurrentStreamsStillLinkBothEnds) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto client_writer = NewWriter(*store);
+  auto server_writer = NewWriter(*store);
+  ASSERT_NE(client_writer, nullptr);
+  ASSERT_NE(server_writer, nullptr);
+  constexpr int kExchanges = 30;
+  auto flow = [](int i) {
+    return Flow{Ipv4(10, 0, 1, 1, 30000 + static_cast<uint32_t>(i)), Ipv4(10, 0, 2, 1, 80)};
+  };
+
+  std::thread clients([&] {
+    for (int i = 0; i < kExchanges; ++i) {
+      auto written = client_writer->WriteBatch(
+          "agent-client", Batch(i + 1, {ClientSpan({.span_id = 1000 + uint64_t(i),
+                                                    .service = "client", .flow = flow(i),
+                                                    .start_ns = kT0 + i * kMs})}));
+      EXPECT_TRUE(written.ok()) << written.status();
+    }
+  });
+  std::thread servers([&] {
+    for (int i = 0; i < kExchanges; ++i) {
+      auto written = server_writer->WriteBatch(
+          "agent-server", Batch(i + 1, {ServerSpan({.span_id = 2000 + uint64_t(i),
+                                                    .service = "server", .flow = flow(i),
+                                                    .start_ns = kT0 + i * kMs + 1000})}));
+      EXPECT_TRUE(written.ok()) << written.status();
+    }
+  });
+  clients.join();
+  servers.join();
+
+  auto traces = store->ListTraces("", 1000);
+  ASSERT_TRUE(traces.ok()) << traces.status();
+  EXPECT_EQ(traces->size(), static_cast<size_t>(kExchanges));
+  for (const auto& trace : *traces) EXPECT_EQ(trace.span_count(), 2) << trace.trace_id();
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries
+
+TEST(StoreQueryTest, ListTracesFiltersByServiceLimitsAndPutsTheNewestFirst) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  const Flow web{Ipv4(10, 0, 0, 1, 40000), Ipv4(10, 0, 0, 2, 80)};
+  const Flow cache{Ipv4(10, 0, 0, 1, 40001), Ipv4(10, 0, 0, 4, 6379)};
+  ASSERT_TRUE(writer
+                  ->WriteBatch("agent", Batch(1, {
+      ClientSpan({.span_id = 1, .service = "curl", .flow = web, .start_ns = kT0}),
+      ServerSpan({.span_id = 2, .service = "nginx", .flow = web, .start_ns = kT0 + 1000}),
+      ClientSpan({.span_id = 3, .service = "redis-cli", .flow = cache,
+                  .start_ns = kT0 + kSecond}),
+      ServerSpan({.span_id = 4, .service = "redis", .flow = cache,
+                  .start_ns = kT0 + kSecond + 1000}),
+      ClientSpan({.span_id = 5, .service = "curl", .flow = web, .request_offset = 78,
+                  .start_ns = kT0 + 2 * kSecond}),
+      ServerSpan({.span_id = 6, .service = "nginx", .flow = web, .request_offset = 78,
+                  .start_ns = kT0 + 2 * kSecond + 1000})}))
+                  .ok());
+
+  auto ids = [&](const std::string& service, int limit) {
+    std::vector<uint64_t> out;
+    auto traces = store->ListTraces(service, limit);
+    EXPECT_TRUE(traces.ok()) << traces.status();
+    if (traces.ok()) {
+      for (const auto& t : *traces) out.push_back(t.trace_id());
+    }
+    return out;
+  };
+  EXPECT_THAT(ids("", 0), ElementsAre(5, 3, 1));
+  EXPECT_THAT(ids("nginx", 0), ElementsAre(5, 1));
+  EXPECT_THAT(ids("redis", 0), ElementsAre(3));
+  EXPECT_THAT(ids("", 2), ElementsAre(5, 3));
+  EXPECT_THAT(ids("postgres", 0), IsEmpty());
+}
+
+TEST(StoreQueryTest, GetTraceByAnySpanIdReturnsTheWholeTraceInStartOrder) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  std::vector<v1::Span> spans;
+  for (const auto& [agent, span] : FourSpanRequest(kT0)) spans.push_back(span);
+  ASSERT_TRUE(writer->WriteBatch("agent", Batch(1, spans)).ok());
+
+  auto by_leaf = store->GetTrace(kPythonServer);
+  auto by_root = store->GetTrace(kCurlClient);
+
+  ASSERT_TRUE(by_leaf.ok()) << by_leaf.status();
+  ASSERT_TRUE(by_root.ok()) << by_root.status();
+  EXPECT_EQ(by_leaf->trace_id(), kCurlClient);
+  EXPECT_EQ(by_leaf->SerializeAsString(), by_root->SerializeAsString());
+  std::vector<uint64_t> order;
+  for (const v1::Span& span : by_leaf->spans()) order.push_back(span.span_id());
+  // nginx's clock is behind: its spans start "before" curl's.
+  EXPECT_THAT(order, ElementsAre(kNginxServer, kNginxClient, kCurlClient, kPythonServer));
+  // The stored span comes back as the agent sent it, plus trace and resolved parent.
+  v1::Span expected = spans[3];
+  expected.set_trace_id(kCurlClient);
+  expected.set_parent_span_id(kNginxClient);
+  EXPECT_EQ(by_leaf->spans(3).DebugString(), expected.DebugString());
+}
+
+TEST(StoreQueryTest, GetTraceOfAnUnknownIdIsNotFound) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->GetTrace(0x1234).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(StoreQueryTest, QueriesSurviveTheDatabaseDroppingPooledConnections) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->ListTraces("", 0).ok());  // leaves a connection in the pool
+  {
+    pqxx::connection admin(db.conninfo());
+    pqxx::nontransaction tx(admin);
+    tx.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  }
+
+  auto traces = store->ListTraces("", 0);
+  EXPECT_TRUE(traces.ok()) << traces.status();
+}
+
+TEST(StoreOpenTest, AnUnreachableDatabaseIsAOneLineError) {
+  auto store = Store::Open("host=127.0.0.1 port=1 dbname=nothing connect_timeout=3");
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(store.status().message()),
+              ::testing::StartsWith("cannot connect to database: "));
+  EXPECT_EQ(store.status().message().find('\n'), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace reptrace::controller
