@@ -131,8 +131,10 @@ TEST_F(EndToEndTest, TenRequestsOnOneKeepAliveConnectionGiveTenTraces) {
       "server { listen 127.0.0.1:$PORT; keepalive_requests 1000; location / { root ", www_,
       "; } }"));
   ASSERT_GT(nginx_port, 0);
-  std::vector<std::string> args = {"-w", "%{num_connects}\\n", "-o", "/dev/null"};
+  std::vector<std::string> args = {"-w", "%{num_connects}\\n"};
   for (int i = 0; i < 10; ++i) {
+    args.push_back("-o");
+    args.push_back("/dev/null");
     args.push_back(absl::StrCat("http://127.0.0.1:", nginx_port, "/f", i));
   }
   CommandResult curl = Curl(args);

@@ -29,8 +29,10 @@ std::string Tail(const std::string& text, int lines) {
 }  // namespace
 
 std::string BuildPath(const std::string& relative) {
+  // ctest sets REPTRACE_BUILD_DIR; run by hand, the test falls back to the build tree it
+  // was compiled in. Always absolute: traced programs run in other directories.
   const char* build = std::getenv("REPTRACE_BUILD_DIR");
-  return absl::StrCat(build != nullptr ? build : ".", "/", relative);
+  return absl::StrCat(build != nullptr ? build : REPTRACE_DEFAULT_BUILD_DIR, "/", relative);
 }
 
 Stack::Stack() : dir_(MakeTempDir("reptrace-it")) {}
