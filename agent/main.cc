@@ -17,6 +17,7 @@
 #include "agent/span_buffer.h"
 #include "agent/span_builder.h"
 #include "agent/uploader.h"
+#include "common/flags_usage.h"
 #include "common/log.h"
 
 ABSL_FLAG(std::string, socket, "/run/reptrace/agent.sock",
@@ -59,9 +60,11 @@ std::vector<char*> DashesToUnderscores(int argc, char** argv, std::vector<std::s
 
 int Run(int argc, char** argv) {
   SetLogComponent("agent");
-  absl::SetProgramUsageMessage(
+  ConfigureFlagsUsage(
       "reptrace-agent --socket PATH --controller HOST:PORT [--node NAME] [--buffer-spans N]"
-      " [--batch-max-spans N] [--batch-interval-ms N]");
+      " [--batch-max-spans N] [--batch-interval-ms N]\n"
+      "Collects the socket events of hooked processes on this node, builds spans and\n"
+      "streams them to reptrace-controller. Flags may be spelt with - or _.");
   std::vector<std::string> arg_store;
   std::vector<char*> args = DashesToUnderscores(argc, argv, &arg_store);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());

@@ -93,7 +93,8 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
     auto t = process.thread_server_span.find(event.tid);
     if (t != process.thread_server_span.end()) conn.connect_parent = t->second;
     if (event.result < 0 && !IsTransientError(event.error)) {
-      EmitFailedClientSpan(process, conn, event, ClientParent(process, conn, event.tid));
+      EmitFailedClientSpan(process, conn, event,
+                           ClientParent(process, conn, event.tid, /*first_exchange=*/true));
       return;  // a failed connect leaves no connection behind
     }
   }
@@ -149,12 +150,18 @@ void SpanBuilder::OnFailedCall(Process& process, Connection& conn, const EventRe
   if (conn.role == SocketRole::kClient && !conn.exchanged) {
     // A non-blocking connect that failed shows up at the first send or receive.
     conn.exchanged = true;
-    EmitFailedClientSpan(process, conn, event, ClientParent(process, conn, event.tid));
+    EmitFailedClientSpan(process, conn, event,
+                         ClientParent(process, conn, event.tid, /*first_exchange=*/true));
   }
 }
 
 uint64_t SpanBuilder::ClientParent(const Process& process, const Connection& conn,
-                                   uint32_t tid) const {
+                                   uint32_t tid, bool first_exchange) const {
+  // The first request on a connection belongs to the request that was being handled when
+  // the connection was opened: an event loop connects in one callback and writes in a
+  // later one, and may read other requests in between. Later requests on a reused
+  // (keep-alive, pooled) connection belong to whatever the sending thread handles now.
+  if (first_exchange && conn.connect_parent != 0) return conn.connect_parent;
   auto t = process.thread_server_span.find(tid);
   if (t != process.thread_server_span.end()) return t->second;
   return conn.connect_parent;
@@ -180,12 +187,13 @@ v1::Span SpanBuilder::NewSpan(const Process& process, const Connection& conn,
 }
 
 void SpanBuilder::StartSpan(Process& process, Connection& conn, const EventRecord& event) {
+  const bool first_exchange = !conn.exchanged;
   conn.exchanged = true;
   OpenSpan& open = conn.open.emplace();
   open.span = NewSpan(process, conn, event);
   v1::Span& span = open.span;
   if (conn.role == SocketRole::kClient) {
-    span.set_parent_span_id(ClientParent(process, conn, event.tid));
+    span.set_parent_span_id(ClientParent(process, conn, event.tid, first_exchange));
   }
   span.set_request_offset(event.offset);
   open.request_end = event.offset;

@@ -92,7 +92,8 @@ class SpanBuilder {
   void FinishSpan(Connection& conn);
   void EmitFailedClientSpan(Process& process, const Connection& conn, const EventRecord& event,
                             uint64_t parent);
-  uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid) const;
+  uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid,
+                        bool first_exchange) const;
   v1::Span NewSpan(const Process& process, const Connection& conn,
                    const EventRecord& event) const;
 

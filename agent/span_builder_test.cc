@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -193,6 +194,27 @@ TEST_F(SpanBuilderTest, TheConnectingThreadsContextIsUsedWhenTheSenderHasNone) {
   EXPECT_EQ(spans_[0].name(), "GET /upstream");
   EXPECT_EQ(spans_[0].tid(), 9u);
   EXPECT_EQ(spans_[0].parent_span_id(), spans_[1].span_id());
+}
+
+TEST_F(SpanBuilderTest, TheFirstRequestOnAConnectionBelongsToTheRequestThatOpenedIt) {
+  // An event loop reads /a, connects upstream, reads /b in another callback, and only then
+  // writes /a's upstream request; later it reuses the connection for /c.
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Accept(2, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /a HTTP/1.1\r\n\r\n"));
+  Feed(script_.Connect(3, 7, 210));
+  Feed(script_.Recv(2, 7, 220, "GET /b HTTP/1.1\r\n\r\n"));
+  Feed(script_.Send(3, 7, 230, "GET /upstream-a HTTP/1.1\r\n\r\n"));
+  Feed(script_.Recv(3, 7, 240, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Accept(4, 7, 250));
+  Feed(script_.Recv(4, 7, 260, "GET /c HTTP/1.1\r\n\r\n"));
+  Feed(script_.Send(3, 7, 270, "GET /upstream-c HTTP/1.1\r\n\r\n"));
+  builder_.OnProcessGone(kProcess);
+  std::map<std::string, const v1::Span*> by_name;
+  for (const v1::Span& span : spans_) by_name[span.name()] = &span;
+  ASSERT_EQ(by_name.size(), 5u);
+  EXPECT_EQ(by_name["GET /upstream-a"]->parent_span_id(), by_name["GET /a"]->span_id());
+  EXPECT_EQ(by_name["GET /upstream-c"]->parent_span_id(), by_name["GET /c"]->span_id());
 }
 
 TEST_F(SpanBuilderTest, ProcessDisconnectFinishesOpenSpans) {

@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "common/flags_usage.h"
 #include "common/version.h"
 #include "controller/controller_server.h"
 #include "controller/store.h"
@@ -37,7 +38,7 @@ ABSL_FLAG(std::string, db, DefaultDb(),
 constexpr absl::Duration kShutdownGrace = absl::Seconds(5);
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  reptrace::ConfigureFlagsUsage(
       "reptrace-controller --listen HOST:PORT --db CONNINFO\n"
       "Stores the agents' spans in PostgreSQL, links them into traces, serves queries.");
   absl::ParseCommandLine(argc, argv);

@@ -4,14 +4,15 @@
 #   pg-cluster.sh start DIR [PORT]   initdb if needed, start; prints the conninfo on stdout
 #   pg-cluster.sh stop DIR           fast shutdown
 #   pg-cluster.sh conninfo DIR       prints the conninfo of a running cluster
+#   pg-cluster.sh running DIR        exit status 0 if the cluster is running
 #
 # PostgreSQL refuses to run as root: as root the cluster belongs to the `postgres` user
 # (created by Debian's postgresql package), otherwise to the caller. It listens on
 # 127.0.0.1 only, and on a Unix socket inside DIR. PORT 0 or absent picks a free port.
 set -euo pipefail
 
-cmd=${1:?usage: pg-cluster.sh start|stop|conninfo DIR [PORT]}
-dir=${2:?usage: pg-cluster.sh start|stop|conninfo DIR [PORT]}
+cmd=${1:?usage: pg-cluster.sh start|stop|conninfo|running DIR [PORT]}
+dir=${2:?usage: pg-cluster.sh start|stop|conninfo|running DIR [PORT]}
 port=${3:-0}
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -68,6 +69,9 @@ case "$cmd" in
     ;;
   conninfo)
     conninfo
+    ;;
+  running)
+    [ -f "$dir/data/PG_VERSION" ] && as_owner "$pg_bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
     ;;
   *)
     echo "pg-cluster: unknown command $cmd" >&2
