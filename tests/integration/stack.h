@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tests/integration/process.h"
+#include "tests/testing/process.h"
 #include "tests/testing/test_database.h"
 
 namespace reptrace::testing {

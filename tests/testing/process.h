@@ -1,7 +1,7 @@
 // Child processes for integration tests: started with fork/exec, output to files, and always
 // stopped (SIGTERM, then SIGKILL) when the owning object goes away, even if a test fails.
-#ifndef REPTRACE_TESTS_INTEGRATION_PROCESS_H_
-#define REPTRACE_TESTS_INTEGRATION_PROCESS_H_
+#ifndef REPTRACE_TESTS_TESTING_PROCESS_H_
+#define REPTRACE_TESTS_TESTING_PROCESS_H_
 
 #include <sys/types.h>
 
@@ -87,4 +87,4 @@ bool WaitUntil(Predicate predicate, absl::Duration timeout) {
 }
 }  // namespace reptrace::testing
 
-#endif  // REPTRACE_TESTS_INTEGRATION_PROCESS_H_
+#endif  // REPTRACE_TESTS_TESTING_PROCESS_H_
