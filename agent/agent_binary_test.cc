@@ -1,17 +1,13 @@
 // Runs the reptrace-agent binary between a test client on its Unix socket and a real
 // in-process IngestService.
 #include <signal.h>
-#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <functional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,84 +16,39 @@
 #include "agent/testing/hook_script.h"
 #include "agent/testing/recording_ingest.h"
 #include "gtest/gtest.h"
+#include "tests/testing/process.h"
 
 namespace reptrace {
 namespace {
 
 using testing::AsBytes;
+using testing::ConnectUnix;
 using testing::HookScript;
+using testing::Process;
+using testing::ReadFile;
 using testing::TestController;
+using testing::WaitUntil;
 
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout = absl::Seconds(15)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (condition()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return condition();
+constexpr absl::Duration kWait = absl::Seconds(15);
+constexpr absl::Duration kPoll = absl::Milliseconds(10);
+
+// The agent as a child process (stopped in the destructor if still running), its stderr in
+// `log_path`.
+Process StartAgent(const std::vector<std::string>& args, const std::string& log_path) {
+  const char* build_dir = std::getenv("REPTRACE_BUILD_DIR");
+  std::vector<std::string> argv = {
+      absl::StrCat(build_dir ? build_dir : ".", "/agent/reptrace-agent")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  testing::ProcessOptions options;
+  options.stdout_path = "";  // the test's own
+  options.stderr_path = log_path;
+  return Process(argv, options);
 }
 
-// The agent as a child process; killed in the destructor if still running.
-class AgentProcess {
- public:
-  AgentProcess(const std::vector<std::string>& args, const std::string& log_path) {
-    const char* build_dir = std::getenv("REPTRACE_BUILD_DIR");
-    const std::string binary = absl::StrCat(build_dir ? build_dir : ".", "/agent/reptrace-agent");
-    pid_ = fork();
-    if (pid_ == 0) {
-      FILE* log = std::fopen(log_path.c_str(), "w");
-      if (log != nullptr) dup2(fileno(log), STDERR_FILENO);
-      std::vector<char*> argv;
-      argv.push_back(const_cast<char*>(binary.c_str()));
-      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      execv(binary.c_str(), argv.data());
-      _exit(127);
-    }
-  }
-  ~AgentProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  // Sends `signal` and returns the exit status (-1 if it did not exit within `timeout`).
-  int StopWith(int signal, absl::Duration timeout) {
-    kill(pid_, signal);
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return -1;
-  }
-  bool running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
-
- private:
-  pid_t pid_ = -1;
-};
-
-int ConnectUnix(const std::string& path) {
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+// Sends `signal` and returns the exit status (-1 if it did not exit within `timeout`).
+int StopWith(Process& agent, int signal, absl::Duration timeout) {
+  agent.Kill(signal);
+  return agent.Wait(timeout).value_or(-1);
 }
 
 std::vector<v1::Span> ReceivedSpans(const TestController& controller) {
@@ -110,11 +61,7 @@ std::vector<v1::Span> ReceivedSpans(const TestController& controller) {
 
 class AgentBinaryTest : public ::testing::Test {
  protected:
-  static std::string MakeTempDir() {
-    char dir[] = "/tmp/reptrace-agent-binary-test-XXXXXX";
-    return mkdtemp(dir);
-  }
-  ~AgentBinaryTest() override { std::filesystem::remove_all(dir_); }
+  ~AgentBinaryTest() override { testing::RemoveTree(dir_); }
 
   // Writes one whole HTTP exchange of a hooked server process, and disconnects.
   void RunHookedExchange(const std::string& path) {
@@ -129,7 +76,7 @@ class AgentBinaryTest : public ::testing::Test {
     close(fd);
   }
 
-  const std::string dir_ = MakeTempDir();
+  const std::string dir_ = testing::MakeTempDir("reptrace-agent-binary-test");
   const std::string socket_path_ = dir_ + "/run/reptrace/agent.sock";
   const std::string log_path_ = dir_ + "/agent.log";
 };
@@ -137,14 +84,14 @@ class AgentBinaryTest : public ::testing::Test {
 TEST_F(AgentBinaryTest, DeliversTheSpansOfHookedProcessesToTheController) {
   TestController controller(/*ack=*/true);
   ASSERT_TRUE(controller.started());
-  AgentProcess agent({"--socket", socket_path_, "--controller", controller.address(),
-                      "--node=node-7", "--batch-interval-ms", "20", "--buffer-spans=1000",
-                      "--batch-max-spans=10"},
-                     log_path_);
-  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(socket_path_); }))
+  Process agent = StartAgent({"--socket", socket_path_, "--controller", controller.address(),
+                                "--node=node-7", "--batch-interval-ms", "20",
+                                "--buffer-spans=1000", "--batch-max-spans=10"},
+                               log_path_);
+  ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(socket_path_); }, kWait, kPoll))
       << ReadFile(log_path_);
   RunHookedExchange("/hello");
-  ASSERT_TRUE(WaitFor([&] { return ReceivedSpans(controller).size() == 1; }))
+  ASSERT_TRUE(WaitUntil([&] { return ReceivedSpans(controller).size() == 1; }, kWait, kPoll))
       << ReadFile(log_path_);
   const v1::Span span = ReceivedSpans(controller)[0];
   EXPECT_EQ(span.name(), "GET /hello");
@@ -156,7 +103,7 @@ TEST_F(AgentBinaryTest, DeliversTheSpansOfHookedProcessesToTheController) {
   const std::string agent_id = messages[0].hello().agent_id();
   EXPECT_EQ(agent_id.size(), 36u);
 
-  EXPECT_EQ(agent.StopWith(SIGTERM, absl::Seconds(5)), 0);
+  EXPECT_EQ(StopWith(agent, SIGTERM, absl::Seconds(5)), 0);
   const std::string log = ReadFile(log_path_);
   EXPECT_NE(log.find(absl::StrCat("I agent] agent ", agent_id, " node node-7 listening on ",
                                   socket_path_, ", controller ", controller.address())),
@@ -168,14 +115,14 @@ TEST_F(AgentBinaryTest, DeliversTheSpansOfHookedProcessesToTheController) {
 TEST_F(AgentBinaryTest, SigtermFlushesWhatIsBuffered) {
   TestController controller(/*ack=*/true);
   // Batches would only leave by time after an hour: what arrives came with the final flush.
-  AgentProcess agent({"--socket", socket_path_, "--controller", controller.address(),
-                      "--batch-interval-ms", "3600000"},
-                     log_path_);
-  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(socket_path_); }));
+  Process agent = StartAgent({"--socket", socket_path_, "--controller", controller.address(),
+                                "--batch-interval-ms", "3600000"},
+                               log_path_);
+  ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(socket_path_); }, kWait, kPoll));
   RunHookedExchange("/last-words");
   absl::SleepFor(absl::Milliseconds(200));  // let the agent read it
   EXPECT_TRUE(ReceivedSpans(controller).empty());
-  EXPECT_EQ(agent.StopWith(SIGINT, absl::Seconds(5)), 0);
+  EXPECT_EQ(StopWith(agent, SIGINT, absl::Seconds(5)), 0);
   const std::vector<v1::Span> spans = ReceivedSpans(controller);
   ASSERT_EQ(spans.size(), 1u) << ReadFile(log_path_);
   EXPECT_EQ(spans[0].name(), "GET /last-words");
@@ -187,19 +134,20 @@ TEST_F(AgentBinaryTest, StopsWithinTheFlushBoundWhenTheControllerIsDown) {
     TestController gone(/*ack=*/true);
     address = gone.address();
   }
-  AgentProcess agent({"--socket", socket_path_, "--controller", address}, log_path_);
-  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(socket_path_); }));
+  Process agent = StartAgent({"--socket", socket_path_, "--controller", address}, log_path_);
+  ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(socket_path_); }, kWait, kPoll));
   RunHookedExchange("/nobody-listens");
   absl::SleepFor(absl::Milliseconds(200));
   const absl::Time start = absl::Now();
-  EXPECT_EQ(agent.StopWith(SIGTERM, absl::Seconds(10)), 0);
+  EXPECT_EQ(StopWith(agent, SIGTERM, absl::Seconds(10)), 0);
   EXPECT_LT(absl::Now() - start, absl::Seconds(4));
 }
 
 TEST_F(AgentBinaryTest, RefusesAnUnusableSocketPath) {
   std::filesystem::create_directories(dir_ + "/file");
-  AgentProcess agent({"--socket", dir_ + "/file", "--controller", "127.0.0.1:1"}, log_path_);
-  ASSERT_TRUE(WaitFor([&] { return !agent.running(); }, absl::Seconds(10)));
+  Process agent =
+      StartAgent({"--socket", dir_ + "/file", "--controller", "127.0.0.1:1"}, log_path_);
+  ASSERT_TRUE(WaitUntil([&] { return !agent.Running(); }, absl::Seconds(10), kPoll));
   EXPECT_NE(ReadFile(log_path_).find("cannot listen"), std::string::npos) << ReadFile(log_path_);
 }
 

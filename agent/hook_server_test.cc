@@ -1,7 +1,6 @@
 #include "agent/hook_server.h"
 
 #include <poll.h>
-#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -10,7 +9,6 @@
 #include <cstring>
 #include <filesystem>
 #include <set>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,32 +16,19 @@
 #include "absl/time/clock.h"
 #include "agent/testing/hook_script.h"
 #include "gtest/gtest.h"
+#include "tests/testing/process.h"
 
 namespace reptrace {
 namespace {
 
 using testing::AsBytes;
+using testing::ConnectUnix;
 using testing::HookScript;
 
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (condition()) return true;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return condition();
-}
-
-int ConnectUnix(const std::string& path) {
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
+// Polls `condition` every 5 ms for up to `timeout`.
+template <typename Condition>
+bool WaitFor(Condition condition, absl::Duration timeout = absl::Seconds(10)) {
+  return testing::WaitUntil(condition, timeout, absl::Milliseconds(5));
 }
 
 bool WriteAll(int fd, const std::string& bytes) {
@@ -73,13 +58,9 @@ std::string Exchange(HookScript& script, uint64_t conn, const std::string& path)
 
 class HookServerTest : public ::testing::Test {
  protected:
-  static std::string MakeTempDir() {
-    char dir[] = "/tmp/reptrace-hook-server-test-XXXXXX";
-    return mkdtemp(dir);
-  }
   ~HookServerTest() override {
     server_.Stop();
-    std::filesystem::remove_all(dir_);
+    testing::RemoveTree(dir_);
   }
 
   std::vector<v1::Span> Spans() {
@@ -88,7 +69,7 @@ class HookServerTest : public ::testing::Test {
   }
   size_t SpanCount() { return Spans().size(); }
 
-  const std::string dir_ = MakeTempDir();
+  const std::string dir_ = testing::MakeTempDir("reptrace-hook-server-test");
   const std::string socket_path_ = dir_ + "/run/agent.sock";  // its parent does not exist yet
   CounterSet counters_;
   absl::Mutex mu_;

@@ -1,19 +1,16 @@
 // Runs the real reptracectl binary as a subprocess against a real gRPC server on
 // 127.0.0.1:0 that implements QueryService with canned data (a test double for the
 // controller, which is tested on its own).
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pty.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,6 +25,7 @@
 #include "common/ids.h"
 #include "gtest/gtest.h"
 #include "proto/reptrace.grpc.pb.h"
+#include "tests/testing/process.h"
 
 namespace reptrace {
 namespace {
@@ -130,128 +128,79 @@ class CannedQueryService final : public v1::QueryService::Service {
   v1::ListTracesRequest last_list_request_ ABSL_GUARDED_BY(mu_);
 };
 
-struct RunResult {
-  int exit_code = -1;  // -1: killed (timeout) or did not exit normally
-  std::string out;
-  std::string err;
-};
+using testing::CommandResult;
+using testing::ProcessOptions;
 
 std::string ReptracectlPath() {
   const char* build_dir = std::getenv("REPTRACE_BUILD_DIR");
   return absl::StrCat(build_dir == nullptr ? "." : build_dir, "/cli/reptracectl");
 }
 
+// How reptracectl runs here: exactly the environment `env` (plus TZ=UTC), the given args.
+ProcessOptions ReptracectlOptions(std::map<std::string, std::string> env) {
+  ProcessOptions options;
+  options.clear_env = true;
+  options.env = std::move(env);
+  options.env["TZ"] = "UTC";
+  return options;
+}
+
+std::vector<std::string> ReptracectlArgv(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {ReptracectlPath()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
 // Runs reptracectl with `args` and exactly the environment `env` (plus TZ=UTC), capturing
-// its output; kills it after `limit`.
-RunResult RunReptracectl(const std::vector<std::string>& args,
-                         std::vector<std::string> env = {},
-                         std::chrono::seconds limit = std::chrono::seconds(30)) {
-  RunResult result;
-  const std::string path = ReptracectlPath();
-  std::vector<std::string> argv_strings = {path};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  env.push_back("TZ=UTC");
-  std::vector<char*> argv, envp;
-  for (std::string& s : argv_strings) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  for (std::string& s : env) envp.push_back(s.data());
-  envp.push_back(nullptr);
-
-  int out_pipe[2], err_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
-    ADD_FAILURE() << "pipe: " << errno;
-    return result;
+// its output; kills it after `limit` (a failure, and exit_code -1).
+CommandResult RunReptracectl(const std::vector<std::string>& args,
+                             std::map<std::string, std::string> env = {},
+                             absl::Duration limit = absl::Seconds(30)) {
+  CommandResult result =
+      testing::RunCommand(ReptracectlArgv(args), ReptracectlOptions(std::move(env)), limit);
+  if (result.timed_out) {
+    ADD_FAILURE() << "reptracectl did not finish within " << limit;
+    result.exit_code = -1;
   }
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out_pipe[1], STDOUT_FILENO);
-    dup2(err_pipe[1], STDERR_FILENO);
-    execve(path.c_str(), argv.data(), envp.data());
-    _exit(127);
-  }
-  close(out_pipe[1]);
-  close(err_pipe[1]);
-  if (pid < 0) {
-    ADD_FAILURE() << "fork: " << errno;
-    close(out_pipe[0]);
-    close(err_pipe[0]);
-    return result;
-  }
-
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  std::string* sinks[2] = {&result.out, &result.err};
-  int open_fds = 2;
-  bool killed = false;
-  while (open_fds > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      kill(pid, SIGKILL);
-      killed = true;
-      break;
-    }
-    if (poll(fds, 2, static_cast<int>(left.count())) < 0 && errno != EINTR) break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buffer[4096];
-      ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
-      if (n > 0) {
-        sinks[i]->append(buffer, n);
-      } else if (n == 0 || errno != EINTR) {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
-  }
-  for (pollfd& fd : fds) {
-    if (fd.fd >= 0) close(fd.fd);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (killed) ADD_FAILURE() << "reptracectl did not finish within " << limit.count() << "s";
-  if (!killed && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   return result;
 }
 
 // Runs reptracectl with its stdout, stderr and stdin on a pseudo-terminal and returns
 // what it wrote there (the terminal turns "\n" into "\r\n").
 std::string RunReptracectlOnTerminal(const std::vector<std::string>& args,
-                                     std::vector<std::string> env) {
-  const std::string path = ReptracectlPath();
-  std::vector<std::string> argv_strings = {path};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  env.push_back("TZ=UTC");
-  std::vector<char*> argv, envp;
-  for (std::string& s : argv_strings) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  for (std::string& s : env) envp.push_back(s.data());
-  envp.push_back(nullptr);
-
+                                     std::map<std::string, std::string> env) {
   int master = -1;
-  pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
-  if (pid == 0) {
-    execve(path.c_str(), argv.data(), envp.data());
-    _exit(127);
-  }
-  if (pid < 0) {
-    ADD_FAILURE() << "forkpty: " << errno;
+  int terminal = -1;
+  char terminal_path[256];
+  if (openpty(&master, &terminal, terminal_path, nullptr, nullptr) != 0) {
+    ADD_FAILURE() << "openpty: " << errno;
     return "";
   }
+  fcntl(master, F_SETFD, FD_CLOEXEC);
+  fcntl(terminal, F_SETFD, FD_CLOEXEC);
+  ProcessOptions options = ReptracectlOptions(std::move(env));
+  options.stdin_path = options.stdout_path = options.stderr_path = terminal_path;
+  testing::Process process(ReptracectlArgv(args), options);
+  // Our end of the terminal stays open until the child has exited, so reading never
+  // fails early; once it has exited, what is left is drained.
   std::string output;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  bool running = true;
+  while (absl::Now() < deadline) {
+    running = process.Running();
     pollfd fd = {master, POLLIN, 0};
-    if (poll(&fd, 1, 1000) <= 0) continue;
+    if (poll(&fd, 1, running ? 50 : 0) <= 0) {
+      if (running) continue;
+      break;  // exited and drained
+    }
     char buffer[4096];
-    ssize_t n = read(master, buffer, sizeof(buffer));
-    if (n <= 0) break;  // EIO once the child has exited and closed the terminal
-    output.append(buffer, n);
+    const ssize_t n = read(master, buffer, sizeof(buffer));
+    if (n <= 0) break;
+    output.append(buffer, static_cast<size_t>(n));
   }
+  process.Stop(absl::Seconds(1));  // no-op if it has exited
+  close(terminal);
   close(master);
-  kill(pid, SIGKILL);  // no-op if it has exited
-  waitpid(pid, nullptr, 0);
   return output;
 }
 
@@ -259,7 +208,7 @@ std::vector<std::string> Lines(const std::string& text) {
   return absl::StrSplit(text, '\n', absl::SkipEmpty());
 }
 
-class ReptracectlTest : public testing::Test {
+class ReptracectlTest : public ::testing::Test {
  protected:
   void SetUp() override {
     grpc::ServerBuilder builder;
@@ -281,7 +230,7 @@ class ReptracectlTest : public testing::Test {
 };
 
 TEST_F(ReptracectlTest, TracesJsonListsTracesNewestFirstAndPassesFilters) {
-  RunResult run = RunReptracectl(
+  CommandResult run = RunReptracectl(
       {"--controller", address_, "traces", "--service", "nginx", "--limit", "5", "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.err, "");
@@ -299,7 +248,7 @@ TEST_F(ReptracectlTest, TracesJsonListsTracesNewestFirstAndPassesFilters) {
 }
 
 TEST_F(ReptracectlTest, TracesTableHasOneRowPerTrace) {
-  RunResult run = RunReptracectl({"--controller=" + address_, "traces"});
+  CommandResult run = RunReptracectl({"--controller=" + address_, "traces"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   std::vector<std::string> lines = Lines(run.out);
   ASSERT_EQ(lines.size(), 3u) << run.out;
@@ -311,7 +260,7 @@ TEST_F(ReptracectlTest, TracesTableHasOneRowPerTrace) {
 }
 
 TEST_F(ReptracectlTest, TraceShowsAWaterfallInTreeOrder) {
-  RunResult run = RunReptracectl({"--controller", address_, "trace", "5F0C1E2D3C4B5A69"});
+  CommandResult run = RunReptracectl({"--controller", address_, "trace", "5F0C1E2D3C4B5A69"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.err, "");
   // stdout is a pipe: ASCII only.
@@ -329,25 +278,26 @@ TEST_F(ReptracectlTest, TraceShowsAWaterfallInTreeOrder) {
 TEST_F(ReptracectlTest, Utf8TerminalGetsBlocksUnlessAsciiOrNoColor) {
   const std::vector<std::string> args = {"--controller", address_, "trace", FormatId(kTraceId)};
   const std::string full_block = "\xE2\x96\x88";
-  std::string utf8 = RunReptracectlOnTerminal(args, {"LANG=C.UTF-8"});
+  std::string utf8 = RunReptracectlOnTerminal(args, {{"LANG", "C.UTF-8"}});
   EXPECT_TRUE(absl::StrContains(utf8, full_block)) << utf8;
   EXPECT_FALSE(absl::StrContains(utf8, "#")) << utf8;
 
-  std::string no_color = RunReptracectlOnTerminal(args, {"LANG=C.UTF-8", "NO_COLOR=1"});
+  std::string no_color =
+      RunReptracectlOnTerminal(args, {{"LANG", "C.UTF-8"}, {"NO_COLOR", "1"}});
   EXPECT_TRUE(absl::StrContains(no_color, "|####")) << no_color;
   EXPECT_FALSE(absl::StrContains(no_color, full_block)) << no_color;
 
   std::vector<std::string> ascii_args = args;
   ascii_args.push_back("--ascii");
-  std::string ascii = RunReptracectlOnTerminal(ascii_args, {"LANG=C.UTF-8"});
+  std::string ascii = RunReptracectlOnTerminal(ascii_args, {{"LANG", "C.UTF-8"}});
   EXPECT_TRUE(absl::StrContains(ascii, "|####")) << ascii;
 
-  std::string c_locale = RunReptracectlOnTerminal(args, {"LANG=C"});
+  std::string c_locale = RunReptracectlOnTerminal(args, {{"LANG", "C"}});
   EXPECT_TRUE(absl::StrContains(c_locale, "|####")) << c_locale;
 }
 
 TEST_F(ReptracectlTest, TraceJsonHasTheContractShape) {
-  RunResult run = RunReptracectl({"--controller", address_, "trace", FormatId(kTraceId), "--json"});
+  CommandResult run = RunReptracectl({"--controller", address_, "trace", FormatId(kTraceId), "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   nlohmann::json doc = nlohmann::json::parse(run.out);
   EXPECT_EQ(doc["trace_id"], FormatId(kTraceId));
@@ -360,14 +310,14 @@ TEST_F(ReptracectlTest, TraceJsonHasTheContractShape) {
 }
 
 TEST_F(ReptracectlTest, UnknownTraceIsNotFound) {
-  RunResult run = RunReptracectl({"--controller", address_, "trace", "ff"});
+  CommandResult run = RunReptracectl({"--controller", address_, "trace", "ff"});
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_EQ(run.out, "");
   EXPECT_EQ(run.err, "reptracectl: trace 00000000000000ff not found\n");
 }
 
 TEST_F(ReptracectlTest, AgentsUsesTheControllerFromTheEnvironment) {
-  RunResult run = RunReptracectl({"agents"}, {"REPTRACE_CONTROLLER=" + address_});
+  CommandResult run = RunReptracectl({"agents"}, {{"REPTRACE_CONTROLLER", address_}});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   std::vector<std::string> lines = Lines(run.out);
   ASSERT_EQ(lines.size(), 2u) << run.out;
@@ -380,7 +330,7 @@ TEST_F(ReptracectlTest, AgentsUsesTheControllerFromTheEnvironment) {
 }
 
 TEST_F(ReptracectlTest, AgentsJson) {
-  RunResult run = RunReptracectl({"--controller", address_, "agents", "--json"});
+  CommandResult run = RunReptracectl({"--controller", address_, "agents", "--json"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   nlohmann::json doc = nlohmann::json::parse(run.out);
   ASSERT_EQ(doc["agents"].size(), 1u);
@@ -390,7 +340,7 @@ TEST_F(ReptracectlTest, AgentsJson) {
 }
 
 TEST_F(ReptracectlTest, ServerErrorIsOneLineAndExitOne) {
-  RunResult run = RunReptracectl({"--controller", address_, "traces", "--service", "boom"});
+  CommandResult run = RunReptracectl({"--controller", address_, "traces", "--service", "boom"});
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_EQ(run.out, "");
   EXPECT_EQ(run.err, absl::StrCat("reptracectl: controller at ", address_,
@@ -399,27 +349,11 @@ TEST_F(ReptracectlTest, ServerErrorIsOneLineAndExitOne) {
 
 // A TCP port bound but not listening: connections to it are refused, and no other
 // process can take it while the test runs.
-class ClosedPort {
+class ClosedPort : public testing::BoundPort {
  public:
   ClosedPort() {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr = {};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      ADD_FAILURE() << "bind: " << errno;
-    }
-    port_ = ntohs(addr.sin_port);
+    if (port() == 0) ADD_FAILURE() << "bind: " << errno;
   }
-  ~ClosedPort() { close(fd_); }
-  int fd() const { return fd_; }
-  int port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
 };
 
 TEST(ReptracectlUnreachableTest, ClosedPortIsExitOneAndExactlyOneLine) {
@@ -429,7 +363,7 @@ TEST(ReptracectlUnreachableTest, ClosedPortIsExitOneAndExactlyOneLine) {
            {"traces"}, {"trace", "abc"}, {"agents", "--json"}}) {
     std::vector<std::string> args = {"--controller", address};
     args.insert(args.end(), command.begin(), command.end());
-    RunResult run = RunReptracectl(args);
+    CommandResult run = RunReptracectl(args);
     EXPECT_EQ(run.exit_code, 1) << command[0];
     EXPECT_EQ(run.out, "") << command[0];
     EXPECT_EQ(run.err, absl::StrCat("reptracectl: cannot reach controller at ", address,
@@ -444,7 +378,7 @@ TEST(ReptracectlUnreachableTest, SilentControllerHitsTheDeadline) {
   ASSERT_EQ(listen(silent.fd(), 16), 0);
   const std::string address = absl::StrCat("127.0.0.1:", silent.port());
   const auto start = std::chrono::steady_clock::now();
-  RunResult run = RunReptracectl({"--controller", address, "--timeout", "1", "agents"});
+  CommandResult run = RunReptracectl({"--controller", address, "--timeout", "1", "agents"});
   const auto elapsed = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_EQ(run.err,
@@ -455,7 +389,7 @@ TEST(ReptracectlUnreachableTest, SilentControllerHitsTheDeadline) {
 }
 
 TEST(ReptracectlUsageTest, HelpGoesToStdoutWithExitZero) {
-  RunResult run = RunReptracectl({"--help"});
+  CommandResult run = RunReptracectl({"--help"});
   EXPECT_EQ(run.exit_code, 0);
   EXPECT_TRUE(absl::StartsWith(run.out, "usage: reptracectl [--controller HOST:PORT]")) << run.out;
   EXPECT_EQ(run.err, "");
@@ -468,7 +402,7 @@ TEST(ReptracectlUsageTest, HelpGoesToStdoutWithExitZero) {
 TEST(ReptracectlUsageTest, UsageErrorsAreOneLineWithExitTwo) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"frobnicate"}, {"traces", "--nope"}, {"trace", "not-hex"}, {}}) {
-    RunResult run = RunReptracectl(args);
+    CommandResult run = RunReptracectl(args);
     EXPECT_EQ(run.exit_code, 2);
     EXPECT_EQ(run.out, "");
     EXPECT_EQ(Lines(run.err).size(), 1u) << run.err;

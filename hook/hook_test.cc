@@ -2,16 +2,10 @@
 // the calls they do not make), each run with LD_PRELOAD, talking to a fake agent that this
 // test binds on a Unix socket and that decodes the records exactly as the agent must.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -22,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -29,6 +24,7 @@
 #include <vector>
 
 #include "common/event_record.h"
+#include "tests/testing/process.h"
 
 extern char** environ;
 
@@ -36,7 +32,9 @@ namespace reptrace {
 namespace {
 
 using std::chrono::milliseconds;
-using Clock = std::chrono::steady_clock;
+using testing::Process;
+// Environment variables for a child: name -> value.
+using Env = std::map<std::string, std::string>;
 
 constexpr char kPython[] = "/usr/bin/python3";
 constexpr char kCurl[] = "/usr/bin/curl";
@@ -94,11 +92,10 @@ std::string NameOf(const char (&name)[kNameBytes]) {
 
 class TempDir {
  public:
-  TempDir() {
-    char tmpl[] = "/tmp/reptrace-hook-test.XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
+  TempDir() : path_(testing::MakeTempDir("reptrace-hook-test")) {}
+  ~TempDir() { testing::RemoveTree(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
   const std::string& path() const { return path_; }
   std::string File(const std::string& name, const std::string& content) const {
     const std::string p = path_ + "/" + name;
@@ -149,13 +146,9 @@ class FakeAgent {
 
   // Waits until `done` holds for the streams received so far.
   bool WaitFor(const std::function<bool(const std::vector<AgentStream>&)>& done,
-               milliseconds timeout = milliseconds(8000)) {
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      if (done(Streams())) return true;
-      std::this_thread::sleep_for(milliseconds(10));
-    }
-    return done(Streams());
+               absl::Duration timeout = absl::Milliseconds(8000)) {
+    return testing::WaitUntil([&] { return done(Streams()); }, timeout,
+                              absl::Milliseconds(10));
   }
 
  private:
@@ -240,107 +233,52 @@ class FakeAgent {
   std::thread thread_;
 };
 
-// The environment of a child: ours without any LD_PRELOAD or REPTRACE_*, plus `extra`.
-std::vector<std::string> ChildEnv(const std::vector<std::string>& extra) {
-  std::vector<std::string> env;
+// How a child runs: our environment without any LD_PRELOAD or REPTRACE_*, plus `extra`;
+// stderr stays ours (it shows in the test's log).
+testing::ProcessOptions ChildOptions(const Env& extra, const std::string& stdout_path) {
+  testing::ProcessOptions options;
+  options.unset_env.push_back("LD_PRELOAD");
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string var = *e;
-    if (var.rfind("LD_PRELOAD=", 0) == 0 || var.rfind("REPTRACE_", 0) == 0) continue;
-    env.push_back(var);
+    if (var.rfind("REPTRACE_", 0) == 0) options.unset_env.push_back(var.substr(0, var.find('=')));
   }
-  env.insert(env.end(), extra.begin(), extra.end());
+  options.env = extra;
+  options.stdout_path = stdout_path;
+  options.stderr_path = "";
+  return options;
+}
+
+Env HookEnv(const std::string& socket_path, const Env& extra = {}) {
+  Env env = {{"LD_PRELOAD", REPTRACE_HOOK_PATH}, {"REPTRACE_SOCKET", socket_path}};
+  env.insert(extra.begin(), extra.end());
   return env;
 }
 
-std::vector<std::string> HookEnv(const std::string& socket_path,
-                                  const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> env = {std::string("LD_PRELOAD=") + REPTRACE_HOOK_PATH,
-                                  "REPTRACE_SOCKET=" + socket_path};
-  env.insert(env.end(), extra.begin(), extra.end());
-  return env;
-}
-
-std::vector<char*> CStrings(std::vector<std::string>& strings) {
-  std::vector<char*> out;
-  for (auto& s : strings) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
-// A child process whose stdout we read; killed and reaped on destruction.
+// A child process whose stdout (a file) we read while it runs; stopped on destruction.
 class Child {
  public:
-  Child(std::vector<std::string> argv, const std::vector<std::string>& extra_env) {
-    std::vector<std::string> env = ChildEnv(extra_env);
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-    std::vector<char*> cargv = CStrings(argv);
-    std::vector<char*> cenv = CStrings(env);
-    if (posix_spawn(&pid_, cargv[0], &actions, nullptr, cargv.data(), cenv.data()) != 0) {
-      pid_ = -1;
-    }
-    posix_spawn_file_actions_destroy(&actions);
-    close(out[1]);
-    stdout_ = out[0];
+  Child(const std::vector<std::string>& argv, const Env& env)
+      : dir_(testing::MakeTempDir("reptrace-hook-test-child")), stdout_path_(dir_ + "/stdout") {
+    process_ = Process(argv, ChildOptions(env, stdout_path_));
   }
   ~Child() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (stdout_ >= 0) close(stdout_);
+    process_ = Process();  // stops it
+    testing::RemoveTree(dir_);
   }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_.pid(); }
 
-  // Reads stdout until EOF or the deadline.
-  std::string ReadAll(milliseconds timeout) {
-    std::string out;
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      pollfd p = {stdout_, POLLIN, 0};
-      if (poll(&p, 1, 50) <= 0) continue;
-      char buf[4096];
-      const ssize_t n = read(stdout_, buf, sizeof(buf));
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
-    return out;
-  }
-
-  std::string ReadLine(milliseconds timeout) {
-    std::string line;
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      pollfd p = {stdout_, POLLIN, 0};
-      if (poll(&p, 1, 50) <= 0) continue;
-      char c;
-      if (read(stdout_, &c, 1) != 1 || c == '\n') break;
-      line.push_back(c);
-    }
-    return line;
+  // Its first line of output ("" if it exits without one or the time-out passes).
+  std::string ReadLine(absl::Duration timeout) {
+    return testing::WaitForLine(process_, stdout_path_, "", timeout);
   }
 
   // Waits for exit; the exit status, 128 + signal, or -1 on timeout.
-  int Wait(milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      int status;
-      const pid_t r = waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-    return -1;
-  }
+  int Wait(absl::Duration timeout) { return process_.Wait(timeout).value_or(-1); }
 
  private:
-  pid_t pid_ = -1;
-  int stdout_ = -1;
+  const std::string dir_;
+  const std::string stdout_path_;
+  Process process_;
 };
 
 struct RunResult {
@@ -348,19 +286,20 @@ struct RunResult {
   std::string out;
 };
 
-RunResult RunProgram(std::vector<std::string> argv, const std::vector<std::string>& env) {
-  Child child(std::move(argv), env);
-  std::string out = child.ReadAll(milliseconds(15000));
-  const int code = child.Wait(milliseconds(15000));
-  return {code, out};
+// Runs argv to completion (-1 if it has not finished within 30 s), capturing its stdout.
+RunResult RunProgram(const std::vector<std::string>& argv, const Env& env) {
+  testing::CommandResult result =
+      testing::RunCommand(argv, ChildOptions(env, ""), absl::Seconds(30));
+  std::cerr << result.err;  // its stderr, in the test's log
+  return {result.timed_out ? -1 : result.exit_code, result.out};
 }
 
 // A python http.server serving `dir`, its port read from its first line.
 class PythonServer {
  public:
-  PythonServer(const std::string& dir, const std::vector<std::string>& env)
+  PythonServer(const std::string& dir, const Env& env)
       : child_({kPython, "-c", kServerScript, dir}, env) {
-    port_ = std::atoi(child_.ReadLine(milliseconds(10000)).c_str());
+    port_ = std::atoi(child_.ReadLine(absl::Seconds(10)).c_str());
   }
   int port() const { return port_; }
   pid_t pid() const { return child_.pid(); }
@@ -371,25 +310,7 @@ class PythonServer {
 };
 
 // A TCP port on 127.0.0.1 that refuses connections: bound, never listening, held open.
-class RefusingPort {
- public:
-  RefusingPort() {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr = {};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    bind(fd_, reinterpret_cast<sockaddr*>(&addr), len);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~RefusingPort() { close(fd_); }
-  int port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
+using RefusingPort = testing::BoundPort;
 
 const AgentStream* StreamOf(const std::vector<AgentStream>& streams, pid_t pid) {
   for (const auto& s : streams) {
@@ -471,15 +392,15 @@ class HookTest : public ::testing::Test {
 TEST_F(HookTest, CurlAndPythonServerDescribeTheSameConnection) {
   FakeAgent agent(SocketPath("agent.sock"));
   PythonServer server(www_.path(), HookEnv(SocketPath("agent.sock"),
-                                           {"REPTRACE_SERVICE=web-frontend"}));
+                                           {{"REPTRACE_SERVICE", "web-frontend"}}));
   ASSERT_GT(server.port(), 0);
   const std::string base = "http://127.0.0.1:" + std::to_string(server.port());
   // Two requests on one keep-alive connection.
-  Child curl({kCurl, "-sS", "--max-time", "10", base + "/a.txt", base + "/b.txt"},
-             HookEnv(SocketPath("agent.sock")));
-  const std::string out = curl.ReadAll(milliseconds(15000));
-  ASSERT_EQ(curl.Wait(milliseconds(15000)), 0);
-  EXPECT_EQ(out, std::string(1000, 'a') + "\nthe second file\n");
+  const RunResult curl =
+      RunProgram({kCurl, "-sS", "--max-time", "10", base + "/a.txt", base + "/b.txt"},
+                 HookEnv(SocketPath("agent.sock")));
+  ASSERT_EQ(curl.exit_code, 0);
+  EXPECT_EQ(curl.out, std::string(1000, 'a') + "\nthe second file\n");
 
   ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
     const AgentStream* py = StreamOf(streams, server.pid());
@@ -620,7 +541,7 @@ TEST_F(HookTest, RefusedConnectFailsExactlyAsWithoutTheHook) {
                                        std::to_string(refused.port())};
   const RunResult py_plain = RunProgram(py, {});
   const RunResult py_traced = RunProgram(py, HookEnv(SocketPath("agent.sock"),
-                                              {"REPTRACE_SERVICE=refused-probe"}));
+                                              {{"REPTRACE_SERVICE", "refused-probe"}}));
   EXPECT_EQ(py_plain.out, std::to_string(ECONNREFUSED) + " " + std::to_string(EINPROGRESS) +
                               " " + std::to_string(ECONNREFUSED) + "\n");
   EXPECT_EQ(py_traced.out, py_plain.out);
@@ -650,7 +571,7 @@ TEST_F(HookTest, RefusedConnectFailsExactlyAsWithoutTheHook) {
 
 TEST_F(HookTest, DropsAreCountedWhileNoAgentListensAndReportedWhenOneDoes) {
   const std::string late = SocketPath("late.sock");
-  PythonServer server(www_.path(), HookEnv(late, {"REPTRACE_SERVICE=lonely"}));
+  PythonServer server(www_.path(), HookEnv(late, {{"REPTRACE_SERVICE", "lonely"}}));
   ASSERT_GT(server.port(), 0);
   const std::string url = "http://127.0.0.1:" + std::to_string(server.port()) + "/b.txt";
   const RunResult first = RunProgram({kCurl, "-s", "--max-time", "10", url}, {});
@@ -751,9 +672,9 @@ TEST_F(HookTest, VectoredSendfileFortifiedAndPeekedCallsAreRecorded) {
 TEST_F(HookTest, ForkChildTracesOnlyItsOwnConnectionsUnderItsOwnPid) {
   FakeAgent agent(SocketPath("agent.sock"));
   Child parent({kPython, "-c", kForkScript}, HookEnv(SocketPath("agent.sock")));
-  const pid_t child_pid = std::atoi(parent.ReadLine(milliseconds(10000)).c_str());
+  const pid_t child_pid = std::atoi(parent.ReadLine(absl::Seconds(10)).c_str());
   ASSERT_GT(child_pid, 0);
-  ASSERT_EQ(parent.Wait(milliseconds(10000)), 0);
+  ASSERT_EQ(parent.Wait(absl::Seconds(10)), 0);
   ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
     const AgentStream* c = StreamOf(streams, child_pid);
     return c != nullptr && !c->stats.empty() && streams.size() >= 2 &&

@@ -157,14 +157,8 @@ TEST_F(EndToEndTest, TenRequestsOnOneKeepAliveConnectionGiveTenTraces) {
 // Connects to the agent's socket, writes `bytes`, and reports whether the agent closed the
 // connection on its own within a few seconds.
 bool AgentClosesAfter(const std::string& socket_path, const std::string& bytes) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path.c_str());
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return false;
-  }
+  const int fd = ConnectUnix(socket_path);
+  if (fd < 0) return false;
   EXPECT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL),
             static_cast<ssize_t>(bytes.size()));
   timeval timeout{5, 0};
@@ -192,11 +186,8 @@ TEST_F(EndToEndTest, GarbageOnTheAgentSocketIsDroppedAndCountedAndTracingGoesOn)
   EXPECT_TRUE(AgentClosesAfter(stack_.socket_path(), bytes));
   // A truncated record: half an event, then the writer goes away.
   {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", stack_.socket_path().c_str());
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const int fd = ConnectUnix(stack_.socket_path());
+    ASSERT_GE(fd, 0);
     EventRecord event{};
     event.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kEvent),
                     sizeof(EventRecord)};

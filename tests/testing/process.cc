@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@ int DecodeWaitStatus(int status) {
 }
 
 void Redirect(const std::string& path, int target_fd, int flags) {
+  if (path.empty()) return;  // keep the test's own
   int fd = open(path.c_str(), flags, 0644);
   if (fd < 0) _exit(126);
   dup2(fd, target_fd);
@@ -39,7 +41,7 @@ void Redirect(const std::string& path, int target_fd, int flags) {
 Process::Process(const std::vector<std::string>& argv, const ProcessOptions& options) {
   // Build argv and envp before forking: the child must not allocate.
   std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
+  for (char** e = options.clear_env ? nullptr : environ; e != nullptr && *e != nullptr; ++e) {
     std::string entry = *e;
     std::string key = entry.substr(0, entry.find('='));
     bool dropped = options.env.count(key) > 0;
@@ -133,6 +135,7 @@ CommandResult RunCommand(const std::vector<std::string>& argv, ProcessOptions op
   {
     Process process(argv, options);
     auto code = process.Wait(timeout);
+    result.timed_out = !code.has_value();
     result.exit_code = code ? *code : process.Stop(absl::Seconds(1));
   }
   result.out = ReadFile(dir + "/out");
@@ -146,6 +149,31 @@ std::string ReadFile(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
+}
+
+std::optional<std::string> FindLine(const std::string& path, const std::string& needle) {
+  const std::string text = ReadFile(path);
+  size_t start = 0;
+  size_t newline;
+  while ((newline = text.find('\n', start)) != std::string::npos) {
+    std::string line = text.substr(start, newline - start);
+    if (line.find(needle) != std::string::npos) return line;
+    start = newline + 1;
+  }
+  return std::nullopt;
+}
+
+std::string WaitForLine(Process& process, const std::string& path, const std::string& needle,
+                        absl::Duration timeout) {
+  std::optional<std::string> line;
+  WaitUntil(
+      [&] {
+        const bool running = process.Running();
+        line = FindLine(path, needle);  // after the exit check: an exited child wrote all
+        return line.has_value() || !running;
+      },
+      timeout, absl::Milliseconds(10));
+  return line.value_or("");
 }
 
 std::string MakeTempDir(const std::string& prefix) {
@@ -163,6 +191,18 @@ void RemoveTree(const std::string& path) {
   if (!path.empty()) std::filesystem::remove_all(path, ignored);
 }
 
+int ConnectUnix(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
@@ -176,6 +216,22 @@ int FreePort() {
   }
   close(fd);
   return port;
+}
+
+BoundPort::BoundPort() {
+  fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port_ = ntohs(addr.sin_port);
+  }
+}
+
+BoundPort::~BoundPort() {
+  if (fd_ >= 0) close(fd_);
 }
 
 bool WaitForPort(int port, absl::Duration timeout) {

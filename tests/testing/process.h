@@ -17,6 +17,10 @@ namespace reptrace::testing {
 struct ProcessOptions {
   std::map<std::string, std::string> env;  // added to (or replacing in) the test's own
   std::vector<std::string> unset_env;
+  // Start from an empty environment instead of the test's own: the child gets `env` only.
+  bool clear_env = false;
+  // Files (or devices, e.g. a pseudo-terminal) for the standard streams; an empty path
+  // leaves the stream the test's own.
   std::string stdout_path = "/dev/null";
   std::string stderr_path = "/dev/null";
   std::string stdin_path = "/dev/null";
@@ -51,6 +55,7 @@ class Process {
 
 struct CommandResult {
   int exit_code = -1;
+  bool timed_out = false;  // killed because it did not finish within the time-out
   std::string out;
   std::string err;
 };
@@ -60,16 +65,42 @@ CommandResult RunCommand(const std::vector<std::string>& argv, ProcessOptions op
                          absl::Duration timeout = absl::Seconds(60));
 
 std::string ReadFile(const std::string& path);
+// The first complete (newline-terminated) line of the file at `path` that contains
+// `needle`, without its newline; nullopt if there is none yet.
+std::optional<std::string> FindLine(const std::string& path, const std::string& needle);
+// Waits for such a line in a file a running child writes (its stdout or stderr); "" if
+// `process` exits without writing one or the time-out passes.
+std::string WaitForLine(Process& process, const std::string& path, const std::string& needle,
+                        absl::Duration timeout);
 // A fresh directory under $TMPDIR or /tmp, removed by the caller with RemoveTree.
 std::string MakeTempDir(const std::string& prefix);
 void RemoveTree(const std::string& path);
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreePort();
+// A stream socket connected to the Unix socket at `path` (close-on-exec), or -1.
+int ConnectUnix(const std::string& path);
+// A TCP port on 127.0.0.1 held bound but not listening while the object lives: connections
+// to it are refused (until the test calls listen(fd(), ...)), and no other process can take
+// it meanwhile. port() is 0 if binding failed.
+class BoundPort {
+ public:
+  BoundPort();
+  ~BoundPort();
+  BoundPort(const BoundPort&) = delete;
+  BoundPort& operator=(const BoundPort&) = delete;
+  int fd() const { return fd_; }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
 // Polls until something accepts on 127.0.0.1:port or the time-out passes.
 bool WaitForPort(int port, absl::Duration timeout);
-// Polls `predicate` every 50 ms until it returns true or the time-out passes.
+// Polls `predicate` every `interval` until it returns true or the time-out passes.
 template <typename Predicate>
-bool WaitUntil(Predicate predicate, absl::Duration timeout);
+bool WaitUntil(Predicate predicate, absl::Duration timeout,
+               absl::Duration interval = absl::Milliseconds(50));
 
 }  // namespace reptrace::testing
 
@@ -77,12 +108,12 @@ bool WaitUntil(Predicate predicate, absl::Duration timeout);
 
 namespace reptrace::testing {
 template <typename Predicate>
-bool WaitUntil(Predicate predicate, absl::Duration timeout) {
+bool WaitUntil(Predicate predicate, absl::Duration timeout, absl::Duration interval) {
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     if (predicate()) return true;
     if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(50));
+    absl::SleepFor(interval);
   }
 }
 }  // namespace reptrace::testing
