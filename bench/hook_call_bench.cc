@@ -1,0 +1,83 @@
+// What one socket call costs, to be run once plainly and once under LD_PRELOAD=libreptrace.so
+// (bench/run_micro.py does both, alternating, and prints the difference per call).
+//
+// BM_TracedTcpWriteRead: a 64-byte write on a connected loopback TCP socket and the read of
+//   those bytes on the accepted end, in one thread: two traced calls per iteration.
+// BM_EventfdWriteRead: an 8-byte write and read on an eventfd: two calls on a non-socket fd,
+//   which the hook must pass through with one table look-up.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "benchmark/benchmark.h"
+
+namespace {
+
+struct LoopbackPair {
+  int client = -1;
+  int server = -1;
+  LoopbackPair() {
+    const int listener = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        listen(listener, 1) != 0 ||
+        getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      std::abort();
+    }
+    client = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) std::abort();
+    server = accept(listener, nullptr, nullptr);
+    if (server < 0) std::abort();
+    close(listener);
+    const int one = 1;
+    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  ~LoopbackPair() {
+    close(client);
+    close(server);
+  }
+};
+
+void BM_TracedTcpWriteRead(benchmark::State& state) {
+  LoopbackPair pair;
+  char out[64] = "GET /bench HTTP/1.1\r\nHost: x\r\n\r\n";
+  char in[64];
+  for (auto _ : state) {
+    if (write(pair.client, out, sizeof(out)) != sizeof(out)) std::abort();
+    size_t got = 0;
+    while (got < sizeof(in)) {
+      const ssize_t n = read(pair.server, in + got, sizeof(in) - got);
+      if (n <= 0) std::abort();
+      got += static_cast<size_t>(n);
+    }
+    benchmark::DoNotOptimize(in);
+  }
+  state.SetItemsProcessed(state.iterations() * 2);  // calls
+}
+BENCHMARK(BM_TracedTcpWriteRead)->MinTime(1.0);
+
+void BM_EventfdWriteRead(benchmark::State& state) {
+  const int fd = eventfd(0, 0);
+  uint64_t value = 1;
+  for (auto _ : state) {
+    if (write(fd, &value, sizeof(value)) != sizeof(value)) std::abort();
+    if (read(fd, &value, sizeof(value)) != sizeof(value)) std::abort();
+    benchmark::DoNotOptimize(value);
+  }
+  state.SetItemsProcessed(state.iterations() * 2);
+  close(fd);
+}
+BENCHMARK(BM_EventfdWriteRead)->MinTime(1.0);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,489 @@
+#!/usr/bin/env python3
+"""reptrace's benchmarks: A/B runs side by side on this machine, printed as tables.
+
+  bench/reptrace_bench.py [--build DIR] [--rounds N] [--seconds S] WHAT...
+
+WHAT is any of: micro, nginx, redis, flood, all.
+
+- micro: bench/hook_call_bench (Google Benchmark) plain and under LD_PRELOAD, alternating,
+  N rounds; the added ns per call on a traced TCP socket and on a non-socket fd (eventfd).
+- nginx: nginx (1 worker, 612-byte static file) under wrk, plain vs hooked with a running
+  agent + controller + PostgreSQL; per request: CPU of the nginx worker (hooked/plain),
+  CPU of agent, controller and PostgreSQL (what the node pays), and requests/s.
+- redis: redis-server under redis-benchmark GET and SET, the same figures; and a check that
+  the server's answers are byte-identical with and without the hook.
+- flood: 8 hooked processes flood one agent (socket_flood); the agent's CPU per event,
+  its peak RSS, and what the hooks dropped.
+
+Every A/B figure is the median over rounds of the ratio within a round (plain and hooked
+run back to back), so slow drifts of a noisy machine cancel out.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def cpu_seconds(pid):
+    """utime + stime of one process, in seconds (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+
+
+def children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if ppid == pid:
+            out.append(int(entry))
+    return out
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Stack:
+    """PostgreSQL + reptrace-controller + reptrace-agent, private to one benchmark run."""
+
+    def __init__(self, build, workdir, agent_flags=()):
+        self.build = build
+        self.dir = workdir
+        self.agent_flags = list(agent_flags)
+        self.procs = []
+
+    def start(self):
+        pg_dir = os.path.join(self.dir, "pg")
+        conninfo = subprocess.run(
+            ["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "start", pg_dir],
+            check=True, capture_output=True, text=True,
+            env=dict(os.environ, REPTRACE_PG_FSYNC="on")).stdout.strip()
+        self.pg_dir = pg_dir
+        subprocess.run(["psql", conninfo, "-qc", "CREATE DATABASE bench"], check=True,
+                       capture_output=True)
+        db = conninfo.replace("dbname=postgres", "dbname=bench")
+        self.db = db
+        log = open(os.path.join(self.dir, "controller.log"), "w")
+        self.controller = subprocess.Popen(
+            [os.path.join(self.build, "controller/reptrace-controller"), "--listen",
+             "127.0.0.1:0", "--db", db], stderr=log)
+        self.procs.append(self.controller)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            m = re.search(r"listening on ([0-9.]+:[0-9]+)",
+                          open(os.path.join(self.dir, "controller.log")).read())
+            if m:
+                self.controller_addr = m.group(1)
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("controller did not start")
+        self.socket = os.path.join(self.dir, "agent.sock")
+        self.agent_log = os.path.join(self.dir, "agent.log")
+        self.agent = subprocess.Popen(
+            [os.path.join(self.build, "agent/reptrace-agent"), "--socket", self.socket,
+             "--controller", self.controller_addr, "--node", "bench"] + self.agent_flags,
+            stderr=open(self.agent_log, "w"))
+        self.procs.append(self.agent)
+        deadline = time.time() + 20
+        while not os.path.exists(self.socket):
+            if time.time() > deadline:
+                raise RuntimeError("agent did not start")
+            time.sleep(0.05)
+        return self
+
+    def postmaster_pid(self):
+        with open(os.path.join(self.pg_dir, "data", "postmaster.pid")) as f:
+            return int(f.readline())
+
+    def node_cpu(self):
+        """CPU seconds so far of agent, controller and PostgreSQL (postmaster + backends)."""
+        pm = self.postmaster_pid()
+        pg = cpu_seconds(pm) + sum(cpu_seconds(c) for c in children(pm))
+        return {"agent": cpu_seconds(self.agent.pid),
+                "controller": cpu_seconds(self.controller.pid), "postgres": pg}
+
+    def agents(self):
+        out = subprocess.run(
+            [os.path.join(self.build, "cli/reptracectl"), "--controller",
+             self.controller_addr, "agents", "--json"], capture_output=True, text=True)
+        return json.loads(out.stdout)["agents"] if out.returncode == 0 else []
+
+    def spans_stored(self):
+        return sum(int(a.get("spans_stored", 0)) for a in self.agents())
+
+    def wait_drained(self, timeout=120):
+        """Waits until the stored span count stops growing (the pipeline caught up)."""
+        last, stable_since = -1, time.time()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            n = self.spans_stored()
+            if n != last:
+                last, stable_since = n, time.time()
+            elif time.time() - stable_since > 3:
+                return n
+            time.sleep(0.5)
+        return last
+
+    def hook_env(self, service=None):
+        env = dict(os.environ)
+        env["LD_PRELOAD"] = os.path.join(self.build, "hook/libreptrace.so")
+        env["REPTRACE_SOCKET"] = self.socket
+        if service:
+            env["REPTRACE_SERVICE"] = service
+        return env
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run(["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "stop",
+                        self.pg_dir], capture_output=True)
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+# ----------------------------------------------------------------------------------------
+# micro
+
+def run_micro(args):
+    binary = os.path.join(args.build, "bench/hook_call_bench")
+    hook = os.path.join(args.build, "hook/libreptrace.so")
+    work = tempfile.mkdtemp(prefix="reptrace-micro.")
+    # A running agent (no controller needed: it buffers) so the hook's events really ship.
+    agent_sock = os.path.join(work, "agent.sock")
+    agent = subprocess.Popen([os.path.join(args.build, "agent/reptrace-agent"), "--socket",
+                              agent_sock, "--controller", f"127.0.0.1:{free_port()}"],
+                             stderr=subprocess.DEVNULL)
+    while not os.path.exists(agent_sock):
+        time.sleep(0.05)
+    results = {"plain": {}, "hooked": {}}
+    try:
+        for _ in range(args.rounds):
+            for mode in ("plain", "hooked"):
+                env = dict(os.environ)
+                env.pop("LD_PRELOAD", None)
+                if mode == "hooked":
+                    env["LD_PRELOAD"] = hook
+                    env["REPTRACE_SOCKET"] = agent_sock
+                out = subprocess.run([binary, "--benchmark_format=json"], env=env,
+                                     capture_output=True, text=True, check=True).stdout
+                for b in json.loads(out)["benchmarks"]:
+                    per_call = b["real_time"] / 2  # two calls per iteration
+                    results[mode].setdefault(b["name"].split("/")[0], []).append(per_call)
+    finally:
+        agent.terminate()
+        agent.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for name, label, target in (("BM_TracedTcpWriteRead", "traced TCP socket", 100),
+                                ("BM_EventfdWriteRead", "non-socket fd (eventfd)", 5)):
+        plain = results["plain"][name]
+        hooked = results["hooked"][name]
+        added = [h - p for p, h in zip(plain, hooked)]
+        rows.append([label, f"{median(plain):.1f}", f"{median(hooked):.1f}",
+                     f"{median(added):+.1f}", f"≤ {target}"])
+    print_table("hook: time per call, ns (median of %d alternating rounds)" % args.rounds,
+                ["call on", "plain", "hooked", "added", "target"], rows)
+
+
+# ----------------------------------------------------------------------------------------
+# nginx and redis
+
+def nginx_conf(prefix, port):
+    os.makedirs(prefix, exist_ok=True)
+    os.makedirs(os.path.join(prefix, "www"), exist_ok=True)
+    with open(os.path.join(prefix, "www", "index.html"), "w") as f:
+        f.write("<html><body>" + "x" * 586 + "</body></html>\n")  # 612 bytes, like nginx's
+    conf = f"""worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  keepalive_requests 100000000;
+  server {{ listen 127.0.0.1:{port}; location / {{ root {prefix}/www; }} }}
+}}
+"""
+    path = os.path.join(prefix, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return path
+
+
+def wrk(port, seconds, connections=8):
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+                          f"http://127.0.0.1:{port}/index.html"],
+                         capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError("wrk saw errors: " + out)
+    return requests
+
+
+def one_nginx_run(args, stack, hooked, work):
+    port = free_port()
+    prefix = os.path.join(work, f"nginx-{port}")
+    conf = nginx_conf(prefix, port)
+    env = stack.hook_env() if hooked else {k: v for k, v in os.environ.items()
+                                           if k != "LD_PRELOAD"}
+    master = subprocess.Popen(["nginx", "-p", prefix, "-c", conf], env=env,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        worker = children(master.pid)[0]
+        wrk(port, 1)  # warm-up
+        if hooked:
+            stack.wait_drained()  # the warm-up's spans are not counted
+        before_worker = cpu_seconds(worker)
+        before_node = stack.node_cpu()
+        stored_before = stack.spans_stored() if hooked else 0
+        t0 = time.time()
+        requests = wrk(port, args.seconds)
+        elapsed = time.time() - t0
+        worker_cpu = cpu_seconds(worker) - before_worker
+        node = {}
+        if hooked:
+            stack.wait_drained()
+            after = stack.node_cpu()
+            node = {k: after[k] - before_node[k] for k in after}
+            node["spans"] = stack.spans_stored() - stored_before
+        return {"requests": requests, "rps": requests / elapsed,
+                "worker_cpu": worker_cpu, "node": node}
+    finally:
+        master.terminate()
+        master.wait()
+
+
+def redis_cli(port, *cmd):
+    return subprocess.run(["redis-cli", "-p", str(port), *cmd], capture_output=True,
+                          check=True).stdout
+
+
+def one_redis_run(args, stack, hooked, test, work):
+    port = free_port()
+    env = stack.hook_env() if hooked else {k: v for k, v in os.environ.items()
+                                           if k != "LD_PRELOAD"}
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
+                               "--appendonly", "no", "--dir", work], env=env,
+                              stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        answers = b"".join([
+            redis_cli(port, "SET", "k", "v" * 1000), redis_cli(port, "GET", "k"),
+            redis_cli(port, "INCR", "n"), redis_cli(port, "RPUSH", "l", "a", "b", "c"),
+            redis_cli(port, "LRANGE", "l", "0", "-1"), redis_cli(port, "GET", "missing")])
+        n = int(args.seconds * 15000)
+        subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-t", test, "-n",
+                        str(n // 4), "-c", "8"], capture_output=True, check=True)  # warm-up
+        if hooked:
+            stack.wait_drained()  # the warm-up's spans are not counted
+        before = cpu_seconds(server.pid)
+        before_node = stack.node_cpu()
+        stored_before = stack.spans_stored() if hooked else 0
+        t0 = time.time()
+        subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-t", test, "-n", str(n),
+                        "-c", "8"], capture_output=True, check=True)
+        elapsed = time.time() - t0
+        server_cpu = cpu_seconds(server.pid) - before
+        node = {}
+        if hooked:
+            stack.wait_drained()
+            after = stack.node_cpu()
+            node = {k: after[k] - before_node[k] for k in after}
+            node["spans"] = stack.spans_stored() - stored_before
+        return {"requests": n, "rps": n / elapsed, "worker_cpu": server_cpu, "node": node,
+                "answers": answers}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def summarize(name, runs, target_ratio=1.02):
+    """runs: list of (plain, hooked) dicts. Prints and returns the rows."""
+    cpu_ratio = [h["worker_cpu"] / h["requests"] / (p["worker_cpu"] / p["requests"])
+                 for p, h in runs]
+    rps_ratio = [h["rps"] / p["rps"] for p, h in runs]
+    per_req = lambda key: [h["node"][key] / h["requests"] * 1e6 for _, h in runs]
+    node_total = [sum(h["node"][k] for k in ("agent", "controller", "postgres")) /
+                  h["requests"] * 1e6 for _, h in runs]
+    stored = [h["node"]["spans"] / h["requests"] for _, h in runs]
+    plain_us = median([p["worker_cpu"] / p["requests"] * 1e6 for p, _ in runs])
+    hooked_us = median([h["worker_cpu"] / h["requests"] * 1e6 for _, h in runs])
+    return [
+        [name, "server CPU/request, µs (plain → hooked)", f"{plain_us:.2f} → {hooked_us:.2f}", ""],
+        [name, "server CPU/request, hooked/plain", f"{median(cpu_ratio):.3f}",
+         f"≤ {target_ratio}"],
+        [name, "agent CPU/request, µs", f"{median(per_req('agent')):.2f}", "≤ 2"],
+        [name, "controller CPU/request, µs", f"{median(per_req('controller')):.2f}", ""],
+        [name, "PostgreSQL CPU/request, µs", f"{median(per_req('postgres')):.2f}", ""],
+        [name, "agent+controller+PostgreSQL CPU/request, µs", f"{median(node_total):.2f}",
+         "≤ 10"],
+        [name, "requests/s, hooked/plain", f"{median(rps_ratio):.3f}",
+         f"(plain {median([p['rps'] for p, _ in runs]):.0f}/s)"],
+        [name, "spans stored per request", f"{median(stored):.2f}", "1"],
+    ]
+
+
+def run_servers(args, which):
+    work = tempfile.mkdtemp(prefix="reptrace-bench.")
+    os.chmod(work, 0o755)
+    stack = Stack(args.build, work).start()
+    rows = []
+    try:
+        if "nginx" in which:
+            runs = []
+            for _ in range(args.rounds):
+                plain = one_nginx_run(args, stack, False, work)
+                hooked = one_nginx_run(args, stack, True, work)
+                runs.append((plain, hooked))
+            rows += summarize("nginx", runs)
+        if "redis" in which:
+            for test in ("get", "set"):
+                runs = []
+                for _ in range(args.rounds):
+                    plain = one_redis_run(args, stack, False, test, work)
+                    hooked = one_redis_run(args, stack, True, test, work)
+                    if plain["answers"] != hooked["answers"]:
+                        raise RuntimeError("redis answered differently under the hook")
+                    runs.append((plain, hooked))
+                rows += summarize(f"redis {test.upper()}", runs)
+                rows.append([f"redis {test.upper()}", "answers byte-identical with hook",
+                             "yes", "yes"])
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(f"servers under load, hooked vs plain (median of {args.rounds} A/B rounds, "
+                f"{args.seconds:g} s each)", ["server", "figure", "value", "target"], rows)
+
+
+# ----------------------------------------------------------------------------------------
+# flood
+
+def run_flood(args):
+    work = tempfile.mkdtemp(prefix="reptrace-flood.")
+    os.chmod(work, 0o755)
+    stack = Stack(args.build, work).start()
+    try:
+        flood = os.path.join(args.build, "bench/socket_flood")
+        before = cpu_seconds(stack.agent.pid)
+        procs = [subprocess.Popen([flood, str(args.seconds)], env=stack.hook_env(f"flood{i}"),
+                                  stdout=subprocess.PIPE, text=True) for i in range(8)]
+        iterations = 0
+        for p in procs:
+            out, _ = p.communicate()
+            if p.returncode != 0:
+                raise RuntimeError("socket_flood failed")
+            iterations += int(out.split()[1])
+        time.sleep(1)
+        agent_cpu = cpu_seconds(stack.agent.pid) - before
+        rss = peak_rss_kib(stack.agent.pid)
+        stack.agent.terminate()
+        stack.agent.wait()
+        summary = open(stack.agent_log).read()
+        m = re.search(r"stopped: (\d+) events", summary)
+        events = int(m.group(1)) if m else 0
+        calls = iterations * 4
+        dropped = max(calls - events, 0)
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    rows = [
+        ["socket calls made by the 8 processes", f"{calls}", ""],
+        ["events received by the agent", f"{events} ({events / max(calls, 1):.1%})", ""],
+        ["dropped in the hooks (ring full), never blocking", f"{dropped}", "counted"],
+        ["agent CPU per event, µs", f"{agent_cpu / max(events, 1) * 1e6:.2f}", "≤ 2"],
+        ["agent peak RSS, MiB", f"{rss / 1024:.1f}", "≤ 64"],
+    ]
+    print_table(f"agent flooded by 8 hooked processes for {args.seconds:g} s",
+                ["figure", "value", "target"], rows)
+
+
+def print_table(title, header, rows):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+    sys.stdout.flush()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="+", choices=["micro", "nginx", "redis", "flood", "all"])
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5)
+    args = parser.parse_args()
+    what = set(args.what)
+    if "all" in what:
+        what = {"micro", "nginx", "redis", "flood"}
+    print(f"machine: {os.uname().nodename}, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    if "micro" in what:
+        run_micro(args)
+    if what & {"nginx", "redis"}:
+        run_servers(args, what)
+    if "flood" in what:
+        run_flood(args)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    main()

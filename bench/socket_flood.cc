@@ -1,0 +1,79 @@
+// Load for the agent flood benchmark: one process, one loopback TCP connection to itself,
+// request/response of `size` bytes each way in one thread, as fast as it can, for
+// `seconds`. Under the hook every iteration is four traced calls (two events per side).
+//
+//   socket_flood SECONDS [SIZE]     prints "iterations N"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+namespace {
+
+bool ReadFull(int fd, char* buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = read(fd, buf + got, n - got);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: socket_flood SECONDS [SIZE]\n");
+    return 2;
+  }
+  const double seconds = std::atof(argv[1]);
+  const size_t size = argc > 2 ? static_cast<size_t>(std::atoi(argv[2])) : 64;
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(listener, 1) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    std::perror("listen");
+    return 1;
+  }
+  const int client = socket(AF_INET, SOCK_STREAM, 0);
+  if (connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    std::perror("connect");
+    return 1;
+  }
+  const int server = accept(listener, nullptr, nullptr);
+  const int one = 1;
+  setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  std::vector<char> request(size, 'q'), response(size, 'r'), buf(size);
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration<double>(seconds);
+  long iterations = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (int i = 0; i < 64; ++i) {
+      if (write(client, request.data(), size) != static_cast<ssize_t>(size) ||
+          !ReadFull(server, buf.data(), size) ||
+          write(server, response.data(), size) != static_cast<ssize_t>(size) ||
+          !ReadFull(client, buf.data(), size)) {
+        std::perror("exchange");
+        return 1;
+      }
+    }
+    iterations += 64;
+  }
+  close(client);
+  close(server);
+  close(listener);
+  std::printf("iterations %ld\n", iterations);
+  return 0;
+}
