@@ -19,8 +19,13 @@ absl::Status AgentSession::Start(const v1::AgentMessage& first) {
   if (first.hello().agent_id().empty() || first.hello().node().empty()) {
     return absl::InvalidArgumentError("hello must carry a non-empty agent_id and node");
   }
-  ASSIGN_OR_RETURN(writer_, store_.NewWriter());
-  RETURN_IF_ERROR(writer_->AgentConnected(first.hello(), absl::GetCurrentTimeNanos()));
+  // writer_ is set only once the agent is recorded, so that a refused session never
+  // marks anything disconnected.
+  ASSIGN_OR_RETURN(std::unique_ptr<SpanWriter> writer, store_.NewWriter());
+  const int64_t now_ns = absl::GetCurrentTimeNanos();
+  RETURN_IF_ERROR(writer->AgentConnected(first.hello(), now_ns));
+  writer_ = std::move(writer);
+  connected_at_ns_ = now_ns;
   hello_ = first.hello();
   LogInfo("agent %s connected (node %s, version %s)", hello_.agent_id(), hello_.node(),
           hello_.agent_version());
@@ -28,13 +33,13 @@ absl::Status AgentSession::Start(const v1::AgentMessage& first) {
 }
 
 absl::StatusOr<std::optional<v1::BatchAck>> AgentSession::Handle(
-    const v1::AgentMessage& message) {
+    const v1::AgentMessage& message, int spans_unparseable) {
   if (writer_ == nullptr || finished_) {
     return absl::FailedPreconditionError("the session has not started or is over");
   }
   switch (message.msg_case()) {
     case v1::AgentMessage::kBatch: {
-      ASSIGN_OR_RETURN(v1::BatchAck ack, HandleBatch(message.batch()));
+      ASSIGN_OR_RETURN(v1::BatchAck ack, HandleBatch(message.batch(), spans_unparseable));
       return std::optional<v1::BatchAck>(std::move(ack));
     }
     case v1::AgentMessage::kCounters:
@@ -49,8 +54,13 @@ absl::StatusOr<std::optional<v1::BatchAck>> AgentSession::Handle(
   return absl::InvalidArgumentError("empty agent message");
 }
 
-absl::StatusOr<v1::BatchAck> AgentSession::HandleBatch(const v1::SpanBatch& batch) {
+absl::StatusOr<v1::BatchAck> AgentSession::HandleBatch(const v1::SpanBatch& batch,
+                                                       int spans_unparseable) {
   ValidationResult checked = ValidateBatch(batch);
+  if (spans_unparseable > 0) {
+    if (checked.dropped == 0) checked.first_problem = "a span does not parse (not UTF-8?)";
+    checked.dropped += spans_unparseable;
+  }
   if (checked.dropped > 0) {
     LogWarning("agent %s batch %d: dropped %d malformed span(s); first: %s",
                hello_.agent_id(), batch.batch_id(), checked.dropped, checked.first_problem);
@@ -70,7 +80,8 @@ void AgentSession::Finish() {
   }
   finished_ = true;
   absl::Status status =
-      writer_->AgentDisconnected(hello_.agent_id(), absl::GetCurrentTimeNanos());
+      writer_->AgentDisconnected(hello_.agent_id(), connected_at_ns_,
+                                 absl::GetCurrentTimeNanos());
   if (!status.ok()) {
     LogWarning("agent %s: %s", hello_.agent_id(), status.ToString());
   }

@@ -9,6 +9,7 @@
 #ifndef REPTRACE_CONTROLLER_AGENT_SESSION_H_
 #define REPTRACE_CONTROLLER_AGENT_SESSION_H_
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,9 +33,11 @@ class AgentSession {
   absl::Status Start(const v1::AgentMessage& first);
 
   // Handles a later message; returns the acknowledgement to send, if any.
-  // INVALID_ARGUMENT for a second hello or an empty message, UNAVAILABLE on a database
-  // error. After an error the session is over.
-  absl::StatusOr<std::optional<v1::BatchAck>> Handle(const v1::AgentMessage& message);
+  // `spans_unparseable`: spans already dropped from a batch because they did not parse;
+  // counted with the ones validation drops. INVALID_ARGUMENT for a second hello or an
+  // empty message, UNAVAILABLE on a database error. After an error the session is over.
+  absl::StatusOr<std::optional<v1::BatchAck>> Handle(const v1::AgentMessage& message,
+                                                     int spans_unparseable = 0);
 
   // Marks the agent disconnected (best effort: logs a failure).
   void Finish();
@@ -42,10 +45,11 @@ class AgentSession {
   const std::string& agent_id() const { return hello_.agent_id(); }
 
  private:
-  absl::StatusOr<v1::BatchAck> HandleBatch(const v1::SpanBatch& batch);
+  absl::StatusOr<v1::BatchAck> HandleBatch(const v1::SpanBatch& batch, int spans_unparseable);
 
   Store& store_;
   v1::AgentHello hello_;
+  int64_t connected_at_ns_ = 0;
   std::unique_ptr<SpanWriter> writer_;
   bool finished_ = false;
 };

@@ -18,6 +18,11 @@ namespace reptrace::controller {
 
 class ControllerServer {
  public:
+  // The largest message accepted. gRPC's default, 4 MiB, is less than a batch of a few
+  // thousand spans with long names: a batch refused for its size would be resent by the
+  // agent forever.
+  static constexpr int kMaxReceiveMessageBytes = 256 << 20;
+
   // Listens on `listen` ("HOST:PORT"; port 0 picks a free one), serving from `store`,
   // which must outlive the server. UNAVAILABLE if the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(const std::string& listen,

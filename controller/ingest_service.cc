@@ -1,29 +1,85 @@
 #include "controller/ingest_service.h"
 
+#include <string>
+#include <vector>
+
+#include <grpcpp/impl/rpc_service_method.h>
+#include <grpcpp/support/method_handler.h>
+
 #include "common/log.h"
 #include "controller/agent_session.h"
+#include "controller/internal/agent_message.h"
 #include "controller/internal/grpc_status.h"
 
 namespace reptrace::controller {
+namespace {
 
 using internal::ToGrpcStatus;
 
+constexpr char kConnectMethod[] = "/reptrace.v1.IngestService/Connect";
+
+// Reads the next message: false at the end of the stream; an error if it cannot be
+// parsed at all.
+absl::StatusOr<bool> ReadMessage(
+    grpc::ServerReaderWriter<v1::ControllerMessage, grpc::ByteBuffer>* stream,
+    internal::ParsedAgentMessage* out) {
+  grpc::ByteBuffer buffer;
+  if (!stream->Read(&buffer)) return false;
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) {
+    return absl::InvalidArgumentError("an agent message cannot be read");
+  }
+  std::string bytes;
+  bytes.reserve(buffer.Length());
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  auto parsed = internal::ParseAgentMessage(bytes);
+  if (!parsed.ok()) return parsed.status();
+  *out = std::move(*parsed);
+  return true;
+}
+
+}  // namespace
+
+IngestService::IngestService(Store& store) : store_(store) {
+  AddMethod(new grpc::internal::RpcServiceMethod(
+      kConnectMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
+      new grpc::internal::BidiStreamingHandler<IngestService, grpc::ByteBuffer,
+                                               v1::ControllerMessage>(
+          [](IngestService* service, grpc::ServerContext* context,
+             grpc::ServerReaderWriter<v1::ControllerMessage, grpc::ByteBuffer>* stream) {
+            return service->Connect(context, stream);
+          },
+          this)));
+}
+
 grpc::Status IngestService::Connect(
     grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::ControllerMessage, v1::AgentMessage>* stream) {
-  v1::AgentMessage message;
-  if (!stream->Read(&message)) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "the ingest stream ended before its hello");
+    grpc::ServerReaderWriter<v1::ControllerMessage, grpc::ByteBuffer>* stream) {
+  internal::ParsedAgentMessage parsed;
+  absl::StatusOr<bool> more = ReadMessage(stream, &parsed);
+  if (!more.ok() || !*more) {
+    const absl::Status status =
+        more.ok() ? absl::InvalidArgumentError("the ingest stream ended before its hello")
+                  : more.status();
+    LogWarning("ingest stream from %s refused: %s", context->peer(), status.ToString());
+    return ToGrpcStatus(status);
   }
   AgentSession session(store_);
-  absl::Status status = session.Start(message);
+  absl::Status status = session.Start(parsed.message);
   if (!status.ok()) {
     LogWarning("ingest stream from %s refused: %s", context->peer(), status.ToString());
     return ToGrpcStatus(status);
   }
-  while (stream->Read(&message)) {
-    auto ack = session.Handle(message);
+  while (true) {
+    more = ReadMessage(stream, &parsed);
+    if (!more.ok()) {
+      LogWarning("agent %s: ending stream: %s", session.agent_id(), more.status().ToString());
+      return ToGrpcStatus(more.status());
+    }
+    if (!*more) break;
+    auto ack = session.Handle(parsed.message, parsed.spans_unparseable);
     if (!ack.ok()) {
       LogWarning("agent %s: ending stream: %s", session.agent_id(), ack.status().ToString());
       return ToGrpcStatus(ack.status());

@@ -8,6 +8,10 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/sync_stream.h>
+#include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <pqxx/pqxx>
 
 #include "common/ids.h"
@@ -267,6 +271,227 @@ TEST_F(ControllerServerTest, HealthServiceReportsServing) {
     bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
   }
   EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // HealthCheckResponse{status: SERVING}
+}
+
+TEST_F(ControllerServerTest, AnOldStreamEndingAfterTheAgentReconnectedLeavesItConnected) {
+  // The agent gave up on its first stream and reconnected before the controller noticed
+  // the first one was gone.
+  grpc::ClientContext old_context;
+  auto old_stream = ingest_->Connect(&old_context);
+  ASSERT_TRUE(old_stream->Write(Hello("agent-r")));
+  EXPECT_EQ(SendBatch(*old_stream, Batch(1, {})).batch_id(), 1u);  // hello was handled
+  grpc::ClientContext new_context;
+  auto new_stream = ingest_->Connect(&new_context);
+  ASSERT_TRUE(new_stream->Write(Hello("agent-r")));
+  EXPECT_EQ(SendBatch(*new_stream, Batch(2, {})).batch_id(), 2u);
+
+  old_stream->WritesDone();
+  EXPECT_TRUE(old_stream->Finish().ok());
+
+  auto agents = store_->ListAgents();
+  ASSERT_TRUE(agents.ok()) << agents.status();
+  ASSERT_EQ(agents->size(), 1u);
+  EXPECT_TRUE(agents->front().connected());
+  new_stream->WritesDone();
+  EXPECT_TRUE(new_stream->Finish().ok());
+  agents = store_->ListAgents();
+  ASSERT_TRUE(agents.ok()) << agents.status();
+  EXPECT_FALSE(agents->front().connected());
+}
+
+TEST_F(ControllerServerTest, ABatchOfTenThousandLongSpansIsStoredAndAcknowledged) {
+  constexpr int kSpans = 10'000;
+  std::vector<v1::Span> spans;
+  for (int i = 0; i < kSpans; ++i) {
+    const Flow flow{Ipv4(10, 1, i / 256, i % 256, 40000), Ipv4(10, 0, 0, 2, 80)};
+    spans.push_back(i % 2 == 0
+        ? ClientSpan({.span_id = 100'000 + uint64_t(i), .service = "client", .flow = flow,
+                      .start_ns = kT0 + i * 1000,
+                      .name = "GET /" + std::string(500, 'a' + i % 26)})
+        : ServerSpan({.span_id = 100'000 + uint64_t(i), .service = "server",
+                      .flow = Flow{Ipv4(10, 1, (i - 1) / 256, (i - 1) % 256, 40000),
+                                   Ipv4(10, 0, 0, 2, 80)},
+                      .start_ns = kT0 + i * 1000,
+                      .name = "GET /" + std::string(500, 'a' + i % 26)}));
+  }
+  const v1::SpanBatch batch = Batch(1, spans);
+  ASSERT_GT(batch.ByteSizeLong(), 4u << 20);  // above gRPC's default receive limit
+
+  grpc::ClientContext context;
+  auto stream = ingest_->Connect(&context);
+  ASSERT_TRUE(stream->Write(Hello("agent-big")));
+  ASSERT_TRUE(stream->Write(BatchMessage(batch)));
+  v1::ControllerMessage reply;
+  ASSERT_TRUE(stream->Read(&reply)) << stream->Finish().error_message();
+  EXPECT_EQ(reply.ack().batch_id(), 1u);
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+
+  auto traces = store_->ListTraces("", 1000);
+  ASSERT_TRUE(traces.ok()) << traces.status();
+  ASSERT_EQ(traces->size(), 1000u);
+  for (const auto& trace : *traces) EXPECT_EQ(trace.span_count(), 2);
+}
+
+// A raw bidirectional stream to the ingest service, to send bytes no stub would send.
+std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> RawIngestStream(
+    const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext* context) {
+  return std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>>(
+      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+          channel.get(),
+          grpc::internal::RpcMethod("/reptrace.v1.IngestService/Connect",
+                                    grpc::internal::RpcMethod::BIDI_STREAMING, channel),
+          context));
+}
+
+grpc::ByteBuffer Bytes(const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+TEST_F(ControllerServerTest, ASpanThatIsNotUtf8IsDroppedAndCountedTheBatchIsStored) {
+  // What an agent sends when a span name holds bytes that are not UTF-8 (an HTTP path
+  // with raw bytes): protobuf refuses to parse the whole message.
+  v1::AgentMessage message = BatchMessage(Batch(
+      9, {ClientSpan({.span_id = 51, .service = "curl", .flow = kFlow, .start_ns = kT0,
+                      .name = "GET /@@@@"}),
+          ServerSpan({.span_id = 52, .service = "nginx", .flow = kFlow,
+                      .start_ns = kT0 + 1000})}));
+  std::string bytes = message.SerializeAsString();
+  bytes.replace(bytes.find("@@@@"), 4, "\xff\xfe\xfd\xfc");
+  ASSERT_FALSE(v1::AgentMessage().ParseFromString(bytes));
+
+  grpc::ClientContext context;
+  auto stream = RawIngestStream(channel_, &context);
+  ASSERT_TRUE(stream->Write(Bytes(Hello("agent-u").SerializeAsString())));
+  ASSERT_TRUE(stream->Write(Bytes(bytes)));
+  grpc::ByteBuffer reply_bytes;
+  ASSERT_TRUE(stream->Read(&reply_bytes)) << stream->Finish().error_message();
+  v1::ControllerMessage reply;
+  ASSERT_TRUE(grpc::SerializationTraits<v1::ControllerMessage>::Deserialize(&reply_bytes,
+                                                                            &reply)
+                  .ok());
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+
+  EXPECT_EQ(reply.ack().batch_id(), 9u);
+  pqxx::connection conn(db_.conninfo());
+  pqxx::nontransaction tx(conn);
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM spans")[0].as<int>(), 1);
+  EXPECT_EQ(tx.exec1("SELECT span_id FROM spans")[0].as<int64_t>(), 52);
+  EXPECT_EQ(tx.exec1("SELECT spans_rejected FROM agents")[0].as<int>(), 1);
+}
+
+TEST_F(ControllerServerTest, AMessageThatCannotBeParsedEndsTheStreamWithAnError) {
+  grpc::ClientContext context;
+  auto stream = RawIngestStream(channel_, &context);
+  ASSERT_TRUE(stream->Write(Bytes(Hello("agent-g").SerializeAsString())));
+  stream->Write(Bytes("\x0a\x05garbage-that-is-no-message"));
+  grpc::ByteBuffer reply;
+  EXPECT_FALSE(stream->Read(&reply));
+  const grpc::Status status = stream->Finish();
+
+  // Not OK: an agent must not take this for an orderly end.
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("cannot be parsed"));
+}
+
+// grpc's reflection service, spoken with hand-encoded messages (no reflection client
+// library is installed): list the services, then fetch the file defining ours.
+class ReflectionClient {
+ public:
+  explicit ReflectionClient(const std::shared_ptr<grpc::Channel>& channel)
+      : stream_(grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::
+                    Create(channel.get(),
+                           grpc::internal::RpcMethod(
+                               "/grpc.reflection.v1alpha.ServerReflection/"
+                               "ServerReflectionInfo",
+                               grpc::internal::RpcMethod::BIDI_STREAMING, channel),
+                           &context_)) {}
+  ~ReflectionClient() {
+    stream_->WritesDone();
+    stream_->Finish();
+  }
+
+  // ServerReflectionRequest with string field `field` = `value`; returns the
+  // response's fields as (number, bytes) of its length-delimited fields.
+  std::vector<std::pair<int, std::string>> Ask(int field, const std::string& value) {
+    std::string request;
+    {
+      google::protobuf::io::StringOutputStream out(&request);
+      google::protobuf::io::CodedOutputStream coded(&out);
+      google::protobuf::internal::WireFormatLite::WriteString(field, value, &coded);
+    }
+    grpc::Slice slice(request);
+    grpc::ByteBuffer response;
+    if (!stream_->Write(grpc::ByteBuffer(&slice, 1)) || !stream_->Read(&response)) return {};
+    std::vector<grpc::Slice> slices;
+    if (!response.Dump(&slices).ok()) return {};
+    std::string bytes;
+    for (const grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    return Fields(bytes);
+  }
+
+  // The length-delimited fields of a serialized message.
+  static std::vector<std::pair<int, std::string>> Fields(const std::string& message) {
+    std::vector<std::pair<int, std::string>> fields;
+    google::protobuf::io::CodedInputStream in(
+        reinterpret_cast<const uint8_t*>(message.data()), static_cast<int>(message.size()));
+    while (uint32_t tag = in.ReadTag()) {
+      using google::protobuf::internal::WireFormatLite;
+      if (WireFormatLite::GetTagWireType(tag) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+        if (!WireFormatLite::SkipField(&in, tag)) break;
+        continue;
+      }
+      std::string value;
+      if (!WireFormatLite::ReadString(&in, &value)) break;
+      fields.emplace_back(WireFormatLite::GetTagFieldNumber(tag), std::move(value));
+    }
+    return fields;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> stream_;
+};
+
+TEST_F(ControllerServerTest, ServerReflectionDescribesTheServices) {
+  ReflectionClient reflection(channel_);
+
+  // list_services (7) -> list_services_response (6) { service (1) { name (1) } }.
+  std::vector<std::string> services;
+  for (const auto& [number, value] : reflection.Ask(7, "")) {
+    if (number != 6) continue;
+    for (const auto& [n, service] : ReflectionClient::Fields(value)) {
+      for (const auto& [m, name] : ReflectionClient::Fields(service)) {
+        if (n == 1 && m == 1) services.push_back(name);
+      }
+    }
+  }
+  EXPECT_THAT(services, ::testing::IsSupersetOf({"reptrace.v1.IngestService",
+                                                 "reptrace.v1.QueryService",
+                                                 "grpc.health.v1.Health"}));
+
+  // file_containing_symbol (4) -> file_descriptor_response (4) { file_descriptor_proto (1) }.
+  std::vector<std::string> methods;
+  for (const auto& [number, value] : reflection.Ask(4, "reptrace.v1.QueryService")) {
+    if (number != 4) continue;
+    for (const auto& [n, file_bytes] : ReflectionClient::Fields(value)) {
+      google::protobuf::FileDescriptorProto file;
+      if (n != 1 || !file.ParseFromString(file_bytes) || file.package() != "reptrace.v1") {
+        continue;
+      }
+      for (const auto& service : file.service()) {
+        for (const auto& method : service.method()) {
+          methods.push_back(service.name() + "." + method.name());
+        }
+      }
+    }
+  }
+  EXPECT_THAT(methods, ::testing::IsSupersetOf({"QueryService.GetTrace",
+                                                "IngestService.Connect"}));
 }
 
 }  // namespace

@@ -24,9 +24,13 @@ constexpr char kLockSql[] = "SELECT pg_advisory_xact_lock($1)";
 // may change: the new server spans, and the server spans at the other end of a new client
 // span. For each, the best client is chosen afresh among all stored spans, so the outcome
 // does not depend on which end arrived first. Returns the spans whose parent changed.
+// A span whose local or peer port is 0 has no TCP/UDP address (a Unix-domain socket, an
+// address the agent could not read): it never links across processes, since any two
+// such spans would otherwise "match" each other.
 constexpr char kCrossLinkSql[] = R"sql(
 WITH new_spans AS (
-  SELECT n.* FROM spans n WHERE n.span_id = ANY($1::bigint[])
+  SELECT n.* FROM spans n
+   WHERE n.span_id = ANY($1::bigint[]) AND n.local_port <> 0 AND n.peer_port <> 0
 ),
 candidates AS (
   SELECT n.span_id FROM new_spans n
@@ -61,7 +65,9 @@ RETURNING s.span_id
 
 // $1: ids of the touched spans, $2: the depth limit. Walks up from each touched span to
 // its topmost known ancestor (a span whose parent is unknown or not stored), then down
-// from those roots, and labels every span reached with its root's id. UNION (not UNION
+// from the touched span (not from the root: the rest of the root's tree is labelled
+// already, and walking it all would make every batch cost the size of its trace), and
+// labels every span reached with the root's id. UNION (not UNION
 // ALL) and the depth limit keep a cycle of bogus parent ids from looping. Returns, for
 // each span relabelled, its old and its new trace id.
 constexpr char kRelabelSql[] = R"sql(
@@ -74,17 +80,15 @@ WITH RECURSIVE up(origin, span_id, parent_span_id, depth) AS (
    WHERE u.depth < $2
 ),
 roots AS (
-  SELECT DISTINCT top.root FROM (
-    SELECT DISTINCT ON (u.origin) u.span_id AS root
-      FROM up u
-     ORDER BY u.origin,
-              (u.parent_span_id IS NULL OR NOT EXISTS (
-                 SELECT 1 FROM spans p WHERE p.span_id = u.parent_span_id)) DESC,
-              u.depth DESC, u.span_id
-  ) top
+  SELECT DISTINCT ON (u.origin) u.origin, u.span_id AS root
+    FROM up u
+   ORDER BY u.origin,
+            (u.parent_span_id IS NULL OR NOT EXISTS (
+               SELECT 1 FROM spans p WHERE p.span_id = u.parent_span_id)) DESC,
+            u.depth DESC, u.span_id
 ),
 down(root, span_id, depth) AS (
-  SELECT r.root, r.root, 0 FROM roots r
+  SELECT r.root, r.origin, 0 FROM roots r
   UNION
   SELECT d.root, c.span_id, d.depth + 1
     FROM down d JOIN spans c ON c.parent_span_id = d.span_id

@@ -130,7 +130,8 @@ WHERE agent_id = $1
 
 constexpr char kAgentDisconnectedStatement[] = "writer_agent_disconnected";
 constexpr char kAgentDisconnectedSql[] =
-    "UPDATE agents SET connected = false, last_seen_ns = $2 WHERE agent_id = $1";
+    "UPDATE agents SET connected = false, last_seen_ns = $2"
+    " WHERE agent_id = $1 AND connected_at_ns = $3";
 
 // Query statements.
 constexpr char kListTracesStatement[] = "query_list_traces";
@@ -309,10 +310,12 @@ absl::Status SpanWriter::AgentCounters(const std::string& agent_id,
   return absl::OkStatus();
 }
 
-absl::Status SpanWriter::AgentDisconnected(const std::string& agent_id, int64_t now_ns) {
+absl::Status SpanWriter::AgentDisconnected(const std::string& agent_id,
+                                           int64_t connected_at_ns, int64_t now_ns) {
   try {
     pqxx::work tx(*conn_);
-    tx.exec_prepared(kAgentDisconnectedStatement, WithoutNul(agent_id), now_ns);
+    tx.exec_prepared(kAgentDisconnectedStatement, WithoutNul(agent_id), now_ns,
+                     connected_at_ns);
     tx.commit();
   } catch (const std::exception& e) {
     return DatabaseError("cannot record agent disconnection", e);

@@ -50,11 +50,14 @@ class SpanWriter {
                                           int64_t spans_rejected = 0);
 
   // Agent bookkeeping (table agents). Connected inserts or refreshes the agent's row
-  // and marks it connected.
+  // and marks it connected at `now_ns`. Disconnected marks it disconnected only if its
+  // latest connection is still the one made at `connected_at_ns`: when an agent has
+  // already reconnected on a new stream, the old stream ending changes nothing.
   absl::Status AgentConnected(const v1::AgentHello& hello, int64_t now_ns);
   absl::Status AgentCounters(const std::string& agent_id, const v1::AgentCounters& counters,
                              int64_t now_ns);
-  absl::Status AgentDisconnected(const std::string& agent_id, int64_t now_ns);
+  absl::Status AgentDisconnected(const std::string& agent_id, int64_t connected_at_ns,
+                                 int64_t now_ns);
 
  private:
   friend class Store;

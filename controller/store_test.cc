@@ -144,7 +144,7 @@ TEST(StoreTest, AgentsAreRecordedWithTheirCounters) {
   ASSERT_TRUE(writer->AgentConnected(hello, kT0).ok());
   ASSERT_TRUE(writer->WriteBatch("agent-a", batch, /*spans_rejected=*/2).ok());
   ASSERT_TRUE(writer->AgentCounters("agent-a", later, kT0 + kSecond).ok());
-  ASSERT_TRUE(writer->AgentDisconnected("agent-a", kT0 + 2 * kSecond).ok());
+  ASSERT_TRUE(writer->AgentDisconnected("agent-a", kT0, kT0 + 2 * kSecond).ok());
 
   auto agents = store->ListAgents();
   ASSERT_TRUE(agents.ok()) << agents.status();
@@ -314,6 +314,42 @@ TEST(SpanLinkingTest, AReusedFourTupleLinksToTheNearestClientInEveryOrder) {
     for (const auto& t : *traces) ids.push_back(t.trace_id());
     EXPECT_THAT(ids, ElementsAre(5, 3, 1));
   }
+}
+
+TEST(SpanLinkingTest, SpansWithoutAPortAreNeverLinkedAcrossProcesses) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  // Two unrelated Unix-domain conversations on two nodes: no IP, no port, offset 0.
+  v1::Endpoint none;
+  const Flow unix_socket{none, none};
+  const Flow zero_ports{Ipv4(0, 0, 0, 0, 0), Ipv4(0, 0, 0, 0, 0)};
+  ASSERT_TRUE(writer
+                  ->WriteBatch("agent", Batch(1, {
+      ClientSpan({.span_id = 1, .service = "app", .flow = unix_socket, .start_ns = kT0}),
+      ServerSpan({.span_id = 2, .service = "dockerd", .flow = unix_socket,
+                  .start_ns = kT0 + kMs}),
+      ClientSpan({.span_id = 3, .service = "app", .flow = zero_ports, .start_ns = kT0}),
+      ServerSpan({.span_id = 4, .service = "syslogd", .flow = zero_ports,
+                  .start_ns = kT0 + kMs})}))
+                  .ok());
+  // And one arriving later, on its own.
+  ASSERT_TRUE(writer
+                  ->WriteBatch("agent", Batch(2, {ServerSpan({.span_id = 5,
+                                                              .service = "dbus",
+                                                              .flow = unix_socket,
+                                                              .start_ns = kT0 + 2 * kMs})}))
+                  .ok());
+
+  auto traces = store->ListTraces("", 100);
+  ASSERT_TRUE(traces.ok()) << traces.status();
+  std::vector<uint64_t> ids;
+  for (const auto& t : *traces) ids.push_back(t.trace_id());
+  std::sort(ids.begin(), ids.end());
+  EXPECT_THAT(ids, ElementsAre(1, 2, 3, 4, 5));
+  EXPECT_EQ(CountRows(db, "SELECT count(*) FROM spans WHERE parent_span_id IS NOT NULL"), 0);
 }
 
 TEST(SpanLinkingTest, ConcurrentStreamsStillLinkBothEnds) {

@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # run the local stack and the tests
   postgresql postgresql-client curl python3 nginx redis-server redis-tools wrk iptables iproute2
+  openssl  # the TLS tests make a self-signed certificate
 )
 
 missing=()
