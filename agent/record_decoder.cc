@@ -24,9 +24,10 @@ absl::Status CheckHello(const HelloRecord& hello) {
 
 absl::Status CheckEvent(const EventRecord& event) {
   if (event.kind < static_cast<uint8_t>(EventKind::kConnect) ||
-      event.kind > static_cast<uint8_t>(EventKind::kClose)) {
+      event.kind > static_cast<uint8_t>(EventKind::kThreadStart)) {
     return absl::InvalidArgumentError(absl::StrFormat("unknown event kind %d", event.kind));
   }
+  if (event.kind == static_cast<uint8_t>(EventKind::kThreadStart)) return absl::OkStatus();
   if (event.role > static_cast<uint8_t>(SocketRole::kServer)) {
     return absl::InvalidArgumentError(absl::StrFormat("unknown socket role %d", event.role));
   }

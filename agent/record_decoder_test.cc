@@ -159,7 +159,7 @@ TEST(RecordDecoder, RefusesBadEventFields) {
   };
   const Case cases[] = {
       {"kind", [](EventRecord& e) { e.kind = 0; }},
-      {"kind", [](EventRecord& e) { e.kind = 6; }},
+      {"kind", [](EventRecord& e) { e.kind = 7; }},
       {"role", [](EventRecord& e) { e.role = 3; }},
       {"family", [](EventRecord& e) { e.family = 5; }},
       {"capture_len", [](EventRecord& e) { e.capture_len = kCaptureBytes + 1; }},
@@ -183,6 +183,15 @@ TEST(RecordDecoder, RefusesBadEventFields) {
   RecordDecoder decoder;
   std::vector<Record> records;
   EXPECT_TRUE(decoder.Feed(AsBytes(script.Hello()) + AsBytes(event), &records).ok());
+  // kThreadStart carries no addresses (family 0).
+  EventRecord start = script.Accept(1, 9, 1000);
+  start.kind = static_cast<uint8_t>(EventKind::kThreadStart);
+  start.family = 0;
+  start.fd = 7;
+  RecordDecoder decoder2;
+  records.clear();
+  EXPECT_TRUE(decoder2.Feed(AsBytes(script.Hello()) + AsBytes(start), &records).ok());
+  EXPECT_EQ(records.size(), 2u);
 }
 
 }  // namespace

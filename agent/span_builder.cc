@@ -50,12 +50,37 @@ void SpanBuilder::OnEvent(uint64_t process_key, const EventRecord& event, absl::
   if (p == processes_.end()) return;
   Process& process = p->second;
   const auto kind = static_cast<EventKind>(event.kind);
+  if (kind == EventKind::kThreadStart) {
+    // A new thread inherits its creator's (fd carries the creator's tid) causal context.
+    auto parent = process.thread_server_span.find(static_cast<uint32_t>(event.fd));
+    if (parent != process.thread_server_span.end()) {
+      process.thread_server_span[event.tid] = parent->second;
+    } else {
+      process.thread_server_span.erase(event.tid);
+    }
+    return;
+  }
   if (kind == EventKind::kConnect || kind == EventKind::kAccept) {
     OnOpen(process, event, now);
     return;
   }
   auto c = process.connections.find(event.conn_id);
-  if (c == process.connections.end()) return;  // its connect/accept was not seen
+  if (c == process.connections.end()) {
+    // Its connect/accept event was lost (dropped in a full ring while the hook had no
+    // agent, e.g. in a daemon that had just closed all its fds). Every event carries the
+    // role and both addresses, and offsets are absolute, so the connection is adopted from
+    // its first bytes; only the connect-time parent is unknown.
+    const auto role = static_cast<SocketRole>(event.role);
+    const bool bytes_moved = (kind == EventKind::kSend || kind == EventKind::kRecv) &&
+                             event.result > 0;
+    if (!bytes_moved || (role != SocketRole::kClient && role != SocketRole::kServer)) return;
+    Connection adopted;
+    adopted.role = role;
+    EndpointFromRecord(event.local_addr, event.local_port, &adopted.local);
+    EndpointFromRecord(event.peer_addr, event.peer_port, &adopted.peer);
+    adopted.last_activity = now;
+    c = process.connections.emplace(event.conn_id, std::move(adopted)).first;
+  }
   Connection& conn = c->second;
   switch (kind) {
     case EventKind::kSend:

@@ -164,6 +164,30 @@ TEST_F(SpanBuilderTest, AClientSpanIsTheChildOfTheServerSpanReadOnItsThread) {
   EXPECT_EQ(server.parent_span_id(), 0u);
 }
 
+TEST_F(SpanBuilderTest, AThreadStartedWhileHandlingARequestInheritsItsServerSpan) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /checkout HTTP/1.1\r\n\r\n"));
+  // Thread 7 starts thread 9 (kThreadStart: tid = new thread, fd = creator), which calls
+  // a backend.
+  EventRecord start = {};
+  start.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kEvent), sizeof(EventRecord)};
+  start.kind = static_cast<uint8_t>(EventKind::kThreadStart);
+  start.pid = 4242;
+  start.tid = 9;
+  start.fd = 7;
+  Feed(start);
+  Feed(script_.Connect(2, 9, 300, 0, "10.0.0.9", 6379));
+  Feed(script_.Send(2, 9, 310, "*1\r\n$4\r\nPING\r\n"));
+  Feed(script_.Recv(2, 9, 390, "+PONG\r\n"));
+  Feed(script_.Close(2, 9, 400));
+  Feed(script_.Send(1, 7, 500, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(1, 7, 600));
+
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[1].kind(), v1::SPAN_KIND_SERVER);
+  EXPECT_EQ(spans_[0].parent_span_id(), spans_[1].span_id());
+}
+
 TEST_F(SpanBuilderTest, TheLatestRequestReadOnAThreadIsTheParent) {
   Feed(script_.Accept(1, 7, 100));
   Feed(script_.Accept(2, 7, 100));
@@ -374,11 +398,26 @@ TEST_F(SpanBuilderTest, EndOfStreamFinishesTheSpan) {
   EXPECT_EQ(spans_.size(), 1u);
 }
 
-TEST_F(SpanBuilderTest, EventsOfAnUnseenConnectionAreIgnored) {
+TEST_F(SpanBuilderTest, AConnectionWhoseOpenWasLostIsAdoptedFromItsBytes) {
+  HookScript other;
+  other.Accept(9, 7, 100);  // never fed: the hook dropped it
+  Feed(other.Recv(9, 7, 200, "GET /late HTTP/1.1\r\n\r\n"));
+  Feed(other.Send(9, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(other.Close(9, 7, 400));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].kind(), v1::SPAN_KIND_SERVER);
+  EXPECT_EQ(spans_[0].name(), "GET /late");
+  EXPECT_EQ(spans_[0].request_offset(), 0u);
+  EXPECT_GT(spans_[0].local().port(), 0u);
+  EXPECT_GT(spans_[0].peer().port(), 0u);
+}
+
+TEST_F(SpanBuilderTest, UnseenConnectionEventsWithoutARoleOrBytesAreIgnored) {
   HookScript other;
   other.Accept(9, 7, 100);  // never fed
-  Feed(other.Recv(9, 7, 200, "GET / HTTP/1.1\r\n\r\n"));
-  Feed(other.Send(9, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  EventRecord no_role = other.Recv(9, 7, 200, "GET / HTTP/1.1\r\n\r\n");
+  no_role.role = static_cast<uint8_t>(SocketRole::kUnknown);
+  Feed(no_role);
   Feed(other.Close(9, 7, 400));
   builder_.FinishAll();
   EXPECT_TRUE(spans_.empty());

@@ -52,7 +52,13 @@ enum class EventKind : uint8_t {
   kAccept = 2,   // accept()/accept4() returned a new AF_INET/AF_INET6 stream socket
   kSend = 3,     // bytes moved out (write, send, writev, sendfile, ...)
   kRecv = 4,     // bytes moved in (read, recv, readv, ...); result 0 = end of stream
-  kClose = 5,    // the program closed the fd
+  kClose = 5,    // the program closed the fd (its last duplicate: dup'ed fds share one
+                 // connection, closing one of several ends nothing)
+  // pthread_create(): a new thread started. `tid` is the new thread, `fd` carries the tid of
+  // the thread that created it (its causal context is inherited); conn_id is 0, the address
+  // fields and `protocol` are zero and `family` is 0. Sent only once the process traces a
+  // connection. Readers that do not know it should ignore it.
+  kThreadStart = 6,
 };
 
 enum class SocketRole : uint8_t {
@@ -91,9 +97,16 @@ struct EventRecord {
   int64_t result;         // bytes moved (> 0), 0 for end of stream, -1 on error
   uint16_t local_port;    // host byte order
   uint16_t peer_port;
-  uint8_t family;         // 4 or 6: the address family the socket was created with
-  uint8_t reserved2[3];
-  // Addresses as 16-byte IPv6; IPv4 is stored IPv4-mapped (::ffff:a.b.c.d).
+  // 4 or 6: the address family of the conversation. A v6 socket talking to an IPv4-mapped
+  // peer (::ffff:a.b.c.d) reports 4, like the v4 socket at the other end; for unconnected
+  // UDP this follows the peer of the event's own datagram.
+  uint8_t family;
+  uint8_t protocol;       // IP protocol number: 6 = TCP, 17 = UDP (0 only in kThreadStart)
+  uint8_t reserved2[2];
+  // Addresses as 16-byte IPv6; IPv4 is stored IPv4-mapped (::ffff:a.b.c.d). For UDP
+  // (protocol 17) peer_addr/peer_port are the peer of this event's datagram when the call
+  // named one (sendto/sendmsg with an address, recvfrom/recvmsg that returned one), else
+  // the connected (or first) peer. Every UDP datagram is a message (kFlagMessageStart).
   uint8_t local_addr[16];
   uint8_t peer_addr[16];
   uint64_t hash;          // FNV-1a 64 over the first min(result, kCaptureBytes) bytes
@@ -114,6 +127,7 @@ static_assert(std::is_trivially_copyable_v<EventRecord>);
 static_assert(std::is_trivially_copyable_v<StatsRecord>);
 static_assert(sizeof(RecordHeader) == 8);
 static_assert(sizeof(EventRecord) % 8 == 0);
+static_assert(sizeof(EventRecord) == 248);  // the wire size: new fields take reserved bytes
 static_assert(sizeof(EventRecord) < 65536 && sizeof(HelloRecord) < 65536);
 
 // The size a record of `type` must declare, or 0 for an unknown type.

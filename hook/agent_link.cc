@@ -2,8 +2,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -42,6 +45,13 @@ uint64_t g_start_wall_ns = 0;
 std::atomic<bool> g_shipper_started{false};
 std::atomic<bool> g_shipper_failed{false};  // pthread_create refused: nobody to wait for
 std::atomic<int> g_agent_fd{-1};
+// The fd the shipper is inside a system call on (send, connect, close), kCreating while it
+// creates its socket, else -1. A program that takes an fd number (close, dup2, close_range)
+// waits for the shipper to leave that number first, so hook bytes never reach a file or
+// socket of the program that reused the number. The shipper's calls never block (the socket
+// is non-blocking), so the wait is a few microseconds at most.
+constexpr int kCreating = -2;
+std::atomic<int> g_in_flight{-1};
 // FlushAgentLink() bumps requested; the shipper answers by storing it into done.
 std::atomic<uint32_t> g_flush_requested{0};
 std::atomic<uint32_t> g_flush_done{0};
@@ -80,24 +90,61 @@ void ProgramName(char (&out)[kNameBytes]) {
   if (out[0] == '\0') CopyName(out, program_invocation_short_name);
 }
 
-// Drops the agent connection if it is still ours (the program may have closed it).
-void Disconnect(int fd) {
-  int expected = fd;
-  if (g_agent_fd.compare_exchange_strong(expected, -1)) RealClose(fd);
+// Claims `fd` for one system call: false if the program has taken it meanwhile. Sequentially
+// consistent against TakeAgentFd(): one of the two sees the other.
+bool Enter(int fd) {
+  g_in_flight.store(fd, std::memory_order_seq_cst);
+  if (g_agent_fd.load(std::memory_order_seq_cst) == fd) return true;
+  g_in_flight.store(-1, std::memory_order_seq_cst);
+  return false;
 }
 
-// Writes all `n` bytes or fails; *sent says how many went out.
+void Leave() { g_in_flight.store(-1, std::memory_order_seq_cst); }
+
+// Drops the agent connection if it is still ours (the program may have closed it).
+void Disconnect(int fd) {
+  g_in_flight.store(fd, std::memory_order_seq_cst);
+  int expected = fd;
+  if (g_agent_fd.compare_exchange_strong(expected, -1, std::memory_order_seq_cst)) {
+    RealClose(fd);
+  }
+  Leave();
+}
+
+// Writes all `n` bytes or fails; *sent says how many went out. Gives up after the send
+// timeout: a stuck agent costs dropped records, never a blocked program.
 bool SendAll(int fd, const void* data, size_t n, size_t* sent) {
   const auto* p = static_cast<const char*>(data);
   *sent = 0;
+  const int64_t deadline = MonoNs() + int64_t{kSendTimeoutMs} * kMillis;
   while (*sent < n) {
-    if (g_agent_fd.load(std::memory_order_relaxed) != fd) return false;  // closed by program
-    const ssize_t r = RealSend(fd, p + *sent, n - *sent, MSG_NOSIGNAL);
-    if (r < 0 && errno == EINTR) continue;
+    if (!Enter(fd)) return false;  // taken by the program
+    const ssize_t r = RealSend(fd, p + *sent, n - *sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const int err = errno;
+    Leave();
+    if (r < 0 && err == EINTR) continue;
+    if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
+      const int64_t left = deadline - MonoNs();
+      if (left <= 0) return false;
+      // Polling a number the program may have reused meanwhile only reads readiness.
+      pollfd pfd = {fd, POLLOUT, 0};
+      poll(&pfd, 1, static_cast<int>(left / kMillis) + 1);
+      continue;
+    }
     if (r <= 0) return false;
     *sent += static_cast<size_t>(r);
   }
   return true;
+}
+
+// Where the agent socket lives: high in the fd space, out of the way of programs that
+// expect the lowest free numbers (a daemon reopening 0, 1, 2 after closing everything).
+int HighFdFloor() {
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+  rlim_t top = limit.rlim_cur;
+  if (top == RLIM_INFINITY || top > 1024) top = 1024;
+  return top >= 64 ? static_cast<int>(top) - 16 : -1;
 }
 
 bool SendRecord(int fd, const void* record, size_t n) {
@@ -119,18 +166,35 @@ bool SendStats(int fd) {
 // Connects and says hello; the new fd, or -1.
 int ConnectAgent() {
   if (!g_socket_path_ok) return -1;
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval timeout{0, kSendTimeoutMs * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  // Created non-blocking and close-on-exec, then moved high; while its number is not yet
+  // published a program close()/dup2() waits (kCreating) rather than race with us.
+  g_in_flight.store(kCreating, std::memory_order_seq_cst);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    Leave();
+    return -1;
+  }
+  const int floor = HighFdFloor();
+  if (floor > fd) {
+    const int high = static_cast<int>(syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor));
+    if (high >= 0) {
+      RealClose(fd);
+      fd = high;
+    }
+  }
+  g_agent_fd.store(fd, std::memory_order_seq_cst);
+  g_in_flight.store(fd, std::memory_order_seq_cst);
   sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, g_socket_path, sizeof(addr.sun_path));
-  if (RealConnect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    RealClose(fd);
+  // A Unix stream connect completes at once (or fails with EAGAIN when the agent's
+  // backlog is full: we retry later).
+  const int connected = RealConnect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  Leave();
+  if (connected != 0) {
+    Disconnect(fd);
     return -1;
   }
-  g_agent_fd.store(fd, std::memory_order_release);
 
   HelloRecord hello = {};
   hello.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kHello), sizeof(HelloRecord)};
@@ -149,22 +213,21 @@ int ConnectAgent() {
   return fd;
 }
 
-// Dequeues up to kBatch records and delivers them (or drops them if there is no agent).
-// Returns how many were dequeued.
+// Dequeues up to kBatch records and delivers them. Returns how many were dequeued.
+// With no agent connection nothing is dequeued: the ring keeps what it holds until the
+// agent is back (a daemon that closed our fd, an agent restarting), and only what does
+// not fit in it is dropped, by Publish, and counted.
 size_t ShipBatch(int* fd) {
+  if (*fd < 0) return 0;
   EventRecord batch[kBatch];
   size_t n = 0;
   while (n < kBatch && g_ring.TryPop(&batch[n])) ++n;
   if (n == 0) return 0;
-  if (*fd >= 0) {
-    size_t sent;
-    if (SendAll(*fd, batch, n * sizeof(EventRecord), &sent)) return n;
-    Disconnect(*fd);
-    *fd = -1;
-    g_dropped.fetch_add(n - sent / sizeof(EventRecord), std::memory_order_relaxed);
-    return n;
-  }
-  g_dropped.fetch_add(n, std::memory_order_relaxed);
+  size_t sent;
+  if (SendAll(*fd, batch, n * sizeof(EventRecord), &sent)) return n;
+  Disconnect(*fd);
+  *fd = -1;
+  g_dropped.fetch_add(n - sent / sizeof(EventRecord), std::memory_order_relaxed);
   return n;
 }
 
@@ -173,15 +236,23 @@ void* ShipperMain(void*) {
   pthread_setname_np(pthread_self(), "reptrace");
   int64_t backoff = kFirstBackoffNs;
   int64_t next_connect = 0;
+  bool had_fd = false;
   int64_t next_stats = MonoNs() + kStatsPeriodNs;
   for (;;) {
     const uint32_t flush = g_flush_requested.load(std::memory_order_acquire);
     const bool flushing = flush != g_flush_done.load(std::memory_order_relaxed);
     int fd = g_agent_fd.load(std::memory_order_acquire);
     int64_t now = MonoNs();
+    if (fd < 0 && had_fd) {
+      // Lost (the program closed or replaced our fd, or the agent went away): reconnect
+      // later, after a program closing all its fds has finished doing so.
+      had_fd = false;
+      next_connect = now + kFirstBackoffNs;
+    }
     if (fd < 0 && (flushing || now >= next_connect)) {
       fd = ConnectAgent();
       if (fd >= 0) {
+        had_fd = true;
         backoff = kFirstBackoffNs;
         if (!SendStats(fd)) fd = -1;  // tells the agent what was dropped while away
         next_stats = now + kStatsPeriodNs;
@@ -274,11 +345,41 @@ void ResetAgentLinkAfterFork(uint64_t start_wall_ns) {
   g_shipper_started.store(false, std::memory_order_release);
 }
 
-void NoteProgramClose(int fd) {
-  int expected = fd;
-  if (fd >= 0 && g_agent_fd.load(std::memory_order_relaxed) == fd) {
-    g_agent_fd.compare_exchange_strong(expected, -1);
+bool TakeAgentFd(int fd) {
+  bool ours = false;
+  if (fd >= 0 && g_agent_fd.load(std::memory_order_seq_cst) == fd) {
+    int expected = fd;
+    ours = g_agent_fd.compare_exchange_strong(expected, -1, std::memory_order_seq_cst);
   }
+  for (;;) {
+    const int busy = g_in_flight.load(std::memory_order_seq_cst);
+    if (busy != kCreating && (fd < 0 || busy != fd)) break;
+    sched_yield();
+  }
+  return ours;
+}
+
+int TakeAgentFdRange(unsigned int first, unsigned int last) {
+  int taken = -1;
+  const int fd = g_agent_fd.load(std::memory_order_seq_cst);
+  if (fd >= 0 && static_cast<unsigned int>(fd) >= first &&
+      static_cast<unsigned int>(fd) <= last && TakeAgentFd(fd)) {
+    taken = fd;
+  }
+  while (g_in_flight.load(std::memory_order_seq_cst) == kCreating) sched_yield();
+  const int busy = g_in_flight.load(std::memory_order_seq_cst);
+  if (busy >= 0 && static_cast<unsigned int>(busy) >= first &&
+      static_cast<unsigned int>(busy) <= last) {
+    TakeAgentFd(busy);
+  }
+  return taken;
+}
+
+int AgentFd() { return g_agent_fd.load(std::memory_order_relaxed); }
+
+bool InShipperProcess() {
+  return g_shipper_started.load(std::memory_order_acquire) &&
+         !g_shipper_failed.load(std::memory_order_relaxed);
 }
 
 uint64_t EventsRecorded() { return g_recorded.load(std::memory_order_relaxed); }

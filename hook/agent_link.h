@@ -34,9 +34,22 @@ void FlushAgentLink(int64_t budget_ns);
 // child starts its own shipper when it first publishes.
 void ResetAgentLinkAfterFork(uint64_t start_wall_ns);
 
-// The program is closing `fd`: if it is the agent connection, the shipper must forget it
-// (without closing it again: the number may be reused by the program at once).
-void NoteProgramClose(int fd);
+// The program is about to close or replace `fd` (close, dup2, dup3): if it is the agent
+// connection, the shipper forgets it (without closing it again: the number is the
+// program's now) and reconnects later on a fresh fd. Returns whether it was ours. Waits
+// (microseconds: the shipper never blocks in a call) until the shipper is not inside a
+// system call on that number. Async-signal-safe.
+bool TakeAgentFd(int fd);
+
+// The same for every fd in [first, last] (close_range, closefrom). Returns the agent fd
+// it took, -1 if none.
+int TakeAgentFdRange(unsigned int first, unsigned int last);
+
+// The agent connection's fd, -1 if none (for tests and diagnostics).
+int AgentFd();
+
+// A shipper thread runs for this process (something was published).
+bool InShipperProcess();
 
 // For tests and diagnostics.
 uint64_t EventsRecorded();

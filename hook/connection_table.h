@@ -1,12 +1,15 @@
-// ConnectionTable: per-fd state of the TCP connections the hook traces.
+// ConnectionTable: per-fd state of the TCP and UDP conversations the hook traces.
 //
-// A flat array indexed by fd, mmap'ed (MAP_NORESERVE) on the first traced connection and
-// sized to RLIMIT_NOFILE's hard limit, capped at kMaxFds: only the pages of fds actually
-// used are ever backed. Looking up an untraced fd costs one load of the table pointer and,
-// if a table exists, one load of the slot's conn_id. Nothing here allocates or locks.
+// A flat array of slots indexed by fd, mmap'ed (MAP_NORESERVE) on the first traced
+// connection and sized to RLIMIT_NOFILE's hard limit, capped at kMaxFds: only the pages of
+// fds actually used are ever backed. A slot points at a ConnectionState record; duplicates
+// of an fd (dup, dup2, dup3, fcntl F_DUPFD) point at the same record, so the offsets of a
+// connection stay exact whichever fd the program uses, and the record lives until the last
+// fd pointing at it is stopped (a reference count). Records come from a pool in the same
+// mapping (one per fd at most), recycled through a lock-free free list.
 //
-// A slot is published by storing its conn_id last (release) and read by loading conn_id
-// first (acquire), so a reader that sees a conn_id sees the slot's addresses and role.
+// Looking up an untraced fd costs one load of the table pointer and, if a table exists,
+// one load of the slot. Nothing here allocates or locks.
 #ifndef REPTRACE_HOOK_CONNECTION_TABLE_H_
 #define REPTRACE_HOOK_CONNECTION_TABLE_H_
 
@@ -18,7 +21,8 @@ namespace reptrace::hook {
 
 // Who the two ends of a connection are, as they go into an EventRecord.
 struct Endpoints {
-  uint8_t family = 0;  // 4 or 6
+  uint8_t family = 0;    // 4 or 6: the family of the socket
+  uint8_t protocol = 0;  // IPPROTO_TCP or IPPROTO_UDP
   uint16_t local_port = 0;
   uint16_t peer_port = 0;
   uint8_t local_addr[16] = {};
@@ -26,11 +30,15 @@ struct Endpoints {
 };
 
 struct ConnectionState {
-  std::atomic<uint64_t> conn_id;  // 0: the fd is not traced
+  std::atomic<uint64_t> conn_id;  // 0: free
   std::atomic<uint64_t> bytes_sent;
   std::atomic<uint64_t> bytes_received;
   std::atomic<uint8_t> last_direction;  // EventKind kSend/kRecv of the last bytes, 0 = none
+  // 1: the connection carries TLS; its counters and events are plaintext (see tls.h).
+  std::atomic<uint8_t> tls;
   uint8_t role;                         // SocketRole
+  std::atomic<uint32_t> refs;           // fds pointing at this record
+  uint32_t next_free;                   // free-list link: record index + 1, 0 = end
   Endpoints endpoints;
 };
 
@@ -44,21 +52,31 @@ class ConnectionTable {
 
   // The state of `fd` if it is traced, else nullptr. The hot path: no syscall.
   ConnectionState* Find(int fd) const {
-    ConnectionState* slots = slots_.load(std::memory_order_acquire);
-    if (slots == nullptr || fd < 0 || static_cast<size_t>(fd) >= size_.load(std::memory_order_acquire)) {
+    std::atomic<ConnectionState*>* slots = slots_.load(std::memory_order_acquire);
+    if (slots == nullptr || fd < 0 ||
+        static_cast<size_t>(fd) >= size_.load(std::memory_order_acquire)) {
       return nullptr;
     }
-    ConnectionState* state = &slots[fd];
-    return state->conn_id.load(std::memory_order_acquire) != 0 ? state : nullptr;
+    return slots[fd].load(std::memory_order_acquire);
   }
 
-  // Starts tracing `fd` as connection `conn_id` (non-zero), with zeroed counters. Maps the
-  // table on first use. False if `fd` is out of range or the table cannot be mapped.
+  // Starts tracing `fd` as a new connection `conn_id` (non-zero), with zeroed counters.
+  // Maps the table on first use. False if `fd` is out of range or no record is free. If
+  // `fd` was traced, that reference is dropped (callers Stop() it first to report it).
   bool Start(int fd, uint64_t conn_id, uint8_t role, const Endpoints& endpoints);
 
-  // Stops tracing `fd`: copies its state to `*snapshot` (if not null) and clears it.
-  // Returns the conn_id it had, 0 if it was not traced. Atomic against a concurrent Stop.
-  uint64_t Stop(int fd, ConnectionState* snapshot);
+  // `new_fd` is now a duplicate of `old_fd`: both name the same connection. False (and
+  // `new_fd` untraced) if `old_fd` is not traced.
+  bool Share(int new_fd, int old_fd);
+
+  // Stops tracing `fd`: copies its state to `*snapshot` (if not null) and clears the slot.
+  // Returns the conn_id it had, 0 if it was not traced. `*last` (if not null) says whether
+  // this was the last fd of the connection (then the connection has ended). Atomic against
+  // a concurrent Stop of the same fd.
+  uint64_t Stop(int fd, ConnectionState* snapshot, bool* last);
+
+  // One more than the highest fd ever traced (a bound for scanning fd ranges).
+  int FdLimit() const { return fd_limit_.load(std::memory_order_acquire); }
 
   // Forgets every connection (the child side of fork(): inherited connections are not
   // traced). Only when no other thread touches the table.
@@ -66,9 +84,17 @@ class ConnectionTable {
 
  private:
   bool Map();
+  ConnectionState* Allocate();
+  void Release(ConnectionState* state);
+  void NoteFd(int fd);
 
-  std::atomic<ConnectionState*> slots_{nullptr};
+  std::atomic<std::atomic<ConnectionState*>*> slots_{nullptr};
   std::atomic<size_t> size_{0};  // published after slots_; 0 reads as an empty table
+  ConnectionState* records_ = nullptr;  // size_ records after the slots, same mapping
+  size_t mapped_bytes_ = 0;
+  std::atomic<uint32_t> next_unused_{0};  // records never handed out start here
+  std::atomic<uint64_t> free_head_{0};    // tag << 32 | (index + 1)
+  std::atomic<int> fd_limit_{0};
 };
 
 }  // namespace reptrace::hook

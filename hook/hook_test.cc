@@ -569,7 +569,7 @@ TEST_F(HookTest, RefusedConnectFailsExactlyAsWithoutTheHook) {
   }
 }
 
-TEST_F(HookTest, DropsAreCountedWhileNoAgentListensAndReportedWhenOneDoes) {
+TEST_F(HookTest, EventsWaitInTheRingWhileNoAgentListensAndArriveWhenOneDoes) {
   const std::string late = SocketPath("late.sock");
   PythonServer server(www_.path(), HookEnv(late, {{"REPTRACE_SERVICE", "lonely"}}));
   ASSERT_GT(server.port(), 0);
@@ -580,22 +580,41 @@ TEST_F(HookTest, DropsAreCountedWhileNoAgentListensAndReportedWhenOneDoes) {
   std::this_thread::sleep_for(milliseconds(200));
 
   FakeAgent agent(late);  // the agent comes up: the hook reconnects (back-off <= 2 s)
+  // The first request's events were kept, not dropped: accept through close arrive.
   ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
     const AgentStream* s = StreamOf(streams, server.pid());
+    return s != nullptr && HasKind(s, EventKind::kClose) && !s->stats.empty();
+  }));
+  const std::vector<AgentStream> streams = agent.Streams();
+  const AgentStream* stream = StreamOf(streams, server.pid());
+  EXPECT_EQ(EventsOf(*stream, EventKind::kAccept).size(), 1u);
+  EXPECT_FALSE(EventsOf(*stream, EventKind::kRecv).empty());
+  EXPECT_EQ(stream->stats.front().events_dropped, 0u);
+}
+
+TEST_F(HookTest, WhatDoesNotFitInTheRingWhileNoAgentListensIsDroppedAndCounted) {
+  const std::string late = SocketPath("late.sock");
+  // 4000 request/response exchanges on one loopback connection: 16000 events, about twice
+  // what the ring holds, made while no agent listens. Then the program waits for its agent.
+  const char* script = R"py(
+import socket, sys, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+cli = socket.create_connection(srv.getsockname()); conn, _ = srv.accept()
+for _ in range(4000):
+    cli.send(b"ping"); conn.recv(4); conn.send(b"pong"); cli.recv(4)
+print("done", flush=True)
+time.sleep(float(sys.argv[1]))
+)py";
+  Child program({kPython, "-c", script, "4"}, HookEnv(late, {{"REPTRACE_SERVICE", "flood"}}));
+  ASSERT_EQ(program.ReadLine(absl::Seconds(30)), "done");
+  FakeAgent agent(late);
+  ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
+    const AgentStream* s = StreamOf(streams, program.pid());
     return s != nullptr && !s->stats.empty();
   }));
-  const StatsRecord stats = StreamOf(agent.Streams(), server.pid())->stats.front();
-  // accept, recv, send(s), end of stream, close: all dropped, all counted.
-  EXPECT_GE(stats.events_dropped, 5u);
-  EXPECT_EQ(stats.events_recorded, stats.events_dropped);
-
-  // New traffic flows to the agent now.
-  const RunResult second = RunProgram({kCurl, "-s", "--max-time", "10", url}, {});
-  EXPECT_EQ(second.out, "the second file\n");
-  EXPECT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
-    const AgentStream* s = StreamOf(streams, server.pid());
-    return s != nullptr && HasKind(s, EventKind::kClose);
-  }));
+  const StatsRecord stats = StreamOf(agent.Streams(), program.pid())->stats.front();
+  EXPECT_GT(stats.events_dropped, 0u);                            // the overflow is counted
+  EXPECT_GE(stats.events_recorded + stats.events_dropped, 16000u);  // and nothing else lost
 }
 
 TEST_F(HookTest, VectoredSendfileFortifiedAndPeekedCallsAreRecorded) {
@@ -609,15 +628,23 @@ TEST_F(HookTest, VectoredSendfileFortifiedAndPeekedCallsAreRecorded) {
   ASSERT_EQ(run.exit_code, 0) << run.out;
   ASSERT_TRUE(agent.WaitFor([](const std::vector<AgentStream>& streams) {
     return streams.size() == 1 && !streams[0].stats.empty() &&
-           EventsOf(streams[0], EventKind::kClose).size() == 2;
+           EventsOf(streams[0], EventKind::kClose).size() == 3;
   }));
   const AgentStream s = agent.Streams()[0];
   EXPECT_EQ(s.error, "");
   EXPECT_EQ(NameOf(s.hello.service), "hook_test_peer");
 
-  // Only the TCP connection is traced (not the UDP socket, not the Unix pair).
-  const auto connects = EventsOf(s, EventKind::kConnect);
+  // The connected UDP socket is traced (protocol 17), the Unix pair is not.
+  std::vector<EventRecord> connects = EventsOf(s, EventKind::kConnect);
   const auto accepts = EventsOf(s, EventKind::kAccept);
+  ASSERT_EQ(connects.size(), 2u);
+  EXPECT_EQ(connects[0].protocol, 17);
+  EXPECT_EQ(connects[0].peer_port, 9);
+  const auto udp_sent = EventsOf(s, EventKind::kSend, connects[0].conn_id);
+  ASSERT_EQ(udp_sent.size(), 1u);
+  EXPECT_EQ(CaptureOf(udp_sent[0]), "x");
+  connects.erase(connects.begin());
+  EXPECT_EQ(connects[0].protocol, 6);
   ASSERT_EQ(connects.size(), 1u);
   ASSERT_EQ(accepts.size(), 1u);
   const uint64_t client = connects[0].conn_id;
@@ -717,6 +744,248 @@ TEST_F(HookTest, ForkChildTracesOnlyItsOwnConnectionsUnderItsOwnPid) {
     EXPECT_EQ(CaptureOf(e), "from-parent");
   }
 }
+
+}  // namespace
+}  // namespace reptrace
+
+namespace reptrace {
+namespace {
+
+// The streams of one process (it may reconnect: several streams, one pid).
+std::vector<AgentStream> StreamsOf(const std::vector<AgentStream>& streams, uint32_t pid) {
+  std::vector<AgentStream> out;
+  for (const auto& s : streams) {
+    if (s.has_hello && s.hello.pid == pid) out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    const size_t end = text.find('\n', start);
+    out.push_back(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+class HookCoverageTest : public HookTest {
+ protected:
+  // Runs the coverage peer in `mode` without the hook, then with it (and an agent): both
+  // must print the same and exit 0. Returns the hooked run's streams once `done` holds.
+  std::vector<AgentStream> RunBothWays(const std::vector<std::string>& args,
+                                       const std::function<bool(const std::vector<AgentStream>&)>& done,
+                                       std::string* out = nullptr) {
+    std::vector<std::string> argv = {REPTRACE_HOOK_COVERAGE_PEER};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const RunResult plain = RunProgram(argv, {});
+    EXPECT_EQ(plain.exit_code, 0) << plain.out;
+    FakeAgent agent(SocketPath("agent.sock"));
+    const RunResult hooked = RunProgram(argv, HookEnv(SocketPath("agent.sock")));
+    EXPECT_EQ(hooked.exit_code, 0) << hooked.out;
+    EXPECT_EQ(Lines(hooked.out).size(), Lines(plain.out).size());
+    if (out != nullptr) *out = hooked.out;
+    EXPECT_TRUE(agent.WaitFor(done)) << "agent did not get what was expected";
+    for (const auto& s : agent.Streams()) EXPECT_EQ(s.error, "");
+    return agent.Streams();
+  }
+};
+
+bool HasStatsAndClose(const std::vector<AgentStream>& streams, size_t closes) {
+  return streams.size() == 1 && !streams[0].stats.empty() &&
+         EventsOf(streams[0], EventKind::kClose).size() >= closes;
+}
+
+TEST_F(HookCoverageTest, DuplicatedFdsAreOneConnectionWithExactOffsets) {
+  std::string out;
+  const auto streams = RunBothWays({"dup"}, [](const auto& s) { return HasStatsAndClose(s, 2); },
+                                   &out);
+  EXPECT_EQ(out, "aaaabbbccd\n");
+  ASSERT_EQ(streams.size(), 1u);
+  const AgentStream& s = streams[0];
+  const auto connects = EventsOf(s, EventKind::kConnect);
+  ASSERT_EQ(connects.size(), 1u);
+  const uint64_t client = connects[0].conn_id;
+  const auto sent = EventsOf(s, EventKind::kSend, client);
+  ASSERT_EQ(sent.size(), 4u);  // write(client), write(dup), send(dup2), write(F_DUPFD)
+  EXPECT_EQ(ContiguousTotal(sent, "sent through duplicates"), 10u);
+  EXPECT_EQ(sent[2].fd, 200);
+  EXPECT_GE(sent[3].fd, 300);
+  // One close, when the last duplicate closed, after every send.
+  const auto closes = EventsOf(s, EventKind::kClose, client);
+  ASSERT_EQ(closes.size(), 1u);
+  EXPECT_EQ(closes[0].fd, sent[3].fd);
+  EXPECT_GE(closes[0].mono_ns, sent[3].mono_ns);
+}
+
+TEST_F(HookCoverageTest, PeekIsNotConsumptionWaitallCountsWhatMovedEagainRecordsNothing) {
+  std::string out;
+  const auto streams =
+      RunBothWays({"peek"}, [](const auto& s) { return HasStatsAndClose(s, 2); }, &out);
+  EXPECT_EQ(out, "0123456789abcdef\n");
+  ASSERT_EQ(streams.size(), 1u);
+  const auto accepts = EventsOf(streams[0], EventKind::kAccept);
+  ASSERT_EQ(accepts.size(), 1u);
+  const auto received = EventsOf(streams[0], EventKind::kRecv, accepts[0].conn_id);
+  ASSERT_EQ(received.size(), 2u);  // the MSG_WAITALL read, then end of stream
+  EXPECT_EQ(received[0].result, 16);
+  EXPECT_EQ(received[0].offset, 0u);
+  EXPECT_EQ(CaptureOf(received[0]), "0123456789abcdef");
+  EXPECT_EQ(received[1].result, 0);
+  EXPECT_EQ(received[1].offset, 16u);
+}
+
+void CheckUdp(const std::vector<AgentStream>& streams, uint8_t client_family,
+              uint8_t server_family) {
+  ASSERT_EQ(streams.size(), 1u);
+  const AgentStream& s = streams[0];
+  const auto connects = EventsOf(s, EventKind::kConnect);
+  const auto accepts = EventsOf(s, EventKind::kAccept);
+  ASSERT_EQ(connects.size(), 1u);
+  ASSERT_EQ(accepts.size(), 1u);
+  EXPECT_EQ(connects[0].protocol, 17);
+  EXPECT_EQ(accepts[0].protocol, 17);
+  EXPECT_EQ(connects[0].role, static_cast<uint8_t>(SocketRole::kClient));
+  EXPECT_EQ(accepts[0].role, static_cast<uint8_t>(SocketRole::kServer));
+  EXPECT_EQ(connects[0].family, client_family);
+  EXPECT_EQ(accepts[0].family, server_family);
+  EXPECT_EQ(connects[0].peer_port, accepts[0].local_port);
+  const uint64_t client = connects[0].conn_id;
+  const uint64_t server = accepts[0].conn_id;
+  // Every datagram is one event, one message; sendmmsg/recvmmsg: one event per datagram.
+  const auto client_sent = EventsOf(s, EventKind::kSend, client);
+  ASSERT_EQ(client_sent.size(), 4u);
+  EXPECT_EQ(ContiguousTotal(client_sent, "client datagrams"), 4u + 3 + 5 + 7);
+  const char* expected[4] = {"ping", "one", "three", "seven!!"};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(CaptureOf(client_sent[i]), expected[i]);
+    EXPECT_TRUE(client_sent[i].flags & kFlagMessageStart);
+    EXPECT_EQ(client_sent[i].protocol, 17);
+    EXPECT_EQ(client_sent[i].peer_port, accepts[0].local_port);
+  }
+  const auto server_received = EventsOf(s, EventKind::kRecv, server);
+  ASSERT_EQ(server_received.size(), 4u);
+  EXPECT_EQ(ContiguousTotal(server_received, "server datagrams"), 4u + 3 + 5 + 7);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(CaptureOf(server_received[i]), expected[i]);
+    // The datagram's own peer: the client's port.
+    EXPECT_EQ(server_received[i].peer_port, connects[0].local_port);
+    EXPECT_EQ(server_received[i].family, server_family);
+  }
+  const auto server_sent = EventsOf(s, EventKind::kSend, server);
+  ASSERT_EQ(server_sent.size(), 2u);
+  EXPECT_EQ(CaptureOf(server_sent[0]), "pong!");
+  EXPECT_EQ(CaptureOf(server_sent[1]), "vector");
+  EXPECT_EQ(server_sent[1].offset, 5u);
+  const auto client_received = EventsOf(s, EventKind::kRecv, client);
+  ASSERT_EQ(client_received.size(), 2u);
+  EXPECT_EQ(ContiguousTotal(client_received, "client responses"), 11u);
+  EXPECT_EQ(CaptureOf(client_received[1]), "vector");
+}
+
+TEST_F(HookCoverageTest, UdpOverIpv4IsTracedPerDatagram) {
+  CheckUdp(RunBothWays({"udp", "4"}, [](const auto& s) { return HasStatsAndClose(s, 2); }), 4,
+           4);
+}
+
+TEST_F(HookCoverageTest, UdpOverIpv6IsTracedPerDatagram) {
+  CheckUdp(RunBothWays({"udp", "6"}, [](const auto& s) { return HasStatsAndClose(s, 2); }), 6,
+           6);
+}
+
+TEST_F(HookCoverageTest, AV6SocketTalkingToAV4MappedPeerReportsFamily4) {
+  CheckUdp(RunBothWays({"udp", "mapped"}, [](const auto& s) { return HasStatsAndClose(s, 2); }),
+           4, 4);
+}
+
+TEST_F(HookCoverageTest, PthreadCreateReportsTheNewThreadAndItsCreator) {
+  std::string out;
+  const auto streams = RunBothWays(
+      {"thread"},
+      [](const auto& s) {
+        return s.size() == 1 && !s[0].stats.empty() &&
+               !EventsOf(s[0], EventKind::kThreadStart).empty() &&
+               EventsOf(s[0], EventKind::kSend).size() >= 2;
+      },
+      &out);
+  const auto lines = Lines(out);
+  ASSERT_EQ(lines.size(), 2u);
+  const auto starts = EventsOf(streams[0], EventKind::kThreadStart);
+  ASSERT_EQ(starts.size(), 1u);
+  EXPECT_EQ(starts[0].fd, std::stoi(lines[0]));
+  EXPECT_EQ(starts[0].tid, static_cast<uint32_t>(std::stoi(lines[1])));
+  EXPECT_EQ(starts[0].conn_id, 0u);
+  // The thread's own send is on its tid, right after the main thread's on the same stream.
+  const auto sent = EventsOf(streams[0], EventKind::kSend);
+  EXPECT_EQ(sent.back().tid, starts[0].tid);
+  EXPECT_EQ(sent.back().result, 11);
+  EXPECT_EQ(sent.back().offset, 4u);
+}
+
+TEST_F(HookCoverageTest, ExecedProgramsKeepTheHookAndTheUsersPreload) {
+  FakeAgent agent(SocketPath("agent.sock"));
+  const std::string preload = std::string("libm.so.6:") + REPTRACE_HOOK_PATH;
+  Env env = HookEnv(SocketPath("agent.sock"));
+  env["LD_PRELOAD"] = preload;
+  const RunResult run = RunProgram({REPTRACE_HOOK_COVERAGE_PEER, "exec"}, env);
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  const auto lines = Lines(run.out);
+  ASSERT_EQ(lines.size(), 2u) << run.out;
+  // execve with an empty environment: everything the hook needs comes back.
+  const std::string socket = " REPTRACE_SOCKET=" + SocketPath("agent.sock");
+  EXPECT_NE(lines[0].find(" LD_PRELOAD=" + preload + socket), std::string::npos) << lines[0];
+  // posix_spawn with only the user's LD_PRELOAD: ours is appended once.
+  EXPECT_NE(lines[1].find(" LD_PRELOAD=libm.so.6:" + std::string(REPTRACE_HOOK_PATH) + socket),
+            std::string::npos)
+      << lines[1];
+  for (const std::string& line : lines) {
+    const uint32_t pid = static_cast<uint32_t>(std::stoul(line.substr(4)));
+    ASSERT_TRUE(agent.WaitFor([pid](const std::vector<AgentStream>& streams) {
+      const auto mine = StreamsOf(streams, pid);
+      return !mine.empty() && !EventsOf(mine[0], EventKind::kClose).empty();
+    })) << line;
+    const auto mine = StreamsOf(agent.Streams(), pid);
+    EXPECT_EQ(NameOf(mine[0].hello.process), "hook_coverage_p");  // comm: 15 characters
+    EXPECT_EQ(EventsOf(mine[0], EventKind::kConnect).size(), 1u);
+    EXPECT_EQ(mine[0].error, "");
+  }
+}
+
+// A daemon that closes (or dup2s over) every fd never gets hook bytes in its own files,
+// gets fd 0 back when it opens a file, and the hook reconnects on a fresh fd.
+class HookDaemonTest : public HookTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(HookDaemonTest, NeverReceivesHookBytesAndTheHookReconnects) {
+  std::string expected;
+  for (int i = 0; i < 20; ++i) expected += "line " + std::to_string(i) + "\n";
+  const std::string plain_file = dir_.path() + "/plain.txt";
+  const std::string hooked_file = dir_.path() + "/hooked.txt";
+  EXPECT_EQ(RunProgram({REPTRACE_HOOK_COVERAGE_PEER, "daemon", GetParam(), plain_file}, {})
+                .exit_code,
+            0);
+  FakeAgent agent(SocketPath("agent.sock"));
+  EXPECT_EQ(RunProgram({REPTRACE_HOOK_COVERAGE_PEER, "daemon", GetParam(), hooked_file},
+                       HookEnv(SocketPath("agent.sock")))
+                .exit_code,
+            0);
+  std::ifstream plain(plain_file), hooked(hooked_file);
+  const std::string plain_text((std::istreambuf_iterator<char>(plain)), {});
+  const std::string hooked_text((std::istreambuf_iterator<char>(hooked)), {});
+  EXPECT_EQ(plain_text, expected);
+  EXPECT_EQ(hooked_text, expected);
+  // The agent heard from the process before and after (a second connection, a second Hello).
+  EXPECT_TRUE(agent.WaitFor([](const std::vector<AgentStream>& streams) {
+    return streams.size() >= 2 && streams[0].has_hello &&
+           StreamsOf(streams, streams[0].hello.pid).size() >= 2 &&
+           EventsOf(streams.back(), EventKind::kClose).size() > 0;
+  }));
+  for (const auto& s : agent.Streams()) EXPECT_EQ(s.error, "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, HookDaemonTest, ::testing::Values("close", "range", "dup2"));
 
 }  // namespace
 }  // namespace reptrace

@@ -5,7 +5,10 @@
 // the real function. On a traced TCP connection it records one EventRecord around the real
 // call. errno and the return value the program sees are always the real call's.
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/sendfile.h>
@@ -25,6 +28,7 @@
 #include "hook/interposed.h"
 #include "hook/process_state.h"
 #include "hook/real_calls.h"
+#include "hook/tls.h"
 
 #define REPTRACE_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -86,6 +90,13 @@ size_t IovecBytes(const iovec* iov, int iovcnt) {
   return total;
 }
 
+bool IsV4Mapped(const uint8_t (&addr)[16]) {
+  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::memcmp(addr, kPrefix, 12) == 0;
+}
+
+bool ToEndpoint(const sockaddr* sa, socklen_t len, uint8_t (&addr)[16], uint16_t* port);
+
 void FillHeader(EventRecord* r, EventKind kind, int fd, uint64_t conn_id, uint8_t role,
                 const Endpoints& endpoints, const Clock& clock) {
   r->header = {kRecordMagic, static_cast<uint16_t>(RecordType::kEvent), sizeof(EventRecord)};
@@ -99,26 +110,40 @@ void FillHeader(EventRecord* r, EventKind kind, int fd, uint64_t conn_id, uint8_
   r->mono_ns = clock.mono_ns;
   r->local_port = endpoints.local_port;
   r->peer_port = endpoints.peer_port;
-  r->family = endpoints.family;
+  // A v6 socket talking to an IPv4-mapped peer reports 4, like the v4 socket at the other end.
+  r->family = endpoints.family == 6 && IsV4Mapped(endpoints.peer_addr) ? 4 : endpoints.family;
+  r->protocol = endpoints.protocol;
   std::memcpy(r->local_addr, endpoints.local_addr, 16);
   std::memcpy(r->peer_addr, endpoints.peer_addr, 16);
 }
 
 // One send or receive call on a traced connection, already known to be worth recording.
+// `plaintext`: moved by an SSL_* call (tls.cc); otherwise a raw socket call, which records
+// and counts nothing on a connection that carries TLS (tls.h).
 void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes& bytes,
-                    ssize_t result, int err, const Clock& clock) {
+                    ssize_t result, int err, const Clock& clock, bool plaintext = false,
+                    const sockaddr* peer = nullptr, socklen_t peer_len = 0) {
+  if (!plaintext && TlsOwnsRawBytes(state, fd)) return;
   const uint64_t conn_id = state->conn_id.load(std::memory_order_acquire);
   if (conn_id == 0) return;  // closed by another thread meanwhile
+  const bool datagram = state->endpoints.protocol == IPPROTO_UDP;
   EventRecord r;
   std::memset(&r, 0, sizeof(r));
   FillHeader(&r, kind, fd, conn_id, state->role, state->endpoints, clock);
+  if (datagram && peer != nullptr) {
+    // Unconnected UDP: this datagram's own peer.
+    Endpoints endpoints = state->endpoints;
+    if (ToEndpoint(peer, peer_len, endpoints.peer_addr, &endpoints.peer_port)) {
+      FillHeader(&r, kind, fd, conn_id, state->role, endpoints, clock);
+    }
+  }
   std::atomic<uint64_t>& moved =
       kind == EventKind::kSend ? state->bytes_sent : state->bytes_received;
   if (result > 0) {
     r.offset = moved.fetch_add(static_cast<uint64_t>(result), std::memory_order_relaxed);
     const uint8_t previous =
         state->last_direction.exchange(static_cast<uint8_t>(kind), std::memory_order_relaxed);
-    if (previous != static_cast<uint8_t>(kind)) {
+    if (previous != static_cast<uint8_t>(kind) || datagram) {  // a datagram is a message
       r.flags |= kFlagMessageStart;
       size_t n = static_cast<size_t>(result);
       if (n > kCaptureBytes) n = kCaptureBytes;
@@ -137,24 +162,28 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
 
 // After a receive-side call on a traced fd: time is taken at the return.
 void AfterReceive(ConnectionState* state, int fd, const Bytes& bytes, size_t requested,
-                  ssize_t result) {
+                  ssize_t result, const sockaddr* peer = nullptr, socklen_t peer_len = 0) {
   const int err = errno;
   if (result < 0 ? IsRetry(err) : (result == 0 && requested == 0)) return;  // nothing moved
+  // An empty datagram is not the end of a stream: nothing to record.
+  if (result == 0 && state->endpoints.protocol == IPPROTO_UDP) return;
   {
     InHookScope scope;
-    RecordTransfer(state, fd, EventKind::kRecv, bytes, result, err, Now());
+    RecordTransfer(state, fd, EventKind::kRecv, bytes, result, err, Now(), false, peer,
+                   peer_len);
   }
   errno = err;
 }
 
 // After a send-side call on a traced fd: `clock` was taken at the start.
 void AfterSend(ConnectionState* state, int fd, const Bytes& bytes, ssize_t result,
-               const Clock& clock) {
+               const Clock& clock, const sockaddr* peer = nullptr, socklen_t peer_len = 0) {
   const int err = errno;
   if (result < 0 ? IsRetry(err) : result == 0) return;
   {
     InHookScope scope;
-    RecordTransfer(state, fd, EventKind::kSend, bytes, result, err, clock);
+    RecordTransfer(state, fd, EventKind::kSend, bytes, result, err, clock, false, peer,
+                   peer_len);
   }
   errno = err;
 }
@@ -179,14 +208,16 @@ bool ToEndpoint(const sockaddr* sa, socklen_t len, uint8_t (&addr)[16], uint16_t
   return false;
 }
 
-// Is `fd` a TCP socket over IPv4/IPv6? Fills the family and the local address.
-bool InspectTcpSocket(int fd, Endpoints* endpoints) {
+// Is `fd` a TCP (or, if `udp`, a UDP) socket over IPv4/IPv6? Fills the family, the
+// protocol and the local address. Unix-domain sockets are not traced.
+bool InspectSocket(int fd, Endpoints* endpoints, bool udp) {
   int protocol = 0;
   socklen_t optlen = sizeof(protocol);
   if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &optlen) != 0 ||
-      protocol != IPPROTO_TCP) {
+      !(protocol == IPPROTO_TCP || (udp && protocol == IPPROTO_UDP))) {
     return false;
   }
+  endpoints->protocol = static_cast<uint8_t>(protocol);
   sockaddr_storage local = {};
   socklen_t len = sizeof(local);
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) return false;
@@ -212,7 +243,8 @@ void EmitClose(int fd, const ConnectionState& was, int64_t result, int err) {
 // connection we never saw closed (closed by a path we do not hook): end that one first.
 void ForgetStale(int fd) {
   ConnectionState was;
-  if (g_table.Stop(fd, &was) != 0) EmitClose(fd, was, 0, 0);
+  bool last = false;
+  if (g_table.Stop(fd, &was, &last) != 0 && last) EmitClose(fd, was, 0, 0);
 }
 
 void StartConnection(int fd, EventKind kind, SocketRole role, const Endpoints& endpoints,
@@ -241,7 +273,7 @@ void AfterConnect(int fd, const sockaddr* addr, socklen_t addrlen, int result, i
                   const Clock& clock) {
   InHookScope scope;
   Endpoints endpoints;
-  if (!Ready() || !InspectTcpSocket(fd, &endpoints) ||
+  if (!Ready() || !InspectSocket(fd, &endpoints, /*udp=*/true) ||
       !ToEndpoint(addr, addrlen, endpoints.peer_addr, &endpoints.peer_port)) {
     ForgetStale(fd);
     return;
@@ -281,7 +313,7 @@ void AfterAccept(int fd) {
     Endpoints endpoints;
     sockaddr_storage peer = {};
     socklen_t len = sizeof(peer);
-    if (Ready() && InspectTcpSocket(fd, &endpoints) &&
+    if (Ready() && InspectSocket(fd, &endpoints, /*udp=*/false) &&
         getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
         ToEndpoint(reinterpret_cast<sockaddr*>(&peer), len, endpoints.peer_addr,
                    &endpoints.peer_port)) {
@@ -345,7 +377,169 @@ ssize_t Send(int fd, const void* buf, Call call) {
   return result;
 }
 
+
+// An untraced IPv4/IPv6 UDP socket is about to send a datagram to `addr` (sendto/sendmsg
+// with an address): trace it from here. Before the send, a socket bound to no port yet is
+// a client (the send binds it); one already bound is a server answering. Fills `*endpoints`
+// (local address as far as known) and `*role`; false if `fd` is not such a socket.
+bool PrepareUdp(int fd, const sockaddr* addr, socklen_t len, Endpoints* endpoints,
+                SocketRole* role) {
+  if (!Ready() || addr == nullptr || len < sizeof(sa_family_t) ||
+      (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)) {
+    return false;
+  }
+  InHookScope scope;
+  if (!InspectSocket(fd, endpoints, /*udp=*/true) || endpoints->protocol != IPPROTO_UDP ||
+      !ToEndpoint(addr, len, endpoints->peer_addr, &endpoints->peer_port)) {
+    return false;
+  }
+  *role = endpoints->local_port == 0 ? SocketRole::kClient : SocketRole::kServer;
+  return true;
+}
+
+// Starts tracing UDP socket `fd` (see PrepareUdp) once its first traced call has run: the
+// local address is read again, the send may just have bound it.
+ConnectionState* StartUdp(int fd, Endpoints endpoints, SocketRole role, const Clock& clock) {
+  InHookScope scope;
+  sockaddr_storage local = {};
+  socklen_t len = sizeof(local);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+    ToEndpoint(reinterpret_cast<sockaddr*>(&local), len, endpoints.local_addr,
+               &endpoints.local_port);
+  }
+  ForgetStale(fd);
+  StartConnection(fd, role == SocketRole::kClient ? EventKind::kConnect : EventKind::kAccept,
+                  role, endpoints, role == SocketRole::kClient ? 0 : fd, 0, clock, true);
+  return g_table.Find(fd);
+}
+
+// An untraced socket received a datagram from `peer` (recvfrom/recvmsg that returned an
+// address): if it is an IPv4/IPv6 UDP socket, trace it from here as a server (it was bound
+// to receive). Unix-domain and other sockets cost no system call.
+ConnectionState* MaybeStartUdpServer(int fd, const sockaddr* peer, socklen_t len) {
+  if (t_in_hook || !Ready() || peer == nullptr || len < sizeof(sa_family_t) ||
+      (peer->sa_family != AF_INET && peer->sa_family != AF_INET6)) {
+    return nullptr;
+  }
+  Endpoints endpoints;
+  {
+    InHookScope scope;
+    if (!InspectSocket(fd, &endpoints, /*udp=*/true) || endpoints.protocol != IPPROTO_UDP ||
+        !ToEndpoint(peer, len, endpoints.peer_addr, &endpoints.peer_port)) {
+      return nullptr;
+    }
+  }
+  return StartUdp(fd, endpoints, SocketRole::kServer, Now());
+}
+
+// The program is closing (or replacing) traced `fd`: forget it before the real call, since
+// once closed its number may be reused at once. The connection ends with its last fd.
+struct Closing {
+  bool traced = false;
+  bool last = false;
+  ConnectionState was;
+};
+
+void StopForClose(int fd, Closing* closing) {
+  InHookScope scope;
+  closing->traced = g_table.Stop(fd, &closing->was, &closing->last) != 0;
+}
+
+void FinishClose(int fd, const Closing& closing, int result, int err) {
+  if (!closing.traced || !closing.last) return;
+  InHookScope scope;
+  EmitClose(fd, closing.was, result, err);
+}
+
+// Every traced fd in [first, last] is being closed (close_range, closefrom).
+void CloseTracedRange(unsigned int first, unsigned int last) {
+  const int limit = g_table.FdLimit();
+  if (limit <= 0 || first >= static_cast<unsigned int>(limit)) return;
+  if (last >= static_cast<unsigned int>(limit)) last = static_cast<unsigned int>(limit) - 1;
+  InHookScope scope;
+  for (unsigned int fd = first; fd <= last; ++fd) {
+    if (g_table.Find(static_cast<int>(fd)) == nullptr) continue;
+    Closing closing;
+    StopForClose(static_cast<int>(fd), &closing);
+    FinishClose(static_cast<int>(fd), closing, 0, 0);
+  }
+}
+
+// `new_fd` now duplicates `old_fd` (dup, dup2, dup3, fcntl F_DUPFD*): whatever `new_fd`
+// was is gone, and if `old_fd` is traced both name the same connection.
+void AfterDup(int old_fd, int new_fd) {
+  if (new_fd < 0 || new_fd == old_fd) return;
+  const int saved = errno;
+  {
+    InHookScope scope;
+    ForgetStale(new_fd);
+    g_table.Share(new_fd, old_fd);
+  }
+  errno = saved;
+}
+
+// dup2/dup3: `new_fd` is replaced; if it was the hook's agent connection, the hook lets go.
+template <typename Call>
+int Replace(int old_fd, int new_fd, Call call) {
+  if (t_in_hook) return call();
+  const bool was_agent = old_fd != new_fd && TakeAgentFd(new_fd);
+  const int result = call();
+  if (result < 0) {
+    if (was_agent) {
+      const int err = errno;
+      RealClose(new_fd);  // still ours and no longer known: the program never had it
+      errno = err;
+    }
+    return result;
+  }
+  if (old_fd != new_fd && (g_table.Find(new_fd) != nullptr || g_table.Find(old_fd) != nullptr)) {
+    AfterDup(old_fd, result);
+  }
+  return result;
+}
+
+// fcntl/fcntl64: the third argument is read as glibc reads it (one pointer-sized value)
+// and passed on unchanged. F_DUPFD/F_DUPFD_CLOEXEC make a duplicate.
+template <typename Call>
+int Fcntl(int fd, int cmd, void* arg, Call call) {
+  const int result = call(fd, cmd, arg);
+  if (result >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && !t_in_hook &&
+      g_table.Find(fd) != nullptr) {
+    AfterDup(fd, result);
+  }
+  return result;
+}
+
+// What moved in one message of recvmsg/recvmmsg (receive side; time taken at the return).
+void RecordReceivedMessage(ConnectionState* state, int fd, const msghdr* msg, int flags,
+                           ssize_t result, const Clock& clock) {
+  if (result == 0 && state->endpoints.protocol == IPPROTO_UDP) return;
+  Bytes bytes;
+  if ((flags & MSG_TRUNC) == 0) {
+    bytes.iov = msg->msg_iov;
+    bytes.iovcnt = static_cast<int>(msg->msg_iovlen);
+  }
+  RecordTransfer(state, fd, EventKind::kRecv, bytes, result, 0, clock, false,
+                 static_cast<const sockaddr*>(msg->msg_name), msg->msg_namelen);
+}
+
 }  // namespace
+
+// What the SSL_* wrappers (tls.cc) use of the socket tracing: see tls.h.
+TlsTime TlsTimeNow() {
+  const Clock clock = Now();
+  return {clock.wall_ns, clock.mono_ns};
+}
+bool TlsTracingReady() { return Ready(); }
+ConnectionState* TlsFindConnection(int fd) { return g_table.Find(fd); }
+void RecordPlaintext(ConnectionState* state, int fd, EventKind kind, const void* buf,
+                     ssize_t result, const TlsTime& time) {
+  Bytes bytes;
+  bytes.buf = buf;
+  RecordTransfer(state, fd, kind, bytes, result, 0, Clock{time.wall_ns, time.mono_ns},
+                 /*plaintext=*/true);
+}
+
 }  // namespace reptrace::hook
 
 using namespace reptrace::hook;  // NOLINT: the C entry points below are outside any namespace
@@ -387,20 +581,14 @@ REPTRACE_EXPORT int accept4(int fd, sockaddr* __restrict addr, socklen_t* __rest
 }
 
 REPTRACE_EXPORT int close(int fd) {
-  NoteProgramClose(fd);
-  if (g_table.Find(fd) == nullptr || t_in_hook) return RealClose(fd);
-  ConnectionState was;
-  {
-    InHookScope scope;
-    // Forget the fd before the real close: once closed, its number may be reused at once.
-    if (g_table.Stop(fd, &was) == 0) return RealClose(fd);
-  }
+  if (t_in_hook) return RealClose(fd);
+  TakeAgentFd(fd);  // a program closing every fd closes ours too: we reconnect later
+  if (g_table.Find(fd) == nullptr) return RealClose(fd);
+  Closing closing;
+  StopForClose(fd, &closing);
   const int result = RealClose(fd);
   const int err = errno;
-  {
-    InHookScope scope;
-    EmitClose(fd, was, result, err);
-  }
+  FinishClose(fd, closing, result, err);
   errno = err;
   return result;
 }
@@ -429,15 +617,41 @@ REPTRACE_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, i
   });
 }
 
+// recvfrom and __recvfrom_chk: the datagram's peer; an untraced UDP server socket is
+// traced from its first datagram.
+template <typename Call>
+static ssize_t ReceiveFrom(int fd, void* buf, size_t n, int flags, sockaddr* addr,
+                           socklen_t* len, Call call) {
+  ConnectionState* state = g_table.Find(fd);
+  if (t_in_hook || (flags & MSG_PEEK) != 0 || (state == nullptr && addr == nullptr)) {
+    return call();
+  }
+  const ssize_t result = call();
+  const socklen_t peer_len = (result >= 0 && addr != nullptr && len != nullptr) ? *len : 0;
+  const sockaddr* peer = peer_len > 0 ? addr : nullptr;
+  if (state == nullptr) {
+    if (result < 0) return result;
+    const int err = errno;
+    state = MaybeStartUdpServer(fd, peer, peer_len);
+    errno = err;
+    if (state == nullptr) return result;
+  }
+  Bytes bytes;
+  if ((flags & MSG_TRUNC) == 0) bytes.buf = buf;
+  AfterReceive(state, fd, bytes, n, result, peer, peer_len);
+  return result;
+}
+
 REPTRACE_EXPORT ssize_t recvfrom(int fd, void* __restrict buf, size_t n, int flags,
                                  sockaddr* __restrict addr, socklen_t* __restrict len) {
-  return Receive(fd, buf, n, flags, [&] { return RealRecvfrom(fd, buf, n, flags, addr, len); });
+  return ReceiveFrom(fd, buf, n, flags, addr, len,
+                     [&] { return RealRecvfrom(fd, buf, n, flags, addr, len); });
 }
 
 REPTRACE_EXPORT ssize_t __recvfrom_chk(int fd, void* __restrict buf, size_t n, size_t buflen,
                                        int flags, sockaddr* __restrict addr,
                                        socklen_t* __restrict len) {
-  return Receive(fd, buf, n, flags, [&]() -> ssize_t {
+  return ReceiveFrom(fd, buf, n, flags, addr, len, [&]() -> ssize_t {
     if (g_real.recvfrom_chk != nullptr) {
       return g_real.recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
     }
@@ -467,7 +681,26 @@ REPTRACE_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
 
 REPTRACE_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags,
                                const sockaddr* addr, socklen_t len) {
-  return Send(fd, buf, [&] { return RealSendto(fd, buf, n, flags, addr, len); });
+  ConnectionState* state = g_table.Find(fd);
+  if (t_in_hook || (state == nullptr && addr == nullptr)) {
+    return RealSendto(fd, buf, n, flags, addr, len);
+  }
+  Endpoints endpoints;
+  reptrace::SocketRole role = reptrace::SocketRole::kUnknown;
+  const bool start = state == nullptr && PrepareUdp(fd, addr, len, &endpoints, &role);
+  if (state == nullptr && !start) return RealSendto(fd, buf, n, flags, addr, len);
+  const Clock clock = Now();
+  const ssize_t result = RealSendto(fd, buf, n, flags, addr, len);
+  if (start) {
+    const int err = errno;
+    state = StartUdp(fd, endpoints, role, clock);
+    errno = err;
+    if (state == nullptr) return result;
+  }
+  Bytes bytes;
+  bytes.buf = buf;
+  AfterSend(state, fd, bytes, result, clock, addr, len);
+  return result;
 }
 
 REPTRACE_EXPORT ssize_t writev(int fd, const iovec* iov, int iovcnt) {
@@ -490,4 +723,191 @@ REPTRACE_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t co
 REPTRACE_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t* offset,
                                    size_t count) noexcept {
   return Send(out_fd, nullptr, [&] { return RealSendfile64(out_fd, in_fd, offset, count); });
+}
+
+REPTRACE_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+  ConnectionState* state = g_table.Find(fd);
+  if (t_in_hook || (flags & MSG_PEEK) != 0 || msg == nullptr ||
+      (state == nullptr && msg->msg_name == nullptr)) {
+    return RealRecvmsg(fd, msg, flags);
+  }
+  const ssize_t result = RealRecvmsg(fd, msg, flags);
+  const sockaddr* peer =
+      result >= 0 && msg->msg_namelen > 0 ? static_cast<const sockaddr*>(msg->msg_name) : nullptr;
+  const socklen_t peer_len = peer != nullptr ? msg->msg_namelen : 0;
+  if (state == nullptr) {
+    if (result < 0) return result;
+    const int err = errno;
+    state = MaybeStartUdpServer(fd, peer, peer_len);
+    errno = err;
+    if (state == nullptr) return result;
+  }
+  Bytes bytes;
+  if ((flags & MSG_TRUNC) == 0) {
+    bytes.iov = msg->msg_iov;
+    bytes.iovcnt = static_cast<int>(msg->msg_iovlen);
+  }
+  AfterReceive(state, fd, bytes, IovecBytes(msg->msg_iov, static_cast<int>(msg->msg_iovlen)),
+               result, peer, peer_len);
+  return result;
+}
+
+REPTRACE_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+  ConnectionState* state = g_table.Find(fd);
+  if (t_in_hook || msg == nullptr || (state == nullptr && msg->msg_name == nullptr)) {
+    return RealSendmsg(fd, msg, flags);
+  }
+  const auto* addr = static_cast<const sockaddr*>(msg->msg_name);
+  Endpoints endpoints;
+  reptrace::SocketRole role = reptrace::SocketRole::kUnknown;
+  const bool start =
+      state == nullptr && PrepareUdp(fd, addr, msg->msg_namelen, &endpoints, &role);
+  if (state == nullptr && !start) return RealSendmsg(fd, msg, flags);
+  const Clock clock = Now();
+  const ssize_t result = RealSendmsg(fd, msg, flags);
+  if (start) {
+    const int err = errno;
+    state = StartUdp(fd, endpoints, role, clock);
+    errno = err;
+    if (state == nullptr) return result;
+  }
+  Bytes bytes;
+  bytes.iov = msg->msg_iov;
+  bytes.iovcnt = static_cast<int>(msg->msg_iovlen);
+  AfterSend(state, fd, bytes, result, clock, addr, msg->msg_name != nullptr ? msg->msg_namelen : 0);
+  return result;
+}
+
+// recvmmsg/sendmmsg: one event per message moved, each with its own bytes and peer.
+REPTRACE_EXPORT int recvmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags,
+                             timespec* timeout) {
+  ConnectionState* state = g_table.Find(fd);
+  if (t_in_hook || (flags & MSG_PEEK) != 0 || msgs == nullptr || vlen == 0 ||
+      (state == nullptr && msgs[0].msg_hdr.msg_name == nullptr)) {
+    return RealRecvmmsg(fd, msgs, vlen, flags, timeout);
+  }
+  const int result = RealRecvmmsg(fd, msgs, vlen, flags, timeout);
+  const int err = errno;
+  if (state == nullptr) {
+    if (result <= 0 || msgs[0].msg_hdr.msg_namelen == 0) return result;
+    state = MaybeStartUdpServer(fd, static_cast<const sockaddr*>(msgs[0].msg_hdr.msg_name),
+                                msgs[0].msg_hdr.msg_namelen);
+    errno = err;
+    if (state == nullptr) return result;
+  }
+  if (result < 0 && IsRetry(err)) return result;
+  {
+    InHookScope scope;
+    const Clock clock = Now();
+    if (result < 0) {
+      RecordTransfer(state, fd, reptrace::EventKind::kRecv, Bytes(), -1, err, clock);
+    }
+    for (int i = 0; i < result; ++i) {
+      RecordReceivedMessage(state, fd, &msgs[i].msg_hdr, flags,
+                            static_cast<ssize_t>(msgs[i].msg_len), clock);
+    }
+  }
+  errno = err;
+  return result;
+}
+
+REPTRACE_EXPORT int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags) {
+  ConnectionState* state = g_table.Find(fd);
+  if (t_in_hook || msgs == nullptr || vlen == 0 ||
+      (state == nullptr && msgs[0].msg_hdr.msg_name == nullptr)) {
+    return RealSendmmsg(fd, msgs, vlen, flags);
+  }
+  Endpoints endpoints;
+  reptrace::SocketRole role = reptrace::SocketRole::kUnknown;
+  const bool start = state == nullptr &&
+                     PrepareUdp(fd, static_cast<const sockaddr*>(msgs[0].msg_hdr.msg_name),
+                                msgs[0].msg_hdr.msg_namelen, &endpoints, &role);
+  if (state == nullptr && !start) return RealSendmmsg(fd, msgs, vlen, flags);
+  const Clock clock = Now();
+  const int result = RealSendmmsg(fd, msgs, vlen, flags);
+  const int err = errno;
+  if (start) {
+    state = StartUdp(fd, endpoints, role, clock);
+    errno = err;
+    if (state == nullptr) return result;
+  }
+  if (result < 0 && IsRetry(err)) return result;
+  {
+    InHookScope scope;
+    if (result < 0) RecordTransfer(state, fd, reptrace::EventKind::kSend, Bytes(), -1, err, clock);
+    for (int i = 0; i < result; ++i) {
+      const msghdr& msg = msgs[i].msg_hdr;
+      if (msgs[i].msg_len == 0) continue;
+      Bytes bytes;
+      bytes.iov = msg.msg_iov;
+      bytes.iovcnt = static_cast<int>(msg.msg_iovlen);
+      RecordTransfer(state, fd, reptrace::EventKind::kSend, bytes, static_cast<ssize_t>(msgs[i].msg_len),
+                     0, clock, false, static_cast<const sockaddr*>(msg.msg_name),
+                     msg.msg_name != nullptr ? msg.msg_namelen : 0);
+    }
+  }
+  errno = err;
+  return result;
+}
+
+// shutdown() ends a direction, not the connection: the events that follow (end of stream,
+// EPIPE) and the final close() say what happened. Interposed so the call is seen, and
+// passed through untouched.
+REPTRACE_EXPORT int shutdown(int fd, int how) { return RealShutdown(fd, how); }
+
+REPTRACE_EXPORT int dup(int fd) {
+  const int result = RealDup(fd);
+  if (result >= 0 && !t_in_hook && g_table.Find(fd) != nullptr) AfterDup(fd, result);
+  return result;
+}
+
+REPTRACE_EXPORT int dup2(int fd, int fd2) {
+  return Replace(fd, fd2, [&] { return RealDup2(fd, fd2); });
+}
+
+REPTRACE_EXPORT int dup3(int fd, int fd2, int flags) {
+  return Replace(fd, fd2, [&] { return RealDup3(fd, fd2, flags); });
+}
+
+REPTRACE_EXPORT int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  return Fcntl(fd, cmd, arg, RealFcntl);
+}
+
+REPTRACE_EXPORT int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  return Fcntl(fd, cmd, arg, RealFcntl64);
+}
+
+REPTRACE_EXPORT int close_range(unsigned int first, unsigned int last, int flags) noexcept {
+  const bool closes = (flags & CLOSE_RANGE_CLOEXEC) == 0 &&
+                      (flags & ~(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) == 0 &&
+                      first <= last && !t_in_hook;
+  const int agent_fd = closes ? TakeAgentFdRange(first, last) : -1;
+  if (closes) CloseTracedRange(first, last);
+  const int result = RealCloseRange(first, last, flags);
+  if (result < 0 && agent_fd >= 0) {
+    const int err = errno;
+    RealClose(agent_fd);  // still ours, and no longer known
+    errno = err;
+  }
+  return result;
+}
+
+REPTRACE_EXPORT void closefrom(int lowfd) noexcept {
+  if (!t_in_hook && lowfd >= 0) {
+    TakeAgentFdRange(static_cast<unsigned int>(lowfd), ~0u);
+    CloseTracedRange(static_cast<unsigned int>(lowfd), ~0u);
+  }
+  if (g_real.closefrom != nullptr) {
+    g_real.closefrom(lowfd);
+  } else if (lowfd >= 0) {
+    RealCloseRange(static_cast<unsigned int>(lowfd), ~0u, 0);
+  }
 }

@@ -7,6 +7,9 @@
 #ifndef REPTRACE_HOOK_REAL_CALLS_H_
 #define REPTRACE_HOOK_REAL_CALLS_H_
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -33,6 +36,26 @@ struct RealCalls {
   ssize_t (*read_chk)(int, void*, size_t, size_t);
   ssize_t (*recv_chk)(int, void*, size_t, size_t, int);
   ssize_t (*recvfrom_chk)(int, void*, size_t, size_t, int, sockaddr*, socklen_t*);
+  int (*shutdown)(int, int);
+  ssize_t (*recvmsg)(int, msghdr*, int);
+  ssize_t (*sendmsg)(int, const msghdr*, int);
+  int (*recvmmsg)(int, mmsghdr*, unsigned int, int, timespec*);
+  int (*sendmmsg)(int, mmsghdr*, unsigned int, int);
+  int (*dup)(int);
+  int (*dup2)(int, int);
+  int (*dup3)(int, int, int);
+  int (*fcntl)(int, int, ...);
+  int (*fcntl64)(int, int, ...);
+  int (*close_range)(unsigned int, unsigned int, int);
+  void (*closefrom)(int);
+  int (*execve)(const char*, char* const*, char* const*);
+  int (*execvpe)(const char*, char* const*, char* const*);
+  int (*fexecve)(int, char* const*, char* const*);
+  int (*posix_spawn)(pid_t*, const char*, const posix_spawn_file_actions_t*,
+                     const posix_spawnattr_t*, char* const*, char* const*);
+  int (*posix_spawnp)(pid_t*, const char*, const posix_spawn_file_actions_t*,
+                      const posix_spawnattr_t*, char* const*, char* const*);
+  int (*pthread_create)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
 };
 
 // Zero until ResolveRealCalls() has run.
@@ -98,6 +121,56 @@ inline ssize_t RealSendfile(int out_fd, int in_fd, off_t* offset, size_t count) 
 inline ssize_t RealSendfile64(int out_fd, int in_fd, off64_t* offset, size_t count) {
   if (g_real.sendfile64 != nullptr) return g_real.sendfile64(out_fd, in_fd, offset, count);
   return syscall(SYS_sendfile, out_fd, in_fd, offset, count);
+}
+
+inline int RealShutdown(int fd, int how) {
+  if (g_real.shutdown != nullptr) return g_real.shutdown(fd, how);
+  return static_cast<int>(syscall(SYS_shutdown, fd, how));
+}
+inline ssize_t RealRecvmsg(int fd, msghdr* msg, int flags) {
+  if (g_real.recvmsg != nullptr) return g_real.recvmsg(fd, msg, flags);
+  return syscall(SYS_recvmsg, fd, msg, flags);
+}
+inline ssize_t RealSendmsg(int fd, const msghdr* msg, int flags) {
+  if (g_real.sendmsg != nullptr) return g_real.sendmsg(fd, msg, flags);
+  return syscall(SYS_sendmsg, fd, msg, flags);
+}
+inline int RealRecvmmsg(int fd, mmsghdr* msgs, unsigned int n, int flags, timespec* timeout) {
+  if (g_real.recvmmsg != nullptr) return g_real.recvmmsg(fd, msgs, n, flags, timeout);
+  return static_cast<int>(syscall(SYS_recvmmsg, fd, msgs, n, flags, timeout));
+}
+inline int RealSendmmsg(int fd, mmsghdr* msgs, unsigned int n, int flags) {
+  if (g_real.sendmmsg != nullptr) return g_real.sendmmsg(fd, msgs, n, flags);
+  return static_cast<int>(syscall(SYS_sendmmsg, fd, msgs, n, flags));
+}
+inline int RealDup(int fd) {
+  if (g_real.dup != nullptr) return g_real.dup(fd);
+  return static_cast<int>(syscall(SYS_dup, fd));
+}
+inline int RealDup2(int fd, int fd2) {
+  if (g_real.dup2 != nullptr) return g_real.dup2(fd, fd2);
+  return static_cast<int>(syscall(SYS_dup2, fd, fd2));
+}
+inline int RealDup3(int fd, int fd2, int flags) {
+  if (g_real.dup3 != nullptr) return g_real.dup3(fd, fd2, flags);
+  return static_cast<int>(syscall(SYS_dup3, fd, fd2, flags));
+}
+// fcntl's third argument as glibc reads it: one pointer-sized value, passed on unchanged.
+inline int RealFcntl(int fd, int cmd, void* arg) {
+  if (g_real.fcntl != nullptr) return g_real.fcntl(fd, cmd, arg);
+  return static_cast<int>(syscall(SYS_fcntl, fd, cmd, arg));
+}
+inline int RealFcntl64(int fd, int cmd, void* arg) {
+  if (g_real.fcntl64 != nullptr) return g_real.fcntl64(fd, cmd, arg);
+  return RealFcntl(fd, cmd, arg);
+}
+inline int RealCloseRange(unsigned int first, unsigned int last, int flags) {
+  if (g_real.close_range != nullptr) return g_real.close_range(first, last, flags);
+  return static_cast<int>(syscall(SYS_close_range, first, last, flags));
+}
+inline int RealExecve(const char* path, char* const* argv, char* const* envp) {
+  if (g_real.execve != nullptr) return g_real.execve(path, argv, envp);
+  return static_cast<int>(syscall(SYS_execve, path, argv, envp));
 }
 
 }  // namespace reptrace::hook
