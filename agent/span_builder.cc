@@ -8,6 +8,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/http_head.h"
 #include "common/endpoint.h"
+#include "common/utf8.h"
 #include "common/ids.h"
 
 namespace reptrace {
@@ -40,8 +41,12 @@ SpanBuilder::SpanBuilder(std::string node, Sink sink, absl::Duration idle_timeou
 
 void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
   Process& process = processes_[process_key];
-  process.service.assign(hello.service, strnlen(hello.service, kNameBytes));
-  process.process.assign(hello.process, strnlen(hello.process, kNameBytes));
+  // Names and paths come from the traced program: anything but UTF-8 would make the
+  // controller refuse the span (protobuf strings must be UTF-8).
+  process.service =
+      ToValidUtf8(absl::string_view(hello.service, strnlen(hello.service, kNameBytes)));
+  process.process =
+      ToValidUtf8(absl::string_view(hello.process, strnlen(hello.process, kNameBytes)));
   process.pid = hello.pid;
 }
 
@@ -224,9 +229,11 @@ void SpanBuilder::StartSpan(Process& process, Connection& conn, const EventRecor
   open.request_end = event.offset;
   if (event.flags & kFlagMessageStart) span.set_request_hash(event.hash);
   if (std::optional<HttpRequestLine> line = ParseHttpRequestLine(Capture(event))) {
-    span.set_name(absl::StrCat(line->method, " ", line->path));
-    (*span.mutable_attributes())["http.method"] = line->method;
-    (*span.mutable_attributes())["http.path"] = line->path;
+    const std::string method = ToValidUtf8(line->method);
+    const std::string path = ToValidUtf8(line->path);
+    span.set_name(absl::StrCat(method, " ", path));
+    (*span.mutable_attributes())["http.method"] = method;
+    (*span.mutable_attributes())["http.path"] = path;
   }
 }
 

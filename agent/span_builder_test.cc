@@ -62,8 +62,8 @@ TEST_F(SpanBuilderTest, OneServerExchangeIsOneSpan) {
   EXPECT_EQ(span.request_bytes(), request.size());
   EXPECT_EQ(span.response_offset(), 0u);
   EXPECT_EQ(span.response_bytes(), response.size());
-  EXPECT_EQ(span.request_hash(), Fnv1a64(request.data(), 10));
-  EXPECT_EQ(span.response_hash(), Fnv1a64(response.data(), 20));
+  EXPECT_EQ(span.request_hash(), Fingerprint64(request.data(), 10));
+  EXPECT_EQ(span.response_hash(), Fingerprint64(response.data(), 20));
   EXPECT_EQ(span.connection_id(), 1u);
   EXPECT_EQ(FormatEndpoint(span.local()), "10.0.0.2:8080");
   EXPECT_EQ(FormatEndpoint(span.peer()), "10.0.0.1:40001");
@@ -239,6 +239,22 @@ TEST_F(SpanBuilderTest, TheFirstRequestOnAConnectionBelongsToTheRequestThatOpene
   ASSERT_EQ(by_name.size(), 5u);
   EXPECT_EQ(by_name["GET /upstream-a"]->parent_span_id(), by_name["GET /a"]->span_id());
   EXPECT_EQ(by_name["GET /upstream-c"]->parent_span_id(), by_name["GET /c"]->span_id());
+}
+
+TEST_F(SpanBuilderTest, BytesThatAreNotUtf8NeverReachASpanString) {
+  SpanBuilder builder("node-a", [this](v1::Span span) { spans_.push_back(std::move(span)); });
+  HookScript script(99);
+  builder.OnHello(1, script.Hello("caf\xE9", "bad\xFF"));
+  builder.OnEvent(1, script.Accept(1, 7, 100), kT0);
+  builder.OnEvent(1, script.Recv(1, 7, 200, "GET /\xC0\xAF\xFF HTTP/1.1\r\n\r\n"), kT0);
+  builder.OnEvent(1, script.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"), kT0);
+  builder.OnEvent(1, script.Close(1, 7, 400), kT0);
+  ASSERT_EQ(spans_.size(), 1u);
+  // A message with these strings parses: protobuf checks UTF-8 when it parses.
+  v1::Span parsed;
+  ASSERT_TRUE(parsed.ParseFromString(spans_[0].SerializeAsString()));
+  EXPECT_EQ(parsed.service(), "caf\xEF\xBF\xBD");
+  EXPECT_EQ(parsed.process(), "bad\xEF\xBF\xBD");
 }
 
 TEST_F(SpanBuilderTest, ProcessDisconnectFinishesOpenSpans) {

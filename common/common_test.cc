@@ -1,8 +1,11 @@
 #include <cstring>
+#include <set>
+#include <string>
 
 #include "common/endpoint.h"
 #include "common/event_record.h"
 #include "common/ids.h"
+#include "common/utf8.h"
 #include "gtest/gtest.h"
 
 namespace reptrace {
@@ -53,10 +56,37 @@ TEST(EventRecordTest, SizesAreDeclaredPerType) {
   EXPECT_EQ(RecordSizeFor(99), 0u);
 }
 
-TEST(EventRecordTest, Fnv1aMatchesKnownVector) {
-  // FNV-1a 64 of "a" is af63dc4c8601ec8c.
-  EXPECT_EQ(Fnv1a64("a", 1), 0xaf63dc4c8601ec8cULL);
-  EXPECT_EQ(Fnv1a64("", 0), 0xcbf29ce484222325ULL);
+TEST(EventRecordTest, FingerprintDependsOnEveryByteAndTheLength) {
+  const std::string base = "GET /checkout HTTP/1.1\r\nHost: shop\r\n\r\n";
+  const uint64_t h = Fingerprint64(base.data(), base.size());
+  EXPECT_EQ(h, Fingerprint64(base.data(), base.size()));  // deterministic
+  for (size_t i = 0; i < base.size(); ++i) {                // any byte changes it
+    std::string changed = base;
+    changed[i] ^= 1;
+    EXPECT_NE(Fingerprint64(changed.data(), changed.size()), h) << i;
+  }
+  // A shorter prefix (also a tail shorter than one word, and zero bytes) differs too.
+  std::set<uint64_t> prefixes;
+  for (size_t n = 0; n <= base.size(); ++n) prefixes.insert(Fingerprint64(base.data(), n));
+  EXPECT_EQ(prefixes.size(), base.size() + 1);
+  // Trailing zero bytes are not lost in the tail word.
+  const char zeros[3] = {'a', 0, 0};
+  EXPECT_NE(Fingerprint64(zeros, 1), Fingerprint64(zeros, 3));
+}
+
+TEST(Utf8Test, ValidTextIsKeptAsItIs) {
+  EXPECT_EQ(ToValidUtf8("GET /caf\xC3\xA9/\xE2\x82\xAC/\xF0\x9F\x98\x80"),
+            "GET /caf\xC3\xA9/\xE2\x82\xAC/\xF0\x9F\x98\x80");
+  EXPECT_EQ(ToValidUtf8(""), "");
+}
+
+TEST(Utf8Test, EveryIllFormedByteBecomesOneReplacementCharacter) {
+  EXPECT_EQ(ToValidUtf8("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(ToValidUtf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");      // overlong '/'
+  EXPECT_EQ(ToValidUtf8("\xED\xA0\x80"),                                // a surrogate
+            "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(ToValidUtf8("\xF4\x90\x80\x80").size(), 12u);              // above U+10FFFF
+  EXPECT_EQ(ToValidUtf8("x\xE2\x82"), "x\xEF\xBF\xBD\xEF\xBF\xBD");  // cut short
 }
 
 }  // namespace

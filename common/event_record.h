@@ -109,7 +109,7 @@ struct EventRecord {
   // the connected (or first) peer. Every UDP datagram is a message (kFlagMessageStart).
   uint8_t local_addr[16];
   uint8_t peer_addr[16];
-  uint64_t hash;          // FNV-1a 64 over the first min(result, kCaptureBytes) bytes
+  uint64_t hash;          // Fingerprint64 of the first min(result, kCaptureBytes) bytes
   uint8_t capture[kCaptureBytes];
 };
 
@@ -144,14 +144,38 @@ inline constexpr size_t kMaxRecordSize = sizeof(EventRecord) > sizeof(HelloRecor
                                              ? sizeof(EventRecord)
                                              : sizeof(HelloRecord);
 
-// FNV-1a 64: cheap, good enough to fingerprint the first bytes of a message.
-inline uint64_t Fnv1a64(const void* data, size_t n) {
+// The fingerprint of a message's first bytes (EventRecord::hash). The hook computes it on
+// every message start, inside the traced program, so it reads 8 bytes per step (a
+// multiply and a rotate each) instead of FNV-1a's byte at a time: about 6 times fewer
+// instructions for 64 bytes, which made it the largest cost of a traced call. Written here
+// rather than taken from a library because the hook links nothing but libc. Words are
+// read in the machine's byte order: fingerprints are compared between nodes of the same
+// (little-endian) architecture.
+inline uint64_t Fingerprint64(const void* data, size_t n) {
+  constexpr uint64_t kMul = 0x9e3779b97f4a7c15ULL;
+  constexpr uint64_t kMix = 0xff51afd7ed558ccdULL;
   const auto* p = static_cast<const uint8_t*>(data);
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
+  uint64_t h = 0x6a09e667f3bcc909ULL ^ (static_cast<uint64_t>(n) * kMul);
+  auto absorb = [&h](uint64_t word) {
+    h ^= word * kMul;
+    h = ((h << 27) | (h >> 37)) * kMix;
+  };
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t word;
+    __builtin_memcpy(&word, p, 8);
+    absorb(word);
   }
+  if (n > 0) {
+    uint64_t word = 0;
+    __builtin_memcpy(&word, p, n);
+    absorb(word);
+  }
+  // MurmurHash3's finaliser: every input bit reaches every output bit.
+  h ^= h >> 33;
+  h *= kMix;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
   return h;
 }
 

@@ -320,6 +320,18 @@ void Publish(const EventRecord& record) {
   if (!g_shipper_started.load(std::memory_order_acquire)) StartShipper();
 }
 
+EventRecord* BeginRecord(EventRing::Claim* claim) {
+  if (!g_shipper_started.load(std::memory_order_acquire)) StartShipper();
+  EventRecord* record = g_ring.Init() ? g_ring.TryClaim(claim) : nullptr;
+  if (record == nullptr) g_dropped.fetch_add(1, std::memory_order_relaxed);
+  return record;
+}
+
+void EndRecord(const EventRing::Claim& claim) {
+  g_ring.Commit(claim);
+  g_recorded.fetch_add(1, std::memory_order_relaxed);
+}
+
 void FlushAgentLink(int64_t budget_ns) {
   if (!g_shipper_started.load(std::memory_order_acquire) ||
       g_shipper_failed.load(std::memory_order_relaxed)) {

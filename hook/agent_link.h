@@ -26,6 +26,12 @@ void ConfigureAgentLink(uint64_t start_wall_ns);
 // shipper thread once per process).
 void Publish(const EventRecord& record);
 
+// Publish in place, for the per-call hot path: BeginRecord returns a ring cell's record
+// to fill (stale: every field must be written) or nullptr when the ring is full or cannot
+// be mapped (the drop is counted); EndRecord publishes the filled record.
+EventRecord* BeginRecord(EventRing::Claim* claim);
+void EndRecord(const EventRing::Claim& claim);
+
 // At exit: asks the shipper to deliver everything queued and a final StatsRecord, and waits
 // for it at most `budget_ns`. Does nothing if nothing was ever published.
 void FlushAgentLink(int64_t budget_ns);

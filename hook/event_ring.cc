@@ -27,8 +27,17 @@ bool EventRing::Init() {
 }
 
 bool EventRing::TryPush(const EventRecord& record) {
+  Claim claim;
+  EventRecord* slot = TryClaim(&claim);
+  if (slot == nullptr) return false;
+  std::memcpy(slot, &record, sizeof(record));
+  Commit(claim);
+  return true;
+}
+
+EventRecord* EventRing::TryClaim(Claim* claim) {
   Cell* cells = cells_.load(std::memory_order_acquire);
-  if (cells == nullptr) return false;
+  if (cells == nullptr) return nullptr;
   const uint64_t mask = capacity_ - 1;
   uint64_t pos = enqueue_pos_.load(std::memory_order_relaxed);
   Cell* cell;
@@ -39,14 +48,19 @@ bool EventRing::TryPush(const EventRecord& record) {
     if (dif == 0) {
       if (enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) break;
     } else if (dif < 0) {
-      return false;  // full
+      return nullptr;  // full
     } else {
       pos = enqueue_pos_.load(std::memory_order_relaxed);
     }
   }
-  std::memcpy(&cell->record, &record, sizeof(record));
-  cell->sequence.store(pos + 1, std::memory_order_release);
-  return true;
+  claim->record_ = &cell->record;
+  claim->sequence_ = &cell->sequence;
+  claim->pos_ = pos;
+  return &cell->record;
+}
+
+void EventRing::Commit(const Claim& claim) {
+  claim.sequence_->store(claim.pos_ + 1, std::memory_order_release);
 }
 
 bool EventRing::TryPop(EventRecord* out) {

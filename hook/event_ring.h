@@ -37,6 +37,23 @@ class EventRing {
 
   // Copies `record` into the ring; false if the ring is full or not initialised.
   bool TryPush(const EventRecord& record);
+
+  // In-place push, for the hot path (no record built on the stack, no 248-byte copy):
+  // TryClaim reserves a cell and returns its record for the caller to fill, or nullptr
+  // if the ring is full or not initialised; Commit(claim) publishes it. Every claim must
+  // be committed promptly: the consumer waits at an uncommitted cell.
+  class Claim {
+   public:
+    EventRecord* record() const { return record_; }
+
+   private:
+    friend class EventRing;
+    EventRecord* record_ = nullptr;
+    std::atomic<uint64_t>* sequence_ = nullptr;
+    uint64_t pos_ = 0;
+  };
+  EventRecord* TryClaim(Claim* claim);
+  void Commit(const Claim& claim);
   // Moves the oldest record into `*out`; false if the ring is empty.
   bool TryPop(EventRecord* out);
 

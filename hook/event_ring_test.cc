@@ -14,7 +14,7 @@ EventRecord Numbered(uint32_t producer, uint64_t sequence) {
   EventRecord r = {};
   r.pid = producer;
   r.offset = sequence;
-  r.hash = Fnv1a64(&sequence, sizeof(sequence)) ^ producer;  // a checksum of the record
+  r.hash = Fingerprint64(&sequence, sizeof(sequence)) ^ producer;  // a checksum of the record
   return r;
 }
 
@@ -83,7 +83,7 @@ TEST(EventRingTest, ConcurrentProducersOneConsumerNothingLostOrDuplicated) {
     ++popped;
     const uint64_t seq = r.offset;
     if (r.pid >= kProducers || seq >= kPerProducer ||
-        r.hash != (Fnv1a64(&seq, sizeof(seq)) ^ r.pid)) {
+        r.hash != (Fingerprint64(&seq, sizeof(seq)) ^ r.pid)) {
       intact = false;
       return;
     }

@@ -3,38 +3,40 @@
 // test binds on a Unix socket and that decodes the records exactly as the agent must.
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <iostream>
-#include <map>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/event_record.h"
+#include "hook/testing/fake_agent.h"
+#include "hook/testing/records.h"
 #include "tests/testing/process.h"
-
-extern char** environ;
 
 namespace reptrace {
 namespace {
 
 using std::chrono::milliseconds;
+using testing::AgentStream;
+using testing::CaptureOf;
+using testing::ChildOptions;
+using testing::ContiguousTotal;
+using testing::Env;
+using testing::EventsOf;
+using testing::FakeAgent;
+using testing::MessageStarts;
+using testing::NameOf;
 using testing::Process;
-// Environment variables for a child: name -> value.
-using Env = std::map<std::string, std::string>;
 
 constexpr char kPython[] = "/usr/bin/python3";
 constexpr char kCurl[] = "/usr/bin/curl";
@@ -82,14 +84,6 @@ second, _ = listener.accept(); second.recv(100); accepted.recv(100)
 print(pid, flush=True)
 )";
 
-std::string CaptureOf(const EventRecord& e) {
-  return std::string(reinterpret_cast<const char*>(e.capture), e.capture_len);
-}
-
-std::string NameOf(const char (&name)[kNameBytes]) {
-  return std::string(name, strnlen(name, kNameBytes));
-}
-
 class TempDir {
  public:
   TempDir() : path_(testing::MakeTempDir("reptrace-hook-test")) {}
@@ -106,147 +100,6 @@ class TempDir {
  private:
   std::string path_;
 };
-
-// What one hooked process sent on one connection to the agent.
-struct AgentStream {
-  bool has_hello = false;
-  HelloRecord hello = {};
-  std::vector<EventRecord> events;
-  std::vector<StatsRecord> stats;
-  std::string error;  // a malformed record, if any
-};
-
-// Listens on a Unix socket and decodes HelloRecord / EventRecord / StatsRecord streams.
-class FakeAgent {
- public:
-  explicit FakeAgent(std::string path) : path_(std::move(path)) {
-    listener_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr = {};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path_.c_str());
-    unlink(path_.c_str());
-    if (bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        listen(listener_, 64) != 0) {
-      ADD_FAILURE() << "cannot listen on " << path_ << ": " << strerror(errno);
-    }
-    thread_ = std::thread([this] { Loop(); });
-  }
-  ~FakeAgent() {
-    stop_ = true;
-    thread_.join();
-    for (auto& [fd, buffer] : clients_) close(fd);
-    close(listener_);
-    unlink(path_.c_str());
-  }
-
-  std::vector<AgentStream> Streams() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return streams_;
-  }
-
-  // Waits until `done` holds for the streams received so far.
-  bool WaitFor(const std::function<bool(const std::vector<AgentStream>&)>& done,
-               absl::Duration timeout = absl::Milliseconds(8000)) {
-    return testing::WaitUntil([&] { return done(Streams()); }, timeout,
-                              absl::Milliseconds(10));
-  }
-
- private:
-  struct Client {
-    size_t stream;
-    std::string buffer;
-  };
-
-  void Loop() {
-    while (!stop_) {
-      std::vector<pollfd> fds = {{listener_, POLLIN, 0}};
-      for (auto& [fd, client] : clients_) fds.push_back({fd, POLLIN, 0});
-      if (poll(fds.data(), fds.size(), 20) <= 0) continue;
-      if (fds[0].revents & POLLIN) {
-        const int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd >= 0) {
-          std::lock_guard<std::mutex> lock(mu_);
-          streams_.emplace_back();
-          clients_[fd] = Client{streams_.size() - 1, ""};
-        }
-      }
-      for (size_t i = 1; i < fds.size(); ++i) {
-        if (fds[i].revents == 0) continue;
-        char buf[65536];
-        const ssize_t n = read(fds[i].fd, buf, sizeof(buf));
-        Client& client = clients_[fds[i].fd];
-        if (n <= 0) {
-          close(fds[i].fd);
-          clients_.erase(fds[i].fd);
-          continue;
-        }
-        client.buffer.append(buf, static_cast<size_t>(n));
-        Decode(&client);
-      }
-    }
-  }
-
-  void Decode(Client* client) {
-    std::lock_guard<std::mutex> lock(mu_);
-    AgentStream& stream = streams_[client->stream];
-    std::string& b = client->buffer;
-    while (b.size() >= sizeof(RecordHeader)) {
-      RecordHeader header;
-      std::memcpy(&header, b.data(), sizeof(header));
-      if (header.magic != kRecordMagic || header.size != RecordSizeFor(header.type)) {
-        stream.error = "bad record header";
-        b.clear();
-        return;
-      }
-      if (b.size() < header.size) return;
-      switch (static_cast<RecordType>(header.type)) {
-        case RecordType::kHello:
-          if (stream.has_hello) stream.error = "second hello";
-          std::memcpy(&stream.hello, b.data(), sizeof(HelloRecord));
-          stream.has_hello = true;
-          break;
-        case RecordType::kEvent: {
-          if (!stream.has_hello) stream.error = "event before hello";
-          EventRecord e;
-          std::memcpy(&e, b.data(), sizeof(e));
-          stream.events.push_back(e);
-          break;
-        }
-        case RecordType::kStats: {
-          if (!stream.has_hello) stream.error = "stats before hello";
-          StatsRecord s;
-          std::memcpy(&s, b.data(), sizeof(s));
-          stream.stats.push_back(s);
-          break;
-        }
-      }
-      b.erase(0, header.size);
-    }
-  }
-
-  const std::string path_;
-  int listener_ = -1;
-  std::atomic<bool> stop_{false};
-  std::map<int, Client> clients_;  // loop thread only
-  std::mutex mu_;
-  std::vector<AgentStream> streams_;
-  std::thread thread_;
-};
-
-// How a child runs: our environment without any LD_PRELOAD or REPTRACE_*, plus `extra`;
-// stderr stays ours (it shows in the test's log).
-testing::ProcessOptions ChildOptions(const Env& extra, const std::string& stdout_path) {
-  testing::ProcessOptions options;
-  options.unset_env.push_back("LD_PRELOAD");
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string var = *e;
-    if (var.rfind("REPTRACE_", 0) == 0) options.unset_env.push_back(var.substr(0, var.find('=')));
-  }
-  options.env = extra;
-  options.stdout_path = stdout_path;
-  options.stderr_path = "";
-  return options;
-}
 
 Env HookEnv(const std::string& socket_path, const Env& extra = {}) {
   Env env = {{"LD_PRELOAD", REPTRACE_HOOK_PATH}, {"REPTRACE_SOCKET", socket_path}};
@@ -319,48 +172,8 @@ const AgentStream* StreamOf(const std::vector<AgentStream>& streams, pid_t pid) 
   return nullptr;
 }
 
-std::vector<EventRecord> EventsOf(const AgentStream& stream, EventKind kind,
-                                  uint64_t conn_id = 0) {
-  std::vector<EventRecord> out;
-  for (const auto& e : stream.events) {
-    if (e.kind == static_cast<uint8_t>(kind) && (conn_id == 0 || e.conn_id == conn_id)) {
-      out.push_back(e);
-    }
-  }
-  return out;
-}
-
 bool HasKind(const AgentStream* stream, EventKind kind) {
   return stream != nullptr && !EventsOf(*stream, kind).empty();
-}
-
-// The bytes moved in one direction: checks the offsets are contiguous from 0 and returns
-// the total.
-uint64_t ContiguousTotal(const std::vector<EventRecord>& transfers, const char* what) {
-  uint64_t total = 0;
-  for (const auto& e : transfers) {
-    if (e.result <= 0) continue;
-    EXPECT_EQ(e.offset, total) << what;
-    total += static_cast<uint64_t>(e.result);
-  }
-  return total;
-}
-
-struct MessageStart {
-  uint64_t offset;
-  std::string capture;
-  uint64_t hash;
-  bool operator==(const MessageStart& o) const {
-    return offset == o.offset && capture == o.capture && hash == o.hash;
-  }
-};
-
-std::vector<MessageStart> MessageStarts(const std::vector<EventRecord>& transfers) {
-  std::vector<MessageStart> out;
-  for (const auto& e : transfers) {
-    if (e.flags & kFlagMessageStart) out.push_back({e.offset, CaptureOf(e), e.hash});
-  }
-  return out;
 }
 
 std::string Mapped(const char* ipv4) {
@@ -471,7 +284,7 @@ TEST_F(HookTest, CurlAndPythonServerDescribeTheSameConnection) {
   EXPECT_EQ(request_starts[0].capture.rfind("GET /a.txt HTTP/1.1\r\n", 0), 0u);
   EXPECT_EQ(request_starts[1].capture.rfind("GET /b.txt HTTP/1.1\r\n", 0), 0u);
   EXPECT_EQ(request_starts[0].hash,
-            Fnv1a64(request_starts[0].capture.data(), request_starts[0].capture.size()));
+            Fingerprint64(request_starts[0].capture.data(), request_starts[0].capture.size()));
   EXPECT_EQ(MessageStarts(server_received), request_starts);
   const auto response_starts = MessageStarts(server_sent);
   ASSERT_EQ(response_starts.size(), 2u);
@@ -664,7 +477,7 @@ TEST_F(HookTest, VectoredSendfileFortifiedAndPeekedCallsAreRecorded) {
   EXPECT_EQ(client_sent[0].result, 22);
   EXPECT_TRUE(client_sent[0].flags & kFlagMessageStart);
   EXPECT_EQ(CaptureOf(client_sent[0]), "PING vectored request\n");
-  EXPECT_EQ(client_sent[0].hash, Fnv1a64("PING vectored request\n", 22));
+  EXPECT_EQ(client_sent[0].hash, Fingerprint64("PING vectored request\n", 22));
   EXPECT_EQ(client_sent[1].offset, 22u);
   EXPECT_EQ(CaptureOf(client_sent[1]), "bye");
 

@@ -97,11 +97,21 @@ bool IsV4Mapped(const uint8_t (&addr)[16]) {
 
 bool ToEndpoint(const sockaddr* sa, socklen_t len, uint8_t (&addr)[16], uint16_t* port);
 
+// Writes every field but `capture` (a claimed ring cell holds a stale record: nothing may
+// be left from it except capture bytes past capture_len, which no reader looks at).
 void FillHeader(EventRecord* r, EventKind kind, int fd, uint64_t conn_id, uint8_t role,
                 const Endpoints& endpoints, const Clock& clock) {
   r->header = {kRecordMagic, static_cast<uint16_t>(RecordType::kEvent), sizeof(EventRecord)};
   r->kind = static_cast<uint8_t>(kind);
   r->role = role;
+  r->flags = 0;
+  r->capture_len = 0;
+  r->error = 0;
+  r->reserved = 0;
+  r->offset = 0;
+  r->result = 0;
+  r->reserved2[0] = r->reserved2[1] = 0;
+  r->hash = 0;
   r->pid = g_pid.load(std::memory_order_relaxed);
   r->tid = CurrentTid();
   r->fd = fd;
@@ -127,37 +137,48 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
   const uint64_t conn_id = state->conn_id.load(std::memory_order_acquire);
   if (conn_id == 0) return;  // closed by another thread meanwhile
   const bool datagram = state->endpoints.protocol == IPPROTO_UDP;
-  EventRecord r;
-  std::memset(&r, 0, sizeof(r));
-  FillHeader(&r, kind, fd, conn_id, state->role, state->endpoints, clock);
+  // Offsets and direction advance whether or not the record finds room in the ring, so
+  // they stay exact after a drop.
+  std::atomic<uint64_t>& moved =
+      kind == EventKind::kSend ? state->bytes_sent : state->bytes_received;
+  uint64_t offset;
+  bool message_start = false;
+  if (result > 0) {
+    offset = moved.fetch_add(static_cast<uint64_t>(result), std::memory_order_relaxed);
+    // A plain load first: the locked exchange is paid only when the direction flips.
+    const uint8_t direction = static_cast<uint8_t>(kind);
+    message_start = datagram ||  // a datagram is a message
+                    (state->last_direction.load(std::memory_order_relaxed) != direction &&
+                     state->last_direction.exchange(direction, std::memory_order_relaxed) !=
+                         direction);
+  } else {
+    offset = moved.load(std::memory_order_relaxed);
+  }
+  // Filled in place in the ring (no record on the stack, no copy).
+  EventRing::Claim claim;
+  EventRecord* r = BeginRecord(&claim);
+  if (r == nullptr) return;  // ring full: counted as a drop
+  FillHeader(r, kind, fd, conn_id, state->role, state->endpoints, clock);
   if (datagram && peer != nullptr) {
     // Unconnected UDP: this datagram's own peer.
     Endpoints endpoints = state->endpoints;
     if (ToEndpoint(peer, peer_len, endpoints.peer_addr, &endpoints.peer_port)) {
-      FillHeader(&r, kind, fd, conn_id, state->role, endpoints, clock);
+      FillHeader(r, kind, fd, conn_id, state->role, endpoints, clock);
     }
   }
-  std::atomic<uint64_t>& moved =
-      kind == EventKind::kSend ? state->bytes_sent : state->bytes_received;
-  if (result > 0) {
-    r.offset = moved.fetch_add(static_cast<uint64_t>(result), std::memory_order_relaxed);
-    const uint8_t previous =
-        state->last_direction.exchange(static_cast<uint8_t>(kind), std::memory_order_relaxed);
-    if (previous != static_cast<uint8_t>(kind) || datagram) {  // a datagram is a message
-      r.flags |= kFlagMessageStart;
-      size_t n = static_cast<size_t>(result);
-      if (n > kCaptureBytes) n = kCaptureBytes;
-      if (bytes.buf != nullptr || bytes.iov != nullptr) {
-        r.capture_len = static_cast<uint8_t>(Gather(bytes, n, r.capture));
-        r.hash = Fnv1a64(r.capture, r.capture_len);
-      }
+  r->offset = offset;
+  if (message_start) {
+    r->flags = kFlagMessageStart;
+    size_t n = static_cast<size_t>(result);
+    if (n > kCaptureBytes) n = kCaptureBytes;
+    if (bytes.buf != nullptr || bytes.iov != nullptr) {
+      r->capture_len = static_cast<uint8_t>(Gather(bytes, n, r->capture));
+      r->hash = Fingerprint64(r->capture, r->capture_len);
     }
-  } else {
-    r.offset = moved.load(std::memory_order_relaxed);
   }
-  r.result = result;
-  r.error = result < 0 ? err : 0;
-  Publish(r);
+  r->result = result;
+  r->error = result < 0 ? err : 0;
+  EndRecord(claim);
 }
 
 // After a receive-side call on a traced fd: time is taken at the return.

@@ -78,6 +78,26 @@ int CountArgs(va_list ap) {
   return n;
 }
 
+// execl, execle, execlp: the arguments after `arg` (up to the NULL; then, if `has_envp`,
+// execle's environment) go into an array on the stack, as glibc does, and `exec` (path or
+// file, argv, envp) runs with them. No malloc: this runs between vfork and exec.
+int ExecWithArgList(int (*exec)(const char*, char* const*, char* const*), const char* path,
+                    const char* arg, va_list ap, bool has_envp) {
+  va_list count;
+  va_copy(count, ap);
+  const int n = CountArgs(count);
+  va_end(count);
+  if (n < 0) {
+    errno = E2BIG;
+    return -1;
+  }
+  char* argv[n + 1];
+  argv[0] = const_cast<char*>(arg);
+  for (int i = 1; i <= n; ++i) argv[i] = va_arg(ap, char*);
+  char* const* envp = has_envp ? va_arg(ap, char* const*) : environ;
+  return exec(path, argv, envp);
+}
+
 // The pthread_create trampolines: a fixed pool, never malloc. With none free, the thread
 // starts unwrapped (and inherits nothing).
 struct ThreadStart {
@@ -174,57 +194,29 @@ REPTRACE_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
   return g_real.fexecve(fd, argv, env);
 }
 
-// execl, execle, execlp: the arguments go into an array on the stack (as glibc does).
+// execl, execle, execlp: see ExecWithArgList.
 REPTRACE_EXPORT int execl(const char* path, const char* arg, ...) {
   va_list ap;
   va_start(ap, arg);
-  const int n = CountArgs(ap);
+  const int result = ExecWithArgList(ExecveWithHook, path, arg, ap, /*has_envp=*/false);
   va_end(ap);
-  if (n < 0) {
-    errno = E2BIG;
-    return -1;
-  }
-  char* argv[n + 1];
-  argv[0] = const_cast<char*>(arg);
-  va_start(ap, arg);
-  for (int i = 1; i <= n; ++i) argv[i] = va_arg(ap, char*);
-  va_end(ap);
-  return ExecveWithHook(path, argv, environ);
+  return result;
 }
 
 REPTRACE_EXPORT int execlp(const char* file, const char* arg, ...) {
   va_list ap;
   va_start(ap, arg);
-  const int n = CountArgs(ap);
+  const int result = ExecWithArgList(ExecvpeWithHook, file, arg, ap, /*has_envp=*/false);
   va_end(ap);
-  if (n < 0) {
-    errno = E2BIG;
-    return -1;
-  }
-  char* argv[n + 1];
-  argv[0] = const_cast<char*>(arg);
-  va_start(ap, arg);
-  for (int i = 1; i <= n; ++i) argv[i] = va_arg(ap, char*);
-  va_end(ap);
-  return ExecvpeWithHook(file, argv, environ);
+  return result;
 }
 
 REPTRACE_EXPORT int execle(const char* path, const char* arg, ...) {
   va_list ap;
   va_start(ap, arg);
-  const int n = CountArgs(ap);
+  const int result = ExecWithArgList(ExecveWithHook, path, arg, ap, /*has_envp=*/true);
   va_end(ap);
-  if (n < 0) {
-    errno = E2BIG;
-    return -1;
-  }
-  char* argv[n + 1];
-  argv[0] = const_cast<char*>(arg);
-  va_start(ap, arg);
-  for (int i = 1; i <= n; ++i) argv[i] = va_arg(ap, char*);
-  char* const* envp = va_arg(ap, char* const*);
-  va_end(ap);
-  return ExecveWithHook(path, argv, envp);
+  return result;
 }
 
 REPTRACE_EXPORT int posix_spawn(pid_t* pid, const char* path,

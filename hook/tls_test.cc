@@ -11,7 +11,6 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -20,17 +19,20 @@
 
 #include "common/event_record.h"
 #include "hook/testing/fake_agent.h"
+#include "hook/testing/records.h"
 #include "tests/testing/process.h"
-
-extern char** environ;
 
 namespace reptrace {
 namespace {
 
 using testing::AgentStream;
+using testing::ChildOptions;
+using testing::ContiguousTotal;
+using testing::Env;
+using testing::EventsOf;
 using testing::FakeAgent;
+using testing::MessageStarts;
 using testing::Process;
-using Env = std::map<std::string, std::string>;
 
 constexpr char kCurl[] = "/usr/bin/curl";
 constexpr char kPython[] = "/usr/bin/python3";
@@ -48,19 +50,6 @@ body = urllib.request.urlopen(sys.argv[1], context=context, timeout=10).read()
 sys.stdout.write(body.decode())
 )";
 
-// Our environment without any LD_PRELOAD or REPTRACE_*, plus `extra`.
-testing::ProcessOptions ChildOptions(const Env& extra) {
-  testing::ProcessOptions options;
-  options.unset_env.push_back("LD_PRELOAD");
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string var = *e;
-    if (var.rfind("REPTRACE_", 0) == 0) options.unset_env.push_back(var.substr(0, var.find('=')));
-  }
-  options.env = extra;
-  options.stderr_path = "";
-  return options;
-}
-
 struct RunResult {
   int exit_code;
   std::string out;
@@ -77,14 +66,6 @@ const AgentStream* StreamOfProcess(const std::vector<AgentStream>& streams, cons
     if (s.has_hello && std::strncmp(s.hello.process, comm, kNameBytes) == 0) return &s;
   }
   return nullptr;
-}
-
-std::vector<EventRecord> EventsOf(const AgentStream& stream, EventKind kind, uint64_t conn_id) {
-  std::vector<EventRecord> out;
-  for (const auto& e : stream.events) {
-    if (e.kind == static_cast<uint8_t>(kind) && e.conn_id == conn_id) out.push_back(e);
-  }
-  return out;
 }
 
 // The connection a client opened to `port` (its kConnect), or nullptr.
@@ -112,44 +93,19 @@ bool Closed(const AgentStream* stream, uint64_t conn_id) {
   return stream != nullptr && !EventsOf(*stream, EventKind::kClose, conn_id).empty();
 }
 
-std::string CaptureOf(const EventRecord& e) {
-  return std::string(reinterpret_cast<const char*>(e.capture), e.capture_len);
-}
-
 // A TLS record header: content type 20..23 (change_cipher_spec, alert, handshake,
 // application_data), then major version 3.
 bool LooksLikeTlsRecord(const EventRecord& e) {
   return e.capture_len >= 2 && e.capture[0] >= 20 && e.capture[0] <= 23 && e.capture[1] == 3;
 }
 
-// The bytes moved in one direction: checks the offsets are contiguous from 0, that no
-// capture is a TLS record, and returns the total.
+// The bytes moved in one direction: checks that no capture is a TLS record and that the
+// offsets are contiguous from 0, and returns the total.
 uint64_t PlaintextTotal(const std::vector<EventRecord>& transfers, const char* what) {
-  uint64_t total = 0;
   for (const auto& e : transfers) {
     EXPECT_FALSE(LooksLikeTlsRecord(e)) << what << ": ciphertext recorded at " << e.offset;
-    if (e.result <= 0) continue;
-    EXPECT_EQ(e.offset, total) << what;
-    total += static_cast<uint64_t>(e.result);
   }
-  return total;
-}
-
-struct MessageStart {
-  uint64_t offset;
-  std::string capture;
-  uint64_t hash;
-  bool operator==(const MessageStart& o) const {
-    return offset == o.offset && capture == o.capture && hash == o.hash;
-  }
-};
-
-std::vector<MessageStart> MessageStarts(const std::vector<EventRecord>& transfers) {
-  std::vector<MessageStart> out;
-  for (const auto& e : transfers) {
-    if (e.flags & kFlagMessageStart) out.push_back({e.offset, CaptureOf(e), e.hash});
-  }
-  return out;
+  return ContiguousTotal(transfers, what);
 }
 
 std::string WithoutDate(std::string s) {
@@ -263,7 +219,7 @@ class TlsTest : public ::testing::Test {
       EXPECT_EQ(request_starts[0].offset, 0u);
       EXPECT_EQ(request_starts[0].capture.rfind("GET /file HTTP/1.1\r\n", 0), 0u)
           << request_starts[0].capture;
-      EXPECT_EQ(request_starts[0].hash, Fnv1a64(request_starts[0].capture.data(),
+      EXPECT_EQ(request_starts[0].hash, Fingerprint64(request_starts[0].capture.data(),
                                                 request_starts[0].capture.size()));
     }
     EXPECT_EQ(MessageStarts(server_received), request_starts);

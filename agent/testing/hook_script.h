@@ -161,7 +161,7 @@ class HookScript {
       const size_t n = std::min(data.size(), kCaptureBytes);
       std::memcpy(e.capture, data.data(), n);
       e.capture_len = static_cast<uint8_t>(n);
-      e.hash = Fnv1a64(data.data(), n);
+      e.hash = Fingerprint64(data.data(), n);
     }
     c.last_kind = static_cast<int>(kind);
     return e;

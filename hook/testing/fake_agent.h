@@ -1,7 +1,6 @@
 // FakeAgent: for tests of libreptrace.so. Binds a Unix socket where the hooked programs'
 // REPTRACE_SOCKET points, and decodes HelloRecord / EventRecord / StatsRecord streams
 // exactly as the agent must (one AgentStream per hooked process connection).
-// (The same class as in hook_test.cc, which can switch to this header.)
 #ifndef REPTRACE_HOOK_TESTING_FAKE_AGENT_H_
 #define REPTRACE_HOOK_TESTING_FAKE_AGENT_H_
 

@@ -20,7 +20,11 @@
 #include <cstring>
 #include <string>
 
+#include "hook/testing/loopback.h"
+
 namespace {
+
+using reptrace::testing::LoopbackAddress;
 
 int Fail(const char* what) {
   std::fprintf(stderr, "hook_coverage_peer: %s: %s\n", what, std::strerror(errno));
@@ -104,19 +108,8 @@ int Udp(const char* family) {
   const bool v6 = std::strcmp(family, "6") == 0;
   const bool mapped = std::strcmp(family, "mapped") == 0;
   const int server = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0);
-  sockaddr_storage addr = {};
-  socklen_t len;
-  if (v6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
-    a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_loopback;
-    len = sizeof(*a);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&addr);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    len = sizeof(*a);
-  }
+  sockaddr_storage addr;
+  socklen_t len = LoopbackAddress(v6, 0, &addr);
   if (bind(server, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
       getsockname(server, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     return Fail("bind");

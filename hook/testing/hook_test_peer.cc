@@ -16,7 +16,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "hook/testing/loopback.h"
+
 namespace {
+
+using reptrace::testing::LoopbackAddress;
 
 constexpr size_t kFileBytes = 1000;
 
@@ -34,21 +38,8 @@ int main(int argc, char** argv) {
 
   // Not traced: a UDP "connection" and a Unix socket pair.
   int udp = socket(family, SOCK_DGRAM, 0);
-  sockaddr_storage udp_addr = {};
-  socklen_t udp_len;
-  if (v6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&udp_addr);
-    a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_loopback;
-    a->sin6_port = htons(9);
-    udp_len = sizeof(*a);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&udp_addr);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a->sin_port = htons(9);
-    udp_len = sizeof(*a);
-  }
+  sockaddr_storage udp_addr;
+  const socklen_t udp_len = LoopbackAddress(v6, 9, &udp_addr);
   if (connect(udp, reinterpret_cast<sockaddr*>(&udp_addr), udp_len) != 0) {
     return Fail("udp connect");
   }
@@ -64,19 +55,8 @@ int main(int argc, char** argv) {
 
   // The traced connection.
   const int listener = socket(family, SOCK_STREAM, 0);
-  sockaddr_storage addr = {};
-  socklen_t len;
-  if (v6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
-    a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_loopback;
-    len = sizeof(*a);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&addr);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    len = sizeof(*a);
-  }
+  sockaddr_storage addr;
+  socklen_t len = LoopbackAddress(v6, 0, &addr);
   if (bind(listener, reinterpret_cast<sockaddr*>(&addr), len) != 0) return Fail("bind");
   if (listen(listener, 1) != 0) return Fail("listen");
   if (getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {

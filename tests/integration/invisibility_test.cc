@@ -15,6 +15,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -203,6 +204,17 @@ class InvisibilityTest : public ::testing::Test {
     return traces.size();
   }
 
+  // Runs the scenario without and with the hook, expects the same behaviour both times,
+  // and expects the hooked run traced: at least `at_least` traces for each service.
+  void ExpectInvisibleAndTraced(
+      const std::function<Observed(Mode)>& run,
+      const std::vector<std::pair<std::string, size_t>>& traced) {
+    const Observed plain = run(Mode::kPlain);
+    const Observed hooked = run(Mode::kHooked);
+    ExpectSameBehaviour(plain, hooked);
+    for (const auto& [service, at_least] : traced) ExpectTraced(service, at_least);
+  }
+
   void CheckDaemon(const std::string& how, const std::string& service);
 
   static Stack* stack_;
@@ -277,11 +289,7 @@ TEST_F(InvisibilityTest, CurlAgainstNginx) {
     EXPECT_TRUE(seen.files["big.bin"] == big) << ModeName(mode);
     return seen;
   };
-  Observed plain = run(Mode::kPlain);
-  Observed hooked = run(Mode::kHooked);
-  ExpectSameBehaviour(plain, hooked);
-  ExpectTraced("invis-curl", 4);
-  ExpectTraced("invis-nginx", 4);
+  ExpectInvisibleAndTraced(run, {{"invis-curl", 4}, {"invis-nginx", 4}});
 }
 
 // ---- redis-server, redis-cli, redis-benchmark ------------------------------------------
@@ -358,12 +366,9 @@ TEST_F(InvisibilityTest, RedisServerCliAndBenchmark) {
     EXPECT_EQ(server_exit.exit_code, 0) << ModeName(mode);
     return seen;
   };
-  Observed plain = run(Mode::kPlain);
-  Observed hooked = run(Mode::kHooked);
-  ExpectSameBehaviour(plain, hooked);
-  ExpectTraced("invis-redis-cli", 10);
-  ExpectTraced("invis-redis-server", 10);
-  ExpectTraced("invis-redis-benchmark", 100);
+  ExpectInvisibleAndTraced(run, {{"invis-redis-cli", 10},
+                                 {"invis-redis-server", 10},
+                                 {"invis-redis-benchmark", 100}});
 }
 
 // ---- python3 http.server and urllib ------------------------------------------------------
@@ -409,11 +414,7 @@ TEST_F(InvisibilityTest, PythonHttpServerAndUrllib) {
     }
     return seen;
   };
-  Observed plain = run(Mode::kPlain);
-  Observed hooked = run(Mode::kHooked);
-  ExpectSameBehaviour(plain, hooked);
-  ExpectTraced("invis-py-client", 9);
-  ExpectTraced("invis-py-server", 9);
+  ExpectInvisibleAndTraced(run, {{"invis-py-client", 9}, {"invis-py-server", 9}});
 }
 
 // ---- psql against PostgreSQL ------------------------------------------------------------
@@ -464,10 +465,7 @@ TEST_F(InvisibilityTest, PsqlAgainstPostgres) {
         << ModeName(mode);
     return seen;
   };
-  Observed plain = run(Mode::kPlain);
-  Observed hooked = run(Mode::kHooked);
-  ExpectSameBehaviour(plain, hooked);
-  ExpectTraced("invis-psql", 3);
+  ExpectInvisibleAndTraced(run, {{"invis-psql", 3}});
 }
 
 // ---- a program that forks and execs -----------------------------------------------------
