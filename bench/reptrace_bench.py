@@ -3,10 +3,13 @@
 
   bench/reptrace_bench.py [--build DIR] [--rounds N] [--seconds S] WHAT...
 
-WHAT is any of: micro, nginx, redis, flood, all.
+WHAT is any of: micro, instructions, nginx, redis, flood, all.
 
 - micro: bench/hook_call_bench (Google Benchmark) plain and under LD_PRELOAD, alternating,
   N rounds; the added ns per call on a traced TCP socket and on a non-socket fd (eventfd).
+- instructions: the same two kinds of call counted in instructions by valgrind's
+  callgrind (deterministic, unlike time on a shared 2-core machine): instructions per call
+  in the calling thread, plain vs hooked, and in the hook's shipper thread per event.
 - nginx: nginx (1 worker, 612-byte static file) under wrk, plain vs hooked with a running
   agent + controller + PostgreSQL; per request: CPU of the nginx worker (hooked/plain),
   CPU of agent, controller and PostgreSQL (what the node pays), and requests/s.
@@ -235,6 +238,66 @@ def run_micro(args):
                 ["call on", "plain", "hooked", "added", "target"], rows)
 
 
+def callgrind_totals(prefix):
+    """Instruction totals per thread file callgrind wrote for `prefix` (thread 1 first)."""
+    totals = []
+    for name in sorted(os.listdir(os.path.dirname(prefix))):
+        path = os.path.join(os.path.dirname(prefix), name)
+        if not path.startswith(prefix + "-"):
+            continue
+        with open(path) as f:
+            for line in f:
+                if line.startswith("totals:") or line.startswith("summary:"):
+                    totals.append(int(line.split()[1]))
+                    break
+    return totals
+
+
+def run_instructions(args):
+    if shutil.which("valgrind") is None:
+        print("\n(instructions: valgrind is not installed; skipped)")
+        return
+    flood = os.path.join(args.build, "bench/socket_flood")
+    hook = os.path.join(args.build, "hook/libreptrace.so")
+    work = tempfile.mkdtemp(prefix="reptrace-instr.")
+    agent_sock = os.path.join(work, "agent.sock")
+    agent = subprocess.Popen([os.path.join(args.build, "agent/reptrace-agent"), "--socket",
+                              agent_sock, "--controller", f"127.0.0.1:{free_port()}"],
+                             stderr=subprocess.DEVNULL)
+    while not os.path.exists(agent_sock):
+        time.sleep(0.05)
+    rows = []
+    try:
+        for label, extra, calls_per_iteration in (("traced TCP socket (64 B request/response)",
+                                                   ["64"], 4),
+                                                  ("non-socket fd (eventfd)", ["eventfd"], 2)):
+            per_call = {}
+            shipper = None
+            for mode in ("plain", "hooked"):
+                env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+                if mode == "hooked":
+                    env["LD_PRELOAD"] = hook
+                    env["REPTRACE_SOCKET"] = agent_sock
+                prefix = os.path.join(work, f"cg-{mode}-{extra[0]}")
+                out = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                                      f"--callgrind-out-file={prefix}", flood, "1"] + extra,
+                                     env=env, capture_output=True, text=True, check=True)
+                iterations = int(out.stdout.split()[1])
+                totals = callgrind_totals(prefix)
+                per_call[mode] = totals[0] / (iterations * calls_per_iteration)
+                if mode == "hooked" and len(totals) > 1:
+                    shipper = sum(totals[1:]) / (iterations * calls_per_iteration)
+            rows.append([label, f"{per_call['plain']:.0f}", f"{per_call['hooked']:.0f}",
+                         f"{per_call['hooked'] - per_call['plain']:+.0f}",
+                         "-" if shipper is None else f"{shipper:.0f}"])
+    finally:
+        agent.terminate()
+        agent.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table("hook: instructions per call (callgrind), calling thread; shipper thread per "
+                "call it ships", ["call on", "plain", "hooked", "added", "shipper"], rows)
+
+
 # ----------------------------------------------------------------------------------------
 # nginx and redis
 
@@ -265,7 +328,7 @@ http {{
     return path
 
 
-def wrk(port, seconds, connections=8):
+def wrk(port, seconds, connections):
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                           f"http://127.0.0.1:{port}/index.html"],
                          capture_output=True, text=True, check=True).stdout
@@ -287,14 +350,14 @@ def one_nginx_run(args, stack, hooked, work):
     try:
         wait_port(port)
         worker = children(master.pid)[0]
-        wrk(port, 1)  # warm-up
+        wrk(port, 1, args.connections)  # warm-up
         if hooked:
             stack.wait_drained()  # the warm-up's spans are not counted
         before_worker = cpu_seconds(worker)
         before_node = stack.node_cpu()
         stored_before = stack.spans_stored() if hooked else 0
         t0 = time.time()
-        requests = wrk(port, args.seconds)
+        requests = wrk(port, args.seconds, args.connections)
         elapsed = time.time() - t0
         worker_cpu = cpu_seconds(worker) - before_worker
         node = {}
@@ -330,7 +393,8 @@ def one_redis_run(args, stack, hooked, test, work):
             redis_cli(port, "LRANGE", "l", "0", "-1"), redis_cli(port, "GET", "missing")])
         n = int(args.seconds * 15000)
         subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-t", test, "-n",
-                        str(n // 4), "-c", "8"], capture_output=True, check=True)  # warm-up
+                        str(n // 4), "-c", str(args.connections)], capture_output=True,
+                       check=True)  # warm-up
         if hooked:
             stack.wait_drained()  # the warm-up's spans are not counted
         before = cpu_seconds(server.pid)
@@ -338,7 +402,7 @@ def one_redis_run(args, stack, hooked, test, work):
         stored_before = stack.spans_stored() if hooked else 0
         t0 = time.time()
         subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-t", test, "-n", str(n),
-                        "-c", "8"], capture_output=True, check=True)
+                        "-c", str(args.connections)], capture_output=True, check=True)
         elapsed = time.time() - t0
         server_cpu = cpu_seconds(server.pid) - before
         node = {}
@@ -409,7 +473,8 @@ def run_servers(args, which):
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)
     print_table(f"servers under load, hooked vs plain (median of {args.rounds} A/B rounds, "
-                f"{args.seconds:g} s each)", ["server", "figure", "value", "target"], rows)
+                f"{args.seconds:g} s each, {args.connections} client connections)",
+                ["server", "figure", "value", "target"], rows)
 
 
 # ----------------------------------------------------------------------------------------
@@ -466,18 +531,23 @@ def print_table(title, header, rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="+", choices=["micro", "nginx", "redis", "flood", "all"])
+    parser.add_argument("what", nargs="+",
+                        choices=["micro", "instructions", "nginx", "redis", "flood", "all"])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--connections", type=int, default=8,
+                        help="client connections of wrk / redis-benchmark (default 8)")
     args = parser.parse_args()
     what = set(args.what)
     if "all" in what:
-        what = {"micro", "nginx", "redis", "flood"}
+        what = {"micro", "instructions", "nginx", "redis", "flood"}
     print(f"machine: {os.uname().nodename}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     if "micro" in what:
         run_micro(args)
+    if "instructions" in what:
+        run_instructions(args)
     if what & {"nginx", "redis"}:
         run_servers(args, what)
     if "flood" in what:

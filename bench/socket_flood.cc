@@ -3,15 +3,20 @@
 // `seconds`. Under the hook every iteration is four traced calls (two events per side).
 //
 //   socket_flood SECONDS [SIZE]     prints "iterations N"
+//   socket_flood SECONDS eventfd    the same loop shape on an eventfd (write 8 bytes, read
+//                                   them back): two calls per iteration on a non-socket fd
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace {
@@ -34,6 +39,27 @@ int main(int argc, char** argv) {
     return 2;
   }
   const double seconds = std::atof(argv[1]);
+  const auto deadline_of = [seconds] {
+    return std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  };
+  if (argc > 2 && std::string(argv[2]) == "eventfd") {
+    const int fd = eventfd(0, 0);
+    uint64_t value = 1;
+    long iterations = 0;
+    for (const auto deadline = deadline_of(); std::chrono::steady_clock::now() < deadline;
+         iterations += 64) {
+      for (int i = 0; i < 64; ++i) {
+        if (write(fd, &value, sizeof(value)) != sizeof(value) ||
+            read(fd, &value, sizeof(value)) != sizeof(value)) {
+          std::perror("eventfd");
+          return 1;
+        }
+      }
+    }
+    close(fd);
+    std::printf("iterations %ld\n", iterations);
+    return 0;
+  }
   const size_t size = argc > 2 ? static_cast<size_t>(std::atoi(argv[2])) : 64;
   const int listener = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -56,8 +82,7 @@ int main(int argc, char** argv) {
   setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   std::vector<char> request(size, 'q'), response(size, 'r'), buf(size);
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::duration<double>(seconds);
+  const auto deadline = deadline_of();
   long iterations = 0;
   while (std::chrono::steady_clock::now() < deadline) {
     for (int i = 0; i < 64; ++i) {
