@@ -3,13 +3,17 @@
 
   bench/reptrace_bench.py [--build DIR] [--rounds N] [--seconds S] WHAT...
 
-WHAT is any of: micro, instructions, nginx, redis, flood, all.
+WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, all.
 
 - micro: bench/hook_call_bench (Google Benchmark) plain and under LD_PRELOAD, alternating,
   N rounds; the added ns per call on a traced TCP socket and on a non-socket fd (eventfd).
 - instructions: the same two kinds of call counted in instructions by valgrind's
   callgrind (deterministic, unlike time on a shared 2-core machine): instructions per call
   in the calling thread, plain vs hooked, and in the hook's shipper thread per event.
+- server-instructions: the nginx worker and redis-server under callgrind, plain vs hooked
+  (agent running), serving a fixed number of requests on one connection: instructions per
+  request of the whole server process (its threads, the hook's shipper included), taken
+  as the difference between a short and a long run so start-up cancels out.
 - nginx: nginx (1 worker, 612-byte static file) under wrk, plain vs hooked with a running
   agent + controller + PostgreSQL; per request: CPU of the nginx worker (hooked/plain),
   CPU of agent, controller and PostgreSQL (what the node pays), and requests/s.
@@ -298,6 +302,97 @@ def run_instructions(args):
                 "call it ships", ["call on", "plain", "hooked", "added", "shipper"], rows)
 
 
+def server_instructions(argv, env, port, client, prefix):
+    """Runs argv under callgrind, lets `client()` load it, stops it; returns the instruction
+    total of its busiest process (nginx's worker, or redis-server itself), all threads."""
+    server = subprocess.Popen(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                               f"--callgrind-out-file={prefix}.%p"] + argv, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=120)
+        client()
+    finally:
+        server.send_signal(signal.SIGQUIT if argv[0] == "nginx" else signal.SIGTERM)
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    per_pid = {}
+    directory = os.path.dirname(prefix)
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if not path.startswith(prefix + "."):
+            continue
+        pid = name[len(os.path.basename(prefix)) + 1:].split("-")[0]
+        with open(path) as f:
+            for line in f:
+                if line.startswith("totals:") or line.startswith("summary:"):
+                    per_pid[pid] = per_pid.get(pid, 0) + int(line.split()[1])
+                    break
+        os.remove(path)
+    return max(per_pid.values())
+
+
+def run_server_instructions(args):
+    if shutil.which("valgrind") is None:
+        print("\n(server-instructions: valgrind is not installed; skipped)")
+        return
+    work = tempfile.mkdtemp(prefix="reptrace-sinstr.")
+    os.chmod(work, 0o1777)  # nginx's worker runs as nobody and writes its callgrind file here
+    hook = os.path.join(args.build, "hook/libreptrace.so")
+    agent_sock = os.path.join(work, "agent.sock")
+    agent = subprocess.Popen([os.path.join(args.build, "agent/reptrace-agent"), "--socket",
+                              agent_sock, "--controller", f"127.0.0.1:{free_port()}"],
+                             stderr=subprocess.DEVNULL)
+    while not os.path.exists(agent_sock):
+        time.sleep(0.05)
+    short, long = 200, 2200
+    rows = []
+    try:
+        def env_for(mode):
+            env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+            if mode == "hooked":
+                env["LD_PRELOAD"] = hook
+                env["REPTRACE_SOCKET"] = agent_sock
+            return env
+
+        def nginx_run(mode, n):
+            port = free_port()
+            prefix = os.path.join(work, f"ngx-{port}")
+            conf = nginx_conf(prefix, port)
+            url = f"http://127.0.0.1:{port}/index.html"
+            client = lambda: subprocess.run(["curl", "-s"] + [url] * n,
+                                            stdout=subprocess.DEVNULL, check=True)
+            return server_instructions(["nginx", "-p", prefix, "-c", conf], env_for(mode),
+                                       port, client, os.path.join(work, f"cg-ngx-{port}"))
+
+        def redis_run(mode, n):
+            port = free_port()
+            client = lambda: subprocess.run(
+                ["redis-benchmark", "-p", str(port), "-q", "-t", "get", "-n", str(n), "-c",
+                 "1"], capture_output=True, check=True)
+            return server_instructions(
+                ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                 "--dir", work], env_for(mode), port, client,
+                os.path.join(work, f"cg-redis-{port}"))
+
+        for name, run in (("nginx worker (static 612 B, keep-alive)", nginx_run),
+                          ("redis-server (GET)", redis_run)):
+            per_request = {}
+            for mode in ("plain", "hooked"):
+                per_request[mode] = (run(mode, long) - run(mode, short)) / (long - short)
+            rows.append([name, f"{per_request['plain']:.0f}", f"{per_request['hooked']:.0f}",
+                         f"{per_request['hooked'] / per_request['plain']:.3f}", "≤ 1.02"])
+    finally:
+        agent.terminate()
+        agent.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table("server instructions per request (callgrind, whole process incl. the hook's "
+                "shipper thread)", ["server", "plain", "hooked", "hooked/plain", "target"],
+                rows)
+
+
 # ----------------------------------------------------------------------------------------
 # nginx and redis
 
@@ -532,7 +627,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="+",
-                        choices=["micro", "instructions", "nginx", "redis", "flood", "all"])
+                        choices=["micro", "instructions", "server-instructions", "nginx",
+                                 "redis", "flood", "all"])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
@@ -541,13 +637,15 @@ def main():
     args = parser.parse_args()
     what = set(args.what)
     if "all" in what:
-        what = {"micro", "instructions", "nginx", "redis", "flood"}
+        what = {"micro", "instructions", "server-instructions", "nginx", "redis", "flood"}
     print(f"machine: {os.uname().nodename}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     if "micro" in what:
         run_micro(args)
     if "instructions" in what:
         run_instructions(args)
+    if "server-instructions" in what:
+        run_server_instructions(args)
     if what & {"nginx", "redis"}:
         run_servers(args, what)
     if "flood" in what:
