@@ -198,6 +198,18 @@ def median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def start_bare_agent(build, work):
+    """A running agent with no controller (it buffers), so hooked programs really ship
+    their events; returns (process, socket path)."""
+    sock = os.path.join(work, "agent.sock")
+    agent = subprocess.Popen([os.path.join(build, "agent/reptrace-agent"), "--socket", sock,
+                              "--controller", f"127.0.0.1:{free_port()}"],
+                             stderr=subprocess.DEVNULL)
+    while not os.path.exists(sock):
+        time.sleep(0.05)
+    return agent, sock
+
+
 # ----------------------------------------------------------------------------------------
 # micro
 
@@ -205,13 +217,7 @@ def run_micro(args):
     binary = os.path.join(args.build, "bench/hook_call_bench")
     hook = os.path.join(args.build, "hook/libreptrace.so")
     work = tempfile.mkdtemp(prefix="reptrace-micro.")
-    # A running agent (no controller needed: it buffers) so the hook's events really ship.
-    agent_sock = os.path.join(work, "agent.sock")
-    agent = subprocess.Popen([os.path.join(args.build, "agent/reptrace-agent"), "--socket",
-                              agent_sock, "--controller", f"127.0.0.1:{free_port()}"],
-                             stderr=subprocess.DEVNULL)
-    while not os.path.exists(agent_sock):
-        time.sleep(0.05)
+    agent, agent_sock = start_bare_agent(args.build, work)
     results = {"plain": {}, "hooked": {}}
     try:
         for _ in range(args.rounds):
@@ -264,12 +270,7 @@ def run_instructions(args):
     flood = os.path.join(args.build, "bench/socket_flood")
     hook = os.path.join(args.build, "hook/libreptrace.so")
     work = tempfile.mkdtemp(prefix="reptrace-instr.")
-    agent_sock = os.path.join(work, "agent.sock")
-    agent = subprocess.Popen([os.path.join(args.build, "agent/reptrace-agent"), "--socket",
-                              agent_sock, "--controller", f"127.0.0.1:{free_port()}"],
-                             stderr=subprocess.DEVNULL)
-    while not os.path.exists(agent_sock):
-        time.sleep(0.05)
+    agent, agent_sock = start_bare_agent(args.build, work)
     rows = []
     try:
         for label, extra, calls_per_iteration in (("traced TCP socket (64 B request/response)",
@@ -282,15 +283,23 @@ def run_instructions(args):
                 if mode == "hooked":
                     env["LD_PRELOAD"] = hook
                     env["REPTRACE_SOCKET"] = agent_sock
-                prefix = os.path.join(work, f"cg-{mode}-{extra[0]}")
-                out = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
-                                      f"--callgrind-out-file={prefix}", flood, "1"] + extra,
-                                     env=env, capture_output=True, text=True, check=True)
-                iterations = int(out.stdout.split()[1])
-                totals = callgrind_totals(prefix)
-                per_call[mode] = totals[0] / (iterations * calls_per_iteration)
-                if mode == "hooked" and len(totals) > 1:
-                    shipper = sum(totals[1:]) / (iterations * calls_per_iteration)
+                # A short and a long run: their difference leaves out start-up (loading,
+                # the hook's constructor), which would otherwise count as per-call cost.
+                runs = []
+                for seconds in ("0.5", "2"):
+                    prefix = os.path.join(work, f"cg-{mode}-{extra[0]}-{seconds}")
+                    out = subprocess.run(["valgrind", "--tool=callgrind",
+                                          "--separate-threads=yes",
+                                          f"--callgrind-out-file={prefix}", flood, seconds]
+                                         + extra, env=env, capture_output=True, text=True,
+                                         check=True)
+                    calls = int(out.stdout.split()[1]) * calls_per_iteration
+                    totals = callgrind_totals(prefix)
+                    runs.append((calls, totals[0], sum(totals[1:])))
+                (c1, main1, ship1), (c2, main2, ship2) = runs
+                per_call[mode] = (main2 - main1) / (c2 - c1)
+                if mode == "hooked" and ship2 > 0:
+                    shipper = (ship2 - ship1) / (c2 - c1)
             rows.append([label, f"{per_call['plain']:.0f}", f"{per_call['hooked']:.0f}",
                          f"{per_call['hooked'] - per_call['plain']:+.0f}",
                          "-" if shipper is None else f"{shipper:.0f}"])
@@ -341,12 +350,7 @@ def run_server_instructions(args):
     work = tempfile.mkdtemp(prefix="reptrace-sinstr.")
     os.chmod(work, 0o1777)  # nginx's worker runs as nobody and writes its callgrind file here
     hook = os.path.join(args.build, "hook/libreptrace.so")
-    agent_sock = os.path.join(work, "agent.sock")
-    agent = subprocess.Popen([os.path.join(args.build, "agent/reptrace-agent"), "--socket",
-                              agent_sock, "--controller", f"127.0.0.1:{free_port()}"],
-                             stderr=subprocess.DEVNULL)
-    while not os.path.exists(agent_sock):
-        time.sleep(0.05)
+    agent, agent_sock = start_bare_agent(args.build, work)
     short, long = 200, 2200
     rows = []
     try:

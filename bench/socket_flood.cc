@@ -61,6 +61,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   const size_t size = argc > 2 ? static_cast<size_t>(std::atoi(argv[2])) : 64;
+  if (seconds <= 0 || size == 0) {
+    std::fprintf(stderr, "usage: socket_flood SECONDS [SIZE | eventfd]\n");
+    return 2;
+  }
   const int listener = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;

@@ -453,6 +453,17 @@ ConnectionState* MaybeStartUdpServer(int fd, const sockaddr* peer, socklen_t len
   return StartUdp(fd, endpoints, SocketRole::kServer, Now());
 }
 
+// The traced state for a receive that may have returned a datagram's address: the fd's
+// own, or a UDP socket traced from its first datagram (MaybeStartUdpServer). Keeps errno.
+ConnectionState* StateAfterReceiveFrom(ConnectionState* state, int fd, ssize_t result,
+                                       const sockaddr* peer, socklen_t peer_len) {
+  if (state != nullptr || result < 0) return state;
+  const int err = errno;
+  state = MaybeStartUdpServer(fd, peer, peer_len);
+  errno = err;
+  return state;
+}
+
 // The program is closing (or replacing) traced `fd`: forget it before the real call, since
 // once closed its number may be reused at once. The connection ends with its last fd.
 struct Closing {
@@ -650,13 +661,8 @@ static ssize_t ReceiveFrom(int fd, void* buf, size_t n, int flags, sockaddr* add
   const ssize_t result = call();
   const socklen_t peer_len = (result >= 0 && addr != nullptr && len != nullptr) ? *len : 0;
   const sockaddr* peer = peer_len > 0 ? addr : nullptr;
-  if (state == nullptr) {
-    if (result < 0) return result;
-    const int err = errno;
-    state = MaybeStartUdpServer(fd, peer, peer_len);
-    errno = err;
-    if (state == nullptr) return result;
-  }
+  state = StateAfterReceiveFrom(state, fd, result, peer, peer_len);
+  if (state == nullptr) return result;
   Bytes bytes;
   if ((flags & MSG_TRUNC) == 0) bytes.buf = buf;
   AfterReceive(state, fd, bytes, n, result, peer, peer_len);
@@ -756,13 +762,8 @@ REPTRACE_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   const sockaddr* peer =
       result >= 0 && msg->msg_namelen > 0 ? static_cast<const sockaddr*>(msg->msg_name) : nullptr;
   const socklen_t peer_len = peer != nullptr ? msg->msg_namelen : 0;
-  if (state == nullptr) {
-    if (result < 0) return result;
-    const int err = errno;
-    state = MaybeStartUdpServer(fd, peer, peer_len);
-    errno = err;
-    if (state == nullptr) return result;
-  }
+  state = StateAfterReceiveFrom(state, fd, result, peer, peer_len);
+  if (state == nullptr) return result;
   Bytes bytes;
   if ((flags & MSG_TRUNC) == 0) {
     bytes.iov = msg->msg_iov;
