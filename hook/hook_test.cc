@@ -738,6 +738,19 @@ TEST_F(HookCoverageTest, PthreadCreateReportsTheNewThreadAndItsCreator) {
   EXPECT_EQ(sent.back().offset, 4u);
 }
 
+TEST_F(HookCoverageTest, ThreadsEndingByExitCancelAndUnwindingBehaveAsWithoutTheHook) {
+  std::string out;
+  const auto streams = RunBothWays(
+      {"thread-ends"},
+      [](const auto& s) {
+        return s.size() == 1 && EventsOf(s[0], EventKind::kThreadStart).size() >= 1000;
+      },
+      &out);
+  EXPECT_EQ(out,
+            "pthread_exit 42\ndestructor ran\nafter destructor 7\ncancelled 1\n"
+            "1000 threads 42000\n");
+}
+
 TEST_F(HookCoverageTest, ExecedProgramsKeepTheHookAndTheUsersPreload) {
   FakeAgent agent(SocketPath("agent.sock"));
   const std::string preload = std::string("libm.so.6:") + REPTRACE_HOOK_PATH;

@@ -255,6 +255,51 @@ int Thread() {
   return 0;
 }
 
+// "thread-ends": threads leave through pthread_exit (unwinding a C++ destructor through
+// the hook's start trampoline), through cancellation, and 1000 times in a row (more than
+// the trampoline pool holds); prints what each join returned.
+struct Announce {
+  ~Announce() { std::printf("destructor ran\n"); }
+};
+void* ExitWith42(void*) { pthread_exit(reinterpret_cast<void*>(42)); }
+void* ExitThroughDestructor(void*) {
+  Announce announce;
+  pthread_exit(reinterpret_cast<void*>(7));
+}
+void* WaitForCancel(void*) {
+  for (;;) {
+    pthread_testcancel();
+    usleep(1000);
+  }
+}
+
+int ThreadEnds() {
+  int client, server;
+  if (!TcpPair(&client, &server)) return Fail("tcp pair");
+  if (write(client, "go", 2) != 2) return Fail("write");  // so the hook wraps new threads
+  pthread_t thread;
+  void* result = nullptr;
+  pthread_create(&thread, nullptr, ExitWith42, nullptr);
+  pthread_join(thread, &result);
+  std::printf("pthread_exit %ld\n", reinterpret_cast<long>(result));
+  pthread_create(&thread, nullptr, ExitThroughDestructor, nullptr);
+  pthread_join(thread, &result);
+  std::printf("after destructor %ld\n", reinterpret_cast<long>(result));
+  pthread_create(&thread, nullptr, WaitForCancel, nullptr);
+  usleep(10000);
+  pthread_cancel(thread);
+  pthread_join(thread, &result);
+  std::printf("cancelled %d\n", result == PTHREAD_CANCELED);
+  long sum = 0;
+  for (int i = 0; i < 1000; ++i) {
+    if (pthread_create(&thread, nullptr, ExitWith42, nullptr) != 0) return Fail("create");
+    pthread_join(thread, &result);
+    sum += reinterpret_cast<long>(result);
+  }
+  std::printf("1000 threads %ld\n", sum);
+  return 0;
+}
+
 // Run by "exec": traced traffic, then its LD_PRELOAD and REPTRACE_SOCKET on stdout.
 int ExecChild() {
   int client, server;
@@ -307,6 +352,7 @@ int main(int argc, char** argv) {
   if (mode == "udp" && argc > 2) return Udp(argv[2]);
   if (mode == "daemon" && argc > 3) return Daemon(argv[2], argv[3]);
   if (mode == "thread") return Thread();
+  if (mode == "thread-ends") return ThreadEnds();
   if (mode == "exec") return Exec(argv[0]);
   if (mode == "exec-child") return ExecChild();
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
