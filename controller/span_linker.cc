@@ -14,6 +14,7 @@ using internal::BigintArrayLiteral;
 constexpr char kLockStatement[] = "linker_lock";
 constexpr char kCrossLinkStatement[] = "linker_cross_link";
 constexpr char kRelabelStatement[] = "linker_relabel";
+constexpr char kNeedRelabelStatement[] = "linker_need_relabel";
 constexpr char kTouchedTracesStatement[] = "linker_touched_traces";
 constexpr char kUpsertSummariesStatement[] = "linker_upsert_summaries";
 constexpr char kDeleteEmptySummariesStatement[] = "linker_delete_empty_summaries";
@@ -104,6 +105,17 @@ UPDATE spans s SET trace_id = l.root
 RETURNING old.trace_id, l.root
 )sql";
 
+// $1: ids of new spans. Those whose trace id may not be their own: they have a parent, or
+// children already stored. A new span with neither is a trace of its own, as inserted
+// (trace_id = span_id), and the relabel walk would change nothing: skipping it saves
+// about a third of the database's work per span when most spans stand alone.
+constexpr char kNeedRelabelSql[] = R"sql(
+SELECT s.span_id FROM spans s
+ WHERE s.span_id = ANY($1::bigint[])
+   AND (s.parent_span_id IS NOT NULL
+        OR EXISTS (SELECT 1 FROM spans c WHERE c.parent_span_id = s.span_id))
+)sql";
+
 constexpr char kTouchedTracesSql[] =
     "SELECT DISTINCT trace_id FROM spans WHERE span_id = ANY($1::bigint[])";
 
@@ -146,6 +158,7 @@ void SpanLinker::Prepare(pqxx::connection& conn) {
   conn.prepare(kLockStatement, kLockSql);
   conn.prepare(kCrossLinkStatement, kCrossLinkSql);
   conn.prepare(kRelabelStatement, kRelabelSql);
+  conn.prepare(kNeedRelabelStatement, kNeedRelabelSql);
   conn.prepare(kTouchedTracesStatement, kTouchedTracesSql);
   conn.prepare(kUpsertSummariesStatement, kUpsertSummariesSql);
   conn.prepare(kDeleteEmptySummariesStatement, kDeleteEmptySummariesSql);
@@ -164,25 +177,44 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::vector<int64_t>& ne
   // next to the COPY, which still runs in parallel.
   tx.exec_prepared(kLockStatement, kLinkLockKey);
 
-  std::vector<int64_t> touched = new_span_ids;
-  for (const auto& row :
-       tx.exec_prepared(kCrossLinkStatement, BigintArrayLiteral(new_span_ids), kMatchWindowNs)) {
-    touched.push_back(row[0].as<int64_t>());
+  const std::string new_ids = BigintArrayLiteral(new_span_ids);
+  // Spans whose parent the cross-link changed (to a client, or back to none) are always
+  // relabelled; new spans only if they have a parent or children (kNeedRelabelSql).
+  std::vector<int64_t> relinked;
+  for (const auto& row : tx.exec_prepared(kCrossLinkStatement, new_ids, kMatchWindowNs)) {
+    relinked.push_back(row[0].as<int64_t>());
   }
-  const std::string touched_ids = BigintArrayLiteral(touched);
+  std::vector<int64_t> relabel = relinked;
+  for (const auto& row : tx.exec_prepared(kNeedRelabelStatement, new_ids)) {
+    relabel.push_back(row[0].as<int64_t>());
+  }
 
+  // Traces whose summary changes: those a relabelled span left or joined, those holding a
+  // relabelled span, and each new span that stands alone (its own trace, as inserted).
   std::set<int64_t> affected_traces;
-  for (const auto& row : tx.exec_prepared(kRelabelStatement, touched_ids, kMaxTraceDepth)) {
-    affected_traces.insert(row[0].as<int64_t>());
-    affected_traces.insert(row[1].as<int64_t>());
+  std::set<int64_t> vacated;  // trace ids spans moved away from: maybe empty now
+  if (!relabel.empty()) {
+    const std::string relabel_ids = BigintArrayLiteral(relabel);
+    for (const auto& row : tx.exec_prepared(kRelabelStatement, relabel_ids, kMaxTraceDepth)) {
+      vacated.insert(row[0].as<int64_t>());
+      affected_traces.insert(row[1].as<int64_t>());
+    }
+    for (const auto& row : tx.exec_prepared(kTouchedTracesStatement, relabel_ids)) {
+      affected_traces.insert(row[0].as<int64_t>());
+    }
   }
-  for (const auto& row : tx.exec_prepared(kTouchedTracesStatement, touched_ids)) {
-    affected_traces.insert(row[0].as<int64_t>());
+  const std::set<int64_t> relabelled(relabel.begin(), relabel.end());
+  for (int64_t id : new_span_ids) {
+    if (relabelled.count(id) == 0) affected_traces.insert(id);
   }
-  const std::string affected =
-      BigintArrayLiteral(std::vector<int64_t>(affected_traces.begin(), affected_traces.end()));
-  tx.exec_prepared(kUpsertSummariesStatement, affected);
-  tx.exec_prepared(kDeleteEmptySummariesStatement, affected);
+  affected_traces.insert(vacated.begin(), vacated.end());
+  tx.exec_prepared(kUpsertSummariesStatement,
+                   BigintArrayLiteral(std::vector<int64_t>(affected_traces.begin(),
+                                                           affected_traces.end())));
+  if (!vacated.empty()) {
+    tx.exec_prepared(kDeleteEmptySummariesStatement,
+                     BigintArrayLiteral(std::vector<int64_t>(vacated.begin(), vacated.end())));
+  }
 }
 
 }  // namespace reptrace::controller
