@@ -83,6 +83,8 @@ void SpanBuilder::OnEvent(uint64_t process_key, const EventRecord& event, absl::
     adopted.role = role;
     EndpointFromRecord(event.local_addr, event.local_port, &adopted.local);
     EndpointFromRecord(event.peer_addr, event.peer_port, &adopted.peer);
+    adopted.fallback_name =
+        FormatEndpoint(role == SocketRole::kClient ? adopted.peer : adopted.local);
     adopted.last_activity = now;
     c = process.connections.emplace(event.conn_id, std::move(adopted)).first;
   }
@@ -118,6 +120,8 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
                                                                          : SocketRole::kServer;
   EndpointFromRecord(event.local_addr, event.local_port, &conn.local);
   EndpointFromRecord(event.peer_addr, event.peer_port, &conn.peer);
+  conn.fallback_name =
+      FormatEndpoint(conn.role == SocketRole::kClient ? conn.peer : conn.local);
   conn.last_activity = now;
   if (conn.role == SocketRole::kClient) {
     auto t = process.thread_server_span.find(event.tid);
@@ -212,7 +216,7 @@ v1::Span SpanBuilder::NewSpan(const Process& process, const Connection& conn,
   span.set_connection_id(event.conn_id);
   *span.mutable_local() = conn.local;
   *span.mutable_peer() = conn.peer;
-  span.set_name(FormatEndpoint(conn.role == SocketRole::kClient ? conn.peer : conn.local));
+  span.set_name(conn.fallback_name);
   return span;
 }
 

@@ -72,6 +72,9 @@ class SpanBuilder {
     SocketRole role = SocketRole::kUnknown;
     v1::Endpoint local;
     v1::Endpoint peer;
+    // The name of a span whose protocol is unknown ("peer:port" for a client, the local
+    // endpoint for a server), formatted once per connection (inet_ntop is not cheap).
+    std::string fallback_name;
     uint64_t connect_parent = 0;  // server span of the connecting thread at connect time
     bool exchanged = false;       // a span was started on it, or it was reported as failed
     std::optional<OpenSpan> open;
