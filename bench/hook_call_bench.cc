@@ -16,6 +16,7 @@
 #include <cstdlib>
 
 #include "benchmark/benchmark.h"
+#include "tests/testing/loopback.h"
 
 namespace {
 
@@ -23,23 +24,7 @@ struct LoopbackPair {
   int client = -1;
   int server = -1;
   LoopbackPair() {
-    const int listener = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        listen(listener, 1) != 0 ||
-        getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      std::abort();
-    }
-    client = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) std::abort();
-    server = accept(listener, nullptr, nullptr);
-    if (server < 0) std::abort();
-    close(listener);
-    const int one = 1;
-    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!reptrace::testing::LoopbackTcpPair(&client, &server)) std::abort();
   }
   ~LoopbackPair() {
     close(client);

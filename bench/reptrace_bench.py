@@ -438,6 +438,27 @@ def wrk(port, seconds, connections):
     return requests
 
 
+def measure_load(stack, hooked, server_pid, load):
+    """Runs load() (which returns how many requests it made) against a server; returns
+    requests, requests/s, the server's CPU seconds, and for a hooked run what the node
+    (agent, controller, PostgreSQL) spent until it had stored the run's spans."""
+    before = cpu_seconds(server_pid)
+    before_node = stack.node_cpu()
+    stored_before = stack.spans_stored() if hooked else 0
+    t0 = time.time()
+    requests = load()
+    elapsed = time.time() - t0
+    server_cpu = cpu_seconds(server_pid) - before
+    node = {}
+    if hooked:
+        stack.wait_drained()
+        after = stack.node_cpu()
+        node = {k: after[k] - before_node[k] for k in after}
+        node["spans"] = stack.spans_stored() - stored_before
+    return {"requests": requests, "rps": requests / elapsed, "worker_cpu": server_cpu,
+            "node": node}
+
+
 def one_nginx_run(args, stack, hooked, work):
     port = free_port()
     prefix = os.path.join(work, f"nginx-{port}")
@@ -452,21 +473,8 @@ def one_nginx_run(args, stack, hooked, work):
         wrk(port, 1, args.connections)  # warm-up
         if hooked:
             stack.wait_drained()  # the warm-up's spans are not counted
-        before_worker = cpu_seconds(worker)
-        before_node = stack.node_cpu()
-        stored_before = stack.spans_stored() if hooked else 0
-        t0 = time.time()
-        requests = wrk(port, args.seconds, args.connections)
-        elapsed = time.time() - t0
-        worker_cpu = cpu_seconds(worker) - before_worker
-        node = {}
-        if hooked:
-            stack.wait_drained()
-            after = stack.node_cpu()
-            node = {k: after[k] - before_node[k] for k in after}
-            node["spans"] = stack.spans_stored() - stored_before
-        return {"requests": requests, "rps": requests / elapsed,
-                "worker_cpu": worker_cpu, "node": node}
+        return measure_load(stack, hooked, worker,
+                            lambda: wrk(port, args.seconds, args.connections))
     finally:
         master.terminate()
         master.wait()
@@ -496,22 +504,13 @@ def one_redis_run(args, stack, hooked, test, work):
                        check=True)  # warm-up
         if hooked:
             stack.wait_drained()  # the warm-up's spans are not counted
-        before = cpu_seconds(server.pid)
-        before_node = stack.node_cpu()
-        stored_before = stack.spans_stored() if hooked else 0
-        t0 = time.time()
-        subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-t", test, "-n", str(n),
-                        "-c", str(args.connections)], capture_output=True, check=True)
-        elapsed = time.time() - t0
-        server_cpu = cpu_seconds(server.pid) - before
-        node = {}
-        if hooked:
-            stack.wait_drained()
-            after = stack.node_cpu()
-            node = {k: after[k] - before_node[k] for k in after}
-            node["spans"] = stack.spans_stored() - stored_before
-        return {"requests": n, "rps": n / elapsed, "worker_cpu": server_cpu, "node": node,
-                "answers": answers}
+        def load():
+            subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-t", test, "-n",
+                            str(n), "-c", str(args.connections)], capture_output=True,
+                           check=True)
+            return n
+
+        return dict(measure_load(stack, hooked, server.pid, load), answers=answers)
     finally:
         server.terminate()
         server.wait()

@@ -19,19 +19,10 @@
 #include <string>
 #include <vector>
 
-namespace {
+#include "tests/testing/loopback.h"
 
-bool ReadFull(int fd, char* buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    const ssize_t r = read(fd, buf + got, n - got);
-    if (r <= 0) return false;
-    got += static_cast<size_t>(r);
-  }
-  return true;
-}
-
-}  // namespace
+using reptrace::testing::LoopbackTcpPair;
+using reptrace::testing::ReadExactly;
 
 int main(int argc, char** argv) {
   if (argc < 2) {
@@ -65,35 +56,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: socket_flood SECONDS [SIZE | eventfd]\n");
     return 2;
   }
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      listen(listener, 1) != 0 ||
-      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    std::perror("listen");
+  int client, server;
+  if (!LoopbackTcpPair(&client, &server)) {
+    std::perror("loopback connection");
     return 1;
   }
-  const int client = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    std::perror("connect");
-    return 1;
-  }
-  const int server = accept(listener, nullptr, nullptr);
-  const int one = 1;
-  setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   std::vector<char> request(size, 'q'), response(size, 'r'), buf(size);
   const auto deadline = deadline_of();
   long iterations = 0;
   while (std::chrono::steady_clock::now() < deadline) {
     for (int i = 0; i < 64; ++i) {
       if (write(client, request.data(), size) != static_cast<ssize_t>(size) ||
-          !ReadFull(server, buf.data(), size) ||
+          !ReadExactly(server, buf.data(), size) ||
           write(server, response.data(), size) != static_cast<ssize_t>(size) ||
-          !ReadFull(client, buf.data(), size)) {
+          !ReadExactly(client, buf.data(), size)) {
         std::perror("exchange");
         return 1;
       }
@@ -102,7 +78,6 @@ int main(int argc, char** argv) {
   }
   close(client);
   close(server);
-  close(listener);
   std::printf("iterations %ld\n", iterations);
   return 0;
 }

@@ -453,6 +453,16 @@ ConnectionState* MaybeStartUdpServer(int fd, const sockaddr* peer, socklen_t len
   return StartUdp(fd, endpoints, SocketRole::kServer, Now());
 }
 
+// A UDP socket whose first send named its peer (PrepareUdp said to start): traced from
+// that send on. Keeps errno; nullptr if it could not be traced.
+ConnectionState* StartUdpAfterFirstSend(int fd, const Endpoints& endpoints, SocketRole role,
+                                        const Clock& clock) {
+  const int err = errno;
+  ConnectionState* state = StartUdp(fd, endpoints, role, clock);
+  errno = err;
+  return state;
+}
+
 // The traced state for a receive that may have returned a datagram's address: the fd's
 // own, or a UDP socket traced from its first datagram (MaybeStartUdpServer). Keeps errno.
 ConnectionState* StateAfterReceiveFrom(ConnectionState* state, int fd, ssize_t result,
@@ -718,12 +728,8 @@ REPTRACE_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags,
   if (state == nullptr && !start) return RealSendto(fd, buf, n, flags, addr, len);
   const Clock clock = Now();
   const ssize_t result = RealSendto(fd, buf, n, flags, addr, len);
-  if (start) {
-    const int err = errno;
-    state = StartUdp(fd, endpoints, role, clock);
-    errno = err;
-    if (state == nullptr) return result;
-  }
+  if (start) state = StartUdpAfterFirstSend(fd, endpoints, role, clock);
+  if (state == nullptr) return result;
   Bytes bytes;
   bytes.buf = buf;
   AfterSend(state, fd, bytes, result, clock, addr, len);
@@ -787,12 +793,8 @@ REPTRACE_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
   if (state == nullptr && !start) return RealSendmsg(fd, msg, flags);
   const Clock clock = Now();
   const ssize_t result = RealSendmsg(fd, msg, flags);
-  if (start) {
-    const int err = errno;
-    state = StartUdp(fd, endpoints, role, clock);
-    errno = err;
-    if (state == nullptr) return result;
-  }
+  if (start) state = StartUdpAfterFirstSend(fd, endpoints, role, clock);
+  if (state == nullptr) return result;
   Bytes bytes;
   bytes.iov = msg->msg_iov;
   bytes.iovcnt = static_cast<int>(msg->msg_iovlen);
@@ -848,11 +850,8 @@ REPTRACE_EXPORT int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags
   const Clock clock = Now();
   const int result = RealSendmmsg(fd, msgs, vlen, flags);
   const int err = errno;
-  if (start) {
-    state = StartUdp(fd, endpoints, role, clock);
-    errno = err;
-    if (state == nullptr) return result;
-  }
+  if (start) state = StartUdpAfterFirstSend(fd, endpoints, role, clock);
+  if (state == nullptr) return result;
   if (result < 0 && IsRetry(err)) return result;
   {
     InHookScope scope;

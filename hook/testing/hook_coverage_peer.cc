@@ -20,50 +20,24 @@
 #include <cstring>
 #include <string>
 
-#include "hook/testing/loopback.h"
+#include "tests/testing/loopback.h"
 
 namespace {
 
 using reptrace::testing::LoopbackAddress;
+using reptrace::testing::LoopbackTcpPair;
+using reptrace::testing::ReadExactly;
 
 int Fail(const char* what) {
   std::fprintf(stderr, "hook_coverage_peer: %s: %s\n", what, std::strerror(errno));
   return 1;
 }
 
-// A connected TCP pair over loopback: *client, *server.
-bool TcpPair(int* client, int* server) {
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a = {};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&a), len) != 0 ||
-      listen(listener, 4) != 0 ||
-      getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    return false;
-  }
-  *client = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(*client, reinterpret_cast<sockaddr*>(&a), len) != 0) return false;
-  *server = accept(listener, nullptr, nullptr);
-  close(listener);
-  return *server >= 0;
-}
-
-bool ReadExactly(int fd, char* buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    const ssize_t r = read(fd, buf + got, n - got);
-    if (r <= 0) return false;
-    got += static_cast<size_t>(r);
-  }
-  return true;
-}
 
 // dup, dup2, fcntl(F_DUPFD_CLOEXEC): one connection whichever fd sends.
 int Dup() {
   int client, server;
-  if (!TcpPair(&client, &server)) return Fail("tcp pair");
+  if (!LoopbackTcpPair(&client, &server)) return Fail("tcp pair");
   const int d1 = dup(client);
   const int d2 = dup2(client, 200);
   const int d3 = fcntl(client, F_DUPFD_CLOEXEC, 300);
@@ -85,7 +59,7 @@ int Dup() {
 // MSG_PEEK, MSG_WAITALL and EAGAIN on the server side.
 int Peek() {
   int client, server;
-  if (!TcpPair(&client, &server)) return Fail("tcp pair");
+  if (!LoopbackTcpPair(&client, &server)) return Fail("tcp pair");
   char buf[32];
   // Nothing there yet: EAGAIN, which moves nothing.
   if (recv(server, buf, sizeof(buf), MSG_DONTWAIT) != -1 || errno != EAGAIN) {
@@ -195,7 +169,7 @@ int Udp(const char* family) {
 // exactly those lines, and (close/range) open() must give fd 0 again.
 int Daemon(const char* mode, const char* path) {
   int client, server;
-  if (!TcpPair(&client, &server)) return Fail("tcp pair");
+  if (!LoopbackTcpPair(&client, &server)) return Fail("tcp pair");
   if (write(client, "hello", 5) != 5) return Fail("write");
   usleep(100 * 1000);  // the hook's agent connection is up by now
   int file = -1;
@@ -219,7 +193,7 @@ int Daemon(const char* mode, const char* path) {
     if (file != 0) return 2;  // stdio is gone: the exit code says it
   }
   for (int i = 0; i < 20; ++i) {
-    if (!TcpPair(&client, &server)) return 3;
+    if (!LoopbackTcpPair(&client, &server)) return 3;
     if (write(client, "traced", 6) != 6) return 4;
     char buf[8];
     if (!ReadExactly(server, buf, 6)) return 5;
@@ -243,7 +217,7 @@ void* ThreadMain(void* fd) {
 // pthread_create after traced traffic: prints the parent's tid, then the thread's.
 int Thread() {
   int client, server;
-  if (!TcpPair(&client, &server)) return Fail("tcp pair");
+  if (!LoopbackTcpPair(&client, &server)) return Fail("tcp pair");
   if (write(client, "main", 4) != 4) return Fail("write");
   std::printf("%ld\n", static_cast<long>(syscall(SYS_gettid)));
   std::fflush(stdout);
@@ -275,7 +249,7 @@ void* WaitForCancel(void*) {
 
 int ThreadEnds() {
   int client, server;
-  if (!TcpPair(&client, &server)) return Fail("tcp pair");
+  if (!LoopbackTcpPair(&client, &server)) return Fail("tcp pair");
   if (write(client, "go", 2) != 2) return Fail("write");  // so the hook wraps new threads
   pthread_t thread;
   void* result = nullptr;
@@ -303,7 +277,7 @@ int ThreadEnds() {
 // Run by "exec": traced traffic, then its LD_PRELOAD and REPTRACE_SOCKET on stdout.
 int ExecChild() {
   int client, server;
-  if (!TcpPair(&client, &server)) return Fail("tcp pair");
+  if (!LoopbackTcpPair(&client, &server)) return Fail("tcp pair");
   if (write(client, "exec'd", 6) != 6) return Fail("write");
   char buf[8];
   if (!ReadExactly(server, buf, 6)) return Fail("read");

@@ -16,7 +16,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "hook/testing/loopback.h"
+#include "tests/testing/loopback.h"
 
 namespace {
 
