@@ -48,6 +48,28 @@ void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
   process.process =
       ToValidUtf8(absl::string_view(hello.process, strnlen(hello.process, kNameBytes)));
   process.pid = hello.pid;
+  if (hello.cause_pid != 0) {
+    // The main thread continues the forking (or exec'ing) thread: its tid is the pid.
+    const uint64_t context = ThreadContext(hello.cause_pid, hello.cause_tid, process_key);
+    if (context != 0) process.thread_server_span[hello.pid] = context;
+  }
+  key_by_pid_[hello.pid] = process_key;
+}
+
+uint64_t SpanBuilder::ThreadContext(uint32_t pid, uint32_t tid, uint64_t self_key) const {
+  const std::unordered_map<uint32_t, uint64_t>* threads = nullptr;
+  auto k = key_by_pid_.find(pid);
+  if (k != key_by_pid_.end() && k->second != self_key) {
+    auto p = processes_.find(k->second);
+    if (p != processes_.end()) threads = &p->second.thread_server_span;
+  }
+  if (threads == nullptr) {
+    auto e = ended_.find(pid);
+    if (e != ended_.end()) threads = &e->second.thread_server_span;
+  }
+  if (threads == nullptr) return 0;
+  auto t = threads->find(tid);
+  return t == threads->end() ? 0 : t->second;
 }
 
 void SpanBuilder::OnEvent(uint64_t process_key, const EventRecord& event, absl::Time now) {
@@ -272,13 +294,29 @@ void SpanBuilder::EmitFailedClientSpan(Process& process, const Connection& conn,
 void SpanBuilder::OnProcessGone(uint64_t process_key) {
   auto p = processes_.find(process_key);
   if (p == processes_.end()) return;
-  for (auto& [conn_id, conn] : p->second.connections) {
+  Process& process = p->second;
+  for (auto& [conn_id, conn] : process.connections) {
     if (conn.open) FinishSpan(conn);
+  }
+  auto k = key_by_pid_.find(process.pid);
+  if (k != key_by_pid_.end() && k->second == process_key) key_by_pid_.erase(k);
+  // An exec'd successor (same pid) or a late fork child may still ask for these.
+  if (!process.thread_server_span.empty() &&
+      (ended_.size() < kMaxEndedProcesses || ended_.count(process.pid) > 0)) {
+    ended_[process.pid] = EndedProcess{std::move(process.thread_server_span)};
   }
   processes_.erase(p);
 }
 
 void SpanBuilder::ExpireIdle(absl::Time now) {
+  for (auto e = ended_.begin(); e != ended_.end();) {
+    if (e->second.seen_at == absl::InfinitePast()) e->second.seen_at = now;
+    if (now - e->second.seen_at >= kEndedProcessMemory) {
+      e = ended_.erase(e);
+    } else {
+      ++e;
+    }
+  }
   for (auto& [key, process] : processes_) {
     for (auto& [conn_id, conn] : process.connections) {
       if (conn.open && conn.open->in_response && now - conn.last_activity >= idle_timeout_) {

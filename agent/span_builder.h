@@ -15,6 +15,11 @@
 // bytes were read last on it. A client span's parent is the sending thread's such span when
 // the span starts, else the one the connecting thread had when it connected.
 //
+// Across fork and exec: a process's hello names the thread its main thread continues (the
+// forking thread of the parent, or the thread that exec'd it), and the main thread starts
+// with that thread's context. The contexts of an ended process are kept for
+// `kEndedProcessMemory`, since an exec'd program says hello only once it traces something.
+//
 // Names: an HTTP/1.x request line gives "GET /path" and attributes http.method, http.path;
 // an HTTP status line gives http.status_code, and status ERROR for 5xx. Otherwise the name
 // is the peer endpoint (client) or local endpoint (server). A failed connect (other than
@@ -57,6 +62,11 @@ class SpanBuilder {
   void FinishAll();
 
   size_t open_spans() const;
+  // Ended processes whose thread contexts are still kept (see above).
+  size_t remembered_processes() const { return ended_.size(); }
+
+  static constexpr absl::Duration kEndedProcessMemory = absl::Seconds(30);
+  static constexpr size_t kMaxEndedProcesses = 16384;
   uint64_t spans_built() const { return spans_built_; }
 
  private:
@@ -88,6 +98,16 @@ class SpanBuilder {
     std::unordered_map<uint32_t, uint64_t> thread_server_span;  // by tid
   };
 
+  // Thread contexts of an ended process, by tid; forgotten kEndedProcessMemory after the
+  // first ExpireIdle that sees them.
+  struct EndedProcess {
+    std::unordered_map<uint32_t, uint64_t> thread_server_span;
+    absl::Time seen_at = absl::InfinitePast();
+  };
+
+  // The server span whose context thread `tid` of process `pid` has, looking at live
+  // processes other than `self_key` first, then at ended ones; 0 if none.
+  uint64_t ThreadContext(uint32_t pid, uint32_t tid, uint64_t self_key) const;
   void OnOpen(Process& process, const EventRecord& event, absl::Time now);
   void OnData(Process& process, Connection& conn, const EventRecord& event, absl::Time now);
   void OnFailedCall(Process& process, Connection& conn, const EventRecord& event);
@@ -104,6 +124,8 @@ class SpanBuilder {
   const Sink sink_;
   const absl::Duration idle_timeout_;
   std::unordered_map<uint64_t, Process> processes_;
+  std::unordered_map<uint32_t, uint64_t> key_by_pid_;  // the latest hello of each pid
+  std::unordered_map<uint32_t, EndedProcess> ended_;   // by pid
   uint64_t spans_built_ = 0;
 };
 

@@ -468,5 +468,69 @@ TEST_F(SpanBuilderTest, ProcessesAreKeptApart) {
   EXPECT_EQ(builder_.open_spans(), 1u);
 }
 
+// A server thread that forks (or execs) while handling a request: the child's main thread
+// (tid = its pid) continues the forking thread, so the child's calls are the request's.
+TEST_F(SpanBuilderTest, AForkedChildsCallsBelongToTheRequestItsParentThreadHandled) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /report HTTP/1.1\r\n\r\n"));
+  HookScript child(5001);
+  HelloRecord hello = child.Hello("shop", "shopd");
+  hello.cause_pid = 4242;
+  hello.cause_tid = 7;
+  builder_.OnHello(78, hello);
+  builder_.OnEvent(78, child.Connect(1, 5001, 300, 0, "10.0.0.9", 6379), kT0);
+  builder_.OnEvent(78, child.Send(1, 5001, 310, "*1\r\n$4\r\nPING\r\n"), kT0);
+  builder_.OnEvent(78, child.Close(1, 5001, 400), kT0);
+  // A second child forked by a thread that handled nothing starts with no context.
+  HookScript idle(5002);
+  HelloRecord idle_hello = idle.Hello("shop", "shopd");
+  idle_hello.cause_pid = 4242;
+  idle_hello.cause_tid = 8;
+  builder_.OnHello(79, idle_hello);
+  builder_.OnEvent(79, idle.Connect(1, 5002, 300), kT0);
+  builder_.OnEvent(79, idle.Send(1, 5002, 310, "x"), kT0);
+  builder_.OnEvent(79, idle.Close(1, 5002, 400), kT0);
+  Feed(script_.Send(1, 7, 500, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(1, 7, 600));
+
+  ASSERT_EQ(spans_.size(), 3u);
+  EXPECT_EQ(spans_[0].pid(), 5001u);
+  EXPECT_EQ(spans_[0].parent_span_id(), spans_[2].span_id());
+  EXPECT_EQ(spans_[1].pid(), 5002u);
+  EXPECT_EQ(spans_[1].parent_span_id(), 0u);
+  EXPECT_EQ(spans_[2].kind(), v1::SPAN_KIND_SERVER);
+}
+
+// exec() replaces the process image: the old hook connection ends (maybe before the new
+// image says hello), and the new image's hello names the exec'ing thread of the same pid.
+TEST_F(SpanBuilderTest, AnExecdProgramContinuesTheThreadThatExecdItEvenAfterItsImageIsGone) {
+  HookScript before(6001);
+  builder_.OnHello(80, before.Hello("cgi", "sh"));
+  builder_.OnEvent(80, before.Accept(1, 6001, 100), kT0);
+  builder_.OnEvent(80, before.Recv(1, 6001, 200, "GET /cgi HTTP/1.1\r\n\r\n"), kT0);
+  builder_.OnProcessGone(80);  // exec: the old image's hook connection closed first
+  ASSERT_EQ(spans_.size(), 1u);
+  const uint64_t server_span = spans_[0].span_id();
+  EXPECT_EQ(builder_.remembered_processes(), 1u);
+
+  HookScript after(6001);
+  HelloRecord hello = after.Hello("cgi", "report");
+  hello.cause_pid = 6001;
+  hello.cause_tid = 6001;
+  builder_.OnHello(81, hello);
+  builder_.OnEvent(81, after.Connect(1, 6001, 300, 0, "10.0.0.9", 5432), kT0);
+  builder_.OnEvent(81, after.Send(1, 6001, 310, "Q"), kT0);
+  builder_.OnEvent(81, after.Close(1, 6001, 400), kT0);
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[1].parent_span_id(), server_span);
+
+  // Remembered for a while, then forgotten.
+  builder_.ExpireIdle(kT0);
+  builder_.ExpireIdle(kT0 + SpanBuilder::kEndedProcessMemory - absl::Seconds(1));
+  EXPECT_EQ(builder_.remembered_processes(), 1u);
+  builder_.ExpireIdle(kT0 + SpanBuilder::kEndedProcessMemory);
+  EXPECT_EQ(builder_.remembered_processes(), 0u);
+}
+
 }  // namespace
 }  // namespace reptrace

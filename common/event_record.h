@@ -18,7 +18,7 @@
 namespace reptrace {
 
 inline constexpr uint32_t kRecordMagic = 0x31545052;  // "RPT1" in little-endian memory
-inline constexpr uint16_t kWireVersion = 1;
+inline constexpr uint16_t kWireVersion = 2;
 
 enum class RecordType : uint16_t {
   kHello = 1,
@@ -43,6 +43,12 @@ struct HelloRecord {
   uint32_t ppid;
   uint32_t uid;
   uint64_t start_wall_ns;       // when the hook initialised in this process
+  // The thread whose causal context this process's main thread starts with (0/0: none).
+  // A fork child names the parent's forking thread; an exec'd program names the thread
+  // that exec'd it (same pid), or, if that process never talked to the agent, whatever
+  // that process itself inherited: the hook passes it on in REPTRACE_CAUSE ("pid:tid").
+  uint32_t cause_pid;
+  uint32_t cause_tid;
   char service[kNameBytes];     // NUL-terminated: REPTRACE_SERVICE, else the program name
   char process[kNameBytes];     // NUL-terminated: the program name (comm)
 };

@@ -203,6 +203,9 @@ int ConnectAgent() {
   hello.ppid = static_cast<uint32_t>(getppid());
   hello.uid = static_cast<uint32_t>(getuid());
   hello.start_wall_ns = g_start_wall_ns;
+  const uint64_t cause = g_cause.load(std::memory_order_relaxed);
+  hello.cause_pid = static_cast<uint32_t>(cause >> 32);
+  hello.cause_tid = static_cast<uint32_t>(cause);
   ProgramName(hello.process);
   if (g_service[0] != '\0') {
     std::memcpy(hello.service, g_service, sizeof(hello.service));
@@ -349,6 +352,9 @@ void ResetAgentLinkAfterFork(uint64_t start_wall_ns) {
   g_ring.Reset();
   g_recorded.store(0, std::memory_order_relaxed);
   g_dropped.store(0, std::memory_order_relaxed);
+  // The parent's shipper may have been inside a call at the fork; no shipper runs here, so
+  // a close() or dup2() in the child must not wait for it to leave.
+  g_in_flight.store(-1, std::memory_order_seq_cst);
   const int fd = g_agent_fd.exchange(-1);
   if (fd >= 0) RealClose(fd);  // the parent keeps its own copy
   g_flush_requested.store(0, std::memory_order_relaxed);

@@ -1,5 +1,8 @@
 #include "hook/exec_env.h"
 
+#include <stdlib.h>
+
+#include <cstdint>
 #include <cstring>
 
 namespace reptrace::hook {
@@ -9,6 +12,9 @@ constexpr char kPreload[] = "LD_PRELOAD=";
 constexpr size_t kPreloadLen = sizeof(kPreload) - 1;
 constexpr char kPrefix[] = "REPTRACE_";
 constexpr size_t kPrefixLen = sizeof(kPrefix) - 1;
+constexpr char kCauseVar[] = "REPTRACE_CAUSE";
+constexpr char kCause[] = "REPTRACE_CAUSE=";
+constexpr size_t kCauseLen = sizeof(kCause) - 1;
 
 // Captured once; read-only afterwards.
 char g_self_path[512] = {};
@@ -69,7 +75,44 @@ char* Append(EnvScratch* scratch, size_t* used, const char* a, const char* b, co
   return out;
 }
 
+// Decimal digits of `value` into `out` (at least 11 bytes), NUL-terminated. By hand: this
+// runs between vfork and exec, where snprintf (locale, maybe malloc) has no place.
+void FormatDecimal(uint32_t value, char* out) {
+  char digits[10];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  for (int i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
+  out[n] = '\0';
+}
+
+// Parses a decimal uint32 ending at `end` (or NUL); false unless it is all digits.
+bool ParseDecimal(const char* p, char end, uint32_t* value) {
+  uint64_t v = 0;
+  const char* start = p;
+  for (; *p >= '0' && *p <= '9'; ++p) {
+    v = v * 10 + static_cast<uint64_t>(*p - '0');
+    if (v > UINT32_MAX) return false;
+  }
+  if (p == start || *p != end) return false;
+  *value = static_cast<uint32_t>(v);
+  return true;
+}
+
 }  // namespace
+
+uint64_t TakeCauseFromEnvironment() {
+  const char* value = getenv(kCauseVar);
+  if (value == nullptr) return 0;
+  uint32_t pid = 0, tid = 0;
+  const char* colon = std::strchr(value, ':');
+  const bool ok = colon != nullptr && ParseDecimal(value, ':', &pid) &&
+                  ParseDecimal(colon + 1, '\0', &tid) && pid != 0 && tid != 0;
+  unsetenv(kCauseVar);
+  return ok ? (static_cast<uint64_t>(pid) << 32) | tid : 0;
+}
 
 void CaptureHookEnvironment(char* const* environ, const char* self_path) {
   g_self_path[0] = g_self_base[0] = g_preload[0] = g_vars[0] = '\0';
@@ -91,6 +134,7 @@ void CaptureHookEnvironment(char* const* environ, const char* self_path) {
         std::memcpy(g_preload, entry + kPreloadLen, len - kPreloadLen + 1);
       }
     } else if (std::strncmp(entry, kPrefix, kPrefixLen) == 0 && NameLength(entry) > 0 &&
+               std::strncmp(entry, kCause, kCauseLen) != 0 &&  // per exec, not inherited
                vars_used + len + 2 <= sizeof(g_vars)) {
       std::memcpy(g_vars + vars_used, entry, len + 1);
       vars_used += len + 1;
@@ -108,7 +152,7 @@ void CaptureHookEnvironment(char* const* environ, const char* self_path) {
   g_captured = true;
 }
 
-char* const* WithHookEnvironment(char* const* envp, EnvScratch* scratch) {
+char* const* WithHookEnvironment(char* const* envp, EnvScratch* scratch, uint64_t cause) {
   if (!g_captured) return envp;
   size_t n = 0;
   while (envp != nullptr && envp[n] != nullptr) ++n;
@@ -120,6 +164,10 @@ char* const* WithHookEnvironment(char* const* envp, EnvScratch* scratch) {
   for (size_t i = 0; i < n; ++i) {
     if (count + 1 >= EnvScratch::kMaxEntries) return envp;
     char* entry = envp[i];
+    if (std::strncmp(entry, kCause, kCauseLen) == 0) {  // replaced below
+      changed = true;
+      continue;
+    }
     if (std::strncmp(entry, kPreload, kPreloadLen) == 0) {
       has_preload = true;
       if (!NamesUs(entry + kPreloadLen) && g_self_path[0] != '\0') {
@@ -142,6 +190,18 @@ char* const* WithHookEnvironment(char* const* envp, EnvScratch* scratch) {
     if (HasName(envp, n, var, NameLength(var))) continue;
     if (count + 1 >= EnvScratch::kMaxEntries) return envp;
     scratch->entries[count++] = const_cast<char*>(var);
+    changed = true;
+  }
+  if (cause != 0) {
+    char value[24];  // "pid:tid"
+    FormatDecimal(static_cast<uint32_t>(cause >> 32), value);
+    const size_t pid_len = strlen(value);
+    value[pid_len] = ':';
+    FormatDecimal(static_cast<uint32_t>(cause), value + pid_len + 1);
+    if (count + 1 >= EnvScratch::kMaxEntries) return envp;
+    char* entry = Append(scratch, &used, kCause, value, "");
+    if (entry == nullptr) return envp;
+    scratch->entries[count++] = entry;
     changed = true;
   }
   if (!changed) return envp;

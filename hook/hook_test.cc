@@ -529,6 +529,10 @@ TEST_F(HookTest, ForkChildTracesOnlyItsOwnConnectionsUnderItsOwnPid) {
   }
   ASSERT_NE(parent_stream, nullptr);
   EXPECT_EQ(child->hello.ppid, parent_stream->hello.pid);
+  // The child's main thread continues the parent's forking (main) thread.
+  EXPECT_EQ(child->hello.cause_pid, parent_stream->hello.pid);
+  EXPECT_EQ(child->hello.cause_tid, parent_stream->hello.pid);
+  EXPECT_EQ(parent_stream->hello.cause_pid, 0u);
 
   // The child traced its own connection only: one connect, one send, nothing inherited.
   const auto child_connects = EventsOf(*child, EventKind::kConnect);
@@ -758,8 +762,11 @@ TEST_F(HookCoverageTest, ExecedProgramsKeepTheHookAndTheUsersPreload) {
   env["LD_PRELOAD"] = preload;
   const RunResult run = RunProgram({REPTRACE_HOOK_COVERAGE_PEER, "exec"}, env);
   ASSERT_EQ(run.exit_code, 0) << run.out;
-  const auto lines = Lines(run.out);
-  ASSERT_EQ(lines.size(), 2u) << run.out;
+  auto lines = Lines(run.out);
+  ASSERT_EQ(lines.size(), 3u) << run.out;
+  ASSERT_EQ(lines[0].rfind("parent=", 0), 0u) << lines[0];
+  const uint32_t parent_pid = static_cast<uint32_t>(std::stoul(lines[0].substr(7)));
+  lines.erase(lines.begin());
   // execve with an empty environment: everything the hook needs comes back.
   const std::string socket = " REPTRACE_SOCKET=" + SocketPath("agent.sock");
   EXPECT_NE(lines[0].find(" LD_PRELOAD=" + preload + socket), std::string::npos) << lines[0];
@@ -777,6 +784,12 @@ TEST_F(HookCoverageTest, ExecedProgramsKeepTheHookAndTheUsersPreload) {
     EXPECT_EQ(NameOf(mine[0].hello.process), "hook_coverage_p");  // comm: 15 characters
     EXPECT_EQ(EventsOf(mine[0], EventKind::kConnect).size(), 1u);
     EXPECT_EQ(mine[0].error, "");
+    // The causal parent is the parent's main thread: the forked child, which traced
+    // nothing before execve, passes on what it inherited at the fork; posix_spawn names
+    // the spawning thread. The program never sees the variable that carried it.
+    EXPECT_EQ(mine[0].hello.cause_pid, parent_pid) << line;
+    EXPECT_EQ(mine[0].hello.cause_tid, parent_pid) << line;
+    EXPECT_NE(line.find(" REPTRACE_CAUSE=(none)"), std::string::npos) << line;
   }
 }
 

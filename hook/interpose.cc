@@ -25,6 +25,7 @@
 #include "common/event_record.h"
 #include "hook/agent_link.h"
 #include "hook/connection_table.h"
+#include "hook/exec_env.h"
 #include "hook/interposed.h"
 #include "hook/process_state.h"
 #include "hook/real_calls.h"
@@ -37,6 +38,7 @@ namespace reptrace::hook {
 __thread bool t_in_hook __attribute__((tls_model("initial-exec"))) = false;
 __thread uint32_t t_tid __attribute__((tls_model("initial-exec"))) = 0;
 std::atomic<uint32_t> g_pid{0};
+std::atomic<uint64_t> g_cause{0};
 
 namespace {
 
@@ -348,8 +350,20 @@ void AfterAccept(int fd) {
   errno = saved;
 }
 
+// In the forking thread, before fork(): caches its tid, which the child then reads from its
+// copy of the thread's TLS (the child's only thread continues the forking one).
+void BeforeFork() { CurrentTid(); }
+
 void ChildAfterFork() {
   const uint64_t now = Now().wall_ns;
+  // The child continues the forking thread, if the agent knows this process (it has
+  // published something); otherwise the agent could not look that thread up, and the
+  // child passes on what this process inherited (a shell between a server and the program
+  // it runs traces nothing itself).
+  if (InShipperProcess()) {
+    g_cause.store(PackCause(g_pid.load(std::memory_order_relaxed), t_tid),
+                  std::memory_order_relaxed);
+  }
   g_pid.store(static_cast<uint32_t>(syscall(SYS_getpid)), std::memory_order_relaxed);
   t_tid = 0;
   g_table.Reset();  // inherited connections are not traced in the child
@@ -360,8 +374,9 @@ __attribute__((constructor(101))) void ReptraceInit() {
   const int saved = errno;
   InHookScope scope;
   ResolveRealCalls();
+  g_cause.store(TakeCauseFromEnvironment(), std::memory_order_relaxed);
   ConfigureAgentLink(Now().wall_ns);
-  pthread_atfork(nullptr, nullptr, ChildAfterFork);
+  pthread_atfork(BeforeFork, nullptr, ChildAfterFork);
   // Last: a non-zero pid is what lets connect/accept start tracing (see Ready()).
   g_pid.store(static_cast<uint32_t>(syscall(SYS_getpid)), std::memory_order_release);
   errno = saved;

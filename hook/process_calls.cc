@@ -50,9 +50,21 @@ void DeliverQueuedEvents() {
   for (;;) syscall(SYS_exit_group, status);
 }
 
+// The causal parent to hand an exec'd or spawned program: this thread, if this process
+// talks to the agent (which then knows the thread's context); otherwise what this process
+// inherited itself, passed on. The tid is the cached one, never asked of the kernel here:
+// in a vfork child the TLS is the parent thread's and must not be overwritten. A thread
+// that never recorded anything falls back to the main thread, whose context is the
+// process's inherited one.
+uint64_t CauseForNewProgram() {
+  if (!InShipperProcess()) return g_cause.load(std::memory_order_relaxed);
+  const uint32_t pid = g_pid.load(std::memory_order_relaxed);
+  return PackCause(pid, t_tid != 0 ? t_tid : pid);
+}
+
 int ExecveWithHook(const char* path, char* const* argv, char* const* envp) {
   EnvScratch scratch;
-  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch);
+  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch, CauseForNewProgram());
   DeliverQueuedEvents();
   return RealExecve(path, argv, env);
 }
@@ -63,7 +75,7 @@ int ExecvpeWithHook(const char* file, char* const* argv, char* const* envp) {
     return -1;
   }
   EnvScratch scratch;
-  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch);
+  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch, CauseForNewProgram());
   DeliverQueuedEvents();
   return g_real.execvpe(file, argv, env);
 }
@@ -189,7 +201,7 @@ REPTRACE_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
     return -1;
   }
   EnvScratch scratch;
-  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch);
+  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch, CauseForNewProgram());
   DeliverQueuedEvents();
   return g_real.fexecve(fd, argv, env);
 }
@@ -225,7 +237,7 @@ REPTRACE_EXPORT int posix_spawn(pid_t* pid, const char* path,
                                 char* const envp[]) {
   if (g_real.posix_spawn == nullptr) return ENOSYS;
   EnvScratch scratch;
-  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch);
+  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch, CauseForNewProgram());
   return g_real.posix_spawn(pid, path, actions, attr, argv, env);
 }
 
@@ -235,7 +247,7 @@ REPTRACE_EXPORT int posix_spawnp(pid_t* pid, const char* file,
                                  char* const envp[]) {
   if (g_real.posix_spawnp == nullptr) return ENOSYS;
   EnvScratch scratch;
-  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch);
+  char* const* env = t_in_hook ? envp : WithHookEnvironment(envp, &scratch, CauseForNewProgram());
   return g_real.posix_spawnp(pid, file, actions, attr, argv, env);
 }
 

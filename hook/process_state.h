@@ -19,6 +19,15 @@ extern __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));
 // getpid(), cached: set by the constructor, reset in the fork child.
 extern std::atomic<uint32_t> g_pid;
 
+// The thread whose causal context this process's main thread inherits, as
+// (pid << 32) | tid, 0 if none (HelloRecord::cause_pid/cause_tid): from REPTRACE_CAUSE when
+// an exec'd program starts, or the forking thread in a fork child.
+extern std::atomic<uint64_t> g_cause;
+
+inline uint64_t PackCause(uint32_t pid, uint32_t tid) {
+  return (static_cast<uint64_t>(pid) << 32) | tid;
+}
+
 inline uint32_t CurrentTid() {
   if (t_tid == 0) t_tid = static_cast<uint32_t>(syscall(SYS_gettid));
   return t_tid;

@@ -274,24 +274,37 @@ int ThreadEnds() {
   return 0;
 }
 
-// Run by "exec": traced traffic, then its LD_PRELOAD and REPTRACE_SOCKET on stdout.
-int ExecChild() {
+// One traced exchange on a loopback TCP connection.
+bool TracedExchange(const char* what) {
   int client, server;
-  if (!LoopbackTcpPair(&client, &server)) return Fail("tcp pair");
-  if (write(client, "exec'd", 6) != 6) return Fail("write");
-  char buf[8];
-  if (!ReadExactly(server, buf, 6)) return Fail("read");
+  if (!LoopbackTcpPair(&client, &server)) return false;
+  const size_t n = strlen(what);
+  char buf[64];
+  const bool ok = write(client, what, n) == static_cast<ssize_t>(n) && n <= sizeof(buf) &&
+                  ReadExactly(server, buf, n);
   close(client);
   close(server);
+  return ok;
+}
+
+// Run by "exec": traced traffic, then its LD_PRELOAD, REPTRACE_SOCKET and REPTRACE_CAUSE
+// (which the hook must have taken out of the environment) on stdout.
+int ExecChild() {
+  if (!TracedExchange("exec'd")) return Fail("traced exchange");
   const char* preload = getenv("LD_PRELOAD");
   const char* socket_path = getenv("REPTRACE_SOCKET");
-  std::printf("pid=%d LD_PRELOAD=%s REPTRACE_SOCKET=%s\n", getpid(),
-              preload ? preload : "(none)", socket_path ? socket_path : "(none)");
+  const char* cause = getenv("REPTRACE_CAUSE");
+  std::printf("pid=%d LD_PRELOAD=%s REPTRACE_SOCKET=%s REPTRACE_CAUSE=%s\n", getpid(),
+              preload ? preload : "(none)", socket_path ? socket_path : "(none)",
+              cause ? cause : "(none)");
   return 0;
 }
 
-// fork + execve with an empty environment, then posix_spawn with only a user LD_PRELOAD.
+// After traced traffic of its own: fork + execve with an empty environment, then
+// posix_spawn with only a user LD_PRELOAD.
 int Exec(const char* self) {
+  if (!TracedExchange("exec parent")) return Fail("traced exchange");
+  std::printf("parent=%d\n", getpid());
   std::fflush(stdout);
   const pid_t pid = fork();
   if (pid == 0) {

@@ -154,6 +154,47 @@ TEST_F(EndToEndTest, TenRequestsOnOneKeepAliveConnectionGiveTenTraces) {
   EXPECT_EQ(names.count("GET /f9"), 1u);
 }
 
+// python3's CGI server forks and execs a shell script (which runs curl in turn) to answer:
+// the curl inside it is a child of the request python read, across a fork, an exec, a
+// shell that traces nothing itself, and another fork + exec.
+TEST_F(EndToEndTest, ARequestsCallsThroughForkAndExecBelongToIt) {
+  const int nginx_port = stack_.StartNginx(absl::StrCat(
+      "server { listen 127.0.0.1:$PORT; location / { root ", www_, "; } }"));
+  ASSERT_GT(nginx_port, 0);
+  const std::string cgi_dir = www_ + "/cgi-bin";
+  mkdir(cgi_dir.c_str(), 0755);
+  const std::string script = cgi_dir + "/fetch.sh";
+  std::ofstream(script) << "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n"
+                        << "REPTRACE_SERVICE=cgi-curl curl -sS --max-time 10 http://127.0.0.1:"
+                        << nginx_port << "/index.html\n";
+  chmod(script.c_str(), 0755);
+  const int python_port = stack_.StartPythonServer(www_, "", {"--cgi"});
+  ASSERT_GT(python_port, 0);
+
+  CommandResult curl = Curl({absl::StrCat("http://127.0.0.1:", python_port, "/cgi-bin/fetch.sh")});
+  ASSERT_EQ(curl.exit_code, 0) << curl.err;
+  EXPECT_EQ(curl.out, "hello from python3\n");
+
+  json traces = WaitForTraces("cgi-curl", 1, 4);
+  ASSERT_EQ(traces.size(), 1u) << traces.dump(2);
+  json trace = stack_.Trace(traces[0]["trace_id"]);
+  ASSERT_TRUE(trace.is_object());
+  const json& spans = trace["spans"];
+  ASSERT_EQ(spans.size(), 4u) << trace.dump(2);
+  const json* outer_client = FindSpan(spans, "curl", "client");
+  const json* python_server = FindSpan(spans, "python3", "server");
+  const json* inner_client = FindSpan(spans, "cgi-curl", "client");
+  const json* nginx_server = FindSpan(spans, "nginx", "server");
+  ASSERT_TRUE(outer_client && python_server && inner_client && nginx_server) << trace.dump(2);
+  EXPECT_EQ((*python_server)["parent_span_id"], (*outer_client)["span_id"]);
+  EXPECT_EQ((*inner_client)["parent_span_id"], (*python_server)["span_id"]);
+  EXPECT_EQ((*nginx_server)["parent_span_id"], (*inner_client)["span_id"]);
+  EXPECT_NE((*inner_client)["pid"], (*python_server)["pid"]);
+  // (python's CGI handler reads the request line one byte per recv(): the span is named
+  // after its endpoint, since names come from the first call's bytes.)
+  EXPECT_EQ((*inner_client)["name"], "GET /index.html");
+}
+
 // Connects to the agent's socket, writes `bytes`, and reports whether the agent closed the
 // connection on its own within a few seconds.
 bool AgentClosesAfter(const std::string& socket_path, const std::string& bytes) {

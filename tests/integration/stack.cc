@@ -151,17 +151,18 @@ nlohmann::json Stack::CtlJson(std::vector<std::string> args) {
   return nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
 }
 
-int Stack::StartPythonServer(const std::string& root, const std::string& service) {
+int Stack::StartPythonServer(const std::string& root, const std::string& service,
+                             const std::vector<std::string>& extra_args) {
   const int port = FreePort();
   ProcessOptions options;
   options.env = HookEnv(service);
   if (service.empty()) options.unset_env.push_back("REPTRACE_SERVICE");
   options.cwd = root;
   options.stderr_path = absl::StrCat(dir_, "/python.", port, ".err");
-  services_.emplace_back(std::vector<std::string>{"/usr/bin/python3", "-m", "http.server",
-                                                  "--bind", "127.0.0.1",
-                                                  std::to_string(port)},
-                         options);
+  std::vector<std::string> argv = {"/usr/bin/python3", "-m", "http.server"};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  argv.insert(argv.end(), {"--bind", "127.0.0.1", std::to_string(port)});
+  services_.emplace_back(argv, options);
   if (!WaitForPort(port, absl::Seconds(20))) {
     ADD_FAILURE() << "python3 http.server did not start";
     return -1;

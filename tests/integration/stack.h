@@ -50,7 +50,9 @@ class Stack {
   nlohmann::json CtlJson(std::vector<std::string> args);
 
   // Starts python3's http.server on a free port, serving `root`, traced; returns its port.
-  int StartPythonServer(const std::string& root, const std::string& service = "");
+  // `extra_args` go after the module name (e.g. "--cgi").
+  int StartPythonServer(const std::string& root, const std::string& service = "",
+                        const std::vector<std::string>& extra_args = {});
   // Starts nginx (one worker, traced) with `server_block` inside http {}; the text
   // "$PORT" in it is replaced by a free port, which is returned.
   int StartNginx(const std::string& server_block);
