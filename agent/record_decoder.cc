@@ -31,9 +31,9 @@ absl::Status CheckEvent(const EventRecord& event) {
   if (event.role > static_cast<uint8_t>(SocketRole::kServer)) {
     return absl::InvalidArgumentError(absl::StrFormat("unknown socket role %d", event.role));
   }
-  if (event.family != 4 && event.family != 6) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("address family %d is neither 4 nor 6", event.family));
+  if (event.family != 4 && event.family != 6 && event.family != kFamilyUnix) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "address family %d is neither 4, 6 nor %d (unix)", event.family, kFamilyUnix));
   }
   if (event.capture_len > kCaptureBytes) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -183,6 +183,12 @@ TEST(RecordDecoder, RefusesBadEventFields) {
   RecordDecoder decoder;
   std::vector<Record> records;
   EXPECT_TRUE(decoder.Feed(AsBytes(script.Hello()) + AsBytes(event), &records).ok());
+  // A Unix-domain socket's open record (family kFamilyUnix, no addresses).
+  EventRecord unix_accept = script.Accept(2, 7, 1000);
+  unix_accept.family = kFamilyUnix;
+  records.clear();
+  EXPECT_TRUE(decoder.Feed(AsBytes(unix_accept), &records).ok());
+  EXPECT_EQ(records.size(), 1u);
   // kThreadStart carries no addresses (family 0).
   EventRecord start = script.Accept(1, 9, 1000);
   start.kind = static_cast<uint8_t>(EventKind::kThreadStart);

@@ -1,5 +1,6 @@
 #include "agent/span_builder.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -140,10 +141,17 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
   Connection conn;
   conn.role = static_cast<EventKind>(event.kind) == EventKind::kConnect ? SocketRole::kClient
                                                                          : SocketRole::kServer;
-  EndpointFromRecord(event.local_addr, event.local_port, &conn.local);
-  EndpointFromRecord(event.peer_addr, event.peer_port, &conn.peer);
-  conn.fallback_name =
-      FormatEndpoint(conn.role == SocketRole::kClient ? conn.peer : conn.local);
+  if (event.family == kFamilyUnix) {
+    conn.unix_name = ToValidUtf8(absl::string_view(
+        reinterpret_cast<const char*>(event.capture),
+        std::min<size_t>(event.capture_len, kCaptureBytes)));
+    conn.fallback_name = absl::StrCat("unix:", conn.unix_name);
+  } else {
+    EndpointFromRecord(event.local_addr, event.local_port, &conn.local);
+    EndpointFromRecord(event.peer_addr, event.peer_port, &conn.peer);
+    conn.fallback_name =
+        FormatEndpoint(conn.role == SocketRole::kClient ? conn.peer : conn.local);
+  }
   conn.last_activity = now;
   if (conn.role == SocketRole::kClient) {
     auto t = process.thread_server_span.find(event.tid);
@@ -239,6 +247,7 @@ v1::Span SpanBuilder::NewSpan(const Process& process, const Connection& conn,
   *span.mutable_local() = conn.local;
   *span.mutable_peer() = conn.peer;
   span.set_name(conn.fallback_name);
+  if (!conn.unix_name.empty()) (*span.mutable_attributes())["net.unix.path"] = conn.unix_name;
   return span;
 }
 

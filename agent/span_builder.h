@@ -20,6 +20,9 @@
 // with that thread's context. The contexts of an ended process are kept for
 // `kEndedProcessMemory`, since an exec'd program says hello only once it traces something.
 //
+// A Unix-domain connection (kFamilyUnix) has no addresses: its spans carry the socket's
+// name in the attribute net.unix.path and, for unknown protocols, are named "unix:NAME".
+//
 // Names: an HTTP/1.x request line gives "GET /path" and attributes http.method, http.path;
 // an HTTP status line gives http.status_code, and status ERROR for 5xx. Otherwise the name
 // is the peer endpoint (client) or local endpoint (server). A failed connect (other than
@@ -85,6 +88,7 @@ class SpanBuilder {
     // The name of a span whose protocol is unknown ("peer:port" for a client, the local
     // endpoint for a server), formatted once per connection (inet_ntop is not cheap).
     std::string fallback_name;
+    std::string unix_name;  // a Unix-domain socket's name (path, or '@' + abstract name)
     uint64_t connect_parent = 0;  // server span of the connecting thread at connect time
     bool exchanged = false;       // a span was started on it, or it was reported as failed
     std::optional<OpenSpan> open;

@@ -532,5 +532,25 @@ TEST_F(SpanBuilderTest, AnExecdProgramContinuesTheThreadThatExecdItEvenAfterItsI
   EXPECT_EQ(builder_.remembered_processes(), 0u);
 }
 
+TEST_F(SpanBuilderTest, AUnixDomainConnectionIsNamedAfterItsSocket) {
+  EventRecord accept = script_.Accept(1, 7, 100);
+  accept.family = kFamilyUnix;
+  std::memset(accept.local_addr, 0, 16);
+  std::memset(accept.peer_addr, 0, 16);
+  accept.local_port = accept.peer_port = 0;
+  const std::string path = "/run/app/api.sock";
+  std::memcpy(accept.capture, path.data(), path.size());
+  accept.capture_len = static_cast<uint8_t>(path.size());
+  Feed(accept);
+  Feed(script_.Recv(1, 7, 200, "PING\n"));
+  Feed(script_.Send(1, 7, 300, "PONG\n"));
+  Feed(script_.Close(1, 7, 400));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].name(), "unix:/run/app/api.sock");
+  EXPECT_EQ(spans_[0].attributes().at("net.unix.path"), path);
+  EXPECT_TRUE(spans_[0].local().ip().empty());
+  EXPECT_EQ(spans_[0].local().port(), 0u);
+}
+
 }  // namespace
 }  // namespace reptrace

@@ -81,6 +81,8 @@ enum EventFlags : uint8_t {
 
 inline constexpr size_t kCaptureBytes = 128;
 
+inline constexpr uint8_t kFamilyUnix = 1;  // EventRecord::family of a Unix-domain socket
+
 // One socket call on a traced connection.
 struct EventRecord {
   RecordHeader header;
@@ -105,7 +107,10 @@ struct EventRecord {
   uint16_t peer_port;
   // 4 or 6: the address family of the conversation. A v6 socket talking to an IPv4-mapped
   // peer (::ffff:a.b.c.d) reports 4, like the v4 socket at the other end; for unconnected
-  // UDP this follows the peer of the event's own datagram.
+  // UDP this follows the peer of the event's own datagram. kFamilyUnix: a Unix-domain
+  // stream socket (traced only when REPTRACE_TRACE_UNIX asks); its ports and addresses
+  // are 0, and the capture of its kConnect/kAccept record holds the socket's name (the
+  // path the server bound; an abstract name starts with '@'), up to kCaptureBytes.
   uint8_t family;
   uint8_t protocol;       // IP protocol number: 6 = TCP, 17 = UDP (0 only in kThreadStart)
   uint8_t reserved2[2];

@@ -793,6 +793,48 @@ TEST_F(HookCoverageTest, ExecedProgramsKeepTheHookAndTheUsersPreload) {
   }
 }
 
+// Unix-domain sockets are traced only when REPTRACE_TRACE_UNIX asks, as connections named
+// by their socket's path.
+TEST_F(HookCoverageTest, UnixDomainSocketsAreTracedOnlyWhenAsked) {
+  FakeAgent agent(SocketPath("agent.sock"));
+  const std::string path = dir_.path() + "/app.sock";
+  // Not asked: nothing is traced (the process never even talks to the agent), and the
+  // program works as ever.
+  const RunResult plain =
+      RunProgram({REPTRACE_HOOK_COVERAGE_PEER, "unix", path}, HookEnv(SocketPath("agent.sock")));
+  ASSERT_EQ(plain.exit_code, 0) << plain.out;
+  EXPECT_EQ(plain.out, "PONG\n");
+
+  Env env = HookEnv(SocketPath("agent.sock"));
+  env["REPTRACE_TRACE_UNIX"] = "1";
+  const RunResult traced = RunProgram({REPTRACE_HOOK_COVERAGE_PEER, "unix", path}, env);
+  ASSERT_EQ(traced.exit_code, 0) << traced.out;
+  EXPECT_EQ(traced.out, "PONG\n");
+  ASSERT_TRUE(agent.WaitFor([](const std::vector<AgentStream>& streams) {
+    return !streams.empty() && EventsOf(streams.back(), EventKind::kClose).size() >= 2;
+  }));
+  const std::vector<AgentStream> streams = agent.Streams();
+  ASSERT_EQ(streams.size(), 1u);  // only the run that asked
+  const AgentStream& s = streams[0];
+  const auto connects = EventsOf(s, EventKind::kConnect);
+  const auto accepts = EventsOf(s, EventKind::kAccept);
+  ASSERT_EQ(connects.size(), 1u);
+  ASSERT_EQ(accepts.size(), 1u);
+  for (const EventRecord* open : {&connects[0], &accepts[0]}) {
+    EXPECT_EQ(open->family, kFamilyUnix);
+    EXPECT_EQ(open->local_port, 0);
+    EXPECT_EQ(open->peer_port, 0);
+    EXPECT_EQ(CaptureOf(*open), path);
+  }
+  const auto sent = EventsOf(s, EventKind::kSend, connects[0].conn_id);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(CaptureOf(sent[0]), "PING\n");
+  const auto received = EventsOf(s, EventKind::kRecv, accepts[0].conn_id);
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(CaptureOf(received[0]), "PING\n");
+  EXPECT_EQ(EventsOf(s, EventKind::kSend, accepts[0].conn_id).size(), 1u);
+}
+
 // A daemon that closes (or dup2s over) every fd never gets hook bytes in its own files,
 // gets fd 0 back when it opens a file, and the hook reconnects on a fresh fd.
 class HookDaemonTest : public HookTest, public ::testing::WithParamInterface<const char*> {};

@@ -11,16 +11,19 @@
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
+#include <initializer_list>
 
 #include "common/event_record.h"
 #include "hook/agent_link.h"
@@ -231,18 +234,64 @@ bool ToEndpoint(const sockaddr* sa, socklen_t len, uint8_t (&addr)[16], uint16_t
   return false;
 }
 
-// Is `fd` a TCP (or, if `udp`, a UDP) socket over IPv4/IPv6? Fills the family, the
-// protocol and the local address. Unix-domain sockets are not traced.
-bool InspectSocket(int fd, Endpoints* endpoints, bool udp) {
+// A Unix-domain socket's name, as a kFamilyUnix open record carries it in `capture`.
+struct UnixName {
+  char text[kCaptureBytes];
+  uint8_t len = 0;
+};
+
+// The name in a sockaddr_un: its path, or '@' and the abstract name; false if unnamed.
+bool UnixNameOf(const sockaddr* sa, socklen_t len, UnixName* name) {
+  const size_t path_at = offsetof(sockaddr_un, sun_path);
+  if (sa == nullptr || sa->sa_family != AF_UNIX || len <= path_at) return false;
+  const char* path = reinterpret_cast<const sockaddr_un*>(sa)->sun_path;
+  size_t n = len - path_at;
+  if (n > sizeof(sockaddr_un::sun_path)) n = sizeof(sockaddr_un::sun_path);
+  size_t out = 0;
+  if (path[0] == '\0') {  // abstract: the bytes after the NUL, all of them significant
+    name->text[out++] = '@';
+    ++path;
+    --n;
+  } else {
+    n = strnlen(path, n);
+  }
+  if (n > kCaptureBytes - out) n = kCaptureBytes - out;
+  std::memcpy(name->text + out, path, n);
+  name->len = static_cast<uint8_t>(out + n);
+  return name->len > 0;
+}
+
+bool g_trace_unix = false;  // REPTRACE_TRACE_UNIX: trace Unix-domain stream sockets too
+
+// Is `fd` a TCP (or, if `udp`, a UDP) socket over IPv4/IPv6, or, if REPTRACE_TRACE_UNIX
+// asks, a Unix-domain stream socket? Fills the family, the protocol and the local address
+// (for a Unix-domain socket, its own name into `*unix_name`, if it has one).
+bool InspectSocket(int fd, Endpoints* endpoints, bool udp, UnixName* unix_name = nullptr) {
   int protocol = 0;
   socklen_t optlen = sizeof(protocol);
-  if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &optlen) != 0 ||
-      !(protocol == IPPROTO_TCP || (udp && protocol == IPPROTO_UDP))) {
-    return false;
-  }
-  endpoints->protocol = static_cast<uint8_t>(protocol);
+  if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &optlen) != 0) return false;
   sockaddr_storage local = {};
   socklen_t len = sizeof(local);
+  if (protocol == 0 && g_trace_unix) {  // Unix-domain sockets have no protocol number
+    int domain = 0, type = 0;
+    optlen = sizeof(domain);
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &optlen) != 0 || domain != AF_UNIX) {
+      return false;
+    }
+    optlen = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) != 0 || type != SOCK_STREAM) {
+      return false;
+    }
+    endpoints->family = kFamilyUnix;
+    endpoints->protocol = 0;
+    if (unix_name != nullptr &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+      UnixNameOf(reinterpret_cast<sockaddr*>(&local), len, unix_name);
+    }
+    return true;
+  }
+  if (!(protocol == IPPROTO_TCP || (udp && protocol == IPPROTO_UDP))) return false;
+  endpoints->protocol = static_cast<uint8_t>(protocol);
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) return false;
   if (local.ss_family != AF_INET && local.ss_family != AF_INET6) return false;
   endpoints->family = local.ss_family == AF_INET ? 4 : 6;
@@ -271,11 +320,16 @@ void ForgetStale(int fd) {
 }
 
 void StartConnection(int fd, EventKind kind, SocketRole role, const Endpoints& endpoints,
-                     int64_t result, int err, const Clock& clock, bool keep) {
+                     int64_t result, int err, const Clock& clock, bool keep,
+                     const UnixName* unix_name = nullptr) {
   const uint64_t conn_id = g_next_conn_id.fetch_add(1, std::memory_order_relaxed);
   EventRecord r;
   std::memset(&r, 0, sizeof(r));
   FillHeader(&r, kind, fd, conn_id, static_cast<uint8_t>(role), endpoints, clock);
+  if (unix_name != nullptr) {
+    std::memcpy(r.capture, unix_name->text, unix_name->len);
+    r.capture_len = unix_name->len;
+  }
   r.result = result;
   r.error = result < 0 ? err : 0;
   if (keep) g_table.Start(fd, conn_id, static_cast<uint8_t>(role), endpoints);
@@ -296,8 +350,11 @@ void AfterConnect(int fd, const sockaddr* addr, socklen_t addrlen, int result, i
                   const Clock& clock) {
   InHookScope scope;
   Endpoints endpoints;
+  UnixName unix_name;  // a Unix-domain socket's peer: the name it connects to
   if (!Ready() || !InspectSocket(fd, &endpoints, /*udp=*/true) ||
-      !ToEndpoint(addr, addrlen, endpoints.peer_addr, &endpoints.peer_port)) {
+      !(endpoints.family == kFamilyUnix
+            ? UnixNameOf(addr, addrlen, &unix_name)
+            : ToEndpoint(addr, addrlen, endpoints.peer_addr, &endpoints.peer_port))) {
     ForgetStale(fd);
     return;
   }
@@ -325,7 +382,8 @@ void AfterConnect(int fd, const sockaddr* addr, socklen_t addrlen, int result, i
   // Any other failure is reported once and the fd stays untraced.
   const bool started = result == 0 || err == EINPROGRESS || err == EINTR;
   StartConnection(fd, EventKind::kConnect, SocketRole::kClient, endpoints, result,
-                  result < 0 ? err : 0, clock, started);
+                  result < 0 ? err : 0, clock, started,
+                  endpoints.family == kFamilyUnix ? &unix_name : nullptr);
 }
 
 void AfterAccept(int fd) {
@@ -334,20 +392,32 @@ void AfterAccept(int fd) {
     InHookScope scope;
     const Clock clock = Now();
     Endpoints endpoints;
+    UnixName unix_name;  // a Unix-domain socket's own name: the path the server bound
     sockaddr_storage peer = {};
     socklen_t len = sizeof(peer);
-    if (Ready() && InspectSocket(fd, &endpoints, /*udp=*/false) &&
-        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
-        ToEndpoint(reinterpret_cast<sockaddr*>(&peer), len, endpoints.peer_addr,
-                   &endpoints.peer_port)) {
+    if (Ready() && InspectSocket(fd, &endpoints, /*udp=*/false, &unix_name) &&
+        (endpoints.family == kFamilyUnix ||
+         (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
+          ToEndpoint(reinterpret_cast<sockaddr*>(&peer), len, endpoints.peer_addr,
+                     &endpoints.peer_port)))) {
       ForgetStale(fd);
       StartConnection(fd, EventKind::kAccept, SocketRole::kServer, endpoints, fd, 0, clock,
-                      true);
+                      true, endpoints.family == kFamilyUnix ? &unix_name : nullptr);
     } else {
       ForgetStale(fd);
     }
   }
   errno = saved;
+}
+
+// A boolean environment setting: "1", "true", "yes" or "on" (any case) is true.
+bool EnvFlag(const char* name) {
+  const char* value = getenv(name);
+  if (value == nullptr) return false;
+  for (const char* yes : {"1", "true", "yes", "on"}) {
+    if (strcasecmp(value, yes) == 0) return true;
+  }
+  return false;
 }
 
 // In the forking thread, before fork(): caches its tid, which the child then reads from its
@@ -375,6 +445,7 @@ __attribute__((constructor(101))) void ReptraceInit() {
   InHookScope scope;
   ResolveRealCalls();
   g_cause.store(TakeCauseFromEnvironment(), std::memory_order_relaxed);
+  g_trace_unix = EnvFlag("REPTRACE_TRACE_UNIX");
   ConfigureAgentLink(Now().wall_ns);
   pthread_atfork(BeforeFork, nullptr, ChildAfterFork);
   // Last: a non-zero pid is what lets connect/accept start tracing (see Ready()).
@@ -603,7 +674,8 @@ using namespace reptrace::hook;  // NOLINT: the C entry points below are outside
 
 REPTRACE_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
   if (t_in_hook || addr == nullptr || len < sizeof(sa_family_t) ||
-      (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)) {
+      (addr->sa_family != AF_INET && addr->sa_family != AF_INET6 &&
+       !(addr->sa_family == AF_UNIX && g_trace_unix))) {
     if (!t_in_hook && g_table.Find(fd) != nullptr) {
       const int result = RealConnect(fd, addr, len);
       const int err = errno;

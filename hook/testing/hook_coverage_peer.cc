@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -329,6 +330,36 @@ int Exec(const char* self) {
   return 0;
 }
 
+// A request and a response over a Unix-domain stream socket bound at `path`.
+int Unix(const char* path) {
+  const int listener = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+  unlink(path);
+  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(listener, 1) != 0) {
+    return Fail("unix listen");
+  }
+  const int client = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (client < 0 || connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return Fail("unix connect");
+  }
+  const int server = accept(listener, nullptr, nullptr);
+  if (server < 0) return Fail("unix accept");
+  char buf[8];
+  if (write(client, "PING\n", 5) != 5 || !ReadExactly(server, buf, 5) ||
+      write(server, "PONG\n", 5) != 5 || !ReadExactly(client, buf, 5)) {
+    return Fail("unix exchange");
+  }
+  close(client);
+  close(server);
+  close(listener);
+  unlink(path);
+  std::printf("%.5s", buf);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -341,6 +372,7 @@ int main(int argc, char** argv) {
   if (mode == "thread") return Thread();
   if (mode == "thread-ends") return ThreadEnds();
   if (mode == "exec") return Exec(argv[0]);
+  if (mode == "unix" && argc > 2) return Unix(argv[2]);
   if (mode == "exec-child") return ExecChild();
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 1;
