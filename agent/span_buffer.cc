@@ -44,7 +44,7 @@ void SpanBuffer::SealNow() {
   SealLocked();
 }
 
-std::shared_ptr<const v1::SpanBatch> SpanBuffer::NextToSend() {
+std::shared_ptr<v1::SpanBatch> SpanBuffer::NextToSend() {
   absl::MutexLock lock(&mu_);
   for (Batch& b : sealed_) {
     if (b.batch->batch_id() < next_to_send_) continue;
@@ -57,7 +57,7 @@ std::shared_ptr<const v1::SpanBatch> SpanBuffer::NextToSend() {
   return nullptr;
 }
 
-std::shared_ptr<const v1::SpanBatch> SpanBuffer::WaitNextToSend(absl::Duration timeout) {
+std::shared_ptr<v1::SpanBatch> SpanBuffer::WaitNextToSend(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   {
     absl::MutexLock lock(&mu_);

@@ -44,11 +44,13 @@ class SpanBuffer {
   // Seals the open batch if it is non-empty.
   void SealNow();
 
-  // The next sealed batch not yet handed out on the current stream, or nullptr.
-  std::shared_ptr<const v1::SpanBatch> NextToSend();
+  // The next sealed batch not yet handed out on the current stream, or nullptr. The buffer
+  // never changes a sealed batch; its one consumer (the uploader's thread) may set its
+  // counters field before sending it.
+  std::shared_ptr<v1::SpanBatch> NextToSend();
   // Like NextToSend(), but first seals a due batch (by absl::Now()) and waits up to
   // `timeout` for one; returns nullptr on timeout or Wake().
-  std::shared_ptr<const v1::SpanBatch> WaitNextToSend(absl::Duration timeout);
+  std::shared_ptr<v1::SpanBatch> WaitNextToSend(absl::Duration timeout);
   // Makes waiters of WaitNextToSend() return.
   void Wake();
 
@@ -63,7 +65,7 @@ class SpanBuffer {
 
  private:
   struct Batch {
-    std::shared_ptr<const v1::SpanBatch> batch;
+    std::shared_ptr<v1::SpanBatch> batch;
     bool handed_out = false;  // on any stream so far
   };
 

@@ -124,11 +124,16 @@ absl::Status Uploader::RunStream() {
     if (Done()) break;
     const absl::Duration wait =
         std::clamp(next_counters - absl::Now(), absl::ZeroDuration(), absl::Milliseconds(50));
-    if (std::shared_ptr<const v1::SpanBatch> batch = buffer_->WaitNextToSend(wait)) {
+    if (std::shared_ptr<v1::SpanBatch> batch = buffer_->WaitNextToSend(wait)) {
+      *batch->mutable_counters() = counters_->Snapshot();
+      // The message borrows the batch rather than copying it (a deep copy of every span
+      // was a sizeable part of the agent's CPU per span), and gives it back before it is
+      // destroyed: Write() has serialized it by the time it returns.
       v1::AgentMessage message;
-      *message.mutable_batch() = *batch;
-      *message.mutable_batch()->mutable_counters() = counters_->Snapshot();
-      if (!stream->Write(message)) {
+      message.unsafe_arena_set_allocated_batch(batch.get());
+      const bool written = stream->Write(message);
+      message.unsafe_arena_release_batch();
+      if (!written) {
         failed = true;
         break;
       }
