@@ -86,7 +86,8 @@ TEST_F(AgentBinaryTest, DeliversTheSpansOfHookedProcessesToTheController) {
   ASSERT_TRUE(controller.started());
   Process agent = StartAgent({"--socket", socket_path_, "--controller", controller.address(),
                                 "--node=node-7", "--batch-interval-ms", "20",
-                                "--buffer-spans=1000", "--batch-max-spans=10"},
+                                "--buffer-spans=1000", "--buffer-mib=8",
+                                "--batch-max-spans=10"},
                                log_path_);
   ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(socket_path_); }, kWait, kPoll))
       << ReadFile(log_path_);
@@ -149,6 +150,18 @@ TEST_F(AgentBinaryTest, RefusesAnUnusableSocketPath) {
       StartAgent({"--socket", dir_ + "/file", "--controller", "127.0.0.1:1"}, log_path_);
   ASSERT_TRUE(WaitUntil([&] { return !agent.Running(); }, absl::Seconds(10), kPoll));
   EXPECT_NE(ReadFile(log_path_).find("cannot listen"), std::string::npos) << ReadFile(log_path_);
+}
+
+TEST_F(AgentBinaryTest, ABufferBoundThatIsNotPositiveIsAClearError) {
+  for (const char* flag : {"--buffer-mib=0", "--buffer-spans=-1"}) {
+    const char* build_dir = std::getenv("REPTRACE_BUILD_DIR");
+    const testing::CommandResult result = testing::RunCommand(
+        {absl::StrCat(build_dir ? build_dir : ".", "/agent/reptrace-agent"), "--socket",
+         socket_path_, flag},
+        {}, absl::Seconds(10));
+    EXPECT_EQ(result.exit_code, 2) << flag;
+    EXPECT_NE(result.err.find("must be positive"), std::string::npos) << result.err;
+  }
 }
 
 }  // namespace

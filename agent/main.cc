@@ -26,6 +26,8 @@ ABSL_FLAG(std::string, controller, "127.0.0.1:7070", "reptrace-controller addres
 ABSL_FLAG(std::string, node, "", "node name put in every span (default: the hostname)");
 ABSL_FLAG(int64_t, buffer_spans, 100000,
           "most spans held while not acknowledged by the controller; more are dropped");
+ABSL_FLAG(int64_t, buffer_mib, 32,
+          "most memory (MiB) the spans held for the controller may take; more are dropped");
 ABSL_FLAG(int64_t, batch_max_spans, 500, "most spans in one batch");
 ABSL_FLAG(int64_t, batch_interval_ms, 200, "a non-empty batch is sent at least this often");
 
@@ -62,7 +64,7 @@ int Run(int argc, char** argv) {
   SetLogComponent("agent");
   ConfigureFlagsUsage(
       "reptrace-agent --socket PATH --controller HOST:PORT [--node NAME] [--buffer-spans N]"
-      " [--batch-max-spans N] [--batch-interval-ms N]\n"
+      " [--buffer-mib N] [--batch-max-spans N] [--batch-interval-ms N]\n"
       "Collects the socket events of hooked processes on this node, builds spans and\n"
       "streams them to reptrace-controller. Flags may be spelt with - or _.");
   std::vector<std::string> arg_store;
@@ -75,12 +77,15 @@ int Run(int argc, char** argv) {
   const std::string controller = absl::GetFlag(FLAGS_controller);
   const std::string socket_path = absl::GetFlag(FLAGS_socket);
   SpanBufferOptions buffer_options;
-  if (absl::GetFlag(FLAGS_buffer_spans) < 1 || absl::GetFlag(FLAGS_batch_max_spans) < 1 ||
-      absl::GetFlag(FLAGS_batch_interval_ms) < 1) {
-    LogError("--buffer-spans, --batch-max-spans and --batch-interval-ms must be positive");
+  if (absl::GetFlag(FLAGS_buffer_spans) < 1 || absl::GetFlag(FLAGS_buffer_mib) < 1 ||
+      absl::GetFlag(FLAGS_batch_max_spans) < 1 || absl::GetFlag(FLAGS_batch_interval_ms) < 1) {
+    LogError(
+        "--buffer-spans, --buffer-mib, --batch-max-spans and --batch-interval-ms must be "
+        "positive");
     return 2;
   }
   buffer_options.max_spans = static_cast<size_t>(absl::GetFlag(FLAGS_buffer_spans));
+  buffer_options.max_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_buffer_mib)) << 20;
   buffer_options.batch_max_spans = static_cast<size_t>(absl::GetFlag(FLAGS_batch_max_spans));
   buffer_options.batch_interval = absl::Milliseconds(absl::GetFlag(FLAGS_batch_interval_ms));
 

@@ -7,17 +7,53 @@
 
 namespace reptrace {
 
+namespace {
+
+// Heap bytes of a string beyond the object itself: nothing while it fits the small-string
+// buffer (15 characters in libstdc++), else its capacity plus malloc's header.
+size_t HeapBytes(const std::string& s) {
+  constexpr size_t kSmallString = 15;
+  constexpr size_t kMallocOverhead = 16;
+  return s.capacity() > kSmallString ? s.capacity() + 1 + kMallocOverhead : 0;
+}
+
+}  // namespace
+
+size_t ApproximateMemory(const v1::Span& span) {
+  // The span itself, its two endpoints (allocated apart, each with malloc's header), the
+  // heap parts of its strings, and per attribute a map node (key and value strings, a
+  // link, malloc's header) plus a bucket of the map's table.
+  constexpr size_t kMallocOverhead = 16;
+  constexpr size_t kMapNode = 2 * sizeof(std::string) + 2 * sizeof(void*) + kMallocOverhead;
+  size_t bytes = sizeof(v1::Span);
+  if (span.has_local()) bytes += sizeof(v1::Endpoint) + kMallocOverhead;
+  if (span.has_peer()) bytes += sizeof(v1::Endpoint) + kMallocOverhead;
+  bytes += HeapBytes(span.service()) + HeapBytes(span.node()) + HeapBytes(span.process()) +
+           HeapBytes(span.name()) + HeapBytes(span.status_message()) +
+           HeapBytes(span.local().ip()) + HeapBytes(span.peer().ip());
+  if (!span.attributes().empty()) {
+    bytes += 64;  // the map's table
+    for (const auto& [key, value] : span.attributes()) {
+      bytes += kMapNode + sizeof(void*) + HeapBytes(key) + HeapBytes(value);
+    }
+  }
+  return bytes;
+}
+
 SpanBuffer::SpanBuffer(SpanBufferOptions options, CounterSet* counters)
     : options_(options), counters_(counters) {}
 
 bool SpanBuffer::Add(v1::Span span, absl::Time now) {
+  const size_t bytes = ApproximateMemory(span);
   absl::MutexLock lock(&mu_);
-  if (sealed_spans_ + open_.size() >= options_.max_spans) {
+  if (sealed_spans_ + open_.size() >= options_.max_spans ||
+      sealed_bytes_ + open_bytes_ + bytes > options_.max_bytes) {
     counters_->spans_dropped.fetch_add(1);
     return false;
   }
   if (open_.empty()) open_since_ = now;
   open_.push_back(std::move(span));
+  open_bytes_ += bytes;
   if (open_.size() >= options_.batch_max_spans) SealLocked();
   return true;
 }
@@ -29,8 +65,10 @@ void SpanBuffer::SealLocked() {
   batch->mutable_spans()->Reserve(static_cast<int>(open_.size()));
   for (v1::Span& span : open_) *batch->add_spans() = std::move(span);
   sealed_spans_ += open_.size();
+  sealed_bytes_ += open_bytes_;
   open_.clear();
-  sealed_.push_back(Batch{std::move(batch), false});
+  sealed_.push_back(Batch{std::move(batch), open_bytes_, false});
+  open_bytes_ = 0;
   cv_.SignalAll();
 }
 
@@ -87,6 +125,7 @@ void SpanBuffer::Ack(uint64_t batch_id) {
                          [&](const Batch& b) { return b.batch->batch_id() == batch_id; });
   if (it == sealed_.end()) return;
   sealed_spans_ -= static_cast<size_t>(it->batch->spans_size());
+  sealed_bytes_ -= it->bytes;
   sealed_.erase(it);
   counters_->batches_acked.fetch_add(1);
   cv_.SignalAll();
@@ -105,6 +144,11 @@ size_t SpanBuffer::unacked_batches() const {
 size_t SpanBuffer::spans_held() const {
   absl::MutexLock lock(&mu_);
   return sealed_spans_ + open_.size();
+}
+
+size_t SpanBuffer::bytes_held() const {
+  absl::MutexLock lock(&mu_);
+  return sealed_bytes_ + open_bytes_;
 }
 
 bool SpanBuffer::empty() const {

@@ -3,8 +3,8 @@
 // Spans are grouped into batches: a batch is sealed when it holds `batch_max_spans`
 // spans, or when its first span is `batch_interval` old. Sealed batches get increasing ids
 // from 1 and stay until the controller acknowledges them. At most `max_spans` spans
-// (sealed and open) are held; a span added beyond that is dropped and counted
-// (spans_dropped). Thread-safe.
+// (sealed and open), taking at most `max_bytes` of memory (ApproximateMemory), are held;
+// a span added beyond either is dropped and counted (spans_dropped). Thread-safe.
 //
 // Sending: NextToSend() hands out each sealed, unacknowledged batch once per stream, in id
 // order (counting batches_sent, and batches_resent when the batch had been handed out
@@ -25,10 +25,16 @@
 
 namespace reptrace {
 
+// The memory `span` takes, estimated from its fields (within about 25 % of protobuf's
+// SpaceUsedLong(), which walks the message by reflection and would cost more than building
+// the span did).
+size_t ApproximateMemory(const v1::Span& span);
+
 struct SpanBufferOptions {
   size_t max_spans = 100000;
   size_t batch_max_spans = 500;
   absl::Duration batch_interval = absl::Milliseconds(200);
+  size_t max_bytes = size_t{32} << 20;
 };
 
 class SpanBuffer {
@@ -61,11 +67,13 @@ class SpanBuffer {
 
   size_t unacked_batches() const;
   size_t spans_held() const;          // sealed and open
+  size_t bytes_held() const;          // their ApproximateMemory()
   bool empty() const;                 // nothing sealed, nothing open
 
  private:
   struct Batch {
     std::shared_ptr<v1::SpanBatch> batch;
+    size_t bytes = 0;         // ApproximateMemory of its spans
     bool handed_out = false;  // on any stream so far
   };
 
@@ -79,6 +87,8 @@ class SpanBuffer {
   std::vector<v1::Span> open_ ABSL_GUARDED_BY(mu_);
   absl::Time open_since_ ABSL_GUARDED_BY(mu_);
   size_t sealed_spans_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t open_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t sealed_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_batch_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_to_send_ ABSL_GUARDED_BY(mu_) = 1;  // lowest id not handed out on this stream
   uint64_t wake_generation_ ABSL_GUARDED_BY(mu_) = 0;

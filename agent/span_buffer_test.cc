@@ -1,5 +1,6 @@
 #include "agent/span_buffer.h"
 
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -133,6 +134,53 @@ TEST(SpanBuffer, WaitNextToSendSealsByTimeAndWakes) {
   EXPECT_EQ(buffer.WaitNextToSend(absl::Seconds(30)), nullptr);
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
   waker.join();
+}
+
+// A span as the span builder makes them for an HTTP exchange.
+v1::Span HttpSpan(uint64_t n, const std::string& path) {
+  v1::Span span = SpanNumber(n);
+  span.set_kind(v1::SPAN_KIND_SERVER);
+  span.set_service("checkout-service");
+  span.set_process("nginx");
+  span.set_node("node-a.cluster.local");
+  span.set_name("GET " + path);
+  span.mutable_local()->set_ip(std::string("\x0a\x00\x00\x02", 4));
+  span.mutable_local()->set_port(8080);
+  span.mutable_peer()->set_ip(std::string(16, '\x01'));
+  span.mutable_peer()->set_port(40001);
+  (*span.mutable_attributes())["http.method"] = "GET";
+  (*span.mutable_attributes())["http.path"] = path;
+  (*span.mutable_attributes())["http.status_code"] = "200";
+  return span;
+}
+
+TEST(SpanBuffer, ApproximateMemoryIsCloseToWhatProtobufCounts) {
+  for (const v1::Span& span :
+       {SpanNumber(1), HttpSpan(2, "/"), HttpSpan(3, "/cart/items/" + std::string(80, 'x'))}) {
+    const double estimate = static_cast<double>(ApproximateMemory(span));
+    const double counted = static_cast<double>(span.SpaceUsedLong());
+    EXPECT_GT(estimate, counted * 0.75) << span.ShortDebugString();
+    EXPECT_LT(estimate, counted * 1.25) << span.ShortDebugString();
+  }
+}
+
+TEST(SpanBuffer, DropsAndCountsSpansBeyondItsMemoryBound) {
+  CounterSet counters;
+  const size_t per_span = ApproximateMemory(HttpSpan(0, "/a"));
+  SpanBufferOptions options;
+  options.batch_max_spans = 4;
+  options.max_bytes = 10 * per_span + per_span / 2;
+  SpanBuffer buffer(options, &counters);
+  for (uint64_t i = 1; i <= 12; ++i) buffer.Add(HttpSpan(i, "/a"), kT0);
+  EXPECT_EQ(buffer.spans_held(), 10u);
+  EXPECT_EQ(buffer.bytes_held(), 10 * per_span);
+  EXPECT_EQ(counters.spans_dropped.load(), 2u);
+  // An acknowledged batch frees its share.
+  auto batch = buffer.NextToSend();
+  ASSERT_NE(batch, nullptr);
+  buffer.Ack(batch->batch_id());
+  EXPECT_EQ(buffer.bytes_held(), 6 * per_span);
+  EXPECT_TRUE(buffer.Add(HttpSpan(13, "/a"), kT0));
 }
 
 }  // namespace
