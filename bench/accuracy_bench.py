@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""How often reptrace's trace of a request is exactly right, on a real three-tier system.
+
+  bench/accuracy_bench.py [--build DIR] [--requests N] [--concurrency C ...]
+
+A hooked client (python3, C threads, one keep-alive connection each, a distinct path per
+request) calls nginx (reverse proxy, one worker, keep-alive upstream connections), which
+calls a python3 backend (a thread per connection), which reads a key from redis-server for
+every request. Everything runs under the hook with a private agent, controller and
+PostgreSQL. After the run, every request's trace is fetched with reptracectl and compared
+with the true one:
+
+  client  client  GET /item/P
+  └ nginx   server  GET /item/P
+    └ nginx   client  GET /item/P
+      └ backend server  GET /item/P
+        └ backend client  (redis GET)
+          └ redis   server  (redis GET)
+
+"tree" counts traces with exactly these six spans, parents, kinds and services and the
+HTTP names; "names" also requires the two redis spans to be named after the command (GET).
+Prints one table row per concurrency level.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reptrace_bench import ROOT, Stack, free_port, print_table, wait_port  # noqa: E402
+
+BACKEND = r'''
+import http.server, socket, sys, threading
+
+REDIS_PORT = int(sys.argv[2])
+local = threading.local()
+
+def redis_get(key):
+    # RESP by hand: the backend needs one command, and no client library is installed.
+    if getattr(local, "sock", None) is None:
+        local.sock = socket.create_connection(("127.0.0.1", REDIS_PORT))
+        local.file = local.sock.makefile("rb")
+    k = key.encode()
+    local.sock.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k))
+    head = local.file.readline()
+    if head.startswith(b"$-1"):
+        return b""
+    return local.file.read(int(head[1:]) + 2)[:-2]
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"value of " + self.path.encode() + b": " + redis_get(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+CLIENT = r'''
+import http.client, sys, threading
+
+port, threads, per_thread, tag = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+failures = []
+
+def run(t):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for i in range(per_thread):
+        conn.request("GET", "/item/%s-%d-%d" % (tag, t, i))
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            failures.append(response.status)
+    conn.close()
+
+workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+for w in workers:
+    w.start()
+for w in workers:
+    w.join()
+sys.exit(1 if failures else 0)
+'''
+
+
+def nginx_proxy_conf(prefix, port, backend_port):
+    os.makedirs(prefix, exist_ok=True)
+    conf = f"""worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 16; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+    path = os.path.join(prefix, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return path
+
+
+def ctl(stack, *args):
+    out = subprocess.run([os.path.join(stack.build, "cli/reptracectl"), "--controller",
+                          stack.controller_addr, *args, "--json"],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def client_traces(stack):
+    """Every trace holding a span of service "client": {client span name: trace spans}."""
+    by_name = {}
+    for summary in ctl(stack, "traces", "--service", "client", "--limit", "1000")["traces"]:
+        spans = ctl(stack, "trace", summary["trace_id"])["spans"]
+        for span in spans:
+            if span["service"] == "client" and span["kind"] == "client":
+                by_name.setdefault(span["name"], []).append(spans)
+    return by_name
+
+
+def judge(traces):
+    """(tree right, names right too) for the traces found for one request."""
+    if len(traces) != 1:
+        return False, False
+    spans = traces[0]
+    if len(spans) != 6:
+        return False, False
+    children = {}
+    for span in spans:
+        children.setdefault(span.get("parent_span_id") or "", []).append(span)
+    expected = [("client", "client"), ("nginx", "server"), ("nginx", "client"),
+                ("backend", "server"), ("backend", "client"), ("redis", "server")]
+    chain, parent = [], ""
+    for service, kind in expected:
+        level = children.get(parent, [])
+        if len(level) != 1 or level[0]["service"] != service or level[0]["kind"] != kind:
+            return False, False
+        chain.append(level[0])
+        parent = level[0]["span_id"]
+    http_name = chain[0]["name"]
+    tree = all(span["name"] == http_name for span in chain[:4])
+    names = tree and chain[4]["name"] == "GET" and chain[5]["name"] == "GET"
+    return tree, names
+
+
+def run_level(stack, work, nginx_port, concurrency, requests, tag):
+    per_thread = max(1, requests // concurrency)
+    script = os.path.join(work, "client.py")
+    subprocess.run(["/usr/bin/python3", script, str(nginx_port), str(concurrency),
+                    str(per_thread), tag], env=stack.hook_env("client"), check=True,
+                   timeout=600)
+    stack.wait_drained()
+    found = client_traces(stack)
+    tree = names = 0
+    total = concurrency * per_thread
+    for t in range(concurrency):
+        for i in range(per_thread):
+            ok_tree, ok_names = judge(found.get(f"GET /item/{tag}-{t}-{i}", []))
+            tree += ok_tree
+            names += ok_names
+    return total, tree, names
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    parser.add_argument("--requests", type=int, default=320,
+                        help="requests per concurrency level (default 320)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    args = parser.parse_args()
+    args.build = os.path.abspath(args.build)
+
+    work = tempfile.mkdtemp(prefix="reptrace-accuracy-")
+    os.chmod(work, 0o755)  # nginx's worker runs as nobody
+    with open(os.path.join(work, "backend.py"), "w") as f:
+        f.write(BACKEND)
+    with open(os.path.join(work, "client.py"), "w") as f:
+        f.write(CLIENT)
+    stack = Stack(args.build, work).start()
+    procs = []
+    try:
+        redis_port, backend_port, nginx_port = free_port(), free_port(), free_port()
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
+             "--dir", work], env=stack.hook_env("redis"), stdout=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(
+            ["/usr/bin/python3", os.path.join(work, "backend.py"), str(backend_port),
+             str(redis_port)], env=stack.hook_env("backend")))
+        conf = nginx_proxy_conf(os.path.join(work, "nginx"), nginx_port, backend_port)
+        procs.append(subprocess.Popen(["nginx", "-p", os.path.join(work, "nginx"), "-c", conf],
+                                      env=stack.hook_env("nginx"), stderr=subprocess.DEVNULL))
+        for port in (redis_port, backend_port, nginx_port):
+            wait_port(port)
+        rows = []
+        for level in args.concurrency:
+            total, tree, names = run_level(stack, work, nginx_port, level, args.requests,
+                                           f"c{level}")
+            rows.append([str(level), str(total), f"{tree} ({100.0 * tree / total:.1f} %)",
+                         f"{names} ({100.0 * names / total:.1f} %)"])
+        print_table(f"Trace accuracy, passive mode ({time.strftime('%Y-%m-%d')})",
+                    ["concurrency", "requests", "tree, services, HTTP names right",
+                     "and redis spans named"], rows)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
