@@ -207,7 +207,10 @@ void HookServer::Dispatch(uint64_t key, Connection& conn,
                           const std::vector<Record>& records) {
   const absl::Time now = absl::Now();
   for (const Record& record : records) {
-    if (const auto* event = std::get_if<EventRecord>(&record)) {
+    if (const auto* data = std::get_if<DataRecord>(&record)) {
+      counters_->events_received.fetch_add(1);
+      builder_->OnData(key, *data, now);
+    } else if (const auto* event = std::get_if<EventRecord>(&record)) {
       counters_->events_received.fetch_add(1);
       builder_->OnEvent(key, *event, now);
     } else if (const auto* hello = std::get_if<HelloRecord>(&record)) {

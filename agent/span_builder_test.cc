@@ -29,6 +29,9 @@ class SpanBuilderTest : public ::testing::Test {
   void Feed(const EventRecord& event, absl::Time now = kT0) {
     builder_.OnEvent(kProcess, event, now);
   }
+  void Feed(const DataRecord& data, absl::Time now = kT0) {
+    builder_.OnData(kProcess, data, now);
+  }
 
   HookScript script_{4242};
   std::vector<v1::Span> spans_;
@@ -246,8 +249,8 @@ TEST_F(SpanBuilderTest, BytesThatAreNotUtf8NeverReachASpanString) {
   HookScript script(99);
   builder.OnHello(1, script.Hello("caf\xE9", "bad\xFF"));
   builder.OnEvent(1, script.Accept(1, 7, 100), kT0);
-  builder.OnEvent(1, script.Recv(1, 7, 200, "GET /\xC0\xAF\xFF HTTP/1.1\r\n\r\n"), kT0);
-  builder.OnEvent(1, script.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"), kT0);
+  builder.OnData(1, script.Recv(1, 7, 200, "GET /\xC0\xAF\xFF HTTP/1.1\r\n\r\n"), kT0);
+  builder.OnData(1, script.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"), kT0);
   builder.OnEvent(1, script.Close(1, 7, 400), kT0);
   ASSERT_EQ(spans_.size(), 1u);
   // A message with these strings parses: protobuf checks UTF-8 when it parses.
@@ -314,8 +317,8 @@ TEST_F(SpanBuilderTest, TheIdleTimeoutIsAParameter) {
                       absl::Milliseconds(50));
   builder.OnHello(1, script_.Hello());
   builder.OnEvent(1, script_.Connect(1, 5, 100), kT0);
-  builder.OnEvent(1, script_.Send(1, 5, 200, "a"), kT0);
-  builder.OnEvent(1, script_.Recv(1, 5, 300, "b"), kT0);
+  builder.OnData(1, script_.Send(1, 5, 200, "a"), kT0);
+  builder.OnData(1, script_.Recv(1, 5, 300, "b"), kT0);
   builder.ExpireIdle(kT0 + absl::Milliseconds(49));
   EXPECT_TRUE(out.empty());
   builder.ExpireIdle(kT0 + absl::Milliseconds(50));
@@ -414,9 +417,10 @@ TEST_F(SpanBuilderTest, EndOfStreamFinishesTheSpan) {
   EXPECT_EQ(spans_.size(), 1u);
 }
 
-TEST_F(SpanBuilderTest, AConnectionWhoseOpenWasLostIsAdoptedFromItsBytes) {
+TEST_F(SpanBuilderTest, AReannouncedConnectionWhoseOpenWasLostIsAdopted) {
   HookScript other;
-  other.Accept(9, 7, 100);  // never fed: the hook dropped it
+  other.Accept(9, 7, 100);  // never fed: the hook dropped it, then re-announced it
+  Feed(other.Reannounce(9, 7, 150));
   Feed(other.Recv(9, 7, 200, "GET /late HTTP/1.1\r\n\r\n"));
   Feed(other.Send(9, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
   Feed(other.Close(9, 7, 400));
@@ -424,19 +428,64 @@ TEST_F(SpanBuilderTest, AConnectionWhoseOpenWasLostIsAdoptedFromItsBytes) {
   EXPECT_EQ(spans_[0].kind(), v1::SPAN_KIND_SERVER);
   EXPECT_EQ(spans_[0].name(), "GET /late");
   EXPECT_EQ(spans_[0].request_offset(), 0u);
-  EXPECT_GT(spans_[0].local().port(), 0u);
-  EXPECT_GT(spans_[0].peer().port(), 0u);
+  EXPECT_EQ(spans_[0].local().port(), 8080u);
+  EXPECT_EQ(spans_[0].peer().port(), 40009u);
+  EXPECT_EQ(builder_.events_without_connection(), 0u);
 }
 
-TEST_F(SpanBuilderTest, UnseenConnectionEventsWithoutARoleOrBytesAreIgnored) {
+// The hook re-announces when it cannot know whether the agent has the open record: a
+// re-announcement of a known connection changes nothing, not even its open span.
+TEST_F(SpanBuilderTest, AReannouncementOfAKnownConnectionKeepsItsOpenSpan) {
+  Feed(script_.Connect(2, 5, 100, 0, "10.0.0.9", 6379));
+  Feed(script_.Send(2, 5, 200, "*1\r\n$4\r\nPING\r\n"));
+  Feed(script_.Reannounce(2, 5, 250));
+  Feed(script_.Recv(2, 5, 300, "+PONG\r\n"));
+  Feed(script_.Close(2, 5, 400));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].start_ns(), 200);
+  EXPECT_EQ(spans_[0].end_ns(), 300);
+  EXPECT_EQ(spans_[0].request_bytes(), 14u);
+  EXPECT_EQ(spans_[0].response_bytes(), 7u);
+}
+
+// A connection re-announced after bytes moved is not at its first exchange: a failure
+// then is no failed connect.
+TEST_F(SpanBuilderTest, AReannouncedConnectionThatHadExchangesFailsNoConnect) {
   HookScript other;
-  other.Accept(9, 7, 100);  // never fed
-  EventRecord no_role = other.Recv(9, 7, 200, "GET / HTTP/1.1\r\n\r\n");
-  no_role.role = static_cast<uint8_t>(SocketRole::kUnknown);
-  Feed(no_role);
+  other.Connect(3, 5, 100);
+  other.Send(3, 5, 200, "a");
+  other.Recv(3, 5, 300, "b");
+  Feed(other.Reannounce(3, 5, 350));
+  Feed(other.Failed(EventKind::kSend, 3, 5, 400, EPIPE));
+  builder_.FinishAll();
+  EXPECT_TRUE(spans_.empty());
+}
+
+TEST_F(SpanBuilderTest, DataOfAnUnknownConnectionIsCountedAndIgnored) {
+  HookScript other;
+  other.Accept(9, 7, 100);  // never fed, never re-announced
+  Feed(other.Recv(9, 7, 200, "GET / HTTP/1.1\r\n\r\n"));
+  Feed(other.Send(9, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(other.Eof(9, 7, 350));
   Feed(other.Close(9, 7, 400));
   builder_.FinishAll();
   EXPECT_TRUE(spans_.empty());
+  EXPECT_EQ(builder_.events_without_connection(), 3u);
+}
+
+// Records carry CLOCK_MONOTONIC; the hello's clock pair turns them into wall time.
+TEST_F(SpanBuilderTest, TimesAreMonotonicPlusTheHellosOffset) {
+  const uint64_t offset = uint64_t{1700000000} * 1000000000;
+  HookScript other(5151, offset);
+  builder_.OnHello(78, other.Hello());
+  const uint64_t wall = offset + 5000;
+  builder_.OnEvent(78, other.Accept(1, 7, wall), kT0);
+  builder_.OnData(78, other.Recv(1, 7, wall + 100, "GET /t HTTP/1.1\r\n\r\n"), kT0);
+  builder_.OnData(78, other.Send(1, 7, wall + 900, "HTTP/1.1 200 OK\r\n\r\n"), kT0);
+  builder_.OnEvent(78, other.Close(1, 7, wall + 1000), kT0);
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].start_ns(), static_cast<int64_t>(wall + 100));
+  EXPECT_EQ(spans_[0].end_ns(), static_cast<int64_t>(wall + 900));
 }
 
 TEST_F(SpanBuilderTest, ResponseBytesBeforeAnyRequestAreIgnored) {
@@ -459,7 +508,7 @@ TEST_F(SpanBuilderTest, ProcessesAreKeptApart) {
   Feed(script_.Accept(1, 7, 100));
   builder_.OnEvent(78, other.Connect(1, 7, 100), kT0);
   Feed(script_.Recv(1, 7, 200, "GET /x HTTP/1.1\r\n\r\n"));
-  builder_.OnEvent(78, other.Send(1, 7, 210, "GET /y HTTP/1.1\r\n\r\n"), kT0);
+  builder_.OnData(78, other.Send(1, 7, 210, "GET /y HTTP/1.1\r\n\r\n"), kT0);
   builder_.OnProcessGone(78);
   ASSERT_EQ(spans_.size(), 1u);
   EXPECT_EQ(spans_[0].service(), "cart");

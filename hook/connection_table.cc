@@ -68,7 +68,7 @@ void ConnectionTable::NoteFd(int fd) {
 }
 
 bool ConnectionTable::Start(int fd, uint64_t conn_id, uint8_t role,
-                            const Endpoints& endpoints) {
+                            const Endpoints& endpoints, uint32_t announced) {
   if (fd < 0 || !Map()) return false;
   std::atomic<ConnectionState*>* slots = slots_.load(std::memory_order_acquire);
   if (static_cast<size_t>(fd) >= size_.load(std::memory_order_acquire)) return false;
@@ -80,6 +80,7 @@ bool ConnectionTable::Start(int fd, uint64_t conn_id, uint8_t role,
   state->tls.store(0, std::memory_order_relaxed);
   state->refs.store(1, std::memory_order_relaxed);
   state->role = role;
+  state->announced.store(announced, std::memory_order_relaxed);
   state->endpoints = endpoints;
   state->conn_id.store(conn_id, std::memory_order_release);
   NoteFd(fd);
