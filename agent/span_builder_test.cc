@@ -473,6 +473,24 @@ TEST_F(SpanBuilderTest, DataOfAnUnknownConnectionIsCountedAndIgnored) {
   EXPECT_EQ(builder_.events_without_connection(), 3u);
 }
 
+// A process configured to capture less than the fingerprint covers sends the fingerprint;
+// otherwise the agent computes it from the capture. Either way the span has it.
+TEST_F(SpanBuilderTest, TheFingerprintComesFromTheHookWhenTheCaptureIsShort) {
+  const std::string request = "GET /a-long-path HTTP/1.1\r\n\r\n";
+  Feed(script_.Accept(1, 7, 100));
+  DataRecord short_capture = script_.Recv(1, 7, 200, request);
+  short_capture.capture_len = 4;
+  short_capture.hash = Fingerprint64(request.data(), request.size());
+  short_capture.header.size = static_cast<uint16_t>(DataRecordWireSize(short_capture.flags, 4));
+  Feed(short_capture);
+  Feed(script_.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(1, 7, 400));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].request_hash(), Fingerprint64(request.data(), request.size()));
+  EXPECT_EQ(spans_[0].response_hash(), Fingerprint64("HTTP/1.1 200 OK\r\n\r\n", 19));
+  EXPECT_EQ(spans_[0].name(), "10.0.0.2:8080");  // 4 bytes name no request line
+}
+
 // Records carry CLOCK_MONOTONIC; the hello's clock pair turns them into wall time.
 TEST_F(SpanBuilderTest, TimesAreMonotonicPlusTheHellosOffset) {
   const uint64_t offset = uint64_t{1700000000} * 1000000000;

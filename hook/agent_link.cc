@@ -21,7 +21,20 @@
 #include "hook/real_calls.h"
 
 namespace reptrace::hook {
+namespace agent_link_internal {
+
+EventRing g_ring;
+std::atomic<bool> g_shipper_started{false};
+// Recorded events are the ring's pushes (EventRing::pushed): no second atomic per call.
+std::atomic<uint64_t> g_dropped{0};
+
+}  // namespace agent_link_internal
+
 namespace {
+
+using agent_link_internal::g_dropped;
+using agent_link_internal::g_ring;
+using agent_link_internal::g_shipper_started;
 
 constexpr char kDefaultSocket[] = "/run/reptrace/agent.sock";
 constexpr int64_t kMillis = 1000 * 1000;
@@ -33,9 +46,6 @@ constexpr int kSendTimeoutMs = 100;
 // Records per send(): at most 64 * 248 bytes, usually 64 * 48 to 64 * 184.
 constexpr size_t kBatch = 64;
 
-EventRing g_ring;
-// Recorded events are the ring's pushes (EventRing::pushed): no second atomic per call.
-std::atomic<uint64_t> g_dropped{0};
 
 // Set once by the constructor, read-only afterwards.
 char g_socket_path[sizeof(sockaddr_un::sun_path)] = {};
@@ -44,7 +54,6 @@ char g_service[kNameBytes] = {};  // empty: use the program name
 uint64_t g_start_wall_ns = 0;
 uint64_t g_start_mono_ns = 0;
 
-std::atomic<bool> g_shipper_started{false};
 std::atomic<bool> g_shipper_failed{false};  // pthread_create refused: nobody to wait for
 std::atomic<int> g_agent_fd{-1};
 // The fd the shipper is inside a system call on (send, connect, close), kCreating while it
@@ -306,6 +315,10 @@ void* ShipperMain(void*) {
   return nullptr;
 }
 
+}  // namespace
+
+namespace agent_link_internal {
+
 void StartShipper() {
   bool expected = false;
   if (!g_shipper_started.compare_exchange_strong(expected, true)) return;
@@ -325,7 +338,7 @@ void StartShipper() {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
-}  // namespace
+}  // namespace agent_link_internal
 
 std::atomic<uint32_t> g_link_generation{1};
 
@@ -344,19 +357,10 @@ void ConfigureAgentLink(uint64_t start_wall_ns, uint64_t start_mono_ns) {
 bool Publish(const void* record, size_t size) {
   const bool queued = g_ring.Init() && g_ring.TryPush(record, size);
   if (!queued) g_dropped.fetch_add(1, std::memory_order_relaxed);
-  if (!g_shipper_started.load(std::memory_order_acquire)) StartShipper();
+  if (!g_shipper_started.load(std::memory_order_acquire)) agent_link_internal::StartShipper();
   return queued;
 }
 
-void* BeginRecord(EventRing::Claim* claim) {
-  if (!g_shipper_started.load(std::memory_order_acquire)) StartShipper();
-  // The ring was mapped by the connection's open record (Publish) before any data call.
-  void* cell = g_ring.TryClaim(claim);
-  if (cell == nullptr) g_dropped.fetch_add(1, std::memory_order_relaxed);
-  return cell;
-}
-
-void EndRecord(const EventRing::Claim& claim) { g_ring.Commit(claim); }
 
 void FlushAgentLink(int64_t budget_ns) {
   if (!g_shipper_started.load(std::memory_order_acquire) ||

@@ -44,7 +44,7 @@ inline bool Publish(const EventRecord& record) { return Publish(&record, sizeof(
 // (EventRing::kCellBytes, holding a stale record: every byte up to the new header.size
 // must be written) or nullptr when the ring is full or cannot be mapped (the drop is
 // counted); EndRecord publishes the record written in it.
-void* BeginRecord(EventRing::Claim* claim);
+void* BeginRecord(EventRing::Claim* claim);  // inline below
 void EndRecord(const EventRing::Claim& claim);
 
 // At exit: asks the shipper to deliver everything queued and a final StatsRecord, and waits
@@ -75,6 +75,25 @@ bool InShipperProcess();
 // For tests and diagnostics.
 uint64_t EventsRecorded();
 uint64_t EventsDropped();
+
+// What BeginRecord/EndRecord need, inline on the hot path (agent_link.cc owns them).
+namespace agent_link_internal {
+extern EventRing g_ring;
+extern std::atomic<bool> g_shipper_started;
+extern std::atomic<uint64_t> g_dropped;  // recorded events are g_ring.pushed()
+void StartShipper();
+}  // namespace agent_link_internal
+
+inline void* BeginRecord(EventRing::Claim* claim) {
+  using namespace agent_link_internal;  // NOLINT: three names, all of this file
+  if (!g_shipper_started.load(std::memory_order_acquire)) StartShipper();
+  // An unmapped ring (no open record ever published: mmap failed) claims nothing.
+  void* cell = g_ring.TryClaim(claim);
+  if (cell == nullptr) g_dropped.fetch_add(1, std::memory_order_relaxed);
+  return cell;
+}
+
+inline void EndRecord(const EventRing::Claim& claim) { agent_link_internal::g_ring.Commit(claim); }
 
 }  // namespace reptrace::hook
 

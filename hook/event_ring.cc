@@ -35,33 +35,6 @@ bool EventRing::TryPush(const void* record, size_t size) {
   return true;
 }
 
-void* EventRing::TryClaim(Claim* claim) {
-  Cell* cells = cells_.load(std::memory_order_acquire);
-  if (cells == nullptr) return nullptr;
-  const uint64_t mask = capacity_ - 1;
-  uint64_t pos = enqueue_pos_.load(std::memory_order_relaxed);
-  Cell* cell;
-  for (;;) {
-    cell = &cells[pos & mask];
-    const uint64_t seq = cell->sequence.load(std::memory_order_acquire);
-    const int64_t dif = static_cast<int64_t>(seq) - static_cast<int64_t>(pos);
-    if (dif == 0) {
-      if (enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) break;
-    } else if (dif < 0) {
-      return nullptr;  // full
-    } else {
-      pos = enqueue_pos_.load(std::memory_order_relaxed);
-    }
-  }
-  claim->sequence_ = &cell->sequence;
-  claim->pos_ = pos;
-  return cell->bytes;
-}
-
-void EventRing::Commit(const Claim& claim) {
-  claim.sequence_->store(claim.pos_ + 1, std::memory_order_release);
-}
-
 size_t EventRing::TryPop(void* out) {
   Cell* cells = cells_.load(std::memory_order_acquire);
   if (cells == nullptr) return 0;

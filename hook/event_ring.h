@@ -58,8 +58,31 @@ class EventRing {
     std::atomic<uint64_t>* sequence_ = nullptr;
     uint64_t pos_ = 0;
   };
-  void* TryClaim(Claim* claim);
-  void Commit(const Claim& claim);
+  void* TryClaim(Claim* claim) {  // inline: it is most of a traced call's ring work
+    Cell* cells = cells_.load(std::memory_order_acquire);
+    if (cells == nullptr) return nullptr;
+    const uint64_t mask = capacity_ - 1;
+    uint64_t pos = enqueue_pos_.load(std::memory_order_relaxed);
+    Cell* cell;
+    for (;;) {
+      cell = &cells[pos & mask];
+      const uint64_t seq = cell->sequence.load(std::memory_order_acquire);
+      const int64_t dif = static_cast<int64_t>(seq) - static_cast<int64_t>(pos);
+      if (dif == 0) {
+        if (enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) break;
+      } else if (dif < 0) {
+        return nullptr;  // full
+      } else {
+        pos = enqueue_pos_.load(std::memory_order_relaxed);
+      }
+    }
+    claim->sequence_ = &cell->sequence;
+    claim->pos_ = pos;
+    return cell->bytes;
+  }
+  void Commit(const Claim& claim) {
+    claim.sequence_->store(claim.pos_ + 1, std::memory_order_release);
+  }
   // Moves the oldest record into `out` (kCellBytes of room): its header.size bytes (a
   // size that is not a record's is taken as kCellBytes). Returns that size, 0 if the ring
   // is empty.

@@ -310,6 +310,43 @@ TEST_F(HookTest, CurlAndPythonServerDescribeTheSameConnection) {
   EXPECT_EQ(cl->stats.back().events_dropped, 0u);
 }
 
+// REPTRACE_CAPTURE_BYTES bounds what a message start carries; the fingerprint still
+// covers the same bytes, so a client capturing 16 bytes and a server capturing the
+// default 128 agree on it.
+TEST_F(HookTest, ACaptureLimitShortensTheCaptureButNotTheFingerprint) {
+  FakeAgent agent(SocketPath("agent.sock"));
+  PythonServer server(www_.path(), HookEnv(SocketPath("agent.sock")));
+  ASSERT_GT(server.port(), 0);
+  const RunResult curl = RunProgram(
+      {kCurl, "-sS", "--max-time", "10",
+       "http://127.0.0.1:" + std::to_string(server.port()) + "/b.txt"},
+      HookEnv(SocketPath("agent.sock"), {{"REPTRACE_CAPTURE_BYTES", "16"}}));
+  ASSERT_EQ(curl.exit_code, 0);
+  ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
+    int closes = 0;
+    for (const auto& s : streams) closes += HasKind(&s, EventKind::kClose) ? 1 : 0;
+    return StreamOf(streams, server.pid()) != nullptr && closes >= 2;
+  }));
+  const std::vector<AgentStream> streams = agent.Streams();
+  const AgentStream* py = StreamOf(streams, server.pid());
+  const AgentStream* cl = nullptr;
+  for (const auto& s : streams) {
+    EXPECT_EQ(s.error, "");
+    if (s.has_hello && NameOf(s.hello.process) == "curl") cl = &s;
+  }
+  ASSERT_NE(cl, nullptr);
+  const auto client_sent = MessageStarts(EventsOf(*cl, EventKind::kSend));
+  const auto server_received = MessageStarts(EventsOf(*py, EventKind::kRecv));
+  ASSERT_FALSE(client_sent.empty());
+  ASSERT_FALSE(server_received.empty());
+  EXPECT_EQ(client_sent[0].capture, "GET /b.txt HTTP/");
+  EXPECT_GT(server_received[0].capture.size(), 16u);
+  EXPECT_EQ(server_received[0].capture.rfind(client_sent[0].capture, 0), 0u);
+  EXPECT_EQ(client_sent[0].hash, server_received[0].hash);
+  EXPECT_EQ(server_received[0].hash, Fingerprint64(server_received[0].capture.data(),
+                                                   server_received[0].capture.size()));
+}
+
 TEST_F(HookTest, CurlIsUnaffectedWithOrWithoutAnAgent) {
   PythonServer server(www_.path(), {});  // not hooked
   ASSERT_GT(server.port(), 0);

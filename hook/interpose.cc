@@ -171,24 +171,24 @@ __attribute__((noinline)) void Reannounce(ConnectionState* state, int fd, uint64
   if (Publish(r)) state->announced.store(generation, std::memory_order_relaxed);
 }
 
-// Fills a message start's fingerprint and capture in `r` (capture_len, hash, capture and
-// its padding to 8 bytes); returns the record's wire size.
+// Fills a message start's capture in `r` (capture_len, capture and its padding to 8
+// bytes), and its fingerprint unless the capture holds every byte of it (the agent
+// computes it then: see DataRecord::hash); returns the record's wire size.
 size_t FillMessageStart(DataRecord* r, const Bytes& bytes, ssize_t result) {
   size_t n = static_cast<size_t>(result);
   if (n > kCaptureBytes) n = kCaptureBytes;
-  size_t captured = 0;
+  size_t captured = n < g_capture_bytes ? n : g_capture_bytes;
+  r->hash = 0;
   if (bytes.buf != nullptr) {
-    // Hashed where it lies; only what is configured is copied.
-    r->hash = Fingerprint64(bytes.buf, n);
-    captured = n < g_capture_bytes ? n : g_capture_bytes;
     std::memcpy(r->capture, bytes.buf, captured);
+    if (captured < n) r->hash = Fingerprint64(bytes.buf, n);
   } else if (bytes.iov != nullptr) {
-    // Gathered into the cell (it has room for kCaptureBytes), hashed there.
-    n = Gather(bytes, n, r->capture);
-    r->hash = Fingerprint64(r->capture, n);
-    captured = n < g_capture_bytes ? n : g_capture_bytes;
+    // Gathered into the cell (it has room for kCaptureBytes) for the fingerprint.
+    const size_t gathered = Gather(bytes, n, r->capture);
+    if (captured > gathered) captured = gathered;
+    if (captured < n) r->hash = Fingerprint64(r->capture, gathered);
   } else {
-    r->hash = 0;  // sendfile, MSG_TRUNC: the bytes are not in memory
+    captured = 0;  // sendfile, MSG_TRUNC: the bytes are not in memory (hash 0)
   }
   r->capture_len = static_cast<uint8_t>(captured);
   const size_t padded = (captured + 7) & ~size_t{7};

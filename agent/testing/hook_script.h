@@ -191,7 +191,7 @@ class HookScript {
       const size_t n = std::min(data.size(), kCaptureBytes);
       std::memcpy(d.capture, data.data(), n);
       d.capture_len = static_cast<uint8_t>(n);
-      d.hash = Fingerprint64(data.data(), n);
+      d.hash = 0;  // the capture holds every byte: the agent computes it, as from the hook
       d.header.size = static_cast<uint16_t>(DataRecordWireSize(d.flags, d.capture_len));
     }
     c.last_kind = static_cast<int>(kind);

@@ -5,7 +5,8 @@
 // So that tests can look at every socket call alike, a DataRecord is turned into the
 // EventRecord the agent reconstructs from it: role, fd, addresses, family and protocol of
 // the connection's open record (pid from the hello), wall_ns from mono_ns and the hello's
-// clock pair, result -1 and error = -result for a failure. A DataRecord of a connection
+// clock pair, result -1 and error = -result for a failure, the hash computed from the
+// capture if the hook left it to the reader. A DataRecord of a connection
 // whose open record has not come first on the same stream is an error of the stream: the
 // hook promises announce-before-data.
 #ifndef REPTRACE_HOOK_TESTING_FAKE_AGENT_H_
@@ -170,7 +171,7 @@ class FakeAgent {
           e.offset = d.offset;
           e.result = d.result < 0 ? -1 : d.result;
           e.error = d.result < 0 ? static_cast<int32_t>(-d.result) : 0;
-          e.hash = d.hash;
+          e.hash = DataRecordHash(d);
           std::memcpy(e.capture, d.capture, sizeof(e.capture));
           stream.events.push_back(e);
           ++stream.data_records;
