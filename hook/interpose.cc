@@ -247,11 +247,12 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
   bool message_start = false;
   if (result > 0) {
     offset = moved.fetch_add(static_cast<uint64_t>(result), std::memory_order_relaxed);
-    // A plain load first: the locked exchange is paid only when the direction flips.
+    // A load, and a plain store when the direction flips (in a request/response exchange,
+    // every call): no locked instruction. Two threads racing on one connection's
+    // direction may both mark a message start; their bytes interleave anyway.
     const uint8_t direction = static_cast<uint8_t>(kind);
-    message_start = state->last_direction.load(std::memory_order_relaxed) != direction &&
-                    state->last_direction.exchange(direction, std::memory_order_relaxed) !=
-                        direction;
+    message_start = state->last_direction.load(std::memory_order_relaxed) != direction;
+    if (message_start) state->last_direction.store(direction, std::memory_order_relaxed);
   } else {
     offset = moved.load(std::memory_order_relaxed);
   }
