@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
@@ -63,16 +64,40 @@ absl::Status HookServer::Start() {
     unlink(socket_path_.c_str());  // stale, from an earlier agent
   }
 
+  // Bound and made listening under a temporary name, then renamed into place: whoever
+  // sees the socket file can connect at once (a hook or a test connecting between bind
+  // and listen would be refused). Bound directly if the temporary name is too long.
+  const std::string temp_path = socket_path_ + ".new";
+  const bool use_temp = temp_path.size() < sizeof(addr.sun_path);
+  if (use_temp) {
+    unlink(temp_path.c_str());  // a leftover of an agent that died while starting
+    std::memcpy(addr.sun_path, temp_path.c_str(), temp_path.size() + 1);
+  }
+  const std::string& bind_path = use_temp ? temp_path : socket_path_;
   listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) return ErrnoError("socket", errno);
   if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return ErrnoError(absl::StrCat("bind ", socket_path_), errno);
+    return ErrnoError(absl::StrCat("bind ", bind_path), errno);
   }
-  socket_bound_ = true;
-  if (chmod(socket_path_.c_str(), 0666) != 0) {
-    return ErrnoError(absl::StrCat("chmod ", socket_path_), errno);
+  if (!use_temp) socket_bound_ = true;
+  if (chmod(bind_path.c_str(), 0666) != 0) {
+    const int error = errno;
+    if (use_temp) unlink(temp_path.c_str());
+    return ErrnoError(absl::StrCat("chmod ", bind_path), error);
   }
-  if (listen(listen_fd_, SOMAXCONN) != 0) return ErrnoError("listen", errno);
+  if (listen(listen_fd_, SOMAXCONN) != 0) {
+    const int error = errno;
+    if (use_temp) unlink(temp_path.c_str());
+    return ErrnoError("listen", error);
+  }
+  if (use_temp) {
+    if (rename(temp_path.c_str(), socket_path_.c_str()) != 0) {
+      const int error = errno;
+      unlink(temp_path.c_str());
+      return ErrnoError(absl::StrCat("rename ", temp_path, " to ", socket_path_), error);
+    }
+    socket_bound_ = true;
+  }
 
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) return ErrnoError("epoll_create1", errno);
@@ -207,7 +232,10 @@ void HookServer::Dispatch(uint64_t key, Connection& conn,
                           const std::vector<Record>& records) {
   const absl::Time now = absl::Now();
   for (const Record& record : records) {
-    if (const auto* event = std::get_if<EventRecord>(&record)) {
+    if (const auto* data = std::get_if<DataRecord>(&record)) {
+      counters_->events_received.fetch_add(1);
+      builder_->OnData(key, *data, now);
+    } else if (const auto* event = std::get_if<EventRecord>(&record)) {
       counters_->events_received.fetch_add(1);
       builder_->OnEvent(key, *event, now);
     } else if (const auto* hello = std::get_if<HelloRecord>(&record)) {

@@ -42,6 +42,31 @@ absl::Status CheckEvent(const EventRecord& event) {
   return absl::OkStatus();
 }
 
+absl::Status CheckData(const DataRecord& data, size_t size) {
+  if (data.kind != static_cast<uint8_t>(EventKind::kSend) &&
+      data.kind != static_cast<uint8_t>(EventKind::kRecv)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("data record of kind %d, not send or receive", data.kind));
+  }
+  if ((data.flags & ~kFlagMessageStart) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("data record with unknown flags 0x%02x", data.flags));
+  }
+  if (data.capture_len > kCaptureBytes ||
+      (data.capture_len != 0 && (data.flags & kFlagMessageStart) == 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "data record with capture_len %d (message start: %d)", data.capture_len,
+        data.flags & kFlagMessageStart));
+  }
+  const size_t expected = DataRecordWireSize(data.flags, data.capture_len);
+  if (size != expected) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "data record declares size %d, its flags and capture_len make it %d", size,
+        expected));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RecordDecoder::CheckHeader(const RecordHeader& header) const {
@@ -49,15 +74,19 @@ absl::Status RecordDecoder::CheckHeader(const RecordHeader& header) const {
     return absl::InvalidArgumentError(
         absl::StrFormat("record %d: bad magic 0x%08x", records_decoded_, header.magic));
   }
+  const bool data = header.type == static_cast<uint16_t>(RecordType::kData);
   const size_t expected = RecordSizeFor(header.type);
-  if (expected == 0) {
+  if (expected == 0 && !data) {
     return absl::InvalidArgumentError(
         absl::StrFormat("record %d: unknown record type %d", records_decoded_, header.type));
   }
-  if (header.size != expected) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("record %d: type %d declares size %d, expected %d", records_decoded_,
-                        header.type, header.size, expected));
+  if (!RecordSizeValid(header.type, header.size)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "record %d: type %d declares size %d, expected %s", records_decoded_, header.type,
+        header.size,
+        data ? absl::StrFormat("%d or 56..%d in steps of 8", kDataRecordBaseSize,
+                               sizeof(DataRecord))
+             : absl::StrFormat("%d", expected)));
   }
   const bool is_hello = header.type == static_cast<uint16_t>(RecordType::kHello);
   if (!saw_hello_ && !is_hello) {
@@ -71,9 +100,9 @@ absl::Status RecordDecoder::CheckHeader(const RecordHeader& header) const {
   return absl::OkStatus();
 }
 
-absl::Status RecordDecoder::DecodeBody(const char* data, uint16_t type,
+absl::Status RecordDecoder::DecodeBody(const char* data, const RecordHeader& header,
                                        std::vector<Record>* out) {
-  switch (static_cast<RecordType>(type)) {
+  switch (static_cast<RecordType>(header.type)) {
     case RecordType::kHello: {
       HelloRecord hello;
       std::memcpy(&hello, data, sizeof(hello));
@@ -92,6 +121,17 @@ absl::Status RecordDecoder::DecodeBody(const char* data, uint16_t type,
             absl::StrFormat("record %d: %s", records_decoded_, status.message()));
       }
       out->emplace_back(event);
+      return absl::OkStatus();
+    }
+    case RecordType::kData: {
+      DataRecord record = {};
+      std::memcpy(&record, data, header.size);  // <= sizeof(DataRecord): RecordSizeValid
+      absl::Status status = CheckData(record, header.size);
+      if (!status.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("record %d: %s", records_decoded_, status.message()));
+      }
+      out->emplace_back(record);
       return absl::OkStatus();
     }
     case RecordType::kStats: {
@@ -115,7 +155,7 @@ absl::Status RecordDecoder::Feed(absl::string_view bytes, std::vector<Record>* o
     absl::Status status = CheckHeader(header);
     if (status.ok()) {
       if (pending_.size() - pos < header.size) break;
-      status = DecodeBody(pending_.data() + pos, header.type, out);
+      status = DecodeBody(pending_.data() + pos, header, out);
     }
     if (!status.ok()) {
       error_ = status;

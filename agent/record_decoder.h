@@ -14,15 +14,19 @@
 
 namespace reptrace {
 
-using Record = std::variant<HelloRecord, EventRecord, StatsRecord>;
+// A DataRecord is handed out in its in-memory form: the bytes past its wire size zeroed.
+using Record = std::variant<HelloRecord, EventRecord, DataRecord, StatsRecord>;
 
 // One decoder per hooked-process connection. Feed it the bytes as they arrive, in any
 // segmentation. Records are checked before they are handed out:
-//   - every header: magic, known type, size == RecordSizeFor(type);
+//   - every header: magic, known type, a size the type allows (RecordSizeValid);
 //   - the first record is a HelloRecord with version == kWireVersion, and no other Hello
 //     follows it;
 //   - HelloRecord names are NUL-terminated;
-//   - EventRecord: known kind and role, family 4 or 6, capture_len <= kCaptureBytes.
+//   - EventRecord: known kind and role, family 4 or 6, capture_len <= kCaptureBytes;
+//   - DataRecord: kind kSend or kRecv, no flag but kFlagMessageStart, capture_len 0 unless
+//     a message starts, <= kCaptureBytes, and a size of exactly
+//     DataRecordWireSize(flags, capture_len).
 // The first violation is an InvalidArgument error, and the decoder stays failed: the
 // caller is expected to close the connection.
 class RecordDecoder {
@@ -44,7 +48,8 @@ class RecordDecoder {
 
  private:
   absl::Status CheckHeader(const RecordHeader& header) const;
-  absl::Status DecodeBody(const char* data, uint16_t type, std::vector<Record>* out);
+  absl::Status DecodeBody(const char* data, const RecordHeader& header,
+                          std::vector<Record>* out);
 
   std::string pending_;  // bytes of a record not yet complete
   bool saw_hello_ = false;

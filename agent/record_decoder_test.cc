@@ -36,8 +36,11 @@ TEST(RecordDecoder, DecodesAGoodStreamSplitAtEveryByte) {
     ASSERT_EQ(records.size(), 6u) << split;
     EXPECT_TRUE(std::holds_alternative<HelloRecord>(records[0]));
     EXPECT_EQ(std::string(std::get<HelloRecord>(records[0]).service), "shop");
-    ASSERT_TRUE(std::holds_alternative<EventRecord>(records[2]));
-    EXPECT_EQ(std::get<EventRecord>(records[2]).result, 18);
+    ASSERT_TRUE(std::holds_alternative<DataRecord>(records[2]));
+    EXPECT_EQ(std::get<DataRecord>(records[2]).result, 18);
+    EXPECT_EQ(std::get<DataRecord>(records[2]).capture_len, 18);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(std::get<DataRecord>(records[2]).capture), 18),
+              "GET / HTTP/1.1\r\n\r\n");
     EXPECT_TRUE(std::holds_alternative<StatsRecord>(records[4]));
     EXPECT_EQ(std::get<EventRecord>(records[5]).kind, static_cast<uint8_t>(EventKind::kClose));
   }
@@ -198,6 +201,74 @@ TEST(RecordDecoder, RefusesBadEventFields) {
   records.clear();
   EXPECT_TRUE(decoder2.Feed(AsBytes(script.Hello()) + AsBytes(start), &records).ok());
   EXPECT_EQ(records.size(), 2u);
+}
+
+// Data records are 48 bytes, or 56 + the capture padded to 8 at a message start: a stream
+// of both sizes decodes, with the bytes past a record's size zero.
+TEST(RecordDecoder, DecodesDataRecordsOfEverySize) {
+  HookScript script;
+  std::string bytes = AsBytes(script.Hello()) + AsBytes(script.Accept(1, 7, 1000));
+  const DataRecord start = script.Recv(1, 7, 2000, "GET /x");  // 6 bytes: padded to 8
+  const DataRecord more = script.Recv(1, 7, 2100, " HTTP/1.1\r\n\r\n");
+  const DataRecord eof = script.Eof(1, 7, 2200);
+  EXPECT_EQ(start.header.size, 64u);
+  EXPECT_EQ(more.header.size, 48u);
+  bytes += AsBytes(start) + AsBytes(more) + AsBytes(eof);
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  ASSERT_TRUE(decoder.Feed(bytes, &records).ok());
+  ASSERT_TRUE(decoder.Finish().ok());
+  ASSERT_EQ(records.size(), 5u);
+  const DataRecord& a = std::get<DataRecord>(records[2]);
+  EXPECT_EQ(a.hash, 0u);  // left to the reader: the capture holds every byte
+  EXPECT_EQ(DataRecordHash(a), Fingerprint64("GET /x", 6));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(a.capture), 6), "GET /x");
+  EXPECT_EQ(a.capture[6], 0);
+  const DataRecord& b = std::get<DataRecord>(records[3]);
+  EXPECT_EQ(b.offset, 6u);
+  EXPECT_EQ(b.flags, 0);
+  EXPECT_EQ(b.hash, 0u);
+  EXPECT_EQ(std::get<DataRecord>(records[4]).result, 0);
+}
+
+// Each check of a data record, the size against its flags and capture_len above all.
+TEST(RecordDecoder, RefusesBadDataRecords) {
+  struct Case {
+    const char* what;
+    void (*spoil)(DataRecord&);
+  };
+  const Case cases[] = {
+      {"kind", [](DataRecord& d) { d.kind = static_cast<uint8_t>(EventKind::kClose); }},
+      {"flags", [](DataRecord& d) { d.flags |= kFlagReannounce; }},
+      {"capture_len", [](DataRecord& d) { d.flags = 0; d.header.size = 48; }},
+      {"size", [](DataRecord& d) { d.header.size = 48; }},            // message start, short
+      {"size", [](DataRecord& d) { d.header.size += 8; }},            // one word too long
+      {"size", [](DataRecord& d) { d.capture_len = 9; }},             // needs 72, says 64
+      {"size", [](DataRecord& d) { d.header.size = 60; }},            // not a multiple of 8
+      {"size", [](DataRecord& d) { d.header.size = sizeof(DataRecord) + 8; }},
+  };
+  for (const Case& c : cases) {
+    HookScript script;
+    std::string bytes = AsBytes(script.Hello()) + AsBytes(script.Accept(1, 7, 1000));
+    DataRecord data = script.Recv(1, 7, 2000, "GET /x");
+    c.spoil(data);
+    bytes += std::string(reinterpret_cast<const char*>(&data), data.header.size);
+    RecordDecoder decoder;
+    std::vector<Record> records;
+    absl::Status status = decoder.Feed(bytes, &records);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.what;
+    EXPECT_NE(status.message().find(c.what), absl::string_view::npos) << c.what << ": "
+                                                                       << status;
+    EXPECT_EQ(records.size(), 2u) << c.what;
+  }
+  // The largest: a full capture.
+  HookScript script;
+  script.Accept(1, 7, 1000);
+  const DataRecord full = script.Recv(1, 7, 2000, std::string(300, 'x'));
+  EXPECT_EQ(full.header.size, sizeof(DataRecord));
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  EXPECT_TRUE(decoder.Feed(AsBytes(script.Hello()) + AsBytes(full), &records).ok());
 }
 
 }  // namespace

@@ -26,13 +26,9 @@ bool IsTransientError(int error) {
          error == EALREADY;
 }
 
-absl::string_view Capture(const EventRecord& event) {
-  if ((event.flags & kFlagMessageStart) == 0) return {};
-  return absl::string_view(reinterpret_cast<const char*>(event.capture), event.capture_len);
-}
-
-uint64_t EndOffset(const EventRecord& event) {
-  return event.offset + static_cast<uint64_t>(event.result);
+absl::string_view CaptureOf(const uint8_t* capture, uint8_t len, uint8_t flags) {
+  if ((flags & kFlagMessageStart) == 0) return {};
+  return absl::string_view(reinterpret_cast<const char*>(capture), len);
 }
 
 }  // namespace
@@ -49,6 +45,7 @@ void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
   process.process =
       ToValidUtf8(absl::string_view(hello.process, strnlen(hello.process, kNameBytes)));
   process.pid = hello.pid;
+  process.wall_minus_mono = hello.start_wall_ns - hello.start_mono_ns;
   if (hello.cause_pid != 0) {
     // The main thread continues the forking (or exec'ing) thread: its tid is the pid.
     const uint64_t context = ThreadContext(hello.cause_pid, hello.cause_tid, process_key);
@@ -78,62 +75,90 @@ void SpanBuilder::OnEvent(uint64_t process_key, const EventRecord& event, absl::
   if (p == processes_.end()) return;
   Process& process = p->second;
   const auto kind = static_cast<EventKind>(event.kind);
-  if (kind == EventKind::kThreadStart) {
-    // A new thread inherits its creator's (fd carries the creator's tid) causal context.
-    auto parent = process.thread_server_span.find(static_cast<uint32_t>(event.fd));
-    if (parent != process.thread_server_span.end()) {
-      process.thread_server_span[event.tid] = parent->second;
-    } else {
-      process.thread_server_span.erase(event.tid);
-    }
-    return;
-  }
-  if (kind == EventKind::kConnect || kind == EventKind::kAccept) {
-    OnOpen(process, event, now);
-    return;
-  }
-  auto c = process.connections.find(event.conn_id);
-  if (c == process.connections.end()) {
-    // Its connect/accept event was lost (dropped in a full ring while the hook had no
-    // agent, e.g. in a daemon that had just closed all its fds). Every event carries the
-    // role and both addresses, and offsets are absolute, so the connection is adopted from
-    // its first bytes; only the connect-time parent is unknown.
-    const auto role = static_cast<SocketRole>(event.role);
-    const bool bytes_moved = (kind == EventKind::kSend || kind == EventKind::kRecv) &&
-                             event.result > 0;
-    if (!bytes_moved || (role != SocketRole::kClient && role != SocketRole::kServer)) return;
-    Connection adopted;
-    adopted.role = role;
-    EndpointFromRecord(event.local_addr, event.local_port, &adopted.local);
-    EndpointFromRecord(event.peer_addr, event.peer_port, &adopted.peer);
-    adopted.fallback_name =
-        FormatEndpoint(role == SocketRole::kClient ? adopted.peer : adopted.local);
-    adopted.last_activity = now;
-    c = process.connections.emplace(event.conn_id, std::move(adopted)).first;
-  }
-  Connection& conn = c->second;
   switch (kind) {
-    case EventKind::kSend:
-    case EventKind::kRecv:
-      if (event.result > 0) {
-        OnData(process, conn, event, now);
-      } else if (event.result == 0 && kind == EventKind::kRecv) {
-        if (conn.open) FinishSpan(conn);  // end of stream
-      } else if (event.result < 0) {
-        OnFailedCall(process, conn, event);
+    case EventKind::kThreadStart: {
+      // A new thread inherits its creator's (fd carries the creator's tid) causal context.
+      auto parent = process.thread_server_span.find(static_cast<uint32_t>(event.fd));
+      if (parent != process.thread_server_span.end()) {
+        process.thread_server_span[event.tid] = parent->second;
+      } else {
+        process.thread_server_span.erase(event.tid);
       }
       return;
-    case EventKind::kClose:
-      if (conn.open) FinishSpan(conn);
+    }
+    case EventKind::kConnect:
+    case EventKind::kAccept:
+      OnOpen(process, event, now);
+      return;
+    case EventKind::kClose: {
+      auto c = process.connections.find(event.conn_id);
+      if (c == process.connections.end()) return;
+      if (c->second.open) FinishSpan(c->second);
       process.connections.erase(c);
       return;
-    default:
+    }
+    case EventKind::kSend:
+    case EventKind::kRecv: {  // a UDP datagram
+      Transfer t;
+      t.kind = kind;
+      t.tid = event.tid;
+      t.conn_id = event.conn_id;
+      t.wall_ns = event.mono_ns + process.wall_minus_mono;
+      t.offset = event.offset;
+      t.result = event.result < 0 ? -1 : event.result;
+      t.error = event.error;
+      t.message_start = (event.flags & kFlagMessageStart) != 0;
+      t.hash = event.hash;
+      t.capture = CaptureOf(event.capture, event.capture_len, event.flags);
+      OnTransfer(process, t, now);
       return;
+    }
+  }
+}
+
+void SpanBuilder::OnData(uint64_t process_key, const DataRecord& data, absl::Time now) {
+  auto p = processes_.find(process_key);
+  if (p == processes_.end()) return;
+  Process& process = p->second;
+  Transfer t;
+  t.kind = static_cast<EventKind>(data.kind);
+  t.tid = data.tid;
+  t.conn_id = data.conn_id;
+  t.wall_ns = data.mono_ns + process.wall_minus_mono;
+  t.offset = data.offset;
+  t.result = data.result < 0 ? -1 : data.result;
+  t.error = data.result < 0 ? static_cast<int>(-data.result) : 0;
+  t.message_start = (data.flags & kFlagMessageStart) != 0;
+  t.hash = DataRecordHash(data);  // computed here if the hook left it to us
+  t.capture = CaptureOf(data.capture, data.capture_len, data.flags);
+  OnTransfer(process, t, now);
+}
+
+void SpanBuilder::OnTransfer(Process& process, const Transfer& t, absl::Time now) {
+  auto c = process.connections.find(t.conn_id);
+  if (c == process.connections.end()) {
+    // Its open record never reached us: the hook re-announces a connection before its
+    // data whenever the open record may have been lost, so this is a record that raced
+    // with the loss of an earlier agent connection, or one from a confused hook.
+    ++events_without_connection_;
+    return;
+  }
+  Connection& conn = c->second;
+  if (t.result > 0) {
+    OnBytes(process, conn, t, now);
+  } else if (t.result == 0 && t.kind == EventKind::kRecv) {
+    if (conn.open) FinishSpan(conn);  // end of stream
+  } else if (t.result < 0) {
+    OnFailedCall(process, conn, t);
   }
 }
 
 void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time now) {
   auto existing = process.connections.find(event.conn_id);
+  const bool reannounced = (event.flags & kFlagReannounce) != 0;
+  if (reannounced && existing != process.connections.end()) {
+    return;  // announced twice (the hook could not know the first one arrived): the same
+  }
   if (existing != process.connections.end()) {
     if (existing->second.open) FinishSpan(existing->second);
     process.connections.erase(existing);
@@ -153,11 +178,19 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
         FormatEndpoint(conn.role == SocketRole::kClient ? conn.peer : conn.local);
   }
   conn.last_activity = now;
+  if (reannounced) {
+    // Opened before this agent connection saw it: the parent of its first exchange is
+    // unknown, and it has had exchanges if bytes moved (offset: sent, result: received).
+    conn.exchanged = event.offset != 0 || event.result > 0;
+    process.connections.emplace(event.conn_id, std::move(conn));
+    return;
+  }
   if (conn.role == SocketRole::kClient) {
     auto t = process.thread_server_span.find(event.tid);
     if (t != process.thread_server_span.end()) conn.connect_parent = t->second;
     if (event.result < 0 && !IsTransientError(event.error)) {
-      EmitFailedClientSpan(process, conn, event,
+      EmitFailedClientSpan(process, conn, event.conn_id, event.tid,
+                           event.mono_ns + process.wall_minus_mono, event.error,
                            ClientParent(process, conn, event.tid, /*first_exchange=*/true));
       return;  // a failed connect leaves no connection behind
     }
@@ -165,19 +198,20 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
   process.connections.emplace(event.conn_id, std::move(conn));
 }
 
-void SpanBuilder::OnData(Process& process, Connection& conn, const EventRecord& event,
-                         absl::Time now) {
-  const bool is_send = static_cast<EventKind>(event.kind) == EventKind::kSend;
+void SpanBuilder::OnBytes(Process& process, Connection& conn, const Transfer& t,
+                          absl::Time now) {
+  const bool is_send = t.kind == EventKind::kSend;
+  const uint64_t end_offset = t.offset + static_cast<uint64_t>(t.result);
   const bool is_request = (conn.role == SocketRole::kClient) == is_send;
   conn.last_activity = now;
   if (is_request) {
     if (conn.open && conn.open->in_response) FinishSpan(conn);
-    if (!conn.open) StartSpan(process, conn, event);
+    if (!conn.open) StartSpan(process, conn, t);
     OpenSpan& open = *conn.open;
-    open.request_end = std::max(open.request_end, EndOffset(event));
-    open.last_request_wall_ns = event.wall_ns;
+    open.request_end = std::max(open.request_end, end_offset);
+    open.last_request_wall_ns = t.wall_ns;
     if (conn.role == SocketRole::kServer) {
-      process.thread_server_span[event.tid] = open.span.span_id();
+      process.thread_server_span[t.tid] = open.span.span_id();
     }
     return;
   }
@@ -186,10 +220,10 @@ void SpanBuilder::OnData(Process& process, Connection& conn, const EventRecord& 
   v1::Span& span = open.span;
   if (!open.in_response) {
     open.in_response = true;
-    span.set_response_offset(event.offset);
-    open.response_end = event.offset;
-    if (event.flags & kFlagMessageStart) span.set_response_hash(event.hash);
-    if (std::optional<int> code = ParseHttpStatusCode(Capture(event))) {
+    span.set_response_offset(t.offset);
+    open.response_end = t.offset;
+    if (t.message_start) span.set_response_hash(t.hash);
+    if (std::optional<int> code = ParseHttpStatusCode(t.capture)) {
       (*span.mutable_attributes())["http.status_code"] = absl::StrCat(*code);
       if (*code >= 500) {
         span.set_status(v1::SPAN_STATUS_ERROR);
@@ -197,16 +231,16 @@ void SpanBuilder::OnData(Process& process, Connection& conn, const EventRecord& 
       }
     }
   }
-  open.response_end = std::max(open.response_end, EndOffset(event));
-  open.last_response_wall_ns = event.wall_ns;
+  open.response_end = std::max(open.response_end, end_offset);
+  open.last_response_wall_ns = t.wall_ns;
 }
 
-void SpanBuilder::OnFailedCall(Process& process, Connection& conn, const EventRecord& event) {
-  if (IsTransientError(event.error)) return;
+void SpanBuilder::OnFailedCall(Process& process, Connection& conn, const Transfer& t) {
+  if (IsTransientError(t.error)) return;
   if (conn.open) {
     if (!conn.open->in_response) {
       conn.open->span.set_status(v1::SPAN_STATUS_ERROR);
-      conn.open->span.set_status_message(ErrnoText(event.error));
+      conn.open->span.set_status_message(ErrnoText(t.error));
     }
     FinishSpan(conn);
     return;
@@ -214,8 +248,8 @@ void SpanBuilder::OnFailedCall(Process& process, Connection& conn, const EventRe
   if (conn.role == SocketRole::kClient && !conn.exchanged) {
     // A non-blocking connect that failed shows up at the first send or receive.
     conn.exchanged = true;
-    EmitFailedClientSpan(process, conn, event,
-                         ClientParent(process, conn, event.tid, /*first_exchange=*/true));
+    EmitFailedClientSpan(process, conn, t.conn_id, t.tid, t.wall_ns, t.error,
+                         ClientParent(process, conn, t.tid, /*first_exchange=*/true));
   }
 }
 
@@ -232,7 +266,7 @@ uint64_t SpanBuilder::ClientParent(const Process& process, const Connection& con
 }
 
 v1::Span SpanBuilder::NewSpan(const Process& process, const Connection& conn,
-                              const EventRecord& event) const {
+                              uint64_t conn_id, uint32_t tid, uint64_t start_wall_ns) const {
   v1::Span span;
   span.set_span_id(NewRandomId());
   span.set_kind(conn.role == SocketRole::kClient ? v1::SPAN_KIND_CLIENT
@@ -241,9 +275,9 @@ v1::Span SpanBuilder::NewSpan(const Process& process, const Connection& conn,
   span.set_process(process.process);
   span.set_pid(process.pid);
   span.set_node(node_);
-  span.set_tid(event.tid);
-  span.set_start_ns(static_cast<int64_t>(event.wall_ns));
-  span.set_connection_id(event.conn_id);
+  span.set_tid(tid);
+  span.set_start_ns(static_cast<int64_t>(start_wall_ns));
+  span.set_connection_id(conn_id);
   *span.mutable_local() = conn.local;
   *span.mutable_peer() = conn.peer;
   span.set_name(conn.fallback_name);
@@ -251,19 +285,19 @@ v1::Span SpanBuilder::NewSpan(const Process& process, const Connection& conn,
   return span;
 }
 
-void SpanBuilder::StartSpan(Process& process, Connection& conn, const EventRecord& event) {
+void SpanBuilder::StartSpan(Process& process, Connection& conn, const Transfer& t) {
   const bool first_exchange = !conn.exchanged;
   conn.exchanged = true;
   OpenSpan& open = conn.open.emplace();
-  open.span = NewSpan(process, conn, event);
+  open.span = NewSpan(process, conn, t.conn_id, t.tid, t.wall_ns);
   v1::Span& span = open.span;
   if (conn.role == SocketRole::kClient) {
-    span.set_parent_span_id(ClientParent(process, conn, event.tid, first_exchange));
+    span.set_parent_span_id(ClientParent(process, conn, t.tid, first_exchange));
   }
-  span.set_request_offset(event.offset);
-  open.request_end = event.offset;
-  if (event.flags & kFlagMessageStart) span.set_request_hash(event.hash);
-  if (std::optional<HttpRequestLine> line = ParseHttpRequestLine(Capture(event))) {
+  span.set_request_offset(t.offset);
+  open.request_end = t.offset;
+  if (t.message_start) span.set_request_hash(t.hash);
+  if (std::optional<HttpRequestLine> line = ParseHttpRequestLine(t.capture)) {
     const std::string method = ToValidUtf8(line->method);
     const std::string path = ToValidUtf8(line->path);
     span.set_name(absl::StrCat(method, " ", path));
@@ -290,12 +324,13 @@ void SpanBuilder::FinishSpan(Connection& conn) {
 }
 
 void SpanBuilder::EmitFailedClientSpan(Process& process, const Connection& conn,
-                                       const EventRecord& event, uint64_t parent) {
-  v1::Span span = NewSpan(process, conn, event);
+                                       uint64_t conn_id, uint32_t tid, uint64_t wall_ns,
+                                       int error, uint64_t parent) {
+  v1::Span span = NewSpan(process, conn, conn_id, tid, wall_ns);
   span.set_parent_span_id(parent);
-  span.set_end_ns(static_cast<int64_t>(event.wall_ns));
+  span.set_end_ns(static_cast<int64_t>(wall_ns));
   span.set_status(v1::SPAN_STATUS_ERROR);
-  span.set_status_message(ErrnoText(event.error));
+  span.set_status_message(ErrnoText(error));
   ++spans_built_;
   sink_(std::move(span));
 }

@@ -3,8 +3,11 @@
 // time comes in as `now` arguments. Not thread-safe: call it from one thread (HookServer's
 // loop); the sink runs on that thread.
 //
-// Per connection (key: process key + conn_id), the role comes from its connect/accept event
-// (events of connections whose connect/accept was not seen are ignored). The request
+// Per connection (key: process key + conn_id), the role and both endpoints come from its
+// connect/accept record (or the hook's re-announcement of it, kFlagReannounce): data of a
+// connection whose open record was not seen is counted (events_without_connection) and
+// otherwise ignored. Times: records carry CLOCK_MONOTONIC; the process's hello gives the
+// offset to wall time. The request
 // direction is send for a client and recv for a server. A span starts at the first
 // request-direction bytes, moves to its response phase at the first response-direction
 // bytes, and ends when request-direction bytes come again (keep-alive: that starts the next
@@ -54,8 +57,9 @@ class SpanBuilder {
   // A hooked process connected (`process_key` names its hook connection, unique within
   // the agent). Events of a key with no hello are ignored.
   void OnHello(uint64_t process_key, const HelloRecord& hello);
-  // `now` is the agent's clock when the event arrived (used for the idle timeout).
+  // `now` is the agent's clock when the record arrived (used for the idle timeout).
   void OnEvent(uint64_t process_key, const EventRecord& event, absl::Time now);
+  void OnData(uint64_t process_key, const DataRecord& data, absl::Time now);
   // The hook connection ended: finishes the process's open spans and forgets it.
   void OnProcessGone(uint64_t process_key);
   // Finishes the spans that have been in their response phase, without events, for at
@@ -71,8 +75,24 @@ class SpanBuilder {
   static constexpr absl::Duration kEndedProcessMemory = absl::Seconds(30);
   static constexpr size_t kMaxEndedProcesses = 16384;
   uint64_t spans_built() const { return spans_built_; }
+  // Send/receive records of a connection this builder does not know (its open record was
+  // lost and not re-announced): ignored, and counted here.
+  uint64_t events_without_connection() const { return events_without_connection_; }
 
  private:
+  // One send or receive, from a DataRecord or a UDP EventRecord.
+  struct Transfer {
+    EventKind kind;
+    uint32_t tid;
+    uint64_t conn_id;
+    uint64_t wall_ns;
+    uint64_t offset;
+    int64_t result;  // bytes moved, 0 = end of stream, < 0 = failed
+    int error;       // errno when result < 0
+    bool message_start;
+    uint64_t hash;
+    absl::string_view capture;  // empty unless message_start
+  };
   struct OpenSpan {
     v1::Span span;
     bool in_response = false;
@@ -98,6 +118,7 @@ class SpanBuilder {
     std::string service;
     std::string process;
     uint32_t pid = 0;
+    uint64_t wall_minus_mono = 0;  // from the hello: wall = mono + this (modulo 2^64)
     std::unordered_map<uint64_t, Connection> connections;   // by conn_id
     std::unordered_map<uint32_t, uint64_t> thread_server_span;  // by tid
   };
@@ -113,16 +134,17 @@ class SpanBuilder {
   // processes other than `self_key` first, then at ended ones; 0 if none.
   uint64_t ThreadContext(uint32_t pid, uint32_t tid, uint64_t self_key) const;
   void OnOpen(Process& process, const EventRecord& event, absl::Time now);
-  void OnData(Process& process, Connection& conn, const EventRecord& event, absl::Time now);
-  void OnFailedCall(Process& process, Connection& conn, const EventRecord& event);
-  void StartSpan(Process& process, Connection& conn, const EventRecord& event);
+  void OnTransfer(Process& process, const Transfer& t, absl::Time now);
+  void OnBytes(Process& process, Connection& conn, const Transfer& t, absl::Time now);
+  void OnFailedCall(Process& process, Connection& conn, const Transfer& t);
+  void StartSpan(Process& process, Connection& conn, const Transfer& t);
   void FinishSpan(Connection& conn);
-  void EmitFailedClientSpan(Process& process, const Connection& conn, const EventRecord& event,
-                            uint64_t parent);
+  void EmitFailedClientSpan(Process& process, const Connection& conn, uint64_t conn_id,
+                            uint32_t tid, uint64_t wall_ns, int error, uint64_t parent);
   uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid,
                         bool first_exchange) const;
-  v1::Span NewSpan(const Process& process, const Connection& conn,
-                   const EventRecord& event) const;
+  v1::Span NewSpan(const Process& process, const Connection& conn, uint64_t conn_id,
+                   uint32_t tid, uint64_t start_wall_ns) const;
 
   const std::string node_;
   const Sink sink_;
@@ -131,6 +153,7 @@ class SpanBuilder {
   std::unordered_map<uint32_t, uint64_t> key_by_pid_;  // the latest hello of each pid
   std::unordered_map<uint32_t, EndedProcess> ended_;   // by pid
   uint64_t spans_built_ = 0;
+  uint64_t events_without_connection_ = 0;
 };
 
 }  // namespace reptrace

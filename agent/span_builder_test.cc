@@ -29,6 +29,12 @@ class SpanBuilderTest : public ::testing::Test {
   void Feed(const EventRecord& event, absl::Time now = kT0) {
     builder_.OnEvent(kProcess, event, now);
   }
+  // Records of another process (hook connection `key`).
+  void FeedTo(uint64_t key, const EventRecord& event) { builder_.OnEvent(key, event, kT0); }
+  void FeedTo(uint64_t key, const DataRecord& data) { builder_.OnData(key, data, kT0); }
+  void Feed(const DataRecord& data, absl::Time now = kT0) {
+    builder_.OnData(kProcess, data, now);
+  }
 
   HookScript script_{4242};
   std::vector<v1::Span> spans_;
@@ -246,8 +252,8 @@ TEST_F(SpanBuilderTest, BytesThatAreNotUtf8NeverReachASpanString) {
   HookScript script(99);
   builder.OnHello(1, script.Hello("caf\xE9", "bad\xFF"));
   builder.OnEvent(1, script.Accept(1, 7, 100), kT0);
-  builder.OnEvent(1, script.Recv(1, 7, 200, "GET /\xC0\xAF\xFF HTTP/1.1\r\n\r\n"), kT0);
-  builder.OnEvent(1, script.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"), kT0);
+  builder.OnData(1, script.Recv(1, 7, 200, "GET /\xC0\xAF\xFF HTTP/1.1\r\n\r\n"), kT0);
+  builder.OnData(1, script.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"), kT0);
   builder.OnEvent(1, script.Close(1, 7, 400), kT0);
   ASSERT_EQ(spans_.size(), 1u);
   // A message with these strings parses: protobuf checks UTF-8 when it parses.
@@ -314,8 +320,8 @@ TEST_F(SpanBuilderTest, TheIdleTimeoutIsAParameter) {
                       absl::Milliseconds(50));
   builder.OnHello(1, script_.Hello());
   builder.OnEvent(1, script_.Connect(1, 5, 100), kT0);
-  builder.OnEvent(1, script_.Send(1, 5, 200, "a"), kT0);
-  builder.OnEvent(1, script_.Recv(1, 5, 300, "b"), kT0);
+  builder.OnData(1, script_.Send(1, 5, 200, "a"), kT0);
+  builder.OnData(1, script_.Recv(1, 5, 300, "b"), kT0);
   builder.ExpireIdle(kT0 + absl::Milliseconds(49));
   EXPECT_TRUE(out.empty());
   builder.ExpireIdle(kT0 + absl::Milliseconds(50));
@@ -414,9 +420,10 @@ TEST_F(SpanBuilderTest, EndOfStreamFinishesTheSpan) {
   EXPECT_EQ(spans_.size(), 1u);
 }
 
-TEST_F(SpanBuilderTest, AConnectionWhoseOpenWasLostIsAdoptedFromItsBytes) {
+TEST_F(SpanBuilderTest, AReannouncedConnectionWhoseOpenWasLostIsAdopted) {
   HookScript other;
-  other.Accept(9, 7, 100);  // never fed: the hook dropped it
+  other.Accept(9, 7, 100);  // never fed: the hook dropped it, then re-announced it
+  Feed(other.Reannounce(9, 7, 150));
   Feed(other.Recv(9, 7, 200, "GET /late HTTP/1.1\r\n\r\n"));
   Feed(other.Send(9, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
   Feed(other.Close(9, 7, 400));
@@ -424,19 +431,82 @@ TEST_F(SpanBuilderTest, AConnectionWhoseOpenWasLostIsAdoptedFromItsBytes) {
   EXPECT_EQ(spans_[0].kind(), v1::SPAN_KIND_SERVER);
   EXPECT_EQ(spans_[0].name(), "GET /late");
   EXPECT_EQ(spans_[0].request_offset(), 0u);
-  EXPECT_GT(spans_[0].local().port(), 0u);
-  EXPECT_GT(spans_[0].peer().port(), 0u);
+  EXPECT_EQ(spans_[0].local().port(), 8080u);
+  EXPECT_EQ(spans_[0].peer().port(), 40009u);
+  EXPECT_EQ(builder_.events_without_connection(), 0u);
 }
 
-TEST_F(SpanBuilderTest, UnseenConnectionEventsWithoutARoleOrBytesAreIgnored) {
+// The hook re-announces when it cannot know whether the agent has the open record: a
+// re-announcement of a known connection changes nothing, not even its open span.
+TEST_F(SpanBuilderTest, AReannouncementOfAKnownConnectionKeepsItsOpenSpan) {
+  Feed(script_.Connect(2, 5, 100, 0, "10.0.0.9", 6379));
+  Feed(script_.Send(2, 5, 200, "*1\r\n$4\r\nPING\r\n"));
+  Feed(script_.Reannounce(2, 5, 250));
+  Feed(script_.Recv(2, 5, 300, "+PONG\r\n"));
+  Feed(script_.Close(2, 5, 400));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].start_ns(), 200);
+  EXPECT_EQ(spans_[0].end_ns(), 300);
+  EXPECT_EQ(spans_[0].request_bytes(), 14u);
+  EXPECT_EQ(spans_[0].response_bytes(), 7u);
+}
+
+// A connection re-announced after bytes moved is not at its first exchange: a failure
+// then is no failed connect.
+TEST_F(SpanBuilderTest, AReannouncedConnectionThatHadExchangesFailsNoConnect) {
   HookScript other;
-  other.Accept(9, 7, 100);  // never fed
-  EventRecord no_role = other.Recv(9, 7, 200, "GET / HTTP/1.1\r\n\r\n");
-  no_role.role = static_cast<uint8_t>(SocketRole::kUnknown);
-  Feed(no_role);
+  other.Connect(3, 5, 100);
+  other.Send(3, 5, 200, "a");
+  other.Recv(3, 5, 300, "b");
+  Feed(other.Reannounce(3, 5, 350));
+  Feed(other.Failed(EventKind::kSend, 3, 5, 400, EPIPE));
+  builder_.FinishAll();
+  EXPECT_TRUE(spans_.empty());
+}
+
+TEST_F(SpanBuilderTest, DataOfAnUnknownConnectionIsCountedAndIgnored) {
+  HookScript other;
+  other.Accept(9, 7, 100);  // never fed, never re-announced
+  Feed(other.Recv(9, 7, 200, "GET / HTTP/1.1\r\n\r\n"));
+  Feed(other.Send(9, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(other.Eof(9, 7, 350));
   Feed(other.Close(9, 7, 400));
   builder_.FinishAll();
   EXPECT_TRUE(spans_.empty());
+  EXPECT_EQ(builder_.events_without_connection(), 3u);
+}
+
+// A process configured to capture less than the fingerprint covers sends the fingerprint;
+// otherwise the agent computes it from the capture. Either way the span has it.
+TEST_F(SpanBuilderTest, TheFingerprintComesFromTheHookWhenTheCaptureIsShort) {
+  const std::string request = "GET /a-long-path HTTP/1.1\r\n\r\n";
+  Feed(script_.Accept(1, 7, 100));
+  DataRecord short_capture = script_.Recv(1, 7, 200, request);
+  short_capture.capture_len = 4;
+  short_capture.hash = Fingerprint64(request.data(), request.size());
+  short_capture.header.size = static_cast<uint16_t>(DataRecordWireSize(short_capture.flags, 4));
+  Feed(short_capture);
+  Feed(script_.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(1, 7, 400));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].request_hash(), Fingerprint64(request.data(), request.size()));
+  EXPECT_EQ(spans_[0].response_hash(), Fingerprint64("HTTP/1.1 200 OK\r\n\r\n", 19));
+  EXPECT_EQ(spans_[0].name(), "10.0.0.2:8080");  // 4 bytes name no request line
+}
+
+// Records carry CLOCK_MONOTONIC; the hello's clock pair turns them into wall time.
+TEST_F(SpanBuilderTest, TimesAreMonotonicPlusTheHellosOffset) {
+  const uint64_t offset = uint64_t{1700000000} * 1000000000;
+  HookScript other(5151, offset);
+  builder_.OnHello(78, other.Hello());
+  const uint64_t wall = offset + 5000;
+  builder_.OnEvent(78, other.Accept(1, 7, wall), kT0);
+  builder_.OnData(78, other.Recv(1, 7, wall + 100, "GET /t HTTP/1.1\r\n\r\n"), kT0);
+  builder_.OnData(78, other.Send(1, 7, wall + 900, "HTTP/1.1 200 OK\r\n\r\n"), kT0);
+  builder_.OnEvent(78, other.Close(1, 7, wall + 1000), kT0);
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].start_ns(), static_cast<int64_t>(wall + 100));
+  EXPECT_EQ(spans_[0].end_ns(), static_cast<int64_t>(wall + 900));
 }
 
 TEST_F(SpanBuilderTest, ResponseBytesBeforeAnyRequestAreIgnored) {
@@ -459,7 +529,7 @@ TEST_F(SpanBuilderTest, ProcessesAreKeptApart) {
   Feed(script_.Accept(1, 7, 100));
   builder_.OnEvent(78, other.Connect(1, 7, 100), kT0);
   Feed(script_.Recv(1, 7, 200, "GET /x HTTP/1.1\r\n\r\n"));
-  builder_.OnEvent(78, other.Send(1, 7, 210, "GET /y HTTP/1.1\r\n\r\n"), kT0);
+  builder_.OnData(78, other.Send(1, 7, 210, "GET /y HTTP/1.1\r\n\r\n"), kT0);
   builder_.OnProcessGone(78);
   ASSERT_EQ(spans_.size(), 1u);
   EXPECT_EQ(spans_[0].service(), "cart");
@@ -478,18 +548,18 @@ TEST_F(SpanBuilderTest, AForkedChildsCallsBelongToTheRequestItsParentThreadHandl
   hello.cause_pid = 4242;
   hello.cause_tid = 7;
   builder_.OnHello(78, hello);
-  builder_.OnEvent(78, child.Connect(1, 5001, 300, 0, "10.0.0.9", 6379), kT0);
-  builder_.OnEvent(78, child.Send(1, 5001, 310, "*1\r\n$4\r\nPING\r\n"), kT0);
-  builder_.OnEvent(78, child.Close(1, 5001, 400), kT0);
+  FeedTo(78, child.Connect(1, 5001, 300, 0, "10.0.0.9", 6379));
+  FeedTo(78, child.Send(1, 5001, 310, "*1\r\n$4\r\nPING\r\n"));
+  FeedTo(78, child.Close(1, 5001, 400));
   // A second child forked by a thread that handled nothing starts with no context.
   HookScript idle(5002);
   HelloRecord idle_hello = idle.Hello("shop", "shopd");
   idle_hello.cause_pid = 4242;
   idle_hello.cause_tid = 8;
   builder_.OnHello(79, idle_hello);
-  builder_.OnEvent(79, idle.Connect(1, 5002, 300), kT0);
-  builder_.OnEvent(79, idle.Send(1, 5002, 310, "x"), kT0);
-  builder_.OnEvent(79, idle.Close(1, 5002, 400), kT0);
+  FeedTo(79, idle.Connect(1, 5002, 300));
+  FeedTo(79, idle.Send(1, 5002, 310, "x"));
+  FeedTo(79, idle.Close(1, 5002, 400));
   Feed(script_.Send(1, 7, 500, "HTTP/1.1 200 OK\r\n\r\n"));
   Feed(script_.Close(1, 7, 600));
 
@@ -506,8 +576,8 @@ TEST_F(SpanBuilderTest, AForkedChildsCallsBelongToTheRequestItsParentThreadHandl
 TEST_F(SpanBuilderTest, AnExecdProgramContinuesTheThreadThatExecdItEvenAfterItsImageIsGone) {
   HookScript before(6001);
   builder_.OnHello(80, before.Hello("cgi", "sh"));
-  builder_.OnEvent(80, before.Accept(1, 6001, 100), kT0);
-  builder_.OnEvent(80, before.Recv(1, 6001, 200, "GET /cgi HTTP/1.1\r\n\r\n"), kT0);
+  FeedTo(80, before.Accept(1, 6001, 100));
+  FeedTo(80, before.Recv(1, 6001, 200, "GET /cgi HTTP/1.1\r\n\r\n"));
   builder_.OnProcessGone(80);  // exec: the old image's hook connection closed first
   ASSERT_EQ(spans_.size(), 1u);
   const uint64_t server_span = spans_[0].span_id();
@@ -518,9 +588,9 @@ TEST_F(SpanBuilderTest, AnExecdProgramContinuesTheThreadThatExecdItEvenAfterItsI
   hello.cause_pid = 6001;
   hello.cause_tid = 6001;
   builder_.OnHello(81, hello);
-  builder_.OnEvent(81, after.Connect(1, 6001, 300, 0, "10.0.0.9", 5432), kT0);
-  builder_.OnEvent(81, after.Send(1, 6001, 310, "Q"), kT0);
-  builder_.OnEvent(81, after.Close(1, 6001, 400), kT0);
+  FeedTo(81, after.Connect(1, 6001, 300, 0, "10.0.0.9", 5432));
+  FeedTo(81, after.Send(1, 6001, 310, "Q"));
+  FeedTo(81, after.Close(1, 6001, 400));
   ASSERT_EQ(spans_.size(), 2u);
   EXPECT_EQ(spans_[1].parent_span_id(), server_span);
 

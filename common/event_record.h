@@ -1,10 +1,20 @@
 // The wire format between libreptrace.so (hook/) and reptrace-agent (agent/).
 //
 // A hooked process opens one SOCK_STREAM connection to the agent's Unix socket and writes
-// a sequence of fixed-size, native-endian records (hook and agent always run on the same
-// node). Every record starts with a RecordHeader whose `size` is the size of the whole
-// record, so a reader can check the type/size pair before touching the body. The first
-// record of a connection is a HelloRecord; then EventRecords and StatsRecords in any order.
+// a sequence of native-endian records (hook and agent always run on the same node). Every
+// record starts with a RecordHeader whose `size` is the size of the whole record, so a
+// reader can check the type/size pair before touching the body. The first record of a
+// connection is a HelloRecord; then EventRecords, DataRecords and StatsRecords in any
+// order. Every record type has one fixed size except DataRecord, which has two forms (see
+// DataRecordWireSize).
+//
+// Two kinds of record describe socket calls. An EventRecord (248 bytes, with both
+// endpoints) opens and closes a connection, and carries every UDP datagram (an unconnected
+// UDP socket's peer changes per datagram). A DataRecord (48 bytes, more at a message start)
+// is one send or receive on a TCP connection: everything it does not carry (pid, fd,
+// role, addresses) the agent knows from the hello and from the connection's open record,
+// which the hook guarantees to deliver before the connection's DataRecords on the same
+// agent connection (re-announcing it with kFlagReannounce if it may have been lost).
 //
 // This header is included by the hook, so it must stay dependency-free: no Abseil, no
 // allocation, only trivially-copyable structs.
@@ -18,12 +28,14 @@
 namespace reptrace {
 
 inline constexpr uint32_t kRecordMagic = 0x31545052;  // "RPT1" in little-endian memory
+// 2: DataRecord, HelloRecord::start_mono_ns; times are CLOCK_MONOTONIC (see HelloRecord).
 inline constexpr uint16_t kWireVersion = 2;
 
 enum class RecordType : uint16_t {
   kHello = 1,
   kEvent = 2,
   kStats = 3,
+  kData = 4,
 };
 
 struct RecordHeader {
@@ -42,7 +54,11 @@ struct HelloRecord {
   uint32_t pid;
   uint32_t ppid;
   uint32_t uid;
-  uint64_t start_wall_ns;       // when the hook initialised in this process
+  // When the hook initialised in this process (or since it forked), on both clocks, read
+  // together. Records carry CLOCK_MONOTONIC only (one clock read per traced call); their
+  // wall time is mono_ns + (start_wall_ns - start_mono_ns), in modulo-2^64 arithmetic.
+  uint64_t start_wall_ns;
+  uint64_t start_mono_ns;
   // The thread whose causal context this process's main thread starts with (0/0: none).
   // A fork child names the parent's forking thread; an exec'd program names the thread
   // that exec'd it (same pid), or, if that process never talked to the agent, whatever
@@ -77,13 +93,21 @@ enum EventFlags : uint8_t {
   // This call is the first of a message: the previous call on the connection moved bytes
   // the other way (or none moved yet). `hash` and `capture` are filled only then.
   kFlagMessageStart = 1 << 0,
+  // On a kConnect/kAccept EventRecord: not a new connection but the hook re-announcing one
+  // it opened earlier, whose open record may not have reached this agent connection (the
+  // ring was full, or the agent connection was lost since). Sent before that connection's
+  // next DataRecord. `offset` is the bytes sent and `result` the bytes received on it so
+  // far; `tid` is the thread making the call that re-announces it. A reader that knows
+  // the connection already keeps it as it is.
+  kFlagReannounce = 1 << 1,
 };
 
 inline constexpr size_t kCaptureBytes = 128;
 
 inline constexpr uint8_t kFamilyUnix = 1;  // EventRecord::family of a Unix-domain socket
 
-// One socket call on a traced connection.
+// A connection opened (kConnect, kAccept) or closed, a thread started, or one UDP datagram
+// sent or received (a TCP send or receive is a DataRecord).
 struct EventRecord {
   RecordHeader header;
   uint8_t kind;           // EventKind
@@ -96,10 +120,11 @@ struct EventRecord {
   int32_t error;          // errno of a failed call, else 0
   uint32_t reserved;
   uint64_t conn_id;       // per process, never 0, never reused within a process
-  // Wall clock (CLOCK_REALTIME, ns since the epoch) of the moment the bytes moved: the
-  // start of a send-side call, the return of a receive-side call.
+  // CLOCK_MONOTONIC of the moment of the call: the start of a connect or of a send-side
+  // call, the return of a receive-side call or of accept. wall_ns is the same moment as
+  // wall time, derived from the hello's clock pair (see HelloRecord).
   uint64_t wall_ns;
-  uint64_t mono_ns;       // CLOCK_MONOTONIC at the same moment
+  uint64_t mono_ns;
   // kSend/kRecv: bytes that moved in this direction on this connection before this call.
   uint64_t offset;
   int64_t result;         // bytes moved (> 0), 0 for end of stream, -1 on error
@@ -124,6 +149,53 @@ struct EventRecord {
   uint8_t capture[kCaptureBytes];
 };
 
+// One send or receive call on a traced TCP connection (plain or TLS plaintext). The wire
+// carries its first DataRecordWireSize() bytes only: the 48 up to `hash` on every call,
+// and on a message start (kFlagMessageStart) also `hash` and the capture, padded to 8.
+// The struct is the in-memory form of both (a reader copies header.size bytes into a
+// zeroed one).
+struct DataRecord {
+  RecordHeader header;    // type kData, size = DataRecordWireSize(flags, capture_len)
+  uint8_t kind;           // EventKind::kSend or kRecv
+  uint8_t flags;          // EventFlags: kFlagMessageStart only
+  uint8_t capture_len;    // valid bytes in `capture`; 0 unless kFlagMessageStart
+  uint8_t reserved;
+  uint32_t tid;
+  uint64_t conn_id;       // as in the connection's open EventRecord
+  uint64_t mono_ns;       // CLOCK_MONOTONIC: start of a send-side call, return of a receive
+  // Bytes that moved in this direction on this connection before this call.
+  uint64_t offset;
+  // Bytes moved (> 0); 0: end of stream (kRecv only); < 0: the call failed with errno
+  // -result (a failure that only asks to retry, EAGAIN/EINTR, is never recorded).
+  int64_t result;
+  // Only on the wire with kFlagMessageStart:
+  // Fingerprint64 of the first min(result, kCaptureBytes) bytes when the capture does not
+  // hold them all; when it does (capture_len == min(result, kCaptureBytes), the default)
+  // the hook leaves it 0 and the reader computes it from the capture (DataRecordHash): a
+  // hash in the agent instead of in the traced program.
+  uint64_t hash;
+  uint8_t capture[kCaptureBytes];  // the first capture_len of those bytes
+};
+
+inline constexpr size_t kDataRecordBaseSize = 48;
+
+// The wire size of a DataRecord: 48 bytes, or 56 + capture_len rounded up to 8 on a
+// message start. A reader refuses any other size.
+constexpr size_t DataRecordWireSize(uint8_t flags, uint8_t capture_len) {
+  return (flags & kFlagMessageStart) == 0
+             ? kDataRecordBaseSize
+             : kDataRecordBaseSize + sizeof(uint64_t) + ((size_t{capture_len} + 7) & ~size_t{7});
+}
+
+// Whether the capture of a message-start DataRecord holds every byte its fingerprint
+// covers, so that the hook left `hash` for the reader to compute.
+constexpr bool DataRecordHashFromCapture(const DataRecord& r) {
+  return (r.flags & kFlagMessageStart) != 0 && r.result > 0 &&
+         r.capture_len == (r.result < static_cast<int64_t>(kCaptureBytes)
+                               ? static_cast<size_t>(r.result)
+                               : kCaptureBytes);
+}
+
 // Counters of a hooked process since its hook initialised (or since it forked).
 struct StatsRecord {
   RecordHeader header;
@@ -136,6 +208,9 @@ struct StatsRecord {
 static_assert(std::is_trivially_copyable_v<HelloRecord>);
 static_assert(std::is_trivially_copyable_v<EventRecord>);
 static_assert(std::is_trivially_copyable_v<StatsRecord>);
+static_assert(std::is_trivially_copyable_v<DataRecord>);
+static_assert(offsetof(DataRecord, hash) == kDataRecordBaseSize);
+static_assert(sizeof(DataRecord) == kDataRecordBaseSize + sizeof(uint64_t) + kCaptureBytes);
 static_assert(sizeof(RecordHeader) == 8);
 static_assert(sizeof(EventRecord) % 8 == 0);
 static_assert(sizeof(EventRecord) == 248);  // the wire size: new fields take reserved bytes
@@ -147,40 +222,81 @@ constexpr size_t RecordSizeFor(uint16_t type) {
     case RecordType::kHello: return sizeof(HelloRecord);
     case RecordType::kEvent: return sizeof(EventRecord);
     case RecordType::kStats: return sizeof(StatsRecord);
+    case RecordType::kData: return 0;  // variable: see RecordSizeValid
   }
   return 0;
+}
+
+// Whether a header's type/size pair is possible. For kData the exact size depends on the
+// body (DataRecordWireSize): a reader checks it again once it has the body.
+constexpr bool RecordSizeValid(uint16_t type, uint16_t size) {
+  if (type == static_cast<uint16_t>(RecordType::kData)) {
+    return size == kDataRecordBaseSize ||
+           (size >= kDataRecordBaseSize + sizeof(uint64_t) && size <= sizeof(DataRecord) &&
+            size % 8 == 0);
+  }
+  const size_t expected = RecordSizeFor(type);
+  return expected != 0 && size == expected;
 }
 
 inline constexpr size_t kMaxRecordSize = sizeof(EventRecord) > sizeof(HelloRecord)
                                              ? sizeof(EventRecord)
                                              : sizeof(HelloRecord);
 
-// The fingerprint of a message's first bytes (EventRecord::hash). The hook computes it on
-// every message start, inside the traced program, so it reads 8 bytes per step (a
-// multiply and a rotate each) instead of FNV-1a's byte at a time: about 6 times fewer
-// instructions for 64 bytes, which made it the largest cost of a traced call. Written here
-// rather than taken from a library because the hook links nothing but libc. Words are
-// read in the machine's byte order: fingerprints are compared between nodes of the same
-// (little-endian) architecture.
-inline uint64_t Fingerprint64(const void* data, size_t n) {
-  constexpr uint64_t kMul = 0x9e3779b97f4a7c15ULL;
-  constexpr uint64_t kMix = 0xff51afd7ed558ccdULL;
-  const auto* p = static_cast<const uint8_t*>(data);
-  uint64_t h = 0x6a09e667f3bcc909ULL ^ (static_cast<uint64_t>(n) * kMul);
-  auto absorb = [&h](uint64_t word) {
-    h ^= word * kMul;
-    h = ((h << 27) | (h >> 37)) * kMix;
-  };
-  for (; n >= 8; p += 8, n -= 8) {
-    uint64_t word;
-    __builtin_memcpy(&word, p, 8);
-    absorb(word);
+namespace fingerprint_internal {
+
+inline constexpr uint64_t kMul = 0x9e3779b97f4a7c15ULL;
+inline constexpr uint64_t kMix = 0xff51afd7ed558ccdULL;
+
+inline uint64_t Load64(const uint8_t* p) {
+  uint64_t w;
+  __builtin_memcpy(&w, p, 8);
+  return w;
+}
+inline uint32_t Load32(const uint8_t* p) {
+  uint32_t w;
+  __builtin_memcpy(&w, p, 4);
+  return w;
+}
+inline uint64_t Rotl(uint64_t h, int r) { return (h << r) | (h >> (64 - r)); }
+// One word into one lane: the rotation carries high bits down, so that no difference stays
+// confined to the top bits (where a multiply alone would leave it).
+inline uint64_t Step(uint64_t h, uint64_t w) { return Rotl(h ^ w, 29) * kMul; }
+
+inline uint64_t Fingerprint(const uint8_t* p, size_t n) {
+  const size_t len = n;
+  // Four independent lanes: four words per loop step, their multiplies in parallel.
+  uint64_t a = 0x6a09e667f3bcc909ULL ^ (static_cast<uint64_t>(len) * kMul);
+  uint64_t b = 0xbb67ae8584caa73bULL;
+  uint64_t c = 0x3c6ef372fe94f82bULL;
+  uint64_t d = 0xa54ff53a5f1d36f1ULL;
+  for (; n >= 32; p += 32, n -= 32) {
+    const uint64_t w0 = Load64(p), w1 = Load64(p + 8), w2 = Load64(p + 16),
+                   w3 = Load64(p + 24);
+    a = Step(a, w0);
+    b = Step(b, w1);
+    c = Step(c, w2);
+    d = Step(d, w3);
   }
+  for (; n >= 8; p += 8, n -= 8) a = Step(a, Load64(p));
   if (n > 0) {
-    uint64_t word = 0;
-    __builtin_memcpy(&word, p, n);
-    absorb(word);
+    // 1..7 bytes left: read without a byte loop and never past the end. After a whole
+    // word, the last 8 bytes (overlapping what was hashed); else two overlapping 4-byte
+    // reads; else the first, middle and last byte. Every byte counts, and the length is
+    // in `a`.
+    uint64_t w;
+    if (len >= 8) {
+      w = Load64(p + n - 8);
+    } else if (n >= 4) {
+      w = Load32(p) | (static_cast<uint64_t>(Load32(p + n - 4)) << 32);
+    } else {
+      w = p[0] | (uint64_t{p[n >> 1]} << 8) | (uint64_t{p[n - 1]} << 16);
+    }
+    b = Step(b, w);
   }
+  uint64_t h = Rotl(a * kMix ^ b, 27) * kMix;
+  h = Rotl(h ^ c, 27) * kMix;
+  h = Rotl(h ^ d, 27) * kMix;
   // MurmurHash3's finaliser: every input bit reaches every output bit.
   h ^= h >> 33;
   h *= kMix;
@@ -188,6 +304,27 @@ inline uint64_t Fingerprint64(const void* data, size_t n) {
   h *= 0xc4ceb9fe1a85ec53ULL;
   h ^= h >> 33;
   return h;
+}
+
+}  // namespace fingerprint_internal
+
+// The fingerprint of a message's first bytes (EventRecord::hash, DataRecord::hash), always
+// of min(length, kCaptureBytes) bytes whatever a process is configured to capture, so two
+// processes configured differently still agree on it. It reads 8 bytes per step in four
+// independent lanes (an xor, a rotate and a multiply each) and the tail without a byte
+// loop (FNV-1a's byte at a time took 6 times more instructions). The hook leaves it to
+// the agent whenever the capture holds the bytes (DataRecord::hash). Written here
+// rather than taken from a library because the hook links nothing but libc. Words are
+// read in the machine's byte order: fingerprints are compared between nodes of the same
+// (little-endian) architecture. Not a cryptographic hash: it tells messages apart, it
+// does not resist a forger.
+inline uint64_t Fingerprint64(const void* data, size_t n) {
+  return fingerprint_internal::Fingerprint(static_cast<const uint8_t*>(data), n);
+}
+
+// A DataRecord's fingerprint: its `hash`, or computed from its capture (see `hash`).
+inline uint64_t DataRecordHash(const DataRecord& r) {
+  return DataRecordHashFromCapture(r) ? Fingerprint64(r.capture, r.capture_len) : r.hash;
 }
 
 }  // namespace reptrace

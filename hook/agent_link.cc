@@ -21,7 +21,20 @@
 #include "hook/real_calls.h"
 
 namespace reptrace::hook {
+namespace agent_link_internal {
+
+EventRing g_ring;
+std::atomic<bool> g_shipper_started{false};
+// Recorded events are the ring's pushes (EventRing::pushed): no second atomic per call.
+std::atomic<uint64_t> g_dropped{0};
+
+}  // namespace agent_link_internal
+
 namespace {
+
+using agent_link_internal::g_dropped;
+using agent_link_internal::g_ring;
+using agent_link_internal::g_shipper_started;
 
 constexpr char kDefaultSocket[] = "/run/reptrace/agent.sock";
 constexpr int64_t kMillis = 1000 * 1000;
@@ -30,19 +43,17 @@ constexpr int64_t kStatsPeriodNs = 1000 * kMillis;
 constexpr int64_t kFirstBackoffNs = 100 * kMillis;
 constexpr int64_t kMaxBackoffNs = 2000 * kMillis;
 constexpr int kSendTimeoutMs = 100;
-constexpr size_t kBatch = 32;  // records per send(): 32 * 248 bytes
+// Records per send(): at most 64 * 248 bytes, usually 64 * 48 to 64 * 184.
+constexpr size_t kBatch = 64;
 
-EventRing g_ring;
-std::atomic<uint64_t> g_recorded{0};
-std::atomic<uint64_t> g_dropped{0};
 
 // Set once by the constructor, read-only afterwards.
 char g_socket_path[sizeof(sockaddr_un::sun_path)] = {};
 bool g_socket_path_ok = false;
 char g_service[kNameBytes] = {};  // empty: use the program name
 uint64_t g_start_wall_ns = 0;
+uint64_t g_start_mono_ns = 0;
 
-std::atomic<bool> g_shipper_started{false};
 std::atomic<bool> g_shipper_failed{false};  // pthread_create refused: nobody to wait for
 std::atomic<int> g_agent_fd{-1};
 // The fd the shipper is inside a system call on (send, connect, close), kCreating while it
@@ -55,6 +66,16 @@ std::atomic<int> g_in_flight{-1};
 // FlushAgentLink() bumps requested; the shipper answers by storing it into done.
 std::atomic<uint32_t> g_flush_requested{0};
 std::atomic<uint32_t> g_flush_done{0};
+
+// An agent connection was lost (by whichever thread lost it: the shipper on a failed send,
+// the program closing or replacing our fd) or the process forked. Moved on at the moment
+// of the loss, before any record the program makes after it, so that those re-announce.
+// Async-signal-safe (a lock-free atomic).
+void NextLinkGeneration() {
+  if (g_link_generation.fetch_add(1, std::memory_order_relaxed) + 1 == 0) {
+    g_link_generation.fetch_add(1, std::memory_order_relaxed);  // 0 means never announced
+  }
+}
 
 int64_t MonoNs() {
   timespec ts;
@@ -102,10 +123,12 @@ bool Enter(int fd) {
 void Leave() { g_in_flight.store(-1, std::memory_order_seq_cst); }
 
 // Drops the agent connection if it is still ours (the program may have closed it).
-void Disconnect(int fd) {
+// `carried_records`: something may have been sent on it (not a connect that failed).
+void Disconnect(int fd, bool carried_records = true) {
   g_in_flight.store(fd, std::memory_order_seq_cst);
   int expected = fd;
   if (g_agent_fd.compare_exchange_strong(expected, -1, std::memory_order_seq_cst)) {
+    if (carried_records) NextLinkGeneration();
     RealClose(fd);
   }
   Leave();
@@ -158,7 +181,7 @@ bool SendStats(int fd) {
   StatsRecord stats = {};
   stats.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kStats), sizeof(StatsRecord)};
   stats.pid = g_pid.load(std::memory_order_relaxed);
-  stats.events_recorded = g_recorded.load(std::memory_order_relaxed);
+  stats.events_recorded = g_ring.pushed();
   stats.events_dropped = g_dropped.load(std::memory_order_relaxed);
   return SendRecord(fd, &stats, sizeof(stats));
 }
@@ -192,7 +215,7 @@ int ConnectAgent() {
   const int connected = RealConnect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
   Leave();
   if (connected != 0) {
-    Disconnect(fd);
+    Disconnect(fd, /*carried_records=*/false);
     return -1;
   }
 
@@ -203,6 +226,7 @@ int ConnectAgent() {
   hello.ppid = static_cast<uint32_t>(getppid());
   hello.uid = static_cast<uint32_t>(getuid());
   hello.start_wall_ns = g_start_wall_ns;
+  hello.start_mono_ns = g_start_mono_ns;
   const uint64_t cause = g_cause.load(std::memory_order_relaxed);
   hello.cause_pid = static_cast<uint32_t>(cause >> 32);
   hello.cause_tid = static_cast<uint32_t>(cause);
@@ -222,15 +246,26 @@ int ConnectAgent() {
 // not fit in it is dropped, by Publish, and counted.
 size_t ShipBatch(int* fd) {
   if (*fd < 0) return 0;
-  EventRecord batch[kBatch];
+  // Each record is popped straight to the end of the previous one: one send() of only
+  // the bytes the records use.
+  alignas(8) static unsigned char batch[kBatch * EventRing::kCellBytes];  // shipper only
+  size_t ends[kBatch];
   size_t n = 0;
-  while (n < kBatch && g_ring.TryPop(&batch[n])) ++n;
+  size_t used = 0;
+  while (n < kBatch) {
+    const size_t size = g_ring.TryPop(batch + used);
+    if (size == 0) break;
+    used += size;
+    ends[n++] = used;
+  }
   if (n == 0) return 0;
   size_t sent;
-  if (SendAll(*fd, batch, n * sizeof(EventRecord), &sent)) return n;
+  if (SendAll(*fd, batch, used, &sent)) return n;
   Disconnect(*fd);
   *fd = -1;
-  g_dropped.fetch_add(n - sent / sizeof(EventRecord), std::memory_order_relaxed);
+  size_t lost = 0;
+  for (size_t i = 0; i < n; ++i) lost += ends[i] > sent ? 1 : 0;
+  g_dropped.fetch_add(lost, std::memory_order_relaxed);
   return n;
 }
 
@@ -248,7 +283,8 @@ void* ShipperMain(void*) {
     int64_t now = MonoNs();
     if (fd < 0 && had_fd) {
       // Lost (the program closed or replaced our fd, or the agent went away): reconnect
-      // later, after a program closing all its fds has finished doing so.
+      // later, after a program closing all its fds has finished doing so. (Whoever lost
+      // it moved the link generation on: connections re-announce themselves.)
       had_fd = false;
       next_connect = now + kFirstBackoffNs;
     }
@@ -282,6 +318,10 @@ void* ShipperMain(void*) {
   return nullptr;
 }
 
+}  // namespace
+
+namespace agent_link_internal {
+
 void StartShipper() {
   bool expected = false;
   if (!g_shipper_started.compare_exchange_strong(expected, true)) return;
@@ -301,10 +341,13 @@ void StartShipper() {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
-}  // namespace
+}  // namespace agent_link_internal
 
-void ConfigureAgentLink(uint64_t start_wall_ns) {
+std::atomic<uint32_t> g_link_generation{1};
+
+void ConfigureAgentLink(uint64_t start_wall_ns, uint64_t start_mono_ns) {
   g_start_wall_ns = start_wall_ns;
+  g_start_mono_ns = start_mono_ns;
   const char* path = getenv("REPTRACE_SOCKET");
   if (path == nullptr || path[0] == '\0') path = kDefaultSocket;
   const size_t len = strlen(path);
@@ -314,26 +357,13 @@ void ConfigureAgentLink(uint64_t start_wall_ns) {
   if (service != nullptr) CopyName(g_service, service);
 }
 
-void Publish(const EventRecord& record) {
-  if (g_ring.Init() && g_ring.TryPush(record)) {
-    g_recorded.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    g_dropped.fetch_add(1, std::memory_order_relaxed);
-  }
-  if (!g_shipper_started.load(std::memory_order_acquire)) StartShipper();
+bool Publish(const void* record, size_t size) {
+  const bool queued = g_ring.Init() && g_ring.TryPush(record, size);
+  if (!queued) g_dropped.fetch_add(1, std::memory_order_relaxed);
+  if (!g_shipper_started.load(std::memory_order_acquire)) agent_link_internal::StartShipper();
+  return queued;
 }
 
-EventRecord* BeginRecord(EventRing::Claim* claim) {
-  if (!g_shipper_started.load(std::memory_order_acquire)) StartShipper();
-  EventRecord* record = g_ring.Init() ? g_ring.TryClaim(claim) : nullptr;
-  if (record == nullptr) g_dropped.fetch_add(1, std::memory_order_relaxed);
-  return record;
-}
-
-void EndRecord(const EventRing::Claim& claim) {
-  g_ring.Commit(claim);
-  g_recorded.fetch_add(1, std::memory_order_relaxed);
-}
 
 void FlushAgentLink(int64_t budget_ns) {
   if (!g_shipper_started.load(std::memory_order_acquire) ||
@@ -347,10 +377,11 @@ void FlushAgentLink(int64_t budget_ns) {
   }
 }
 
-void ResetAgentLinkAfterFork(uint64_t start_wall_ns) {
+void ResetAgentLinkAfterFork(uint64_t start_wall_ns, uint64_t start_mono_ns) {
   g_start_wall_ns = start_wall_ns;
+  g_start_mono_ns = start_mono_ns;
+  NextLinkGeneration();
   g_ring.Reset();
-  g_recorded.store(0, std::memory_order_relaxed);
   g_dropped.store(0, std::memory_order_relaxed);
   // The parent's shipper may have been inside a call at the fork; no shipper runs here, so
   // a close() or dup2() in the child must not wait for it to leave.
@@ -368,6 +399,7 @@ bool TakeAgentFd(int fd) {
   if (fd >= 0 && g_agent_fd.load(std::memory_order_seq_cst) == fd) {
     int expected = fd;
     ours = g_agent_fd.compare_exchange_strong(expected, -1, std::memory_order_seq_cst);
+    if (ours) NextLinkGeneration();
   }
   for (;;) {
     const int busy = g_in_flight.load(std::memory_order_seq_cst);
@@ -400,7 +432,7 @@ bool InShipperProcess() {
          !g_shipper_failed.load(std::memory_order_relaxed);
 }
 
-uint64_t EventsRecorded() { return g_recorded.load(std::memory_order_relaxed); }
+uint64_t EventsRecorded() { return g_ring.pushed(); }
 uint64_t EventsDropped() { return g_dropped.load(std::memory_order_relaxed); }
 
 }  // namespace reptrace::hook

@@ -68,7 +68,7 @@ void ConnectionTable::NoteFd(int fd) {
 }
 
 bool ConnectionTable::Start(int fd, uint64_t conn_id, uint8_t role,
-                            const Endpoints& endpoints) {
+                            const Endpoints& endpoints, uint32_t announced) {
   if (fd < 0 || !Map()) return false;
   std::atomic<ConnectionState*>* slots = slots_.load(std::memory_order_acquire);
   if (static_cast<size_t>(fd) >= size_.load(std::memory_order_acquire)) return false;
@@ -80,6 +80,7 @@ bool ConnectionTable::Start(int fd, uint64_t conn_id, uint8_t role,
   state->tls.store(0, std::memory_order_relaxed);
   state->refs.store(1, std::memory_order_relaxed);
   state->role = role;
+  state->announced.store(announced, std::memory_order_relaxed);
   state->endpoints = endpoints;
   state->conn_id.store(conn_id, std::memory_order_release);
   NoteFd(fd);
@@ -128,6 +129,9 @@ uint64_t ConnectionTable::Stop(int fd, ConnectionState* snapshot, bool* last) {
                                    std::memory_order_relaxed);
     snapshot->last_direction.store(state->last_direction.load(std::memory_order_relaxed),
                                    std::memory_order_relaxed);
+    snapshot->tls.store(state->tls.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    snapshot->announced.store(state->announced.load(std::memory_order_relaxed),
+                              std::memory_order_relaxed);
     snapshot->role = state->role;
     snapshot->endpoints = state->endpoints;
   }
@@ -136,17 +140,6 @@ uint64_t ConnectionTable::Stop(int fd, ConnectionState* snapshot, bool* last) {
     Release(state);
   }
   return conn_id;
-}
-
-void ConnectionTable::Reset() {
-  size_.store(0, std::memory_order_release);
-  std::atomic<ConnectionState*>* slots = slots_.exchange(nullptr, std::memory_order_acq_rel);
-  if (slots != nullptr) munmap(slots, mapped_bytes_);
-  records_ = nullptr;
-  mapped_bytes_ = 0;
-  next_unused_.store(0, std::memory_order_relaxed);
-  free_head_.store(0, std::memory_order_relaxed);
-  fd_limit_.store(0, std::memory_order_relaxed);
 }
 
 }  // namespace reptrace::hook

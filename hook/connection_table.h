@@ -39,6 +39,9 @@ struct ConnectionState {
   uint8_t role;                         // SocketRole
   std::atomic<uint32_t> refs;           // fds pointing at this record
   uint32_t next_free;                   // free-list link: record index + 1, 0 = end
+  // The link generation (agent_link.h) under which the open record went into the ring;
+  // 0: it never did (the ring was full).
+  std::atomic<uint32_t> announced;
   Endpoints endpoints;
 };
 
@@ -60,10 +63,12 @@ class ConnectionTable {
     return slots[fd].load(std::memory_order_acquire);
   }
 
-  // Starts tracing `fd` as a new connection `conn_id` (non-zero), with zeroed counters.
-  // Maps the table on first use. False if `fd` is out of range or no record is free. If
-  // `fd` was traced, that reference is dropped (callers Stop() it first to report it).
-  bool Start(int fd, uint64_t conn_id, uint8_t role, const Endpoints& endpoints);
+  // Starts tracing `fd` as a new connection `conn_id` (non-zero), with zeroed counters,
+  // announced under link generation `announced`. Maps the table on first use. False if
+  // `fd` is out of range or no record is free. If `fd` was traced, that reference is
+  // dropped (callers Stop() it first to report it).
+  bool Start(int fd, uint64_t conn_id, uint8_t role, const Endpoints& endpoints,
+             uint32_t announced);
 
   // `new_fd` is now a duplicate of `old_fd`: both name the same connection. False (and
   // `new_fd` untraced) if `old_fd` is not traced.
@@ -77,10 +82,6 @@ class ConnectionTable {
 
   // One more than the highest fd ever traced (a bound for scanning fd ranges).
   int FdLimit() const { return fd_limit_.load(std::memory_order_acquire); }
-
-  // Forgets every connection (the child side of fork(): inherited connections are not
-  // traced). Only when no other thread touches the table.
-  void Reset();
 
  private:
   bool Map();

@@ -26,46 +26,18 @@ bool EventRing::Init() {
   return true;
 }
 
-bool EventRing::TryPush(const EventRecord& record) {
+bool EventRing::TryPush(const void* record, size_t size) {
   Claim claim;
-  EventRecord* slot = TryClaim(&claim);
+  void* slot = TryClaim(&claim);
   if (slot == nullptr) return false;
-  std::memcpy(slot, &record, sizeof(record));
+  std::memcpy(slot, record, size <= kCellBytes ? size : kCellBytes);
   Commit(claim);
   return true;
 }
 
-EventRecord* EventRing::TryClaim(Claim* claim) {
+size_t EventRing::TryPop(void* out) {
   Cell* cells = cells_.load(std::memory_order_acquire);
-  if (cells == nullptr) return nullptr;
-  const uint64_t mask = capacity_ - 1;
-  uint64_t pos = enqueue_pos_.load(std::memory_order_relaxed);
-  Cell* cell;
-  for (;;) {
-    cell = &cells[pos & mask];
-    const uint64_t seq = cell->sequence.load(std::memory_order_acquire);
-    const int64_t dif = static_cast<int64_t>(seq) - static_cast<int64_t>(pos);
-    if (dif == 0) {
-      if (enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) break;
-    } else if (dif < 0) {
-      return nullptr;  // full
-    } else {
-      pos = enqueue_pos_.load(std::memory_order_relaxed);
-    }
-  }
-  claim->record_ = &cell->record;
-  claim->sequence_ = &cell->sequence;
-  claim->pos_ = pos;
-  return &cell->record;
-}
-
-void EventRing::Commit(const Claim& claim) {
-  claim.sequence_->store(claim.pos_ + 1, std::memory_order_release);
-}
-
-bool EventRing::TryPop(EventRecord* out) {
-  Cell* cells = cells_.load(std::memory_order_acquire);
-  if (cells == nullptr) return false;
+  if (cells == nullptr) return 0;
   const uint64_t mask = capacity_ - 1;
   uint64_t pos = dequeue_pos_.load(std::memory_order_relaxed);
   Cell* cell;
@@ -76,14 +48,19 @@ bool EventRing::TryPop(EventRecord* out) {
     if (dif == 0) {
       if (dequeue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) break;
     } else if (dif < 0) {
-      return false;  // empty (or the producer of this cell has not published yet)
+      return 0;  // empty (or the producer of this cell has not published yet)
     } else {
       pos = dequeue_pos_.load(std::memory_order_relaxed);
     }
   }
-  std::memcpy(out, &cell->record, sizeof(*out));
+  RecordHeader header;
+  std::memcpy(&header, cell->bytes, sizeof(header));
+  const size_t size = header.size >= sizeof(RecordHeader) && header.size <= kCellBytes
+                          ? header.size
+                          : kCellBytes;
+  std::memcpy(out, cell->bytes, size);
   cell->sequence.store(pos + mask + 1, std::memory_order_release);
-  return true;
+  return size;
 }
 
 void EventRing::Reset() {

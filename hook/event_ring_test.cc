@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstring>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -12,6 +13,7 @@ namespace {
 
 EventRecord Numbered(uint32_t producer, uint64_t sequence) {
   EventRecord r = {};
+  r.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kEvent), sizeof(EventRecord)};
   r.pid = producer;
   r.offset = sequence;
   r.hash = Fingerprint64(&sequence, sizeof(sequence)) ^ producer;  // a checksum of the record
@@ -28,6 +30,41 @@ TEST(EventRingTest, PopsInPushOrder) {
     EXPECT_EQ(out.offset, i);
   }
   EXPECT_FALSE(ring.TryPop(&out));
+  ring.Release();
+}
+
+// A cell holds records of any size up to an EventRecord; a pop copies only header.size
+// bytes of it (a DataRecord without its capture: 48), and counts pushes.
+TEST(EventRingTest, PopsOnlyTheRecordsOwnSize) {
+  EventRing ring(8);
+  ASSERT_TRUE(ring.Init());
+  EventRecord big = Numbered(1, 7);
+  ASSERT_TRUE(ring.TryPush(big));  // leaves a stale 248-byte record in cell 0
+  unsigned char out[EventRing::kCellBytes];
+  ASSERT_EQ(ring.TryPop(out), sizeof(EventRecord));
+  for (uint64_t i = 1; i < 8; ++i) ASSERT_TRUE(ring.TryPush(Numbered(1, i)));
+
+  DataRecord data = {};
+  data.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kData),
+                 static_cast<uint16_t>(kDataRecordBaseSize)};
+  data.offset = 99;
+  EventRing::Claim claim;
+  void* cell = ring.TryClaim(&claim);  // cell 0 again: the stale record is still there
+  ASSERT_NE(cell, nullptr);
+  std::memcpy(cell, &data, kDataRecordBaseSize);
+  ring.Commit(claim);
+  EXPECT_EQ(ring.pushed(), 9u);
+
+  for (uint64_t i = 1; i < 8; ++i) ASSERT_EQ(ring.TryPop(out), sizeof(EventRecord));
+  std::memset(out, 0xee, sizeof(out));
+  ASSERT_EQ(ring.TryPop(out), kDataRecordBaseSize);
+  DataRecord popped;
+  std::memcpy(&popped, out, kDataRecordBaseSize);
+  EXPECT_EQ(popped.offset, 99u);
+  EXPECT_EQ(out[kDataRecordBaseSize], 0xee) << "copied past the record's size";
+  EXPECT_EQ(ring.TryPop(out), 0u);
+  ring.Reset();
+  EXPECT_EQ(ring.pushed(), 0u);
   ring.Release();
 }
 

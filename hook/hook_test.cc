@@ -65,7 +65,7 @@ s.close()
 print(blocking, started, later)
 )";
 
-// fork(): the child inherits a traced connection (which it must not trace) and makes its own.
+// fork(): the child uses a traced connection it inherited, and makes its own.
 constexpr char kForkScript[] = R"(
 import os, socket, sys
 listener = socket.socket(); listener.bind(('127.0.0.1', 0)); listener.listen(8)
@@ -310,6 +310,43 @@ TEST_F(HookTest, CurlAndPythonServerDescribeTheSameConnection) {
   EXPECT_EQ(cl->stats.back().events_dropped, 0u);
 }
 
+// REPTRACE_CAPTURE_BYTES bounds what a message start carries; the fingerprint still
+// covers the same bytes, so a client capturing 16 bytes and a server capturing the
+// default 128 agree on it.
+TEST_F(HookTest, ACaptureLimitShortensTheCaptureButNotTheFingerprint) {
+  FakeAgent agent(SocketPath("agent.sock"));
+  PythonServer server(www_.path(), HookEnv(SocketPath("agent.sock")));
+  ASSERT_GT(server.port(), 0);
+  const RunResult curl = RunProgram(
+      {kCurl, "-sS", "--max-time", "10",
+       "http://127.0.0.1:" + std::to_string(server.port()) + "/b.txt"},
+      HookEnv(SocketPath("agent.sock"), {{"REPTRACE_CAPTURE_BYTES", "16"}}));
+  ASSERT_EQ(curl.exit_code, 0);
+  ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
+    int closes = 0;
+    for (const auto& s : streams) closes += HasKind(&s, EventKind::kClose) ? 1 : 0;
+    return StreamOf(streams, server.pid()) != nullptr && closes >= 2;
+  }));
+  const std::vector<AgentStream> streams = agent.Streams();
+  const AgentStream* py = StreamOf(streams, server.pid());
+  const AgentStream* cl = nullptr;
+  for (const auto& s : streams) {
+    EXPECT_EQ(s.error, "");
+    if (s.has_hello && NameOf(s.hello.process) == "curl") cl = &s;
+  }
+  ASSERT_NE(cl, nullptr);
+  const auto client_sent = MessageStarts(EventsOf(*cl, EventKind::kSend));
+  const auto server_received = MessageStarts(EventsOf(*py, EventKind::kRecv));
+  ASSERT_FALSE(client_sent.empty());
+  ASSERT_FALSE(server_received.empty());
+  EXPECT_EQ(client_sent[0].capture, "GET /b.txt HTTP/");
+  EXPECT_GT(server_received[0].capture.size(), 16u);
+  EXPECT_EQ(server_received[0].capture.rfind(client_sent[0].capture, 0), 0u);
+  EXPECT_EQ(client_sent[0].hash, server_received[0].hash);
+  EXPECT_EQ(server_received[0].hash, Fingerprint64(server_received[0].capture.data(),
+                                                   server_received[0].capture.size()));
+}
+
 TEST_F(HookTest, CurlIsUnaffectedWithOrWithoutAnAgent) {
   PythonServer server(www_.path(), {});  // not hooked
   ASSERT_GT(server.port(), 0);
@@ -509,7 +546,7 @@ TEST_F(HookTest, VectoredSendfileFortifiedAndPeekedCallsAreRecorded) {
   EXPECT_EQ(s.stats.back().events_recorded, s.events.size());
 }
 
-TEST_F(HookTest, ForkChildTracesOnlyItsOwnConnectionsUnderItsOwnPid) {
+TEST_F(HookTest, ForkChildTracesInheritedAndOwnConnectionsUnderItsOwnPid) {
   FakeAgent agent(SocketPath("agent.sock"));
   Child parent({kPython, "-c", kForkScript}, HookEnv(SocketPath("agent.sock")));
   const pid_t child_pid = std::atoi(parent.ReadLine(absl::Seconds(10)).c_str());
@@ -518,6 +555,7 @@ TEST_F(HookTest, ForkChildTracesOnlyItsOwnConnectionsUnderItsOwnPid) {
   ASSERT_TRUE(agent.WaitFor([&](const std::vector<AgentStream>& streams) {
     const AgentStream* c = StreamOf(streams, child_pid);
     return c != nullptr && !c->stats.empty() && streams.size() >= 2 &&
+           EventsOf(*c, EventKind::kSend).size() >= 2 &&
            std::all_of(streams.begin(), streams.end(),
                        [](const AgentStream& s) { return !s.stats.empty(); });
   }));
@@ -534,13 +572,26 @@ TEST_F(HookTest, ForkChildTracesOnlyItsOwnConnectionsUnderItsOwnPid) {
   EXPECT_EQ(child->hello.cause_tid, parent_stream->hello.pid);
   EXPECT_EQ(parent_stream->hello.cause_pid, 0u);
 
-  // The child traced its own connection only: one connect, one send, nothing inherited.
+  // The child traced the connection it inherited (announced again on its own agent
+  // connection, offsets going on from the parent's 11 bytes) and its own.
+  const auto reannounced = EventsOf(*child, EventKind::kConnect, 0, /*reannounced=*/true);
+  ASSERT_EQ(reannounced.size(), 1u);
+  const EventRecord& inherited = reannounced[0];
+  EXPECT_EQ(inherited.offset, 11u);  // bytes sent on it before (by the parent)
   const auto child_connects = EventsOf(*child, EventKind::kConnect);
   ASSERT_EQ(child_connects.size(), 1u);
-  const auto child_sends = EventsOf(*child, EventKind::kSend);
-  ASSERT_EQ(child_sends.size(), 1u);
-  EXPECT_EQ(CaptureOf(child_sends[0]), "from-child");
-  EXPECT_EQ(child_sends[0].conn_id, child_connects[0].conn_id);
+  const EventRecord& own = child_connects[0];
+  const auto inherited_sends = EventsOf(*child, EventKind::kSend, inherited.conn_id);
+  ASSERT_EQ(inherited_sends.size(), 1u);
+  // It continues the parent's message ("from-parent" + "inherited"): no message start.
+  EXPECT_EQ(inherited_sends[0].offset, 11u);
+  EXPECT_EQ(inherited_sends[0].result, 9);
+  EXPECT_EQ(inherited_sends[0].flags & kFlagMessageStart, 0);
+  const auto own_sends = EventsOf(*child, EventKind::kSend, own.conn_id);
+  ASSERT_EQ(own_sends.size(), 1u);
+  EXPECT_EQ(CaptureOf(own_sends[0]), "from-child");
+  EXPECT_EQ(own_sends[0].offset, 0u);
+  EXPECT_EQ(EventsOf(*child, EventKind::kSend).size(), 2u);
   for (const auto& e : child->events) EXPECT_EQ(e.pid, static_cast<uint32_t>(child_pid));
   // Its counters started from zero at the fork.
   EXPECT_EQ(child->stats.back().events_recorded, child->events.size());
@@ -556,7 +607,7 @@ TEST_F(HookTest, ForkChildTracesOnlyItsOwnConnectionsUnderItsOwnPid) {
   const auto second = EventsOf(*parent_stream, EventKind::kRecv, parent_accepts[1].conn_id);
   ASSERT_FALSE(second.empty());
   EXPECT_EQ(CaptureOf(second[0]), "from-child");
-  EXPECT_EQ(parent_accepts[1].peer_port, child_connects[0].local_port);
+  EXPECT_EQ(parent_accepts[1].peer_port, own.local_port);
   for (const auto& e : EventsOf(*parent_stream, EventKind::kSend)) {
     EXPECT_EQ(CaptureOf(e), "from-parent");
   }
@@ -629,12 +680,13 @@ TEST_F(HookCoverageTest, DuplicatedFdsAreOneConnectionWithExactOffsets) {
   const auto sent = EventsOf(s, EventKind::kSend, client);
   ASSERT_EQ(sent.size(), 4u);  // write(client), write(dup), send(dup2), write(F_DUPFD)
   EXPECT_EQ(ContiguousTotal(sent, "sent through duplicates"), 10u);
-  EXPECT_EQ(sent[2].fd, 200);
-  EXPECT_GE(sent[3].fd, 300);
-  // One close, when the last duplicate closed, after every send.
+  // A data record names no fd (the connection is what counts): the sends through fd 200
+  // and >= 300 are the ones above, on the same connection. One close, when the last
+  // duplicate (>= 300) closed, after every send.
+  for (const auto& e : sent) EXPECT_EQ(e.header.type, static_cast<uint16_t>(RecordType::kData));
   const auto closes = EventsOf(s, EventKind::kClose, client);
   ASSERT_EQ(closes.size(), 1u);
-  EXPECT_EQ(closes[0].fd, sent[3].fd);
+  EXPECT_GE(closes[0].fd, 300);
   EXPECT_GE(closes[0].mono_ns, sent[3].mono_ns);
 }
 
@@ -864,6 +916,45 @@ TEST_P(HookDaemonTest, NeverReceivesHookBytesAndTheHookReconnects) {
            EventsOf(streams.back(), EventKind::kClose).size() > 0;
   }));
   for (const auto& s : agent.Streams()) EXPECT_EQ(s.error, "");
+}
+
+// The agent forgets a process's connections when its hook connection ends: a connection
+// that carries on after the hook lost its agent connection is announced again, on the
+// new one, before its data (and the offsets carry on).
+TEST_F(HookCoverageTest, AConnectionOutlivingTheAgentConnectionIsReannouncedBeforeItsData) {
+  std::string out;
+  const auto streams = RunBothWays(
+      {"reannounce"},
+      [](const auto& s) {
+        return s.size() == 2 && !s[1].stats.empty() &&
+               EventsOf(s[1], EventKind::kClose).size() >= 2;
+      },
+      &out);
+  EXPECT_EQ(out, "hellookagain\n");
+  ASSERT_EQ(streams.size(), 2u);
+  const auto connects = EventsOf(streams[0], EventKind::kConnect);
+  const auto accepts = EventsOf(streams[0], EventKind::kAccept);
+  ASSERT_EQ(connects.size(), 1u);
+  ASSERT_EQ(accepts.size(), 1u);
+  const AgentStream& after = streams[1];
+  EXPECT_TRUE(EventsOf(after, EventKind::kConnect).empty());
+  const auto again_connects = EventsOf(after, EventKind::kConnect, connects[0].conn_id, true);
+  const auto again_accepts = EventsOf(after, EventKind::kAccept, accepts[0].conn_id, true);
+  ASSERT_EQ(again_connects.size(), 1u);
+  ASSERT_EQ(again_accepts.size(), 1u);
+  // The same connection, the same endpoints, and what had moved so far.
+  EXPECT_EQ(again_connects[0].local_port, connects[0].local_port);
+  EXPECT_EQ(again_connects[0].peer_port, connects[0].peer_port);
+  EXPECT_EQ(again_connects[0].role, static_cast<uint8_t>(SocketRole::kClient));
+  EXPECT_EQ(again_accepts[0].role, static_cast<uint8_t>(SocketRole::kServer));
+  EXPECT_EQ(again_accepts[0].offset, 0u);  // server: nothing sent before "ok"
+  EXPECT_EQ(again_accepts[0].result, 5);   // "hello" received
+  // FakeAgent refuses data before its connection's open record (stream.error, checked by
+  // RunBothWays); the offsets carry on from the first agent connection.
+  const auto sent = EventsOf(after, EventKind::kSend, connects[0].conn_id);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].offset, 5u);
+  EXPECT_EQ(CaptureOf(sent[0]), "again");
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, HookDaemonTest, ::testing::Values("close", "range", "dup2"));

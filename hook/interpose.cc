@@ -2,8 +2,9 @@
 //
 // Every wrapper has glibc's exact signature. On an fd the ConnectionTable does not trace
 // (or while the hook itself runs on this thread) it costs one table look-up and then calls
-// the real function. On a traced TCP connection it records one EventRecord around the real
-// call. errno and the return value the program sees are always the real call's.
+// the real function. On a traced TCP connection it records one DataRecord around the real
+// call (an EventRecord for a UDP datagram, and to open or close a connection). errno and
+// the return value the program sees are always the real call's.
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -50,17 +51,44 @@ constexpr int64_t kExitFlushBudgetNs = 200 * 1000 * 1000;
 ConnectionTable g_table;
 std::atomic<uint64_t> g_next_conn_id{1};
 
+// How many captured bytes a message start carries (REPTRACE_CAPTURE_BYTES, 0..128): the
+// fingerprint always covers up to kCaptureBytes. Set by the constructor.
+uint8_t g_capture_bytes = kCaptureBytes;
+// Wall time minus monotonic time at start-up (the hello's clock pair): records read one
+// clock, CLOCK_MONOTONIC; an EventRecord's wall_ns is derived from it (modulo 2^64).
+uint64_t g_wall_minus_mono = 0;
+
+// The moment of a call: CLOCK_MONOTONIC only (one vDSO read instead of two).
 struct Clock {
-  uint64_t wall_ns;
   uint64_t mono_ns;
 };
 
-Clock Now() {
-  timespec wall, mono;
-  clock_gettime(CLOCK_REALTIME, &wall);
-  clock_gettime(CLOCK_MONOTONIC, &mono);
-  return {uint64_t(wall.tv_sec) * 1000000000u + uint64_t(wall.tv_nsec),
-          uint64_t(mono.tv_sec) * 1000000000u + uint64_t(mono.tv_nsec)};
+uint64_t ReadClock(clockid_t id) {
+  timespec ts;
+  clock_gettime(id, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+Clock Now() { return {ReadClock(CLOCK_MONOTONIC)}; }
+
+// Both clocks, read together, for the hello: sets g_wall_minus_mono.
+void ReadStartClocks(uint64_t* wall_ns, uint64_t* mono_ns) {
+  *mono_ns = ReadClock(CLOCK_MONOTONIC);
+  *wall_ns = ReadClock(CLOCK_REALTIME);
+  g_wall_minus_mono = *wall_ns - *mono_ns;
+}
+
+// REPTRACE_CAPTURE_BYTES: a decimal 0..128, else the default (everything the fingerprint
+// covers, which the agent's span naming needs: an HTTP request line).
+uint8_t CaptureBytesFromEnv() {
+  const char* value = getenv("REPTRACE_CAPTURE_BYTES");
+  if (value == nullptr || value[0] == '\0') return kCaptureBytes;
+  unsigned n = 0;
+  for (const char* p = value; *p != '\0'; ++p) {
+    if (*p < '0' || *p > '9' || n > kCaptureBytes) return kCaptureBytes;
+    n = n * 10 + static_cast<unsigned>(*p - '0');
+  }
+  return n <= kCaptureBytes ? static_cast<uint8_t>(n) : kCaptureBytes;
 }
 
 // A failure that moved no bytes and ends nothing: the program will simply call again.
@@ -121,7 +149,7 @@ void FillHeader(EventRecord* r, EventKind kind, int fd, uint64_t conn_id, uint8_
   r->tid = CurrentTid();
   r->fd = fd;
   r->conn_id = conn_id;
-  r->wall_ns = clock.wall_ns;
+  r->wall_ns = clock.mono_ns + g_wall_minus_mono;
   r->mono_ns = clock.mono_ns;
   r->local_port = endpoints.local_port;
   r->peer_port = endpoints.peer_port;
@@ -130,6 +158,113 @@ void FillHeader(EventRecord* r, EventKind kind, int fd, uint64_t conn_id, uint8_
   r->protocol = endpoints.protocol;
   std::memcpy(r->local_addr, endpoints.local_addr, 16);
   std::memcpy(r->peer_addr, endpoints.peer_addr, 16);
+}
+
+// A Unix-domain socket's name, as a kFamilyUnix open record carries it in `capture`.
+struct UnixName {
+  char text[kCaptureBytes];
+  uint8_t len = 0;
+};
+
+// The name in a sockaddr_un: its path, or '@' and the abstract name; false if unnamed.
+bool UnixNameOf(const sockaddr* sa, socklen_t len, UnixName* name) {
+  const size_t path_at = offsetof(sockaddr_un, sun_path);
+  if (sa == nullptr || sa->sa_family != AF_UNIX || len <= path_at) return false;
+  const char* path = reinterpret_cast<const sockaddr_un*>(sa)->sun_path;
+  size_t n = len - path_at;
+  if (n > sizeof(sockaddr_un::sun_path)) n = sizeof(sockaddr_un::sun_path);
+  size_t out = 0;
+  if (path[0] == '\0') {  // abstract: the bytes after the NUL, all of them significant
+    name->text[out++] = '@';
+    ++path;
+    --n;
+  } else {
+    n = strnlen(path, n);
+  }
+  if (n > kCaptureBytes - out) n = kCaptureBytes - out;
+  std::memcpy(name->text + out, path, n);
+  name->len = static_cast<uint8_t>(out + n);
+  return name->len > 0;
+}
+
+// The connection's open record may not have reached the current agent connection (see
+// LinkGeneration): announce it again, before the data record that follows. Cold.
+__attribute__((noinline)) void Reannounce(ConnectionState* state, int fd, uint64_t conn_id,
+                                          uint32_t generation, const Clock& clock) {
+  const bool client = state->role == static_cast<uint8_t>(SocketRole::kClient);
+  EventRecord r;
+  std::memset(&r, 0, sizeof(r));
+  FillHeader(&r, client ? EventKind::kConnect : EventKind::kAccept, fd, conn_id, state->role,
+             state->endpoints, clock);
+  r.flags = kFlagReannounce;
+  if (state->endpoints.family == kFamilyUnix) {
+    // Its name, as the first announcement had it: the path the server bound.
+    sockaddr_storage addr = {};
+    socklen_t len = sizeof(addr);
+    UnixName name;
+    if ((client ? getpeername : getsockname)(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0 &&
+        UnixNameOf(reinterpret_cast<sockaddr*>(&addr), len, &name)) {
+      std::memcpy(r.capture, name.text, name.len);
+      r.capture_len = name.len;
+    }
+  }
+  r.offset = state->bytes_sent.load(std::memory_order_relaxed);
+  r.result = static_cast<int64_t>(state->bytes_received.load(std::memory_order_relaxed));
+  // Still unannounced if it finds no room: the next call tries again.
+  if (Publish(r)) state->announced.store(generation, std::memory_order_relaxed);
+}
+
+// Fills a message start's capture in `r` (capture_len, capture and its padding to 8
+// bytes), and its fingerprint unless the capture holds every byte of it (the agent
+// computes it then: see DataRecord::hash); returns the record's wire size.
+size_t FillMessageStart(DataRecord* r, const Bytes& bytes, ssize_t result) {
+  size_t n = static_cast<size_t>(result);
+  if (n > kCaptureBytes) n = kCaptureBytes;
+  size_t captured = n < g_capture_bytes ? n : g_capture_bytes;
+  r->hash = 0;
+  if (bytes.buf != nullptr) {
+    std::memcpy(r->capture, bytes.buf, captured);
+    if (captured < n) r->hash = Fingerprint64(bytes.buf, n);
+  } else if (bytes.iov != nullptr) {
+    // Gathered into the cell (it has room for kCaptureBytes) for the fingerprint.
+    const size_t gathered = Gather(bytes, n, r->capture);
+    if (captured > gathered) captured = gathered;
+    if (captured < n) r->hash = Fingerprint64(r->capture, gathered);
+  } else {
+    captured = 0;  // sendfile, MSG_TRUNC: the bytes are not in memory (hash 0)
+  }
+  r->capture_len = static_cast<uint8_t>(captured);
+  const size_t padded = (captured + 7) & ~size_t{7};
+  // The padding goes on the wire: no stale bytes of an earlier record in it.
+  for (size_t i = captured; i < padded; ++i) r->capture[i] = 0;
+  return kDataRecordBaseSize + sizeof(uint64_t) + padded;
+}
+
+// One UDP datagram: a full EventRecord, with the datagram's own peer when the call named
+// one (unconnected UDP). Every datagram is a message.
+void RecordDatagram(ConnectionState* state, int fd, uint64_t conn_id, EventKind kind,
+                    const Bytes& bytes, ssize_t result, int err, uint64_t offset,
+                    const Clock& clock, const sockaddr* peer, socklen_t peer_len) {
+  EventRing::Claim claim;
+  auto* r = static_cast<EventRecord*>(BeginRecord(&claim));
+  if (r == nullptr) return;  // ring full: counted as a drop
+  Endpoints endpoints = state->endpoints;
+  if (peer != nullptr) ToEndpoint(peer, peer_len, endpoints.peer_addr, &endpoints.peer_port);
+  FillHeader(r, kind, fd, conn_id, state->role, endpoints, clock);
+  r->offset = offset;
+  if (result > 0) {
+    r->flags = kFlagMessageStart;
+    size_t n = static_cast<size_t>(result);
+    if (n > kCaptureBytes) n = kCaptureBytes;
+    if (bytes.buf != nullptr || bytes.iov != nullptr) {
+      n = Gather(bytes, n, r->capture);
+      r->hash = Fingerprint64(r->capture, n);
+      r->capture_len = static_cast<uint8_t>(n < g_capture_bytes ? n : g_capture_bytes);
+    }
+  }
+  r->result = result;
+  r->error = result < 0 ? err : 0;
+  EndRecord(claim);
 }
 
 // One send or receive call on a traced connection, already known to be worth recording.
@@ -141,6 +276,11 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
   if (!plaintext && TlsOwnsRawBytes(state, fd)) return;
   const uint64_t conn_id = state->conn_id.load(std::memory_order_acquire);
   if (conn_id == 0) return;  // closed by another thread meanwhile
+  // One relaxed load and compare: has the agent connection got the open record?
+  const uint32_t generation = LinkGeneration();
+  if (state->announced.load(std::memory_order_relaxed) != generation) {
+    Reannounce(state, fd, conn_id, generation, clock);
+  }
   const bool datagram = state->endpoints.protocol == IPPROTO_UDP;
   // Offsets and direction advance whether or not the record finds room in the ring, so
   // they stay exact after a drop.
@@ -150,39 +290,37 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
   bool message_start = false;
   if (result > 0) {
     offset = moved.fetch_add(static_cast<uint64_t>(result), std::memory_order_relaxed);
-    // A plain load first: the locked exchange is paid only when the direction flips.
+    // A load, and a plain store when the direction flips (in a request/response exchange,
+    // every call): no locked instruction. Two threads racing on one connection's
+    // direction may both mark a message start; their bytes interleave anyway.
     const uint8_t direction = static_cast<uint8_t>(kind);
-    message_start = datagram ||  // a datagram is a message
-                    (state->last_direction.load(std::memory_order_relaxed) != direction &&
-                     state->last_direction.exchange(direction, std::memory_order_relaxed) !=
-                         direction);
+    message_start = state->last_direction.load(std::memory_order_relaxed) != direction;
+    if (message_start) state->last_direction.store(direction, std::memory_order_relaxed);
   } else {
     offset = moved.load(std::memory_order_relaxed);
   }
-  // Filled in place in the ring (no record on the stack, no copy).
+  if (datagram) {
+    RecordDatagram(state, fd, conn_id, kind, bytes, result, err, offset, clock, peer,
+                   peer_len);
+    return;
+  }
+  // Written in place in the ring (no record on the stack, no copy): 48 bytes, one cache
+  // line of the cell, unless a message starts here.
   EventRing::Claim claim;
-  EventRecord* r = BeginRecord(&claim);
+  auto* r = static_cast<DataRecord*>(BeginRecord(&claim));
   if (r == nullptr) return;  // ring full: counted as a drop
-  FillHeader(r, kind, fd, conn_id, state->role, state->endpoints, clock);
-  if (datagram && peer != nullptr) {
-    // Unconnected UDP: this datagram's own peer.
-    Endpoints endpoints = state->endpoints;
-    if (ToEndpoint(peer, peer_len, endpoints.peer_addr, &endpoints.peer_port)) {
-      FillHeader(r, kind, fd, conn_id, state->role, endpoints, clock);
-    }
-  }
+  r->kind = static_cast<uint8_t>(kind);
+  r->flags = message_start ? kFlagMessageStart : 0;
+  r->capture_len = 0;
+  r->reserved = 0;
+  r->tid = CurrentTid();
+  r->conn_id = conn_id;
+  r->mono_ns = clock.mono_ns;
   r->offset = offset;
-  if (message_start) {
-    r->flags = kFlagMessageStart;
-    size_t n = static_cast<size_t>(result);
-    if (n > kCaptureBytes) n = kCaptureBytes;
-    if (bytes.buf != nullptr || bytes.iov != nullptr) {
-      r->capture_len = static_cast<uint8_t>(Gather(bytes, n, r->capture));
-      r->hash = Fingerprint64(r->capture, r->capture_len);
-    }
-  }
-  r->result = result;
-  r->error = result < 0 ? err : 0;
+  r->result = result < 0 ? -static_cast<int64_t>(err) : result;
+  const size_t size = message_start ? FillMessageStart(r, bytes, result) : kDataRecordBaseSize;
+  r->header = {kRecordMagic, static_cast<uint16_t>(RecordType::kData),
+               static_cast<uint16_t>(size)};
   EndRecord(claim);
 }
 
@@ -234,33 +372,6 @@ bool ToEndpoint(const sockaddr* sa, socklen_t len, uint8_t (&addr)[16], uint16_t
   return false;
 }
 
-// A Unix-domain socket's name, as a kFamilyUnix open record carries it in `capture`.
-struct UnixName {
-  char text[kCaptureBytes];
-  uint8_t len = 0;
-};
-
-// The name in a sockaddr_un: its path, or '@' and the abstract name; false if unnamed.
-bool UnixNameOf(const sockaddr* sa, socklen_t len, UnixName* name) {
-  const size_t path_at = offsetof(sockaddr_un, sun_path);
-  if (sa == nullptr || sa->sa_family != AF_UNIX || len <= path_at) return false;
-  const char* path = reinterpret_cast<const sockaddr_un*>(sa)->sun_path;
-  size_t n = len - path_at;
-  if (n > sizeof(sockaddr_un::sun_path)) n = sizeof(sockaddr_un::sun_path);
-  size_t out = 0;
-  if (path[0] == '\0') {  // abstract: the bytes after the NUL, all of them significant
-    name->text[out++] = '@';
-    ++path;
-    --n;
-  } else {
-    n = strnlen(path, n);
-  }
-  if (n > kCaptureBytes - out) n = kCaptureBytes - out;
-  std::memcpy(name->text + out, path, n);
-  name->len = static_cast<uint8_t>(out + n);
-  return name->len > 0;
-}
-
 bool g_trace_unix = false;  // REPTRACE_TRACE_UNIX: trace Unix-domain stream sockets too
 
 // Is `fd` a TCP (or, if `udp`, a UDP) socket over IPv4/IPv6, or, if REPTRACE_TRACE_UNIX
@@ -301,6 +412,10 @@ bool InspectSocket(int fd, Endpoints* endpoints, bool udp, UnixName* unix_name =
 }
 
 void EmitClose(int fd, const ConnectionState& was, int64_t result, int err) {
+  // A connection the current agent connection never heard of (inherited across fork and
+  // never used here, or announced to an agent connection since lost) ends nothing there;
+  // and a fork child that closes inherited fds before exec starts no shipper for it.
+  if (was.announced.load(std::memory_order_relaxed) != LinkGeneration()) return;
   EventRecord r;
   std::memset(&r, 0, sizeof(r));
   FillHeader(&r, EventKind::kClose, fd, was.conn_id.load(std::memory_order_relaxed), was.role,
@@ -332,8 +447,11 @@ void StartConnection(int fd, EventKind kind, SocketRole role, const Endpoints& e
   }
   r.result = result;
   r.error = result < 0 ? err : 0;
-  if (keep) g_table.Start(fd, conn_id, static_cast<uint8_t>(role), endpoints);
-  Publish(r);
+  // The generation is read before the record goes into the ring: if the agent connection
+  // is lost after that, the generation moves on and the data calls re-announce.
+  const uint32_t generation = LinkGeneration();
+  const uint32_t announced = Publish(r) ? generation : 0;
+  if (keep) g_table.Start(fd, conn_id, static_cast<uint8_t>(role), endpoints, announced);
 }
 
 // Set-up has finished: connections seen before (from another library's constructor) are
@@ -425,7 +543,8 @@ bool EnvFlag(const char* name) {
 void BeforeFork() { CurrentTid(); }
 
 void ChildAfterFork() {
-  const uint64_t now = Now().wall_ns;
+  uint64_t wall_ns, mono_ns;
+  ReadStartClocks(&wall_ns, &mono_ns);
   // The child continues the forking thread, if the agent knows this process (it has
   // published something); otherwise the agent could not look that thread up, and the
   // child passes on what this process inherited (a shell between a server and the program
@@ -436,8 +555,11 @@ void ChildAfterFork() {
   }
   g_pid.store(static_cast<uint32_t>(syscall(SYS_getpid)), std::memory_order_relaxed);
   t_tid = 0;
-  g_table.Reset();  // inherited connections are not traced in the child
-  ResetAgentLinkAfterFork(now);
+  // Inherited connections stay traced, with their offsets: a forking server (PostgreSQL's
+  // postmaster, sshd, socketserver.ForkingMixIn) accepts and its child serves. They are
+  // announced again on the child's own agent connection when it first uses them (the
+  // link generation moved on below), and not at all if it never does.
+  ResetAgentLinkAfterFork(wall_ns, mono_ns);
 }
 
 __attribute__((constructor(101))) void ReptraceInit() {
@@ -446,7 +568,10 @@ __attribute__((constructor(101))) void ReptraceInit() {
   ResolveRealCalls();
   g_cause.store(TakeCauseFromEnvironment(), std::memory_order_relaxed);
   g_trace_unix = EnvFlag("REPTRACE_TRACE_UNIX");
-  ConfigureAgentLink(Now().wall_ns);
+  uint64_t wall_ns, mono_ns;
+  ReadStartClocks(&wall_ns, &mono_ns);
+  g_capture_bytes = CaptureBytesFromEnv();
+  ConfigureAgentLink(wall_ns, mono_ns);
   pthread_atfork(BeforeFork, nullptr, ChildAfterFork);
   // Last: a non-zero pid is what lets connect/accept start tracing (see Ready()).
   g_pid.store(static_cast<uint32_t>(syscall(SYS_getpid)), std::memory_order_release);
@@ -654,18 +779,14 @@ void RecordReceivedMessage(ConnectionState* state, int fd, const msghdr* msg, in
 }  // namespace
 
 // What the SSL_* wrappers (tls.cc) use of the socket tracing: see tls.h.
-TlsTime TlsTimeNow() {
-  const Clock clock = Now();
-  return {clock.wall_ns, clock.mono_ns};
-}
+TlsTime TlsTimeNow() { return {Now().mono_ns}; }
 bool TlsTracingReady() { return Ready(); }
 ConnectionState* TlsFindConnection(int fd) { return g_table.Find(fd); }
 void RecordPlaintext(ConnectionState* state, int fd, EventKind kind, const void* buf,
                      ssize_t result, const TlsTime& time) {
   Bytes bytes;
   bytes.buf = buf;
-  RecordTransfer(state, fd, kind, bytes, result, 0, Clock{time.wall_ns, time.mono_ns},
-                 /*plaintext=*/true);
+  RecordTransfer(state, fd, kind, bytes, result, 0, Clock{time.mono_ns}, /*plaintext=*/true);
 }
 
 }  // namespace reptrace::hook

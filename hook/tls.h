@@ -56,8 +56,7 @@ inline bool TlsOwnsRawBytes(ConnectionState* state, int fd) {
 
 // What tls.cc needs from the socket tracing (defined in interpose.cc).
 struct TlsTime {
-  uint64_t wall_ns;
-  uint64_t mono_ns;
+  uint64_t mono_ns;  // CLOCK_MONOTONIC, as every record carries
 };
 TlsTime TlsTimeNow();
 // Has the hook finished setting up (connections are being traced)?

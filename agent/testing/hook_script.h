@@ -21,6 +21,11 @@ std::string AsBytes(const R& record) {
   return std::string(reinterpret_cast<const char*>(&record), sizeof(record));
 }
 
+// A DataRecord's wire form: its header.size bytes.
+inline std::string AsBytes(const DataRecord& record) {
+  return std::string(reinterpret_cast<const char*>(&record), record.header.size);
+}
+
 inline void SetMappedIpv4(const char* ip, uint8_t (&out)[16]) {
   std::memset(out, 0, sizeof(out));
   out[10] = 0xff;
@@ -28,9 +33,12 @@ inline void SetMappedIpv4(const char* ip, uint8_t (&out)[16]) {
   inet_pton(AF_INET, ip, out + 12);
 }
 
+// Times are given as wall ns; records carry mono_ns = wall_ns - wall_minus_mono, and the
+// hello declares that offset (0 unless asked: then mono and wall times are equal).
 class HookScript {
  public:
-  explicit HookScript(uint32_t pid = 4242) : pid_(pid) {}
+  explicit HookScript(uint32_t pid = 4242, uint64_t wall_minus_mono = 0)
+      : pid_(pid), wall_minus_mono_(wall_minus_mono) {}
 
   HelloRecord Hello(const std::string& service = "shop", const std::string& process = "shopd",
                     uint16_t version = kWireVersion) const {
@@ -41,7 +49,8 @@ class HookScript {
     hello.pid = pid_;
     hello.ppid = 1;
     hello.uid = 1000;
-    hello.start_wall_ns = 1;
+    hello.start_mono_ns = 1;
+    hello.start_wall_ns = 1 + wall_minus_mono_;
     service.copy(hello.service, kNameBytes - 1);
     process.copy(hello.process, kNameBytes - 1);
     return hello;
@@ -73,26 +82,37 @@ class HookScript {
     return e;
   }
 
-  EventRecord Send(uint64_t conn, uint32_t tid, uint64_t wall_ns, absl::string_view data) {
+  DataRecord Send(uint64_t conn, uint32_t tid, uint64_t wall_ns, absl::string_view data) {
     return Data(EventKind::kSend, conn, tid, wall_ns, data);
   }
-  EventRecord Recv(uint64_t conn, uint32_t tid, uint64_t wall_ns, absl::string_view data) {
+  DataRecord Recv(uint64_t conn, uint32_t tid, uint64_t wall_ns, absl::string_view data) {
     return Data(EventKind::kRecv, conn, tid, wall_ns, data);
   }
-  // A failed send/recv (result -1).
-  EventRecord Failed(EventKind kind, uint64_t conn, uint32_t tid, uint64_t wall_ns, int error) {
-    EventRecord e = Base(kind, Role(conn), conn, tid, wall_ns);
-    CopyAddresses(conn, &e);
-    e.result = -1;
-    e.error = error;
-    e.offset = kind == EventKind::kSend ? conns_[conn].sent : conns_[conn].received;
-    return e;
+  // A failed send/recv (result -error).
+  DataRecord Failed(EventKind kind, uint64_t conn, uint32_t tid, uint64_t wall_ns, int error) {
+    DataRecord d = DataBase(kind, conn, tid, wall_ns);
+    d.result = -error;
+    d.offset = kind == EventKind::kSend ? conns_[conn].sent : conns_[conn].received;
+    return d;
   }
-  EventRecord Eof(uint64_t conn, uint32_t tid, uint64_t wall_ns) {
-    EventRecord e = Base(EventKind::kRecv, Role(conn), conn, tid, wall_ns);
-    CopyAddresses(conn, &e);
-    e.result = 0;
-    e.offset = conns_[conn].received;
+  DataRecord Eof(uint64_t conn, uint32_t tid, uint64_t wall_ns) {
+    DataRecord d = DataBase(EventKind::kRecv, conn, tid, wall_ns);
+    d.result = 0;
+    d.offset = conns_[conn].received;
+    return d;
+  }
+  // The hook re-announcing connection `conn` (opened earlier by Connect/Accept, whose
+  // record the agent may not have had), with its offsets so far.
+  EventRecord Reannounce(uint64_t conn, uint32_t tid, uint64_t wall_ns) {
+    const Conn& c = conns_[conn];
+    EventRecord e = c.opened;
+    e.flags = kFlagReannounce;
+    e.tid = tid;
+    e.wall_ns = wall_ns;
+    e.mono_ns = wall_ns - wall_minus_mono_;
+    e.offset = c.sent;
+    e.result = static_cast<int64_t>(c.received);
+    e.error = 0;
     return e;
   }
   EventRecord Close(uint64_t conn, uint32_t tid, uint64_t wall_ns) {
@@ -130,9 +150,20 @@ class HookScript {
     e.fd = static_cast<int32_t>(10 + conn);
     e.conn_id = conn;
     e.wall_ns = wall_ns;
-    e.mono_ns = wall_ns / 2;
+    e.mono_ns = wall_ns - wall_minus_mono_;
     e.family = 4;
     return e;
+  }
+
+  DataRecord DataBase(EventKind kind, uint64_t conn, uint32_t tid, uint64_t wall_ns) const {
+    DataRecord d{};
+    d.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kData),
+                static_cast<uint16_t>(kDataRecordBaseSize)};
+    d.kind = static_cast<uint8_t>(kind);
+    d.tid = tid;
+    d.conn_id = conn;
+    d.mono_ns = wall_ns - wall_minus_mono_;
+    return d;
   }
 
   SocketRole Role(uint64_t conn) {
@@ -147,27 +178,28 @@ class HookScript {
     e->peer_port = o.peer_port;
   }
 
-  EventRecord Data(EventKind kind, uint64_t conn, uint32_t tid, uint64_t wall_ns,
-                   absl::string_view data) {
-    EventRecord e = Base(kind, Role(conn), conn, tid, wall_ns);
-    CopyAddresses(conn, &e);
+  DataRecord Data(EventKind kind, uint64_t conn, uint32_t tid, uint64_t wall_ns,
+                  absl::string_view data) {
+    DataRecord d = DataBase(kind, conn, tid, wall_ns);
     Conn& c = conns_[conn];
     uint64_t& counter = kind == EventKind::kSend ? c.sent : c.received;
-    e.offset = counter;
-    e.result = static_cast<int64_t>(data.size());
+    d.offset = counter;
+    d.result = static_cast<int64_t>(data.size());
     counter += data.size();
     if (c.last_kind != static_cast<int>(kind)) {
-      e.flags = kFlagMessageStart;
+      d.flags = kFlagMessageStart;
       const size_t n = std::min(data.size(), kCaptureBytes);
-      std::memcpy(e.capture, data.data(), n);
-      e.capture_len = static_cast<uint8_t>(n);
-      e.hash = Fingerprint64(data.data(), n);
+      std::memcpy(d.capture, data.data(), n);
+      d.capture_len = static_cast<uint8_t>(n);
+      d.hash = 0;  // the capture holds every byte: the agent computes it, as from the hook
+      d.header.size = static_cast<uint16_t>(DataRecordWireSize(d.flags, d.capture_len));
     }
     c.last_kind = static_cast<int>(kind);
-    return e;
+    return d;
   }
 
   uint32_t pid_;
+  uint64_t wall_minus_mono_;
   std::map<uint64_t, Conn> conns_;
 };
 

@@ -1,6 +1,14 @@
 // FakeAgent: for tests of libreptrace.so. Binds a Unix socket where the hooked programs'
-// REPTRACE_SOCKET points, and decodes HelloRecord / EventRecord / StatsRecord streams
-// exactly as the agent must (one AgentStream per hooked process connection).
+// REPTRACE_SOCKET points, and decodes HelloRecord / EventRecord / DataRecord / StatsRecord
+// streams exactly as the agent must (one AgentStream per hooked process connection).
+//
+// So that tests can look at every socket call alike, a DataRecord is turned into the
+// EventRecord the agent reconstructs from it: role, fd, addresses, family and protocol of
+// the connection's open record (pid from the hello), wall_ns from mono_ns and the hello's
+// clock pair, result -1 and error = -result for a failure, the hash computed from the
+// capture if the hook left it to the reader. A DataRecord of a connection
+// whose open record has not come first on the same stream is an error of the stream: the
+// hook promises announce-before-data.
 #ifndef REPTRACE_HOOK_TESTING_FAKE_AGENT_H_
 #define REPTRACE_HOOK_TESTING_FAKE_AGENT_H_
 
@@ -32,7 +40,8 @@ namespace reptrace::testing {
 struct AgentStream {
   bool has_hello = false;
   HelloRecord hello = {};
-  std::vector<EventRecord> events;
+  std::vector<EventRecord> events;  // DataRecords included, as EventRecords (see above)
+  size_t data_records = 0;          // how many of `events` came as DataRecords
   std::vector<StatsRecord> stats;
   std::string error;  // a malformed record, if any
 };
@@ -76,6 +85,7 @@ class FakeAgent {
   struct Client {
     size_t stream;
     std::string buffer;
+    std::map<uint64_t, EventRecord> opened;  // conn_id -> its open record
   };
 
   void Loop() {
@@ -88,7 +98,7 @@ class FakeAgent {
         if (fd >= 0) {
           std::lock_guard<std::mutex> lock(mu_);
           streams_.emplace_back();
-          clients_[fd] = Client{streams_.size() - 1, ""};
+          clients_[fd] = Client{streams_.size() - 1, "", {}};
         }
       }
       for (size_t i = 1; i < fds.size(); ++i) {
@@ -114,7 +124,7 @@ class FakeAgent {
     while (b.size() >= sizeof(RecordHeader)) {
       RecordHeader header;
       std::memcpy(&header, b.data(), sizeof(header));
-      if (header.magic != kRecordMagic || header.size != RecordSizeFor(header.type)) {
+      if (header.magic != kRecordMagic || !RecordSizeValid(header.type, header.size)) {
         stream.error = "bad record header";
         b.clear();
         return;
@@ -130,7 +140,41 @@ class FakeAgent {
           if (!stream.has_hello) stream.error = "event before hello";
           EventRecord e;
           std::memcpy(&e, b.data(), sizeof(e));
+          if (e.kind == static_cast<uint8_t>(EventKind::kConnect) ||
+              e.kind == static_cast<uint8_t>(EventKind::kAccept)) {
+            client->opened[e.conn_id] = e;
+          }
           stream.events.push_back(e);
+          break;
+        }
+        case RecordType::kData: {
+          if (!stream.has_hello) stream.error = "data before hello";
+          DataRecord d = {};
+          std::memcpy(&d, b.data(), header.size);
+          if (header.size != DataRecordWireSize(d.flags, d.capture_len)) {
+            stream.error = "data record size does not match its flags and capture_len";
+          }
+          auto open = client->opened.find(d.conn_id);
+          if (open == client->opened.end()) {
+            stream.error = "data of connection " + std::to_string(d.conn_id) +
+                           " before its open record";
+            break;
+          }
+          EventRecord e = open->second;  // role, fd, addresses, family, protocol, pid
+          e.header.type = static_cast<uint16_t>(RecordType::kData);
+          e.kind = d.kind;
+          e.flags = d.flags;
+          e.capture_len = d.capture_len;
+          e.tid = d.tid;
+          e.mono_ns = d.mono_ns;
+          e.wall_ns = d.mono_ns + (stream.hello.start_wall_ns - stream.hello.start_mono_ns);
+          e.offset = d.offset;
+          e.result = d.result < 0 ? -1 : d.result;
+          e.error = d.result < 0 ? static_cast<int32_t>(-d.result) : 0;
+          e.hash = DataRecordHash(d);
+          std::memcpy(e.capture, d.capture, sizeof(e.capture));
+          stream.events.push_back(e);
+          ++stream.data_records;
           break;
         }
         case RecordType::kStats: {

@@ -208,6 +208,25 @@ int Daemon(const char* mode, const char* path) {
   return 0;
 }
 
+// A connection that outlives the hook's agent connection: an exchange, then every fd above
+// 63 closed (the hook's agent socket lives high; the pair stays), then more exchanges on
+// the same connection, which the hook must re-announce to its new agent connection.
+// Prints what the server read.
+int Reannounce() {
+  int client, server;
+  if (!LoopbackTcpPair(&client, &server)) return Fail("tcp pair");
+  char buf[16] = {};
+  if (write(client, "hello", 5) != 5 || !ReadExactly(server, buf, 5)) return Fail("hello");
+  usleep(100 * 1000);  // shipped on the first agent connection by now
+  if (close_range(64, ~0u, 0) != 0) return Fail("close_range");
+  if (write(server, "ok", 2) != 2 || !ReadExactly(client, buf + 5, 2)) return Fail("ok");
+  if (write(client, "again", 5) != 5 || !ReadExactly(server, buf + 7, 5)) return Fail("again");
+  close(client);
+  close(server);
+  std::printf("%s\n", buf);
+  return 0;
+}
+
 void* ThreadMain(void* fd) {
   std::printf("%ld\n", static_cast<long>(syscall(SYS_gettid)));
   std::fflush(stdout);
@@ -369,6 +388,7 @@ int main(int argc, char** argv) {
   if (mode == "peek") return Peek();
   if (mode == "udp" && argc > 2) return Udp(argv[2]);
   if (mode == "daemon" && argc > 3) return Daemon(argv[2], argv[3]);
+  if (mode == "reannounce") return Reannounce();
   if (mode == "thread") return Thread();
   if (mode == "thread-ends") return ThreadEnds();
   if (mode == "exec") return Exec(argv[0]);

@@ -48,10 +48,15 @@ inline std::string NameOf(const char (&name)[kNameBytes]) {
 }
 
 // The stream's events of `kind`, on connection `conn_id` (conn ids are never 0; 0: any).
+// Re-announcements (kFlagReannounce) of connections are not connects or accepts: they are
+// left out unless `reannounced`, which gives only them.
 inline std::vector<EventRecord> EventsOf(const AgentStream& stream, EventKind kind,
-                                         uint64_t conn_id = 0) {
+                                         uint64_t conn_id = 0, bool reannounced = false) {
   std::vector<EventRecord> out;
   for (const auto& e : stream.events) {
+    const bool opens = e.kind == static_cast<uint8_t>(EventKind::kConnect) ||
+                       e.kind == static_cast<uint8_t>(EventKind::kAccept);
+    if (opens && ((e.flags & kFlagReannounce) != 0) != reannounced) continue;
     if (e.kind == static_cast<uint8_t>(kind) && (conn_id == 0 || e.conn_id == conn_id)) {
       out.push_back(e);
     }

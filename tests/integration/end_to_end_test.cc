@@ -195,6 +195,45 @@ TEST_F(EndToEndTest, ARequestsCallsThroughForkAndExecBelongToIt) {
   EXPECT_EQ((*inner_client)["name"], "GET /index.html");
 }
 
+// A forking server (like PostgreSQL's postmaster or sshd): the parent accepts, a forked
+// child reads the request and answers on the connection it inherited.
+TEST_F(EndToEndTest, AForkingServersChildServesTheRequestItsParentAccepted) {
+  const std::string script = stack_.dir() + "/forking_server.py";
+  std::ofstream(script) << R"(
+import http.server, socketserver, sys
+class Server(socketserver.ForkingMixIn, http.server.HTTPServer):
+    pass
+Server(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).serve_forever()
+)";
+  const int port = FreePort();
+  ProcessOptions options;
+  options.env = stack_.HookEnv("forking");
+  options.cwd = www_;
+  Process server({"/usr/bin/python3", script, std::to_string(port)}, options);
+  ASSERT_TRUE(WaitForPort(port, absl::Seconds(20)));
+
+  for (int i = 0; i < 3; ++i) {
+    CommandResult curl = Curl({absl::StrCat("http://127.0.0.1:", port, "/index.html")});
+    ASSERT_EQ(curl.exit_code, 0) << curl.err;
+    EXPECT_EQ(curl.out, "hello from python3\n");
+  }
+  json traces = WaitForTraces("forking", 3, 2);
+  ASSERT_EQ(traces.size(), 3u) << traces.dump(2);
+  std::set<int> server_pids;
+  for (const auto& t : traces) {
+    json trace = stack_.Trace(t["trace_id"]);
+    const json* client = FindSpan(trace["spans"], "curl", "client");
+    const json* served = FindSpan(trace["spans"], "forking", "server");
+    ASSERT_TRUE(client && served) << trace.dump(2);
+    EXPECT_EQ((*served)["parent_span_id"], (*client)["span_id"]);
+    EXPECT_EQ((*served)["name"], "GET /index.html");
+    server_pids.insert((*served)["pid"].get<int>());
+  }
+  // Each request was served by a child of its own, not by the server's first process.
+  EXPECT_EQ(server_pids.size(), 3u);
+  EXPECT_EQ(server_pids.count(server.pid()), 0u);
+}
+
 // Connects to the agent's socket, writes `bytes`, and reports whether the agent closed the
 // connection on its own within a few seconds.
 bool AgentClosesAfter(const std::string& socket_path, const std::string& bytes) {
