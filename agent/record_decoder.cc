@@ -48,15 +48,15 @@ absl::Status CheckData(const DataRecord& data, size_t size) {
     return absl::InvalidArgumentError(
         absl::StrFormat("data record of kind %d, not send or receive", data.kind));
   }
-  if ((data.flags & ~kFlagMessageStart) != 0) {
+  if ((data.flags & ~(kFlagMessageStart | kFlagHeadCapture)) != 0 ||
+      data.flags == (kFlagMessageStart | kFlagHeadCapture)) {
     return absl::InvalidArgumentError(
         absl::StrFormat("data record with unknown flags 0x%02x", data.flags));
   }
   if (data.capture_len > kCaptureBytes ||
-      (data.capture_len != 0 && (data.flags & kFlagMessageStart) == 0)) {
+      (data.capture_len != 0 && (data.flags & (kFlagMessageStart | kFlagHeadCapture)) == 0)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "data record with capture_len %d (message start: %d)", data.capture_len,
-        data.flags & kFlagMessageStart));
+        "data record with capture_len %d and flags 0x%02x", data.capture_len, data.flags));
   }
   const size_t expected = DataRecordWireSize(data.flags, data.capture_len);
   if (size != expected) {

@@ -203,22 +203,26 @@ TEST(RecordDecoder, RefusesBadEventFields) {
   EXPECT_EQ(records.size(), 2u);
 }
 
-// Data records are 48 bytes, or 56 + the capture padded to 8 at a message start: a stream
-// of both sizes decodes, with the bytes past a record's size zero.
+// Data records are 48 bytes, or 56 + the capture padded to 8 at a message start or in the
+// rest of its head: a stream of every size decodes, with the bytes past a record's size zero.
 TEST(RecordDecoder, DecodesDataRecordsOfEverySize) {
   HookScript script;
   std::string bytes = AsBytes(script.Hello()) + AsBytes(script.Accept(1, 7, 1000));
   const DataRecord start = script.Recv(1, 7, 2000, "GET /x");  // 6 bytes: padded to 8
-  const DataRecord more = script.Recv(1, 7, 2100, " HTTP/1.1\r\n\r\n");
-  const DataRecord eof = script.Eof(1, 7, 2200);
+  const DataRecord more = script.Recv(1, 7, 2100, " HTTP/1.1\r\n");  // 11 more of the head
+  const DataRecord big = script.Recv(1, 7, 2200, std::string(200, 'b'));  // the head's end
+  const DataRecord rest = script.Recv(1, 7, 2300, "past the head");
+  const DataRecord eof = script.Eof(1, 7, 2400);
   EXPECT_EQ(start.header.size, 64u);
-  EXPECT_EQ(more.header.size, 48u);
-  bytes += AsBytes(start) + AsBytes(more) + AsBytes(eof);
+  EXPECT_EQ(more.header.size, 72u);
+  EXPECT_EQ(big.header.size, 56u + 112u);  // 128 - 17 = 111 bytes of it, padded to 112
+  EXPECT_EQ(rest.header.size, 48u);
+  bytes += AsBytes(start) + AsBytes(more) + AsBytes(big) + AsBytes(rest) + AsBytes(eof);
   RecordDecoder decoder;
   std::vector<Record> records;
   ASSERT_TRUE(decoder.Feed(bytes, &records).ok());
   ASSERT_TRUE(decoder.Finish().ok());
-  ASSERT_EQ(records.size(), 5u);
+  ASSERT_EQ(records.size(), 7u);
   const DataRecord& a = std::get<DataRecord>(records[2]);
   EXPECT_EQ(a.hash, 0u);  // left to the reader: the capture holds every byte
   EXPECT_EQ(DataRecordHash(a), Fingerprint64("GET /x", 6));
@@ -226,9 +230,15 @@ TEST(RecordDecoder, DecodesDataRecordsOfEverySize) {
   EXPECT_EQ(a.capture[6], 0);
   const DataRecord& b = std::get<DataRecord>(records[3]);
   EXPECT_EQ(b.offset, 6u);
-  EXPECT_EQ(b.flags, 0);
-  EXPECT_EQ(b.hash, 0u);
-  EXPECT_EQ(std::get<DataRecord>(records[4]).result, 0);
+  EXPECT_EQ(b.flags, kFlagHeadCapture);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(b.capture), b.capture_len),
+            " HTTP/1.1\r\n");
+  EXPECT_EQ(std::get<DataRecord>(records[4]).capture_len, 111);
+  const DataRecord& d = std::get<DataRecord>(records[5]);
+  EXPECT_EQ(d.flags, 0);
+  EXPECT_EQ(d.capture_len, 0);
+  EXPECT_EQ(d.hash, 0u);
+  EXPECT_EQ(std::get<DataRecord>(records[6]).result, 0);
 }
 
 // Each check of a data record, the size against its flags and capture_len above all.
@@ -240,6 +250,7 @@ TEST(RecordDecoder, RefusesBadDataRecords) {
   const Case cases[] = {
       {"kind", [](DataRecord& d) { d.kind = static_cast<uint8_t>(EventKind::kClose); }},
       {"flags", [](DataRecord& d) { d.flags |= kFlagReannounce; }},
+      {"flags", [](DataRecord& d) { d.flags |= kFlagHeadCapture; }},  // both: nonsense
       {"capture_len", [](DataRecord& d) { d.flags = 0; d.header.size = 48; }},
       {"size", [](DataRecord& d) { d.header.size = 48; }},            // message start, short
       {"size", [](DataRecord& d) { d.header.size += 8; }},            // one word too long
@@ -269,6 +280,16 @@ TEST(RecordDecoder, RefusesBadDataRecords) {
   RecordDecoder decoder;
   std::vector<Record> records;
   EXPECT_TRUE(decoder.Feed(AsBytes(script.Hello()) + AsBytes(full), &records).ok());
+  // A head capture: a message's second call, within its first kCaptureBytes.
+  script.Accept(2, 7, 1000);
+  script.Recv(2, 7, 2000, "GET");
+  const DataRecord head = script.Recv(2, 7, 2001, " /x HTTP/1.1");
+  EXPECT_EQ(head.flags, kFlagHeadCapture);
+  EXPECT_EQ(head.capture_len, 12);
+  EXPECT_EQ(head.header.size, 72u);
+  records.clear();
+  EXPECT_TRUE(decoder.Feed(AsBytes(head), &records).ok());
+  EXPECT_EQ(records.size(), 1u);
 }
 
 }  // namespace

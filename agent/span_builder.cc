@@ -27,8 +27,18 @@ bool IsTransientError(int error) {
 }
 
 absl::string_view CaptureOf(const uint8_t* capture, uint8_t len, uint8_t flags) {
-  if ((flags & kFlagMessageStart) == 0) return {};
+  if ((flags & (kFlagMessageStart | kFlagHeadCapture)) == 0) return {};
   return absl::string_view(reinterpret_cast<const char*>(capture), len);
+}
+
+// Adds `t`'s share of its message's head to `head`, whose message began at stream offset
+// `message_offset`: only if it continues the head without a gap (a lost record leaves the
+// head as it was).
+void GrowHead(std::string* head, uint64_t message_offset, uint64_t offset,
+              absl::string_view capture) {
+  if (capture.empty() || offset != message_offset + head->size()) return;
+  const size_t room = kCaptureBytes - std::min(head->size(), kCaptureBytes);
+  head->append(capture.data(), std::min(room, capture.size()));
 }
 
 }  // namespace
@@ -208,6 +218,9 @@ void SpanBuilder::OnBytes(Process& process, Connection& conn, const Transfer& t,
     if (conn.open && conn.open->in_response) FinishSpan(conn);
     if (!conn.open) StartSpan(process, conn, t);
     OpenSpan& open = *conn.open;
+    if (!t.message_start) {
+      GrowHead(&open.request_head, open.span.request_offset(), t.offset, t.capture);
+    }
     open.request_end = std::max(open.request_end, end_offset);
     open.last_request_wall_ns = t.wall_ns;
     if (conn.role == SocketRole::kServer) {
@@ -222,14 +235,12 @@ void SpanBuilder::OnBytes(Process& process, Connection& conn, const Transfer& t,
     open.in_response = true;
     span.set_response_offset(t.offset);
     open.response_end = t.offset;
-    if (t.message_start) span.set_response_hash(t.hash);
-    if (std::optional<int> code = ParseHttpStatusCode(t.capture)) {
-      (*span.mutable_attributes())["http.status_code"] = absl::StrCat(*code);
-      if (*code >= 500) {
-        span.set_status(v1::SPAN_STATUS_ERROR);
-        span.set_status_message(absl::StrCat("HTTP ", *code));
-      }
+    if (t.message_start) {
+      span.set_response_hash(t.hash);
+      open.response_head.assign(t.capture.data(), t.capture.size());
     }
+  } else if (!t.message_start) {
+    GrowHead(&open.response_head, span.response_offset(), t.offset, t.capture);
   }
   open.response_end = std::max(open.response_end, end_offset);
   open.last_response_wall_ns = t.wall_ns;
@@ -296,18 +307,33 @@ void SpanBuilder::StartSpan(Process& process, Connection& conn, const Transfer& 
   }
   span.set_request_offset(t.offset);
   open.request_end = t.offset;
-  if (t.message_start) span.set_request_hash(t.hash);
-  if (std::optional<HttpRequestLine> line = ParseHttpRequestLine(t.capture)) {
+  if (t.message_start) {
+    span.set_request_hash(t.hash);
+    open.request_head.assign(t.capture.data(), t.capture.size());
+  }
+}
+
+void SpanBuilder::Describe(OpenSpan& open) {
+  v1::Span& span = open.span;
+  if (std::optional<HttpRequestLine> line = ParseHttpRequestLine(open.request_head)) {
     const std::string method = ToValidUtf8(line->method);
     const std::string path = ToValidUtf8(line->path);
     span.set_name(absl::StrCat(method, " ", path));
     (*span.mutable_attributes())["http.method"] = method;
     (*span.mutable_attributes())["http.path"] = path;
   }
+  if (std::optional<int> code = ParseHttpStatusCode(open.response_head)) {
+    (*span.mutable_attributes())["http.status_code"] = absl::StrCat(*code);
+    if (*code >= 500 && span.status() == v1::SPAN_STATUS_UNSET) {
+      span.set_status(v1::SPAN_STATUS_ERROR);
+      span.set_status_message(absl::StrCat("HTTP ", *code));
+    }
+  }
 }
 
 void SpanBuilder::FinishSpan(Connection& conn) {
   OpenSpan& open = *conn.open;
+  Describe(open);
   v1::Span& span = open.span;
   span.set_request_bytes(open.request_end - span.request_offset());
   if (open.in_response) {

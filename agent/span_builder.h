@@ -91,7 +91,9 @@ class SpanBuilder {
     int error;       // errno when result < 0
     bool message_start;
     uint64_t hash;
-    absl::string_view capture;  // empty unless message_start
+    // Message start: its first bytes. Otherwise (kFlagHeadCapture) this call's bytes that
+    // belong to its message's head, or empty.
+    absl::string_view capture;
   };
   struct OpenSpan {
     v1::Span span;
@@ -100,6 +102,11 @@ class SpanBuilder {
     uint64_t response_end = 0;
     uint64_t last_request_wall_ns = 0;
     uint64_t last_response_wall_ns = 0;
+    // The first bytes of the request and of the response (at most kCaptureBytes), put
+    // together from every call that carried some: names and status come from them when
+    // the span ends.
+    std::string request_head;
+    std::string response_head;
   };
   struct Connection {
     SocketRole role = SocketRole::kUnknown;
@@ -139,6 +146,8 @@ class SpanBuilder {
   void OnFailedCall(Process& process, Connection& conn, const Transfer& t);
   void StartSpan(Process& process, Connection& conn, const Transfer& t);
   void FinishSpan(Connection& conn);
+  // Names the span and sets its attributes and status from the heads it put together.
+  static void Describe(OpenSpan& open);
   void EmitFailedClientSpan(Process& process, const Connection& conn, uint64_t conn_id,
                             uint32_t tid, uint64_t wall_ns, int error, uint64_t parent);
   uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid,

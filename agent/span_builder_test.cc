@@ -622,5 +622,38 @@ TEST_F(SpanBuilderTest, AUnixDomainConnectionIsNamedAfterItsSocket) {
   EXPECT_EQ(spans_[0].local().port(), 0u);
 }
 
+// A server that reads the request line a byte at a time (python's CGI handler does): the
+// hook sends each call's share of the message's head, and the name comes from all of them.
+TEST_F(SpanBuilderTest, ARequestReadAByteAtATimeIsNamedFromItsWholeHead) {
+  const std::string request = "GET /cgi-bin/report.sh?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+  const std::string response = "HTTP/1.1 503 Service Unavailable\r\n\r\n";
+  Feed(script_.Accept(1, 7, 100));
+  for (size_t i = 0; i < request.size(); ++i) {
+    Feed(script_.Recv(1, 7, 200 + i, request.substr(i, 1)));
+  }
+  for (size_t i = 0; i < response.size(); i += 5) {
+    Feed(script_.Send(1, 7, 400 + i, response.substr(i, 5)));
+  }
+  Feed(script_.Close(1, 7, 600));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].name(), "GET /cgi-bin/report.sh");
+  EXPECT_EQ(spans_[0].attributes().at("http.status_code"), "503");
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_ERROR);
+  EXPECT_EQ(spans_[0].request_bytes(), request.size());
+}
+
+// A record lost in the middle of a head leaves the head as it was before the gap: never
+// bytes spliced from two places.
+TEST_F(SpanBuilderTest, AGapInAHeadStopsItGrowing) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GE"));
+  script_.Recv(1, 7, 210, "T /lost");  // never fed: dropped in the hook's full ring
+  Feed(script_.Recv(1, 7, 220, " HTTP/1.1\r\n\r\n"));
+  Feed(script_.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(1, 7, 400));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].name(), "10.0.0.2:8080");  // "GE" is no request line
+}
+
 }  // namespace
 }  // namespace reptrace

@@ -100,6 +100,11 @@ enum EventFlags : uint8_t {
   // far; `tid` is the thread making the call that re-announces it. A reader that knows
   // the connection already keeps it as it is.
   kFlagReannounce = 1 << 1,
+  // On a DataRecord that is not a message start: the message began less than the capture
+  // size before this call (its first bytes came in several calls, e.g. a server reading a
+  // request line a byte at a time). `capture` holds this call's bytes that fall within the
+  // message's first capture-size bytes, so a reader can put the message's head together.
+  kFlagHeadCapture = 1 << 2,
 };
 
 inline constexpr size_t kCaptureBytes = 128;
@@ -151,14 +156,15 @@ struct EventRecord {
 
 // One send or receive call on a traced TCP connection (plain or TLS plaintext). The wire
 // carries its first DataRecordWireSize() bytes only: the 48 up to `hash` on every call,
-// and on a message start (kFlagMessageStart) also `hash` and the capture, padded to 8.
+// and on a message start (kFlagMessageStart) or a head capture (kFlagHeadCapture) also
+// `hash` and the capture, padded to 8.
 // The struct is the in-memory form of both (a reader copies header.size bytes into a
 // zeroed one).
 struct DataRecord {
   RecordHeader header;    // type kData, size = DataRecordWireSize(flags, capture_len)
   uint8_t kind;           // EventKind::kSend or kRecv
-  uint8_t flags;          // EventFlags: kFlagMessageStart only
-  uint8_t capture_len;    // valid bytes in `capture`; 0 unless kFlagMessageStart
+  uint8_t flags;          // EventFlags: kFlagMessageStart or kFlagHeadCapture
+  uint8_t capture_len;    // valid bytes in `capture`; 0 unless one of those two
   uint8_t reserved;
   uint32_t tid;
   uint64_t conn_id;       // as in the connection's open EventRecord
@@ -168,7 +174,7 @@ struct DataRecord {
   // Bytes moved (> 0); 0: end of stream (kRecv only); < 0: the call failed with errno
   // -result (a failure that only asks to retry, EAGAIN/EINTR, is never recorded).
   int64_t result;
-  // Only on the wire with kFlagMessageStart:
+  // Only on the wire with kFlagMessageStart or kFlagHeadCapture (`hash` 0 with the latter):
   // Fingerprint64 of the first min(result, kCaptureBytes) bytes when the capture does not
   // hold them all; when it does (capture_len == min(result, kCaptureBytes), the default)
   // the hook leaves it 0 and the reader computes it from the capture (DataRecordHash): a
@@ -180,9 +186,9 @@ struct DataRecord {
 inline constexpr size_t kDataRecordBaseSize = 48;
 
 // The wire size of a DataRecord: 48 bytes, or 56 + capture_len rounded up to 8 on a
-// message start. A reader refuses any other size.
+// message start or a head capture. A reader refuses any other size.
 constexpr size_t DataRecordWireSize(uint8_t flags, uint8_t capture_len) {
-  return (flags & kFlagMessageStart) == 0
+  return (flags & (kFlagMessageStart | kFlagHeadCapture)) == 0
              ? kDataRecordBaseSize
              : kDataRecordBaseSize + sizeof(uint64_t) + ((size_t{capture_len} + 7) & ~size_t{7});
 }

@@ -77,6 +77,7 @@ bool ConnectionTable::Start(int fd, uint64_t conn_id, uint8_t role,
   state->bytes_sent.store(0, std::memory_order_relaxed);
   state->bytes_received.store(0, std::memory_order_relaxed);
   state->last_direction.store(0, std::memory_order_relaxed);
+  state->message_start.store(0, std::memory_order_relaxed);
   state->tls.store(0, std::memory_order_relaxed);
   state->refs.store(1, std::memory_order_relaxed);
   state->role = role;

@@ -34,6 +34,8 @@ struct ConnectionState {
   std::atomic<uint64_t> bytes_sent;
   std::atomic<uint64_t> bytes_received;
   std::atomic<uint8_t> last_direction;  // EventKind kSend/kRecv of the last bytes, 0 = none
+  // The offset (in last_direction) at which the current message began.
+  std::atomic<uint64_t> message_start;
   // 1: the connection carries TLS; its counters and events are plaintext (see tls.h).
   std::atomic<uint8_t> tls;
   uint8_t role;                         // SocketRole

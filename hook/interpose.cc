@@ -240,6 +240,26 @@ size_t FillMessageStart(DataRecord* r, const Bytes& bytes, ssize_t result) {
   return kDataRecordBaseSize + sizeof(uint64_t) + padded;
 }
 
+// Fills the capture of a call whose bytes start `into_message` bytes into a message whose
+// head is still being captured: the bytes up to the capture size; returns the wire size.
+__attribute__((noinline)) size_t FillHeadCapture(DataRecord* r, const Bytes& bytes,
+                                                 ssize_t result, uint64_t into_message) {
+  size_t n = g_capture_bytes - static_cast<size_t>(into_message);
+  if (n > static_cast<size_t>(result)) n = static_cast<size_t>(result);
+  size_t captured = 0;
+  if (bytes.buf != nullptr) {
+    std::memcpy(r->capture, bytes.buf, n);
+    captured = n;
+  } else if (bytes.iov != nullptr) {
+    captured = Gather(bytes, n, r->capture);
+  }
+  r->hash = 0;
+  r->capture_len = static_cast<uint8_t>(captured);
+  const size_t padded = (captured + 7) & ~size_t{7};
+  for (size_t i = captured; i < padded; ++i) r->capture[i] = 0;
+  return kDataRecordBaseSize + sizeof(uint64_t) + padded;
+}
+
 // One UDP datagram: a full EventRecord, with the datagram's own peer when the call named
 // one (unconnected UDP). Every datagram is a message.
 void RecordDatagram(ConnectionState* state, int fd, uint64_t conn_id, EventKind kind,
@@ -288,6 +308,7 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
       kind == EventKind::kSend ? state->bytes_sent : state->bytes_received;
   uint64_t offset;
   bool message_start = false;
+  uint64_t into_message = UINT64_MAX;  // where this call's bytes start in their message
   if (result > 0) {
     offset = moved.fetch_add(static_cast<uint64_t>(result), std::memory_order_relaxed);
     // A load, and a plain store when the direction flips (in a request/response exchange,
@@ -295,7 +316,12 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
     // direction may both mark a message start; their bytes interleave anyway.
     const uint8_t direction = static_cast<uint8_t>(kind);
     message_start = state->last_direction.load(std::memory_order_relaxed) != direction;
-    if (message_start) state->last_direction.store(direction, std::memory_order_relaxed);
+    if (message_start) {
+      state->last_direction.store(direction, std::memory_order_relaxed);
+      state->message_start.store(offset, std::memory_order_relaxed);
+    } else {
+      into_message = offset - state->message_start.load(std::memory_order_relaxed);
+    }
   } else {
     offset = moved.load(std::memory_order_relaxed);
   }
@@ -309,8 +335,10 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
   EventRing::Claim claim;
   auto* r = static_cast<DataRecord*>(BeginRecord(&claim));
   if (r == nullptr) return;  // ring full: counted as a drop
+  // A message whose first bytes came in several calls: this call's share of its head.
+  const bool head = into_message < g_capture_bytes;
   r->kind = static_cast<uint8_t>(kind);
-  r->flags = message_start ? kFlagMessageStart : 0;
+  r->flags = message_start ? kFlagMessageStart : head ? kFlagHeadCapture : 0;
   r->capture_len = 0;
   r->reserved = 0;
   r->tid = CurrentTid();
@@ -318,7 +346,9 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
   r->mono_ns = clock.mono_ns;
   r->offset = offset;
   r->result = result < 0 ? -static_cast<int64_t>(err) : result;
-  const size_t size = message_start ? FillMessageStart(r, bytes, result) : kDataRecordBaseSize;
+  const size_t size = message_start ? FillMessageStart(r, bytes, result)
+                      : head ? FillHeadCapture(r, bytes, result, into_message)
+                             : kDataRecordBaseSize;
   r->header = {kRecordMagic, static_cast<uint16_t>(RecordType::kData),
                static_cast<uint16_t>(size)};
   EndRecord(claim);

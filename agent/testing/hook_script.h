@@ -136,6 +136,7 @@ class HookScript {
     uint64_t sent = 0;
     uint64_t received = 0;
     int last_kind = 0;
+    uint64_t message_start = 0;  // offset where the current message began
   };
 
   EventRecord Base(EventKind kind, SocketRole role, uint64_t conn, uint32_t tid,
@@ -169,7 +170,7 @@ class HookScript {
   SocketRole Role(uint64_t conn) {
     return static_cast<SocketRole>(conns_[conn].opened.role);
   }
-  void Remember(uint64_t conn, const EventRecord& e) { conns_[conn] = Conn{e, 0, 0, 0}; }
+  void Remember(uint64_t conn, const EventRecord& e) { conns_[conn] = Conn{e, 0, 0, 0, 0}; }
   void CopyAddresses(uint64_t conn, EventRecord* e) {
     const EventRecord& o = conns_[conn].opened;
     std::memcpy(e->local_addr, o.local_addr, 16);
@@ -192,6 +193,15 @@ class HookScript {
       std::memcpy(d.capture, data.data(), n);
       d.capture_len = static_cast<uint8_t>(n);
       d.hash = 0;  // the capture holds every byte: the agent computes it, as from the hook
+      d.header.size = static_cast<uint16_t>(DataRecordWireSize(d.flags, d.capture_len));
+      c.message_start = d.offset;
+    } else if (d.offset - c.message_start < kCaptureBytes) {
+      // Like the hook: the bytes of this call that belong to the message's head.
+      d.flags = kFlagHeadCapture;
+      const size_t n =
+          std::min(data.size(), kCaptureBytes - static_cast<size_t>(d.offset - c.message_start));
+      std::memcpy(d.capture, data.data(), n);
+      d.capture_len = static_cast<uint8_t>(n);
       d.header.size = static_cast<uint16_t>(DataRecordWireSize(d.flags, d.capture_len));
     }
     c.last_kind = static_cast<int>(kind);

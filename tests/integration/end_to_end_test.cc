@@ -190,8 +190,9 @@ TEST_F(EndToEndTest, ARequestsCallsThroughForkAndExecBelongToIt) {
   EXPECT_EQ((*inner_client)["parent_span_id"], (*python_server)["span_id"]);
   EXPECT_EQ((*nginx_server)["parent_span_id"], (*inner_client)["span_id"]);
   EXPECT_NE((*inner_client)["pid"], (*python_server)["pid"]);
-  // (python's CGI handler reads the request line one byte per recv(): the span is named
-  // after its endpoint, since names come from the first call's bytes.)
+  // python's CGI handler reads the request line one byte per recv(): the name comes from
+  // the head put together from all of them.
+  EXPECT_EQ((*python_server)["name"], "GET /cgi-bin/fetch.sh") << trace.dump(2);
   EXPECT_EQ((*inner_client)["name"], "GET /index.html");
 }
 
