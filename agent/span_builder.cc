@@ -169,13 +169,32 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
   if (reannounced && existing != process.connections.end()) {
     return;  // announced twice (the hook could not know the first one arrived): the same
   }
+  const auto kind = static_cast<EventKind>(event.kind);
   if (existing != process.connections.end()) {
-    if (existing->second.open) FinishSpan(existing->second);
+    Connection& was = existing->second;
+    if (kind == EventKind::kConnect && event.result < 0 && !IsTransientError(event.error) &&
+        !was.exchanged && was.role == SocketRole::kClient) {
+      // A non-blocking connect that was in progress failed (the program polled connect()
+      // again or read SO_ERROR): the span runs from the connect() call to the failure.
+      was.exchanged = true;
+      v1::Span span = NewSpan(process, was, event.conn_id, was.connect_tid, was.connect_wall_ns);
+      span.set_parent_span_id(ClientParent(process, was, was.connect_tid,
+                                           /*first_exchange=*/true));
+      span.set_end_ns(static_cast<int64_t>(event.mono_ns + process.wall_minus_mono));
+      span.set_status(v1::SPAN_STATUS_ERROR);
+      span.set_status_message(ErrnoText(event.error));
+      ++spans_built_;
+      sink_(std::move(span));
+      process.connections.erase(existing);
+      return;
+    }
+    if (was.open) FinishSpan(was);
     process.connections.erase(existing);
   }
   Connection conn;
-  conn.role = static_cast<EventKind>(event.kind) == EventKind::kConnect ? SocketRole::kClient
-                                                                         : SocketRole::kServer;
+  conn.role = kind == EventKind::kConnect ? SocketRole::kClient : SocketRole::kServer;
+  conn.connect_wall_ns = event.mono_ns + process.wall_minus_mono;
+  conn.connect_tid = event.tid;
   if (event.family == kFamilyUnix) {
     conn.unix_name = ToValidUtf8(absl::string_view(
         reinterpret_cast<const char*>(event.capture),

@@ -117,6 +117,8 @@ class SpanBuilder {
     std::string fallback_name;
     std::string unix_name;  // a Unix-domain socket's name (path, or '@' + abstract name)
     uint64_t connect_parent = 0;  // server span of the connecting thread at connect time
+    uint64_t connect_wall_ns = 0;  // when connect() was called
+    uint32_t connect_tid = 0;
     bool exchanged = false;       // a span was started on it, or it was reported as failed
     std::optional<OpenSpan> open;
     absl::Time last_activity;

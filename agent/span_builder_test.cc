@@ -655,5 +655,27 @@ TEST_F(SpanBuilderTest, AGapInAHeadStopsItGrowing) {
   EXPECT_EQ(spans_[0].name(), "10.0.0.2:8080");  // "GE" is no request line
 }
 
+// A non-blocking connect in progress, then its failure reported on the same connection
+// (the program polled connect() again or read SO_ERROR): one failed span, from the call to
+// the failure, belonging to the request that was being handled when it connected.
+TEST_F(SpanBuilderTest, AnInProgressConnectThatFailsLaterIsOneFailedSpan) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET / HTTP/1.1\r\n\r\n"));
+  Feed(script_.Connect(2, 7, 300, EINPROGRESS, "10.0.0.5", 5432));
+  EventRecord failed = script_.Connect(2, 9, 800, ECONNREFUSED, "10.0.0.5", 5432);
+  Feed(failed);
+  ASSERT_EQ(spans_.size(), 1u);
+  const v1::Span& span = spans_[0];
+  EXPECT_EQ(span.status(), v1::SPAN_STATUS_ERROR);
+  EXPECT_EQ(span.status_message(), std::strerror(ECONNREFUSED));
+  EXPECT_EQ(span.start_ns(), 300);
+  EXPECT_EQ(span.end_ns(), 800);
+  EXPECT_EQ(span.tid(), 7u);
+  EXPECT_NE(span.parent_span_id(), 0u);
+  Feed(script_.Close(2, 9, 810));  // nothing left behind
+  EXPECT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(builder_.open_spans(), 1u);  // the server's request, still being handled
+}
+
 }  // namespace
 }  // namespace reptrace

@@ -401,7 +401,7 @@ TEST_F(HookTest, RefusedConnectFailsExactlyAsWithoutTheHook) {
   ASSERT_TRUE(agent.WaitFor([](const std::vector<AgentStream>& streams) {
     for (const auto& s : streams) {
       if (NameOf(s.hello.service) == "refused-probe" &&
-          EventsOf(s, EventKind::kConnect).size() >= 2 && !s.stats.empty()) {
+          EventsOf(s, EventKind::kConnect).size() >= 3 && !s.stats.empty()) {
         return true;
       }
     }
@@ -416,6 +416,12 @@ TEST_F(HookTest, RefusedConnectFailsExactlyAsWithoutTheHook) {
     EXPECT_EQ(connects[1].result, -1);
     EXPECT_EQ(connects[1].error, EINPROGRESS);
     EXPECT_NE(connects[0].conn_id, connects[1].conn_id);
+    // The program learnt the outcome of the non-blocking connect from getsockopt(SO_ERROR):
+    // so did the agent, on the same connection.
+    ASSERT_EQ(connects.size(), 3u);
+    EXPECT_EQ(connects[2].result, -1);
+    EXPECT_EQ(connects[2].error, ECONNREFUSED);
+    EXPECT_EQ(connects[2].conn_id, connects[1].conn_id);
   }
 }
 

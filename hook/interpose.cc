@@ -494,6 +494,18 @@ bool SameEndpoints(const Endpoints& a, const Endpoints& b) {
          std::memcmp(a.peer_addr, b.peer_addr, 16) == 0;
 }
 
+// The pending connect() of a traced client connection failed with `err` (seen by polling
+// connect() again, or in getsockopt(SO_ERROR)): reported on the same connection.
+void ReportFailedConnect(int fd, const ConnectionState& state, int err, const Clock& clock) {
+  EventRecord r;
+  std::memset(&r, 0, sizeof(r));
+  FillHeader(&r, EventKind::kConnect, fd, state.conn_id.load(std::memory_order_acquire),
+             state.role, state.endpoints, clock);
+  r.result = -1;
+  r.error = err;
+  Publish(r);
+}
+
 void AfterConnect(int fd, const sockaddr* addr, socklen_t addrlen, int result, int err,
                   const Clock& clock) {
   InHookScope scope;
@@ -513,14 +525,7 @@ void AfterConnect(int fd, const sockaddr* addr, socklen_t addrlen, int result, i
       SameEndpoints(state->endpoints, endpoints)) {
     if (result < 0 && err != EALREADY && err != EISCONN && !IsRetry(err) &&
         err != EINPROGRESS) {
-      // The pending connection failed: report it on the same connection.
-      EventRecord r;
-      std::memset(&r, 0, sizeof(r));
-      FillHeader(&r, EventKind::kConnect, fd, state->conn_id.load(std::memory_order_acquire),
-                 state->role, state->endpoints, clock);
-      r.result = result;
-      r.error = err;
-      Publish(r);
+      ReportFailedConnect(fd, *state, err, clock);
     }
     return;
   }
@@ -822,6 +827,32 @@ void RecordPlaintext(ConnectionState* state, int fd, EventKind kind, const void*
 }  // namespace reptrace::hook
 
 using namespace reptrace::hook;  // NOLINT: the C entry points below are outside any namespace
+
+// getsockopt(SO_ERROR) is how a program learns that its non-blocking connect() failed
+// (refused, timed out, unreachable): on a traced client connection that has moved no bytes
+// yet, the error ends it as a failed connect. Every other use passes straight through.
+REPTRACE_EXPORT int getsockopt(int fd, int level, int name, void* __restrict value,
+                               socklen_t* __restrict len) noexcept {
+  const int result = RealGetsockopt(fd, level, name, value, len);
+  if (result != 0 || level != SOL_SOCKET || name != SO_ERROR || t_in_hook ||
+      value == nullptr || len == nullptr || *len < sizeof(int)) {
+    return result;
+  }
+  int pending;
+  std::memcpy(&pending, value, sizeof(pending));
+  ConnectionState* state = pending == 0 ? nullptr : g_table.Find(fd);
+  if (state != nullptr && state->role == static_cast<uint8_t>(reptrace::SocketRole::kClient) &&
+      state->bytes_sent.load(std::memory_order_relaxed) == 0 &&
+      state->bytes_received.load(std::memory_order_relaxed) == 0) {
+    const int saved = errno;
+    {
+      InHookScope scope;
+      ReportFailedConnect(fd, *state, pending, Now());
+    }
+    errno = saved;
+  }
+  return result;
+}
 
 REPTRACE_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
   if (t_in_hook || addr == nullptr || len < sizeof(sa_family_t) ||

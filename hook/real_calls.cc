@@ -23,6 +23,7 @@ void Load(F* slot, const char* name, void* self) {
 
 void ResolveRealCalls() {
   Load(&g_real.connect, "connect", reinterpret_cast<void*>(&::connect));
+  Load(&g_real.getsockopt, "getsockopt", reinterpret_cast<void*>(&::getsockopt));
   Load(&g_real.accept, "accept", reinterpret_cast<void*>(&::accept));
   Load(&g_real.accept4, "accept4", reinterpret_cast<void*>(&::accept4));
   Load(&g_real.close, "close", reinterpret_cast<void*>(&::close));

@@ -56,6 +56,7 @@ struct RealCalls {
   int (*posix_spawnp)(pid_t*, const char*, const posix_spawn_file_actions_t*,
                       const posix_spawnattr_t*, char* const*, char* const*);
   int (*pthread_create)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+  int (*getsockopt)(int, int, int, void*, socklen_t*);
 };
 
 // Zero until ResolveRealCalls() has run.
@@ -67,6 +68,10 @@ void ResolveRealCalls();
 inline int RealConnect(int fd, const sockaddr* addr, socklen_t len) {
   if (g_real.connect != nullptr) return g_real.connect(fd, addr, len);
   return static_cast<int>(syscall(SYS_connect, fd, addr, len));
+}
+inline int RealGetsockopt(int fd, int level, int name, void* value, socklen_t* len) {
+  if (g_real.getsockopt != nullptr) return g_real.getsockopt(fd, level, name, value, len);
+  return static_cast<int>(syscall(SYS_getsockopt, fd, level, name, value, len));
 }
 inline int RealAccept(int fd, sockaddr* addr, socklen_t* len) {
   if (g_real.accept != nullptr) return g_real.accept(fd, addr, len);
