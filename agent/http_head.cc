@@ -32,16 +32,23 @@ bool StartsWithHttp1Version(absl::string_view rest, bool allow_cut) {
   return absl::StartsWith(rest, kPrefix) && IsDigit(rest[kPrefix.size()]);
 }
 
-std::string PathOfTarget(absl::string_view target) {
+// Splits a request target into its path and query string.
+HttpRequestLine SplitTarget(absl::string_view method, absl::string_view target) {
   if (absl::StartsWith(target, "http://") || absl::StartsWith(target, "https://")) {
     const size_t authority = target.find("//") + 2;
-    const size_t slash = target.find('/', authority);
-    target = slash == absl::string_view::npos ? absl::string_view("/") : target.substr(slash);
+    const size_t slash = target.find_first_of("/?#", authority);
+    target = slash == absl::string_view::npos ? absl::string_view() : target.substr(slash);
   }
-  const size_t cut = target.find_first_of("?#");
-  if (cut != absl::string_view::npos) target = target.substr(0, cut);
+  const size_t fragment = target.find('#');
+  if (fragment != absl::string_view::npos) target = target.substr(0, fragment);
+  absl::string_view query;
+  const size_t question = target.find('?');
+  if (question != absl::string_view::npos) {
+    query = target.substr(question + 1);
+    target = target.substr(0, question);
+  }
   if (target.empty()) target = "/";
-  return std::string(target);
+  return HttpRequestLine{std::string(method), std::string(target), std::string(query)};
 }
 
 }  // namespace
@@ -59,12 +66,13 @@ std::optional<HttpRequestLine> ParseHttpRequestLine(absl::string_view head) {
   if (j == target_start) return std::nullopt;
   const absl::string_view target = head.substr(target_start, j - target_start);
   if (j == head.size()) {
-    // The capture ended inside the target.
-    if (!known) return std::nullopt;
+    // The capture ended inside the target. Only an origin-form ("/...") or absolute-form
+    // target is believed then: "GET somekey" cut short is more likely Redis' inline GET.
+    if (!known || (target[0] != '/' && !absl::StartsWith(target, "http"))) return std::nullopt;
   } else if (head[j] != ' ' || !StartsWithHttp1Version(head.substr(j + 1), known)) {
     return std::nullopt;
   }
-  return HttpRequestLine{std::string(method), PathOfTarget(target)};
+  return SplitTarget(method, target);
 }
 
 std::optional<int> ParseHttpStatusCode(absl::string_view head) {

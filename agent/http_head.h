@@ -13,11 +13,13 @@ namespace reptrace {
 struct HttpRequestLine {
   std::string method;  // "GET"
   std::string path;    // "/api/items": no query string, no fragment, no scheme/authority
+  std::string query;   // "id=3&x=1": what follows '?' up to '#' (possibly cut short), or ""
 };
 
 // Parses "METHOD target HTTP/1.x" at the start of `head`. A well-known method
-// (GET, POST, ...) may have its target cut short by the end of `head` (captures are
-// small); any other upper-case method needs the whole line up to "HTTP/1.". Returns
+// (GET, POST, ...) may have its origin-form ("/...") or absolute-form target cut short by
+// the end of `head` (captures are small); any other upper-case method or target needs the
+// whole line up to "HTTP/1.". Returns
 // nullopt for anything that does not look like an HTTP/1.x request.
 std::optional<HttpRequestLine> ParseHttpRequestLine(absl::string_view head);
 

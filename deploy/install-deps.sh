@@ -12,6 +12,8 @@ PACKAGES=(
   # run the local stack and the tests
   postgresql postgresql-client curl python3 nginx redis-server redis-tools wrk iptables iproute2
   openssl  # the TLS tests make a self-signed certificate
+  # optional: real fuzzing of agent/protocol (-DREPTRACE_FUZZ=ON): clang and libFuzzer
+  clang libclang-rt-14-dev
 )
 
 missing=()

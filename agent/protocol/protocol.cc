@@ -1,0 +1,95 @@
+#include "agent/protocol/protocol.h"
+
+namespace reptrace {
+namespace protocol {
+namespace {
+
+constexpr Protocol kTcpOrder[] = {Protocol::kHttp, Protocol::kRedis, Protocol::kPostgresql,
+                                  Protocol::kDns};
+
+std::optional<Protocol> ProtocolOfPort(uint16_t port) {
+  switch (port) {
+    case 80:
+    case 8080:
+      return Protocol::kHttp;
+    case 6379:
+      return Protocol::kRedis;
+    case 5432:
+      return Protocol::kPostgresql;
+    case 53:
+      return Protocol::kDns;
+    default:
+      return std::nullopt;
+  }
+}
+
+std::optional<Request> ParseTcpRequest(Protocol protocol, absl::string_view head,
+                                       const ParseOptions& options) {
+  switch (protocol) {
+    case Protocol::kHttp:
+      return ParseHttpRequest(head, options);
+    case Protocol::kRedis:
+      return ParseRedisRequest(head);
+    case Protocol::kPostgresql:
+      return ParsePostgresqlRequest(head);
+    case Protocol::kDns:
+      return ParseDnsRequest(head, Transport::kTcp);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+absl::string_view ProtocolName(Protocol protocol) {
+  switch (protocol) {
+    case Protocol::kHttp:
+      return "http";
+    case Protocol::kRedis:
+      return "redis";
+    case Protocol::kPostgresql:
+      return "postgresql";
+    case Protocol::kDns:
+      return "dns";
+  }
+  return "unknown";
+}
+
+std::optional<Request> ParseRequest(absl::string_view head, Transport transport,
+                                    uint16_t server_port, const ParseOptions& options) {
+  if (transport == Transport::kUdp) return ParseDnsRequest(head, Transport::kUdp);
+  const std::optional<Protocol> hinted = ProtocolOfPort(server_port);
+  if (hinted) {
+    if (std::optional<Request> request = ParseTcpRequest(*hinted, head, options)) return request;
+  }
+  for (Protocol protocol : kTcpOrder) {
+    if (protocol == hinted) continue;
+    if (std::optional<Request> request = ParseTcpRequest(protocol, head, options)) return request;
+  }
+  return std::nullopt;
+}
+
+std::optional<Response> ParseResponse(Protocol protocol, absl::string_view head,
+                                      Transport transport) {
+  switch (protocol) {
+    case Protocol::kHttp:
+      return ParseHttpResponse(head);
+    case Protocol::kRedis:
+      return ParseRedisResponse(head);
+    case Protocol::kPostgresql:
+      return ParsePostgresqlResponse(head);
+    case Protocol::kDns:
+      return ParseDnsResponse(head, transport);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> FindAttribute(const std::vector<Attribute>& attributes,
+                                         absl::string_view key) {
+  for (const Attribute& attribute : attributes) {
+    if (attribute.key == key) return attribute.value;
+  }
+  return std::nullopt;
+}
+
+}  // namespace protocol
+}  // namespace reptrace
