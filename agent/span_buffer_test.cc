@@ -148,9 +148,9 @@ v1::Span HttpSpan(uint64_t n, const std::string& path) {
   span.mutable_local()->set_port(8080);
   span.mutable_peer()->set_ip(std::string(16, '\x01'));
   span.mutable_peer()->set_port(40001);
-  (*span.mutable_attributes())["http.method"] = "GET";
-  (*span.mutable_attributes())["http.path"] = path;
-  (*span.mutable_attributes())["http.status_code"] = "200";
+  (*span.mutable_attributes())["http.request.method"] = "GET";
+  (*span.mutable_attributes())["url.path"] = path;
+  (*span.mutable_attributes())["http.response.status_code"] = "200";
   return span;
 }
 

@@ -1,13 +1,15 @@
 #include "agent/span_builder.h"
 
 #include <algorithm>
+#include <netinet/in.h>
+
 #include <cerrno>
 #include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "agent/http_head.h"
+#include "agent/protocol/protocol.h"
 #include "common/endpoint.h"
 #include "common/utf8.h"
 #include "common/ids.h"
@@ -193,6 +195,7 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
   }
   Connection conn;
   conn.role = kind == EventKind::kConnect ? SocketRole::kClient : SocketRole::kServer;
+  conn.udp = event.protocol == IPPROTO_UDP;
   conn.connect_wall_ns = event.mono_ns + process.wall_minus_mono;
   conn.connect_tid = event.tid;
   if (event.family == kFamilyUnix) {
@@ -332,27 +335,42 @@ void SpanBuilder::StartSpan(Process& process, Connection& conn, const Transfer& 
   }
 }
 
-void SpanBuilder::Describe(OpenSpan& open) {
+void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
   v1::Span& span = open.span;
-  if (std::optional<HttpRequestLine> line = ParseHttpRequestLine(open.request_head)) {
-    const std::string method = ToValidUtf8(line->method);
-    const std::string path = ToValidUtf8(line->path);
-    span.set_name(absl::StrCat(method, " ", path));
-    (*span.mutable_attributes())["http.method"] = method;
-    (*span.mutable_attributes())["http.path"] = path;
-  }
-  if (std::optional<int> code = ParseHttpStatusCode(open.response_head)) {
-    (*span.mutable_attributes())["http.status_code"] = absl::StrCat(*code);
-    if (*code >= 500 && span.status() == v1::SPAN_STATUS_UNSET) {
+  const protocol::Transport transport =
+      conn.udp ? protocol::Transport::kUdp : protocol::Transport::kTcp;
+  const uint32_t server_port =
+      conn.role == SocketRole::kClient ? conn.peer.port() : conn.local.port();
+  std::optional<protocol::Request> request =
+      protocol::ParseRequest(open.request_head, transport, static_cast<uint16_t>(server_port));
+  if (!request) return;  // unknown protocol: the span keeps its endpoint name
+  span.set_name(request->name);
+  auto& attributes = *span.mutable_attributes();
+  for (protocol::Attribute& a : request->attributes) attributes[a.key] = std::move(a.value);
+  if (!open.in_response) {
+    // HTTP and Redis answer every request: none came (the connection closed or the span
+    // was cut short). Other protocols have requests without answers.
+    if ((request->protocol == protocol::Protocol::kHttp ||
+         request->protocol == protocol::Protocol::kRedis) &&
+        span.status() == v1::SPAN_STATUS_UNSET) {
       span.set_status(v1::SPAN_STATUS_ERROR);
-      span.set_status_message(absl::StrCat("HTTP ", *code));
+      span.set_status_message("no response");
     }
+    return;
+  }
+  std::optional<protocol::Response> response =
+      protocol::ParseResponse(request->protocol, open.response_head, transport);
+  if (!response) return;
+  for (protocol::Attribute& a : response->attributes) attributes[a.key] = std::move(a.value);
+  if (response->error && span.status() == v1::SPAN_STATUS_UNSET) {
+    span.set_status(v1::SPAN_STATUS_ERROR);
+    span.set_status_message(response->status_message);
   }
 }
 
 void SpanBuilder::FinishSpan(Connection& conn) {
   OpenSpan& open = *conn.open;
-  Describe(open);
+  Describe(conn, open);
   v1::Span& span = open.span;
   span.set_request_bytes(open.request_end - span.request_offset());
   if (open.in_response) {

@@ -26,9 +26,14 @@
 // A Unix-domain connection (kFamilyUnix) has no addresses: its spans carry the socket's
 // name in the attribute net.unix.path and, for unknown protocols, are named "unix:NAME".
 //
-// Names: an HTTP/1.x request line gives "GET /path" and attributes http.method, http.path;
-// an HTTP status line gives http.status_code, and status ERROR for 5xx. Otherwise the name
-// is the peer endpoint (client) or local endpoint (server). A failed connect (other than
+// Names: the first bytes of the request and of the response, put together from every call
+// that carried some (kFlagHeadCapture), are parsed when the span ends (agent/protocol):
+// HTTP/1.x ("GET /path", http.request.method, url.path, http.response.status_code; 5xx is
+// an error), Redis ("GET", db.operation; an error reply is an error), PostgreSQL ("SELECT
+// items", db.operation, db.sql.table; an ErrorResponse is an error), DNS ("DNS A name",
+// dns.rcode; SERVFAIL, REFUSED are errors). An HTTP or Redis request that got no response
+// at all is an error too. Otherwise the name is the peer endpoint (client) or local
+// endpoint (server). A failed connect (other than
 // EINPROGRESS) is a client span with status ERROR and the strerror text.
 #ifndef REPTRACE_AGENT_SPAN_BUILDER_H_
 #define REPTRACE_AGENT_SPAN_BUILDER_H_
@@ -117,6 +122,7 @@ class SpanBuilder {
     std::string fallback_name;
     std::string unix_name;  // a Unix-domain socket's name (path, or '@' + abstract name)
     uint64_t connect_parent = 0;  // server span of the connecting thread at connect time
+    bool udp = false;              // a UDP conversation (else TCP or Unix-domain stream)
     uint64_t connect_wall_ns = 0;  // when connect() was called
     uint32_t connect_tid = 0;
     bool exchanged = false;       // a span was started on it, or it was reported as failed
@@ -148,8 +154,9 @@ class SpanBuilder {
   void OnFailedCall(Process& process, Connection& conn, const Transfer& t);
   void StartSpan(Process& process, Connection& conn, const Transfer& t);
   void FinishSpan(Connection& conn);
-  // Names the span and sets its attributes and status from the heads it put together.
-  static void Describe(OpenSpan& open);
+  // Names the span and sets its attributes and status from the heads it put together
+  // (agent/protocol: HTTP/1.x, Redis, PostgreSQL, DNS).
+  static void Describe(const Connection& conn, OpenSpan& open);
   void EmitFailedClientSpan(Process& process, const Connection& conn, uint64_t conn_id,
                             uint32_t tid, uint64_t wall_ns, int error, uint64_t parent);
   uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid,

@@ -1,5 +1,7 @@
 #include "agent/span_builder.h"
 
+#include <arpa/inet.h>
+
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -74,9 +76,9 @@ TEST_F(SpanBuilderTest, OneServerExchangeIsOneSpan) {
   EXPECT_EQ(FormatEndpoint(span.local()), "10.0.0.2:8080");
   EXPECT_EQ(FormatEndpoint(span.peer()), "10.0.0.1:40001");
   EXPECT_EQ(span.name(), "GET /cart");
-  EXPECT_EQ(span.attributes().at("http.method"), "GET");
-  EXPECT_EQ(span.attributes().at("http.path"), "/cart");
-  EXPECT_EQ(span.attributes().at("http.status_code"), "200");
+  EXPECT_EQ(span.attributes().at("http.request.method"), "GET");
+  EXPECT_EQ(span.attributes().at("url.path"), "/cart");
+  EXPECT_EQ(span.attributes().at("http.response.status_code"), "200");
   EXPECT_EQ(span.status(), v1::SPAN_STATUS_OK);
   EXPECT_EQ(builder_.spans_built(), 1u);
   EXPECT_EQ(builder_.open_spans(), 0u);
@@ -94,7 +96,7 @@ TEST_F(SpanBuilderTest, OneClientExchangeIsOneClientSpan) {
   EXPECT_EQ(spans_[0].end_ns(), 1900);
   EXPECT_EQ(FormatEndpoint(spans_[0].peer()), "10.0.0.2:8080");
   EXPECT_EQ(FormatEndpoint(spans_[0].local()), "10.0.0.1:40003");
-  EXPECT_EQ(spans_[0].attributes().at("http.status_code"), "201");
+  EXPECT_EQ(spans_[0].attributes().at("http.response.status_code"), "201");
 }
 
 TEST_F(SpanBuilderTest, TenKeepAliveExchangesAreTenSpans) {
@@ -165,7 +167,8 @@ TEST_F(SpanBuilderTest, AClientSpanIsTheChildOfTheServerSpanReadOnItsThread) {
   const v1::Span& server = spans_[2];
   EXPECT_EQ(server.kind(), v1::SPAN_KIND_SERVER);
   EXPECT_EQ(backend.parent_span_id(), server.span_id());
-  EXPECT_EQ(backend.name(), "10.0.0.9:6379");
+  EXPECT_EQ(backend.name(), "PING");  // a Redis command
+  EXPECT_EQ(backend.attributes().at("db.system"), "redis");
   EXPECT_EQ(other.parent_span_id(), 0u);
   EXPECT_EQ(server.parent_span_id(), 0u);
 }
@@ -337,16 +340,16 @@ TEST_F(SpanBuilderTest, A5xxResponseIsAnError) {
   Feed(script_.Close(1, 7, 600));
   ASSERT_EQ(spans_.size(), 2u);
   EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_ERROR);
-  EXPECT_EQ(spans_[0].attributes().at("http.status_code"), "503");
+  EXPECT_EQ(spans_[0].attributes().at("http.response.status_code"), "503");
   EXPECT_EQ(spans_[1].status(), v1::SPAN_STATUS_OK);
-  EXPECT_EQ(spans_[1].attributes().at("http.status_code"), "404");
+  EXPECT_EQ(spans_[1].attributes().at("http.response.status_code"), "404");
   EXPECT_EQ(spans_[1].name(), "GET /missing");
 }
 
 TEST_F(SpanBuilderTest, AnUnknownServerProtocolIsNamedAfterTheLocalEndpoint) {
   Feed(script_.Accept(1, 7, 100));
-  Feed(script_.Recv(1, 7, 200, "*1\r\n$4\r\nPING\r\n"));
-  Feed(script_.Send(1, 7, 300, "+PONG\r\n"));
+  Feed(script_.Recv(1, 7, 200, std::string("\x16\x03\x01\x00\x05hello", 10)));
+  Feed(script_.Send(1, 7, 300, "\x01\x02"));
   Feed(script_.Close(1, 7, 400));
   ASSERT_EQ(spans_.size(), 1u);
   EXPECT_EQ(spans_[0].name(), "10.0.0.2:8080");
@@ -612,8 +615,8 @@ TEST_F(SpanBuilderTest, AUnixDomainConnectionIsNamedAfterItsSocket) {
   std::memcpy(accept.capture, path.data(), path.size());
   accept.capture_len = static_cast<uint8_t>(path.size());
   Feed(accept);
-  Feed(script_.Recv(1, 7, 200, "PING\n"));
-  Feed(script_.Send(1, 7, 300, "PONG\n"));
+  Feed(script_.Recv(1, 7, 200, "hello?\n"));
+  Feed(script_.Send(1, 7, 300, "hi\n"));
   Feed(script_.Close(1, 7, 400));
   ASSERT_EQ(spans_.size(), 1u);
   EXPECT_EQ(spans_[0].name(), "unix:/run/app/api.sock");
@@ -637,7 +640,7 @@ TEST_F(SpanBuilderTest, ARequestReadAByteAtATimeIsNamedFromItsWholeHead) {
   Feed(script_.Close(1, 7, 600));
   ASSERT_EQ(spans_.size(), 1u);
   EXPECT_EQ(spans_[0].name(), "GET /cgi-bin/report.sh");
-  EXPECT_EQ(spans_[0].attributes().at("http.status_code"), "503");
+  EXPECT_EQ(spans_[0].attributes().at("http.response.status_code"), "503");
   EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_ERROR);
   EXPECT_EQ(spans_[0].request_bytes(), request.size());
 }
@@ -675,6 +678,52 @@ TEST_F(SpanBuilderTest, AnInProgressConnectThatFailsLaterIsOneFailedSpan) {
   Feed(script_.Close(2, 9, 810));  // nothing left behind
   EXPECT_EQ(spans_.size(), 1u);
   EXPECT_EQ(builder_.open_spans(), 1u);  // the server's request, still being handled
+}
+
+// Protocol-aware names and errors beyond HTTP (agent/protocol): Redis, PostgreSQL.
+TEST_F(SpanBuilderTest, RedisAndPostgresqlExchangesAreNamedAndTheirErrorsMarked) {
+  Feed(script_.Connect(2, 7, 100, 0, "10.0.0.9", 6379));
+  Feed(script_.Send(2, 7, 110, "*2\r\n$4\r\nINCR\r\n$5\r\nhello\r\n"));
+  Feed(script_.Recv(2, 7, 120, "-WRONGTYPE Operation against a key\r\n"));
+  Feed(script_.Send(2, 7, 130, "*2\r\n$3\r\nGET\r\n$5\r\nhello\r\n"));
+  Feed(script_.Recv(2, 7, 140, "$5\r\nworld\r\n"));
+  Feed(script_.Close(2, 7, 150));
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[0].name(), "INCR");
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_ERROR);
+  EXPECT_NE(spans_[0].status_message().find("WRONGTYPE"), std::string::npos);
+  EXPECT_EQ(spans_[1].name(), "GET");
+  EXPECT_EQ(spans_[1].status(), v1::SPAN_STATUS_OK);
+
+  std::string query = "SELECT * FROM orders WHERE id = 1";
+  std::string q = "Q";
+  const uint32_t len = htonl(static_cast<uint32_t>(4 + query.size() + 1));
+  q.append(reinterpret_cast<const char*>(&len), 4);
+  q += query;
+  q.push_back('\0');
+  const std::string error = std::string("E\0\0\0\x2a", 5) + "SERROR" + std::string(1, '\0') +
+                            "C42P01" + std::string(1, '\0') + "Mrelation missing" +
+                            std::string(2, '\0');
+  Feed(script_.Connect(3, 7, 200, 0, "10.0.0.8", 5432));
+  Feed(script_.Send(3, 7, 210, q));
+  Feed(script_.Recv(3, 7, 220, error));
+  Feed(script_.Close(3, 7, 230));
+  ASSERT_EQ(spans_.size(), 3u);
+  EXPECT_EQ(spans_[2].name(), "SELECT orders");
+  EXPECT_EQ(spans_[2].attributes().at("db.system"), "postgresql");
+  EXPECT_EQ(spans_[2].status(), v1::SPAN_STATUS_ERROR);
+}
+
+// HTTP and Redis answer every request: a request whose connection closed unanswered is an
+// error (a timeout, or a server that crashed).
+TEST_F(SpanBuilderTest, AnHttpRequestThatGotNoResponseIsAnError) {
+  Feed(script_.Connect(2, 7, 100));
+  Feed(script_.Send(2, 7, 110, "GET /slow HTTP/1.1\r\n\r\n"));
+  Feed(script_.Close(2, 7, 5000));
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].name(), "GET /slow");
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_ERROR);
+  EXPECT_EQ(spans_[0].status_message(), "no response");
 }
 
 }  // namespace
