@@ -1,7 +1,9 @@
 #include "controller/store.h"
 
 #include <exception>
+#include <optional>
 #include <tuple>
+#include <unordered_set>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -23,10 +25,11 @@ using internal::DatabaseError;
 using internal::FromBigint;
 using internal::ToBigint;
 
-// Columns the writer COPYs into the staging table, in the order of StagedRow.
-const std::vector<std::string>& StagedColumns() {
+// Columns the writer COPYs into spans (or the staging table), in the order of SpanRow.
+const std::vector<std::string>& SpanColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "span_id",        "local_parent_span_id", "kind",          "service",
+      "span_id",        "trace_id",             "parent_span_id", "flow_key",
+      "local_parent_span_id", "kind",          "service",
       "node",           "pid",                  "tid",           "process",
       "name",           "start_ns",             "end_ns",        "status",
       "status_message", "local_ip",             "local_port",    "peer_ip",
@@ -60,9 +63,18 @@ std::string AttributesJson(const v1::Span& span) {
   return attributes.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-auto StagedRow(const std::string& agent_id, uint64_t batch_id, const v1::Span& span) {
+std::optional<int64_t> NullIfZero(int64_t value) {
+  if (value == 0) return std::nullopt;
+  return value;
+}
+
+auto SpanRow(const std::string& agent_id, uint64_t batch_id, const NewSpan& s) {
+  const v1::Span& span = *s.span;
   return std::make_tuple(
-      ToBigint(span.span_id()), ToBigint(span.parent_span_id()),
+      s.id, s.trace_id, NullIfZero(s.parent),
+      SpanLinker::HasFlow(span) ? std::optional<int64_t>(SpanLinker::FlowKey(span))
+                                : std::nullopt,
+      ToBigint(span.parent_span_id()),
       static_cast<int>(span.kind()), WithoutNul(span.service()), WithoutNul(span.node()),
       static_cast<int64_t>(span.pid()), static_cast<int64_t>(span.tid()),
       WithoutNul(span.process()), WithoutNul(span.name()), span.start_ns(), span.end_ns(),
@@ -77,27 +89,29 @@ auto StagedRow(const std::string& agent_id, uint64_t batch_id, const v1::Span& s
 }
 
 // Writer statements.
-constexpr char kInsertBatchStatement[] = "writer_insert_batch";
-constexpr char kInsertBatchSql[] =
-    "INSERT INTO ingested_batches (agent_id, batch_id, span_count) VALUES ($1, $2, $3) "
-    "ON CONFLICT (agent_id, batch_id) DO NOTHING RETURNING batch_id";
 
-constexpr char kInsertSpansStatement[] = "writer_insert_spans";
-std::string InsertSpansSql() {
-  std::vector<std::string> rest;  // staged columns after span_id
-  std::vector<std::string> rest_selected;
-  for (const std::string& column : StagedColumns()) {
-    if (column == "span_id") continue;
-    rest.push_back(column);
-    rest_selected.push_back(absl::StrCat("st.", column));
-  }
-  return absl::StrCat("INSERT INTO ", kSpansTable, " (span_id, trace_id, parent_span_id, ",
-                      absl::StrJoin(rest, ", "),
-                      ") SELECT DISTINCT ON (st.span_id) st.span_id, st.span_id, "
-                      "NULLIF(st.local_parent_span_id, 0), ",
-                      absl::StrJoin(rest_selected, ", "), " FROM ", kSpansStagingTable,
-                      " st ORDER BY st.span_id ON CONFLICT (span_id) DO NOTHING "
-                      "RETURNING span_id");
+// $1 agent, $2 batch, $3 spans in it, $4 spans stored, $5 spans rejected, $6 now. Records
+// the batch and, unless it was stored before (then it returns 0), counts it for its agent.
+constexpr char kRecordBatchStatement[] = "writer_record_batch";
+constexpr char kRecordBatchSql[] = R"sql(
+WITH batch AS (
+  INSERT INTO ingested_batches (agent_id, batch_id, span_count) VALUES ($1, $2, $3)
+  ON CONFLICT (agent_id, batch_id) DO NOTHING RETURNING batch_id
+), agent AS (
+  UPDATE agents SET
+    batches_stored = batches_stored + 1, spans_stored = spans_stored + $4,
+    spans_rejected = spans_rejected + $5, last_seen_ns = $6
+  WHERE agent_id = $1 AND EXISTS (SELECT 1 FROM batch)
+)
+SELECT count(*) FROM batch
+)sql";
+
+constexpr char kInsertStagedStatement[] = "writer_insert_staged";
+std::string InsertStagedSql() {
+  const std::string columns = absl::StrJoin(SpanColumns(), ", ");
+  return absl::StrCat("INSERT INTO ", kSpansTable, " (", columns, ") SELECT ", columns,
+                      " FROM ", kSpansStagingTable,
+                      " ON CONFLICT (span_id) DO NOTHING RETURNING span_id");
 }
 
 constexpr char kAgentConnectedStatement[] = "writer_agent_connected";
@@ -120,26 +134,57 @@ UPDATE agents SET
 WHERE agent_id = $1
 )sql";
 
-constexpr char kAgentBatchStoredStatement[] = "writer_agent_batch_stored";
-constexpr char kAgentBatchStoredSql[] = R"sql(
-UPDATE agents SET
-  batches_stored = batches_stored + 1, spans_stored = spans_stored + $2,
-  spans_rejected = spans_rejected + $3, last_seen_ns = $4
-WHERE agent_id = $1
-)sql";
-
 constexpr char kAgentDisconnectedStatement[] = "writer_agent_disconnected";
 constexpr char kAgentDisconnectedSql[] =
     "UPDATE agents SET connected = false, last_seen_ns = $2"
     " WHERE agent_id = $1 AND connected_at_ns = $3";
 
 // Query statements.
+
+// Traces of more than one span have a summary row; a trace of one span is its span, a
+// root (trace_id = span_id) without a summary row. The newest of each kind, merged.
+// Two statements rather than one with "$1 = '' OR ...": each has its own index.
 constexpr char kListTracesStatement[] = "query_list_traces";
 constexpr char kListTracesSql[] = R"sql(
-SELECT trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
-       array_to_json(services)::text
-  FROM traces
- WHERE $1::text = '' OR services @> ARRAY[$1::text]
+SELECT * FROM (
+  (SELECT trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
+          array_to_json(services)::text
+     FROM traces
+    ORDER BY start_ns DESC, trace_id DESC
+    LIMIT $1)
+  UNION ALL
+  (SELECT s.span_id, s.start_ns, s.end_ns - s.start_ns, 1, s.service, s.name, s.status,
+          json_build_array(s.service)::text
+     FROM spans s
+    WHERE s.trace_id = s.span_id
+      AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = s.span_id)
+    ORDER BY s.start_ns DESC, s.span_id DESC
+    LIMIT $1)
+) AS listed(trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
+            services)
+ ORDER BY start_ns DESC, trace_id DESC
+ LIMIT $1
+)sql";
+
+constexpr char kListServiceTracesStatement[] = "query_list_service_traces";
+constexpr char kListServiceTracesSql[] = R"sql(
+SELECT * FROM (
+  (SELECT trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
+          array_to_json(services)::text
+     FROM traces
+    WHERE services @> ARRAY[$1::text]
+    ORDER BY start_ns DESC, trace_id DESC
+    LIMIT $2)
+  UNION ALL
+  (SELECT s.span_id, s.start_ns, s.end_ns - s.start_ns, 1, s.service, s.name, s.status,
+          json_build_array(s.service)::text
+     FROM spans s
+    WHERE s.trace_id = s.span_id AND s.service = $1::text
+      AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = s.span_id)
+    ORDER BY s.start_ns DESC, s.span_id DESC
+    LIMIT $2)
+) AS listed(trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
+            services)
  ORDER BY start_ns DESC, trace_id DESC
  LIMIT $2
 )sql";
@@ -147,6 +192,8 @@ SELECT trace_id, start_ns, duration_ns, span_count, root_service, root_name, sta
 constexpr char kTraceOfSpanStatement[] = "query_trace_of_span";
 constexpr char kTraceOfSpanSql[] = "SELECT trace_id FROM spans WHERE span_id = $1";
 
+// The spans of trace $1: its root, and the other members (a partial index holds only
+// spans that are not their trace's root).
 constexpr char kTraceSpansStatement[] = "query_trace_spans";
 constexpr char kTraceSpansSql[] = R"sql(
 SELECT span_id, trace_id, parent_span_id, kind, service, node, pid, tid, process, name,
@@ -154,7 +201,14 @@ SELECT span_id, trace_id, parent_span_id, kind, service, node, pid, tid, process
        request_offset, request_bytes, response_offset, response_bytes, request_hash,
        response_hash, connection_id, attributes::text
   FROM spans
- WHERE trace_id = $1
+ WHERE span_id = $1 AND trace_id = $1
+UNION ALL
+SELECT span_id, trace_id, parent_span_id, kind, service, node, pid, tid, process, name,
+       start_ns, end_ns, status, status_message, local_ip, local_port, peer_ip, peer_port,
+       request_offset, request_bytes, response_offset, response_bytes, request_hash,
+       response_hash, connection_id, attributes::text
+  FROM spans
+ WHERE trace_id = $1 AND trace_id <> span_id
  ORDER BY start_ns, span_id
 )sql";
 
@@ -214,6 +268,14 @@ void SpanFromRow(const pqxx::row& row, v1::Span* span) {
   }
 }
 
+// Our statements are short look-ups; the planner cannot size a recursive walk or an
+// array parameter and may estimate one costly enough for JIT compilation, which then
+// takes hundreds of milliseconds per execution (seen on the relabel walk).
+void DisableJit(pqxx::connection& conn) {
+  pqxx::nontransaction tx(conn);
+  tx.exec0("SET jit = off");
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -224,19 +286,10 @@ SpanWriter::~SpanWriter() = default;
 
 absl::Status SpanWriter::Prepare() {
   try {
-    pqxx::nontransaction tx(*conn_);
-    // A per-connection staging table shaped like spans, without the columns the
-    // controller computes. ON COMMIT DELETE ROWS: empty at the start of every batch.
-    tx.exec0(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", kSpansStagingTable, " (LIKE ",
-                          kSpansTable, ") ON COMMIT DELETE ROWS"));
-    tx.exec0(absl::StrCat("ALTER TABLE ", kSpansStagingTable,
-                          " DROP COLUMN IF EXISTS trace_id,"
-                          " DROP COLUMN IF EXISTS parent_span_id"));
-    conn_->prepare(kInsertBatchStatement, kInsertBatchSql);
-    conn_->prepare(kInsertSpansStatement, InsertSpansSql());
+    DisableJit(*conn_);
+    conn_->prepare(kRecordBatchStatement, kRecordBatchSql);
     conn_->prepare(kAgentConnectedStatement, kAgentConnectedSql);
     conn_->prepare(kAgentCountersStatement, kAgentCountersSql);
-    conn_->prepare(kAgentBatchStoredStatement, kAgentBatchStoredSql);
     conn_->prepare(kAgentDisconnectedStatement, kAgentDisconnectedSql);
     SpanLinker::Prepare(*conn_);
   } catch (const std::exception& e) {
@@ -248,40 +301,112 @@ absl::Status SpanWriter::Prepare() {
 absl::StatusOr<WriteOutcome> SpanWriter::WriteBatch(const std::string& agent_id,
                                                     const v1::SpanBatch& batch,
                                                     int64_t spans_rejected) {
-  WriteOutcome outcome;
+  const std::string agent = WithoutNul(agent_id);
+  // A span id twice in one batch is stored once (the first).
+  std::vector<NewSpan> spans;
+  spans.reserve(batch.spans_size());
+  {
+    std::unordered_set<int64_t> seen;
+    seen.reserve(batch.spans_size());
+    for (const v1::Span& span : batch.spans()) {
+      if (!seen.insert(ToBigint(span.span_id())).second) continue;
+      spans.push_back(NewSpan{&span, ToBigint(span.span_id()), 0, 0});
+    }
+  }
+  SpanLinker::PrelinkBatch(spans);
   try {
-    pqxx::work tx(*conn_);
-    // A concurrent insert of the same key waits for the other transaction, then
-    // conflicts: a batch resent on a second stream is still stored once.
-    const pqxx::result recorded =
-        tx.exec_prepared(kInsertBatchStatement, agent_id, ToBigint(batch.batch_id()),
-                         batch.spans_size());
-    if (recorded.empty()) {
-      tx.abort();
-      outcome.duplicate = true;
-      return outcome;
-    }
-    std::vector<int64_t> new_span_ids;
-    if (batch.spans_size() > 0) {
-      pqxx::stream_to copy(tx, kSpansStagingTable, StagedColumns());
-      for (const v1::Span& span : batch.spans()) {
-        copy << StagedRow(agent_id, batch.batch_id(), span);
-      }
-      copy.complete();
-      for (const auto& row : tx.exec_prepared(kInsertSpansStatement)) {
-        new_span_ids.push_back(row[0].as<int64_t>());
-      }
-      SpanLinker::Link(tx, new_span_ids);
-    }
-    const int64_t now_ns = absl::GetCurrentTimeNanos();
-    tx.exec_prepared(kAgentBatchStoredStatement, agent_id,
-                     static_cast<int64_t>(new_span_ids.size()), spans_rejected, now_ns);
-    if (batch.has_counters()) UpdateCounters(tx, agent_id, batch.counters(), now_ns);
-    tx.commit();
-    outcome.spans_inserted = static_cast<int>(new_span_ids.size());
+    return WriteNewSpans(agent, batch, spans, spans_rejected);
+  } catch (const pqxx::unique_violation&) {
+    // A span id is stored already: the slower way, which skips such spans.
   } catch (const std::exception& e) {
     return DatabaseError(absl::StrCat("cannot store batch ", batch.batch_id()), e);
   }
+  try {
+    return WriteStaged(agent, batch, spans, spans_rejected);
+  } catch (const std::exception& e) {
+    return DatabaseError(absl::StrCat("cannot store batch ", batch.batch_id()), e);
+  }
+}
+
+WriteOutcome SpanWriter::WriteNewSpans(const std::string& agent, const v1::SpanBatch& batch,
+                                       const std::vector<NewSpan>& spans,
+                                       int64_t spans_rejected) {
+  WriteOutcome outcome;
+  pqxx::work tx(*conn_);
+  // A concurrent insert of the same batch waits for the other transaction, then
+  // conflicts: a batch resent on a second stream is still stored once. The agent's row
+  // is updated here, before the link lock is taken, in every path: a writer never holds
+  // the link lock while waiting for an agent row.
+  const int64_t now_ns = absl::GetCurrentTimeNanos();
+  const int64_t stored = static_cast<int64_t>(spans.size());
+  if (tx.exec_prepared1(kRecordBatchStatement, agent, ToBigint(batch.batch_id()),
+                        batch.spans_size(), stored, spans_rejected, now_ns)[0]
+          .as<int64_t>() == 0) {
+    tx.abort();
+    outcome.duplicate = true;
+    return outcome;
+  }
+  if (batch.has_counters()) UpdateCounters(tx, agent, batch.counters(), now_ns);
+  if (!spans.empty()) {
+    // Straight into spans, with the parents and trace ids linking in memory gave. A span
+    // id stored before makes the COPY fail (unique_violation): the caller then takes the
+    // staged way.
+    pqxx::stream_to copy(tx, kSpansTable, SpanColumns());
+    for (const NewSpan& span : spans) copy << SpanRow(agent, batch.batch_id(), span);
+    copy.complete();
+    SpanLinker::Link(tx, agent, batch.batch_id(), spans, /*prelinked=*/true);
+  }
+  tx.commit();
+  outcome.spans_inserted = static_cast<int>(stored);
+  return outcome;
+}
+
+WriteOutcome SpanWriter::WriteStaged(const std::string& agent, const v1::SpanBatch& batch,
+                                     const std::vector<NewSpan>& prelinked,
+                                     int64_t spans_rejected) {
+  WriteOutcome outcome;
+  pqxx::work tx(*conn_);
+  if (!staging_ready_) {
+    // Per connection, shaped like spans. ON COMMIT DELETE ROWS: empty at the start of
+    // every batch.
+    tx.exec0(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", kSpansStagingTable, " (LIKE ",
+                          kSpansTable, ") ON COMMIT DELETE ROWS"));
+    conn_->prepare(kInsertStagedStatement, InsertStagedSql());
+  }
+  // Stored as inserted before any linking (the links made in memory may involve a span
+  // that is not new); Link then treats every span as unlinked.
+  std::vector<NewSpan> unlinked = prelinked;
+  for (NewSpan& span : unlinked) {
+    span.parent = ToBigint(span.span->parent_span_id());
+    span.trace_id = span.id;
+  }
+  {
+    pqxx::stream_to copy(tx, kSpansStagingTable, SpanColumns());
+    for (const NewSpan& span : unlinked) copy << SpanRow(agent, batch.batch_id(), span);
+    copy.complete();
+  }
+  std::unordered_set<int64_t> inserted;
+  for (const auto& row : tx.exec_prepared(kInsertStagedStatement)) {
+    inserted.insert(row[0].as<int64_t>());
+  }
+  std::vector<NewSpan> spans;
+  for (const NewSpan& span : unlinked) {
+    if (inserted.count(span.id) > 0) spans.push_back(span);
+  }
+  const int64_t now_ns = absl::GetCurrentTimeNanos();
+  if (tx.exec_prepared1(kRecordBatchStatement, agent, ToBigint(batch.batch_id()),
+                        batch.spans_size(), static_cast<int64_t>(spans.size()),
+                        spans_rejected, now_ns)[0]
+          .as<int64_t>() == 0) {
+    tx.abort();
+    outcome.duplicate = true;
+    return outcome;
+  }
+  if (batch.has_counters()) UpdateCounters(tx, agent, batch.counters(), now_ns);
+  SpanLinker::Link(tx, agent, batch.batch_id(), spans, /*prelinked=*/false);
+  tx.commit();
+  staging_ready_ = true;
+  outcome.spans_inserted = static_cast<int>(spans.size());
   return outcome;
 }
 
@@ -369,7 +494,9 @@ absl::Status Store::RunQuery(absl::string_view what,
     try {
       if (conn == nullptr) {
         ASSIGN_OR_RETURN(conn, Connect());
+        DisableJit(*conn);
         conn->prepare(kListTracesStatement, kListTracesSql);
+        conn->prepare(kListServiceTracesStatement, kListServiceTracesSql);
         conn->prepare(kTraceOfSpanStatement, kTraceOfSpanSql);
         conn->prepare(kTraceSpansStatement, kTraceSpansSql);
         conn->prepare(kListAgentsStatement, kListAgentsSql);
@@ -395,7 +522,10 @@ absl::StatusOr<std::vector<v1::TraceSummary>> Store::ListTraces(const std::strin
   RETURN_IF_ERROR(RunQuery("cannot list traces", [&](pqxx::connection& conn) {
     traces.clear();
     pqxx::read_transaction tx(conn);
-    for (const auto& row : tx.exec_prepared(kListTracesStatement, service, limit)) {
+    const pqxx::result rows =
+        service.empty() ? tx.exec_prepared(kListTracesStatement, limit)
+                        : tx.exec_prepared(kListServiceTracesStatement, service, limit);
+    for (const auto& row : rows) {
       v1::TraceSummary& t = traces.emplace_back();
       t.set_trace_id(FromBigint(row[0].as<int64_t>()));
       t.set_start_ns(row[1].as<int64_t>());

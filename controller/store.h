@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "controller/span_linker.h"
 #include "proto/reptrace.pb.h"
 
 namespace reptrace::controller {
@@ -63,8 +64,17 @@ class SpanWriter {
   friend class Store;
   explicit SpanWriter(std::unique_ptr<pqxx::connection> conn);
   absl::Status Prepare();
+  // The two ways WriteBatch stores a batch's distinct spans; both throw pqxx exceptions.
+  // WriteNewSpans COPYs them straight into spans, linked in memory; it throws
+  // pqxx::unique_violation when a span id is stored already. WriteStaged COPYs them into
+  // a temporary table and inserts those whose id is not stored yet.
+  WriteOutcome WriteNewSpans(const std::string& agent, const v1::SpanBatch& batch,
+                             const std::vector<NewSpan>& spans, int64_t spans_rejected);
+  WriteOutcome WriteStaged(const std::string& agent, const v1::SpanBatch& batch,
+                           const std::vector<NewSpan>& prelinked, int64_t spans_rejected);
 
   std::unique_ptr<pqxx::connection> conn_;
+  bool staging_ready_ = false;  // the temporary staging table exists on conn_
 };
 
 class Store {
