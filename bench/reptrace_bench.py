@@ -75,6 +75,20 @@ def cpu_seconds(pid):
         return 0.0
 
 
+def postgres_cpu_seconds(postmaster):
+    """CPU seconds of a PostgreSQL cluster so far: the postmaster, its live children
+    (backends, autovacuum workers, background processes) and, through the postmaster's
+    cutime/cstime, every child that has exited (a backend whose connection closed)."""
+    try:
+        with open(f"/proc/{postmaster}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        reaped = (int(fields[13]) + int(fields[14])) / CLK_TCK
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        reaped = 0.0
+    return (cpu_seconds(postmaster) + reaped +
+            sum(cpu_seconds(c) for c in children(postmaster)))
+
+
 def children(pid):
     out = []
     for entry in os.listdir("/proc"):
@@ -153,8 +167,7 @@ class Stack:
 
     def node_cpu(self):
         """CPU seconds so far of agent, controller and PostgreSQL (postmaster + backends)."""
-        pm = self.postmaster_pid()
-        pg = cpu_seconds(pm) + sum(cpu_seconds(c) for c in children(pm))
+        pg = postgres_cpu_seconds(self.postmaster_pid())
         return {"agent": cpu_seconds(self.agent.pid),
                 "controller": cpu_seconds(self.controller.pid), "postgres": pg}
 
@@ -238,7 +251,7 @@ class IngestStack:
     def cpu(self, i):
         with open(os.path.join(self.pg_dir, "data", "postmaster.pid")) as f:
             pm = int(f.readline())
-        pg = cpu_seconds(pm) + sum(cpu_seconds(c) for c in children(pm))
+        pg = postgres_cpu_seconds(pm)
         return {"controller": cpu_seconds(self.procs[i].pid), "postgres": pg}
 
     def stop(self):
