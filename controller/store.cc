@@ -1,14 +1,11 @@
 #include "controller/store.h"
 
 #include <exception>
-#include <optional>
-#include <tuple>
 #include <unordered_set>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -50,42 +47,53 @@ std::string WithoutNul(const std::string& text) {
   return out;
 }
 
-// BYTEA in text form ("\x0a000001"); stream_to escapes the backslash for COPY.
-std::string ByteaText(const std::string& bytes) {
-  return absl::StrCat("\\x", absl::BytesToHexString(bytes));
-}
-
-std::string AttributesJson(const v1::Span& span) {
-  nlohmann::json attributes = nlohmann::json::object();
-  for (const auto& [key, value] : span.attributes()) {
-    attributes[WithoutNul(key)] = WithoutNul(value);
+// The COPY rows of `spans`, in the order of SpanColumns.
+std::string SpanRows(const std::string& agent_id, uint64_t batch_id,
+                     const std::vector<NewSpan>& spans) {
+  internal::CopyText rows;
+  for (const NewSpan& s : spans) {
+    const v1::Span& span = *s.span;
+    rows.Int(s.id);
+    rows.Int(s.trace_id);
+    if (s.parent == 0) {
+      rows.Null();
+    } else {
+      rows.Int(s.parent);
+    }
+    if (SpanLinker::HasFlow(span)) {
+      rows.Int(SpanLinker::FlowKey(span));
+    } else {
+      rows.Null();
+    }
+    rows.Int(ToBigint(span.parent_span_id()));
+    rows.Int(span.kind());
+    rows.Text(span.service());
+    rows.Text(span.node());
+    rows.Int(span.pid());
+    rows.Int(span.tid());
+    rows.Text(span.process());
+    rows.Text(span.name());
+    rows.Int(span.start_ns());
+    rows.Int(span.end_ns());
+    rows.Int(span.status());
+    rows.Text(span.status_message());
+    rows.Bytea(span.local().ip());
+    rows.Int(span.local().port());
+    rows.Bytea(span.peer().ip());
+    rows.Int(span.peer().port());
+    rows.Int(ToBigint(span.request_offset()));
+    rows.Int(ToBigint(span.request_bytes()));
+    rows.Int(ToBigint(span.response_offset()));
+    rows.Int(ToBigint(span.response_bytes()));
+    rows.Int(ToBigint(span.request_hash()));
+    rows.Int(ToBigint(span.response_hash()));
+    rows.Int(ToBigint(span.connection_id()));
+    rows.JsonObject(span.attributes());
+    rows.Text(agent_id);
+    rows.Int(ToBigint(batch_id));
+    rows.EndRow();
   }
-  return attributes.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-std::optional<int64_t> NullIfZero(int64_t value) {
-  if (value == 0) return std::nullopt;
-  return value;
-}
-
-auto SpanRow(const std::string& agent_id, uint64_t batch_id, const NewSpan& s) {
-  const v1::Span& span = *s.span;
-  return std::make_tuple(
-      s.id, s.trace_id, NullIfZero(s.parent),
-      SpanLinker::HasFlow(span) ? std::optional<int64_t>(SpanLinker::FlowKey(span))
-                                : std::nullopt,
-      ToBigint(span.parent_span_id()),
-      static_cast<int>(span.kind()), WithoutNul(span.service()), WithoutNul(span.node()),
-      static_cast<int64_t>(span.pid()), static_cast<int64_t>(span.tid()),
-      WithoutNul(span.process()), WithoutNul(span.name()), span.start_ns(), span.end_ns(),
-      static_cast<int>(span.status()), WithoutNul(span.status_message()),
-      ByteaText(span.local().ip()), static_cast<int64_t>(span.local().port()),
-      ByteaText(span.peer().ip()), static_cast<int64_t>(span.peer().port()),
-      ToBigint(span.request_offset()), ToBigint(span.request_bytes()),
-      ToBigint(span.response_offset()), ToBigint(span.response_bytes()),
-      ToBigint(span.request_hash()), ToBigint(span.response_hash()),
-      ToBigint(span.connection_id()), AttributesJson(span), WithoutNul(agent_id),
-      ToBigint(batch_id));
+  return rows.Finish();
 }
 
 // Writer statements.
@@ -351,9 +359,8 @@ WriteOutcome SpanWriter::WriteNewSpans(const std::string& agent, const v1::SpanB
     // Straight into spans, with the parents and trace ids linking in memory gave. A span
     // id stored before makes the COPY fail (unique_violation): the caller then takes the
     // staged way.
-    pqxx::stream_to copy(tx, kSpansTable, SpanColumns());
-    for (const NewSpan& span : spans) copy << SpanRow(agent, batch.batch_id(), span);
-    copy.complete();
+    internal::CopyRows(tx, kSpansTable, SpanColumns(),
+                       SpanRows(agent, batch.batch_id(), spans));
     SpanLinker::Link(tx, agent, batch.batch_id(), spans, /*prelinked=*/true);
   }
   tx.commit();
@@ -380,10 +387,9 @@ WriteOutcome SpanWriter::WriteStaged(const std::string& agent, const v1::SpanBat
     span.parent = ToBigint(span.span->parent_span_id());
     span.trace_id = span.id;
   }
-  {
-    pqxx::stream_to copy(tx, kSpansStagingTable, SpanColumns());
-    for (const NewSpan& span : unlinked) copy << SpanRow(agent, batch.batch_id(), span);
-    copy.complete();
+  if (!unlinked.empty()) {
+    internal::CopyRows(tx, kSpansStagingTable, SpanColumns(),
+                       SpanRows(agent, batch.batch_id(), unlinked));
   }
   std::unordered_set<int64_t> inserted;
   for (const auto& row : tx.exec_prepared(kInsertStagedStatement)) {
