@@ -100,7 +100,7 @@ CREATE TABLE agents (
 
 // Version 2: cheaper ingest. Most spans stand alone (one request, one trace), so:
 //  - a trace of a single span has no row in `traces`: ListTraces takes it from the span
-//    itself (a root: trace_id = span_id) through two partial indexes on roots; `traces`
+//    itself (a root: trace_id = span_id) through a partial index of roots; `traces`
 //    keeps the summaries of traces with more than one span (a row may still exist for a
 //    single-span trace: it is then right, just not needed; those are dropped here);
 //  - the trace_id and parent indexes leave out what most spans hold (a root's own id, no
@@ -129,7 +129,8 @@ CREATE INDEX spans_flow_key_idx ON spans (flow_key) WHERE flow_key IS NOT NULL;
 -- The spans of trace T are T's root (span_id = T, by the primary key) and these.
 CREATE INDEX spans_trace_member_idx ON spans (trace_id) WHERE trace_id <> span_id;
 CREATE INDEX spans_child_idx ON spans (parent_span_id) WHERE parent_span_id IS NOT NULL;
-CREATE INDEX spans_root_start_idx ON spans (start_ns, span_id) WHERE trace_id = span_id;
+-- Single-span traces by service and time; ListTraces without a service walks it service
+-- by service (a second index by time alone would cost every span another entry).
 CREATE INDEX spans_root_service_idx
   ON spans (service, start_ns, span_id) WHERE trace_id = span_id;
 DELETE FROM traces WHERE span_count = 1;

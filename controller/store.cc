@@ -151,9 +151,18 @@ constexpr char kAgentDisconnectedSql[] =
 
 // Traces of more than one span have a summary row; a trace of one span is its span, a
 // root (trace_id = span_id) without a summary row. The newest of each kind, merged.
-// Two statements rather than one with "$1 = '' OR ...": each has its own index.
+// Single-span traces are indexed by (service, start): without a service, the services
+// are enumerated through that index (one look-up each) and the newest of each merged.
+// Two statements rather than one with "$1 = '' OR ...": they use the index differently.
 constexpr char kListTracesStatement[] = "query_list_traces";
 constexpr char kListTracesSql[] = R"sql(
+WITH RECURSIVE services(service) AS (
+  SELECT min(s.service) FROM spans s WHERE s.trace_id = s.span_id
+  UNION ALL
+  SELECT (SELECT min(s.service) FROM spans s
+           WHERE s.trace_id = s.span_id AND s.service > v.service)
+    FROM services v WHERE v.service IS NOT NULL
+)
 SELECT * FROM (
   (SELECT trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
           array_to_json(services)::text
@@ -161,13 +170,16 @@ SELECT * FROM (
     ORDER BY start_ns DESC, trace_id DESC
     LIMIT $1)
   UNION ALL
-  (SELECT s.span_id, s.start_ns, s.end_ns - s.start_ns, 1, s.service, s.name, s.status,
-          json_build_array(s.service)::text
-     FROM spans s
-    WHERE s.trace_id = s.span_id
-      AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = s.span_id)
-    ORDER BY s.start_ns DESC, s.span_id DESC
-    LIMIT $1)
+  (SELECT single.*
+     FROM services v CROSS JOIN LATERAL (
+       SELECT s.span_id, s.start_ns, s.end_ns - s.start_ns, 1, s.service, s.name, s.status,
+              json_build_array(s.service)::text
+         FROM spans s
+        WHERE s.trace_id = s.span_id AND s.service = v.service
+          AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = s.span_id)
+        ORDER BY s.start_ns DESC, s.span_id DESC
+        LIMIT $1) AS single
+    WHERE v.service IS NOT NULL)
 ) AS listed(trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
             services)
  ORDER BY start_ns DESC, trace_id DESC
@@ -295,6 +307,14 @@ SpanWriter::~SpanWriter() = default;
 absl::Status SpanWriter::Prepare() {
   try {
     DisableJit(*conn_);
+    {
+      // Every writer statement looks a few rows up by key among many. While the tables
+      // are young the planner finds a sequential scan cheaper, and the generic plan it
+      // makes then stays cached while the tables grow (seen: the relabel's update and
+      // the linker's probe scanning all spans for each batch).
+      pqxx::nontransaction tx(*conn_);
+      tx.exec0("SET enable_seqscan = off");
+    }
     conn_->prepare(kRecordBatchStatement, kRecordBatchSql);
     conn_->prepare(kAgentConnectedStatement, kAgentConnectedSql);
     conn_->prepare(kAgentCountersStatement, kAgentCountersSql);
