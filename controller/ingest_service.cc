@@ -22,19 +22,19 @@ constexpr char kConnectMethod[] = "/reptrace.v1.IngestService/Connect";
 // parsed at all.
 absl::StatusOr<bool> ReadMessage(
     grpc::ServerReaderWriter<v1::ControllerMessage, grpc::ByteBuffer>* stream,
-    internal::ParsedAgentMessage* out) {
+    internal::ParsedAgentMessage* out, std::string* bytes) {
   grpc::ByteBuffer buffer;
   if (!stream->Read(&buffer)) return false;
   std::vector<grpc::Slice> slices;
   if (!buffer.Dump(&slices).ok()) {
     return absl::InvalidArgumentError("an agent message cannot be read");
   }
-  std::string bytes;
-  bytes.reserve(buffer.Length());
+  bytes->clear();  // keeps the memory of the last message's bytes
+  bytes->reserve(buffer.Length());
   for (const grpc::Slice& slice : slices) {
-    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    bytes->append(reinterpret_cast<const char*>(slice.begin()), slice.size());
   }
-  auto parsed = internal::ParseAgentMessage(bytes);
+  auto parsed = internal::ParseAgentMessage(*bytes);
   if (!parsed.ok()) return parsed.status();
   *out = std::move(*parsed);
   return true;
@@ -58,7 +58,8 @@ grpc::Status IngestService::Connect(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::ControllerMessage, grpc::ByteBuffer>* stream) {
   internal::ParsedAgentMessage parsed;
-  absl::StatusOr<bool> more = ReadMessage(stream, &parsed);
+  std::string bytes;
+  absl::StatusOr<bool> more = ReadMessage(stream, &parsed, &bytes);
   if (!more.ok() || !*more) {
     const absl::Status status =
         more.ok() ? absl::InvalidArgumentError("the ingest stream ended before its hello")
@@ -73,7 +74,7 @@ grpc::Status IngestService::Connect(
     return ToGrpcStatus(status);
   }
   while (true) {
-    more = ReadMessage(stream, &parsed);
+    more = ReadMessage(stream, &parsed, &bytes);
     if (!more.ok()) {
       LogWarning("agent %s: ending stream: %s", session.agent_id(), more.status().ToString());
       return ToGrpcStatus(more.status());

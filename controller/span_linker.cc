@@ -2,12 +2,10 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <set>
 #include <string>
-#include <unordered_map>
-#include <unordered_set>
 #include <utility>
 
+#include "absl/strings/string_view.h"
 #include "controller/internal/pg_util.h"
 #include "controller/schema.h"
 
@@ -31,13 +29,14 @@ constexpr char kLockSql[] = "SELECT pg_advisory_xact_lock($1)";
 // ids of the batch that stored spans name as their parent (children that came first).
 constexpr char kProbeSql[] = R"sql(
 SELECT true, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
-       s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset
+       s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
+       s.flow_key
   FROM spans s
  WHERE s.flow_key = ANY($1::bigint[]) AND s.flow_key IS NOT NULL
    AND NOT (s.batch_id = $3 AND s.agent_id = $4)
 UNION ALL
 SELECT DISTINCT false, c.parent_span_id, 0::smallint, 0::bigint, 0::bigint, 0::bigint,
-       NULL::bytea, 0, NULL::bytea, 0, 0::bigint
+       NULL::bytea, 0, NULL::bytea, 0, 0::bigint, 0::bigint
   FROM spans c
  WHERE c.parent_span_id = ANY($2::bigint[]) AND c.parent_span_id IS NOT NULL
    AND NOT (c.batch_id = $3 AND c.agent_id = $4)
@@ -167,50 +166,87 @@ struct Member {
   int64_t local_parent;  // 0 = none
   int64_t parent;        // as stored now, 0 = NULL
   int64_t start_ns;
+  std::string exchange;  // ExchangeOf
+  size_t position;       // in the batch, or kStored
 };
+constexpr size_t kStored = static_cast<size_t>(-1);
+// Link's runs of spans by flow key hold batch positions, or this plus a stored span's
+// position among the probe's rows.
+constexpr size_t kStoredBase = size_t{1} << 62;
 
 // What identifies one exchange exactly: server and client addresses, request offset.
-std::string ExchangeOf(bool server, const std::string& local_ip, uint32_t local_port,
-                       const std::string& peer_ip, uint32_t peer_port, uint64_t offset) {
-  const std::string& server_ip = server ? local_ip : peer_ip;
-  const std::string& client_ip = server ? peer_ip : local_ip;
+std::string ExchangeOf(bool server, absl::string_view local_ip, uint32_t local_port,
+                       absl::string_view peer_ip, uint32_t peer_port, uint64_t offset) {
+  const absl::string_view server_ip = server ? local_ip : peer_ip;
+  const absl::string_view client_ip = server ? peer_ip : local_ip;
   const uint32_t server_port = server ? local_port : peer_port;
   const uint32_t client_port = server ? peer_port : local_port;
   std::string key;
   key.reserve(server_ip.size() + client_ip.size() + 18);
   key.push_back(static_cast<char>(server_ip.size()));
-  key.append(server_ip);
+  key.append(server_ip.data(), server_ip.size());
   key.push_back(static_cast<char>(client_ip.size()));
-  key.append(client_ip);
+  key.append(client_ip.data(), client_ip.size());
   key.append(reinterpret_cast<const char*>(&server_port), sizeof(server_port));
   key.append(reinterpret_cast<const char*>(&client_port), sizeof(client_port));
   key.append(reinterpret_cast<const char*>(&offset), sizeof(offset));
   return key;
 }
 
-std::string ExchangeOf(const v1::Span& span) {
-  return ExchangeOf(span.kind() == v1::SPAN_KIND_SERVER, span.local().ip(),
-                    span.local().port(), span.peer().ip(), span.peer().port(),
-                    span.request_offset());
+Member NewMember(const NewSpan& s, size_t position) {
+  const v1::Span& span = *s.span;
+  const bool server = span.kind() == v1::SPAN_KIND_SERVER;
+  return Member{s.id,
+                server,
+                ToBigint(span.parent_span_id()),
+                s.parent,
+                span.start_ns(),
+                ExchangeOf(server, span.local().ip(), span.local().port(), span.peer().ip(),
+                           span.peer().port(), span.request_offset()),
+                position};
 }
 
-// The client a server span of `group` should have as parent: the nearest in start time
-// within the window, ties to the lower id; 0 if none.
-int64_t BestClient(const std::vector<Member>& group, const Member& server) {
-  int64_t best = 0;
-  int64_t best_distance = 0;
-  for (const Member& client : group) {
-    if (client.server) continue;
-    const int64_t distance = std::llabs(client.start_ns - server.start_ns);
-    if (distance > SpanLinker::kMatchWindowNs) continue;
-    if (best == 0 || distance < best_distance ||
-        (distance == best_distance && client.id < best)) {
-      best = client.id;
-      best_distance = distance;
+// For each server without a local parent among `members` (spans sharing a flow key),
+// the client it should have as parent: among the members of its exact exchange, the
+// nearest in start time within the window, ties to the lower id; 0 if none. Calls
+// `decided(server, best)`.
+template <typename Fn>
+void ChooseClients(const std::vector<Member>& members, Fn decided) {
+  for (const Member& server : members) {
+    if (!server.server || server.local_parent != 0) continue;
+    int64_t best = 0;
+    int64_t best_distance = 0;
+    for (const Member& client : members) {
+      if (client.server || client.exchange != server.exchange) continue;
+      const int64_t distance = std::llabs(client.start_ns - server.start_ns);
+      if (distance > SpanLinker::kMatchWindowNs) continue;
+      if (best == 0 || distance < best_distance ||
+          (distance == best_distance && client.id < best)) {
+        best = client.id;
+        best_distance = distance;
+      }
     }
+    decided(server, best);
   }
-  return best;
 }
+
+// The batch's spans by id, without a node allocation per span.
+class IdIndex {
+ public:
+  explicit IdIndex(const std::vector<NewSpan>& spans) {
+    pairs_.reserve(spans.size());
+    for (size_t i = 0; i < spans.size(); ++i) pairs_.emplace_back(spans[i].id, i);
+    std::sort(pairs_.begin(), pairs_.end());
+  }
+  // The position of `id` in the batch, or kStored if it is not in it.
+  size_t Find(int64_t id) const {
+    auto it = std::lower_bound(pairs_.begin(), pairs_.end(), std::make_pair(id, size_t{0}));
+    return it != pairs_.end() && it->first == id ? it->second : kStored;
+  }
+
+ private:
+  std::vector<std::pair<int64_t, size_t>> pairs_;
+};
 
 }  // namespace
 
@@ -237,24 +273,30 @@ void SpanLinker::Prepare(pqxx::connection& conn) {
 }
 
 void SpanLinker::PrelinkBatch(std::vector<NewSpan>& spans) {
-  std::unordered_map<int64_t, size_t> index;
-  index.reserve(spans.size());
-  for (size_t i = 0; i < spans.size(); ++i) index.emplace(spans[i].id, i);
+  const IdIndex index(spans);
 
-  // Local parents, then each server without one to its nearest client in the batch.
-  std::unordered_map<std::string, std::vector<Member>> exchanges;
-  for (NewSpan& s : spans) {
-    s.parent = ToBigint(s.span->parent_span_id());
-    if (!HasFlow(*s.span)) continue;
-    exchanges[ExchangeOf(*s.span)].push_back(
-        Member{s.id, s.span->kind() == v1::SPAN_KIND_SERVER, s.parent, s.parent,
-               s.span->start_ns()});
+  // Local parents, then each server without one to its nearest client in the batch:
+  // spans sorted by flow key, and only runs of more than one span looked at closer.
+  std::vector<std::pair<int64_t, size_t>> by_key;
+  by_key.reserve(spans.size());
+  for (size_t i = 0; i < spans.size(); ++i) {
+    spans[i].parent = ToBigint(spans[i].span->parent_span_id());
+    if (HasFlow(*spans[i].span)) by_key.emplace_back(FlowKey(*spans[i].span), i);
   }
-  for (const auto& [exchange, group] : exchanges) {
-    if (group.size() < 2) continue;
-    for (const Member& m : group) {
-      if (m.server && m.local_parent == 0) spans[index.at(m.id)].parent = BestClient(group, m);
+  std::sort(by_key.begin(), by_key.end());
+  std::vector<Member> members;
+  for (size_t begin = 0, end = 0; begin < by_key.size(); begin = end) {
+    for (end = begin + 1; end < by_key.size() && by_key[end].first == by_key[begin].first;) {
+      ++end;
     }
+    if (end - begin < 2) continue;
+    members.clear();
+    for (size_t k = begin; k < end; ++k) {
+      members.push_back(NewMember(spans[by_key[k].second], by_key[k].second));
+    }
+    ChooseClients(members, [&](const Member& server, int64_t best) {
+      spans[server.position].parent = best;
+    });
   }
 
   // Trace id: the topmost ancestor in the batch. A chain that does not end within the
@@ -265,12 +307,12 @@ void SpanLinker::PrelinkBatch(std::vector<NewSpan>& spans) {
     const NewSpan* top = &s;
     bool ended = false;
     for (size_t depth = 0; depth <= limit; ++depth) {
-      auto parent = index.find(top->parent);
-      if (top->parent == 0 || parent == index.end()) {
+      const size_t parent = top->parent == 0 ? kStored : index.Find(top->parent);
+      if (parent == kStored) {
         ended = true;
         break;
       }
-      top = &spans[parent->second];
+      top = &spans[parent];
     }
     s.trace_id = ended ? top->id : s.id;
   }
@@ -290,66 +332,72 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
   // next to the COPY, which still runs in parallel.
   tx.exec_prepared(kLockStatement, kLinkLockKey);
 
-  std::unordered_map<int64_t, size_t> index;
-  index.reserve(spans.size());
+  const IdIndex index(spans);
   std::vector<int64_t> ids;
   ids.reserve(spans.size());
-  std::unordered_set<int64_t> key_set;
-  std::vector<int64_t> keys;
-  keys.reserve(spans.size());
+  // (flow key, position in the batch or kStoredBase + position in `stored`) of every
+  // span with a flow.
+  std::vector<std::pair<int64_t, size_t>> by_key;
+  by_key.reserve(spans.size());
   for (size_t i = 0; i < spans.size(); ++i) {
-    index.emplace(spans[i].id, i);
     ids.push_back(spans[i].id);
-    if (HasFlow(*spans[i].span) && key_set.insert(FlowKey(*spans[i].span)).second) {
-      keys.push_back(FlowKey(*spans[i].span));
-    }
+    if (HasFlow(*spans[i].span)) by_key.emplace_back(FlowKey(*spans[i].span), i);
   }
+  std::vector<int64_t> keys;
+  keys.reserve(by_key.size());
+  for (const auto& [key, position] : by_key) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
 
-  // Stored spans of the batch's exchanges, grouped with the batch's own.
-  std::unordered_map<std::string, std::vector<Member>> exchanges;
-  std::unordered_set<std::string> with_stored;  // exchanges with a stored span
-  std::unordered_set<int64_t> has_stored_child;
+  // Stored spans with the batch's flow keys, and the batch's spans with stored children.
+  std::vector<Member> stored;
+  std::vector<int64_t> has_stored_child;
   for (const auto& row : tx.exec_prepared(kProbeStatement, BigintArrayLiteral(keys),
                                           BigintArrayLiteral(ids), ToBigint(batch_id),
                                           agent_id)) {
     if (!row[0].as<bool>()) {
-      has_stored_child.insert(row[1].as<int64_t>());
+      has_stored_child.push_back(row[1].as<int64_t>());
       continue;
     }
     const bool server = row[2].as<int>() == v1::SPAN_KIND_SERVER;
-    const std::string exchange = ExchangeOf(
-        server, pqxx::binarystring(row[6]).str(), row[7].as<uint32_t>(),
-        pqxx::binarystring(row[8]).str(), row[9].as<uint32_t>(),
-        static_cast<uint64_t>(row[10].as<int64_t>()));
-    exchanges[exchange].push_back(Member{row[1].as<int64_t>(), server, row[3].as<int64_t>(),
-                                         row[4].as<int64_t>(), row[5].as<int64_t>()});
-    with_stored.insert(exchange);
+    by_key.emplace_back(row[11].as<int64_t>(), kStoredBase + stored.size());
+    const pqxx::binarystring local_ip(row[6]);
+    const pqxx::binarystring peer_ip(row[8]);
+    stored.push_back(Member{
+        row[1].as<int64_t>(), server, row[3].as<int64_t>(), row[4].as<int64_t>(),
+        row[5].as<int64_t>(),
+        ExchangeOf(server, absl::string_view(local_ip.get(), local_ip.size()),
+                   row[7].as<uint32_t>(), absl::string_view(peer_ip.get(), peer_ip.size()),
+                   row[9].as<uint32_t>(), static_cast<uint64_t>(row[10].as<int64_t>())),
+        kStored});
   }
-  if (!with_stored.empty() || !prelinked) {
-    for (const NewSpan& s : spans) {
-      if (!HasFlow(*s.span)) continue;
-      const std::string exchange = ExchangeOf(*s.span);
-      if (prelinked && with_stored.count(exchange) == 0) continue;  // decided in memory
-      exchanges[exchange].push_back(Member{s.id, s.span->kind() == v1::SPAN_KIND_SERVER,
-                                           ToBigint(s.span->parent_span_id()), s.parent,
-                                           s.span->start_ns()});
-    }
-  }
+  std::sort(has_stored_child.begin(), has_stored_child.end());
 
-  // Every server without a local parent in those exchanges chooses its client afresh
-  // among all of them; only the ones whose choice differs from what is stored change.
+  // Every server without a local parent in a run of spans sharing a flow key chooses its
+  // client afresh among the run; only those whose choice differs from what is stored
+  // change. After linking in memory, only runs with a stored span can change.
   std::vector<int64_t> changed_ids;
   std::vector<int64_t> changed_parents;
-  std::unordered_map<int64_t, int64_t> parent_now;  // of batch spans that changed
-  for (const auto& [exchange, group] : exchanges) {
-    for (const Member& m : group) {
-      if (!m.server || m.local_parent != 0) continue;
-      const int64_t best = BestClient(group, m);
-      if (best == m.parent) continue;
-      changed_ids.push_back(m.id);
-      changed_parents.push_back(best);
-      if (index.count(m.id) > 0) parent_now[m.id] = best;
+  std::vector<bool> changed_in_batch(spans.size(), false);
+  std::sort(by_key.begin(), by_key.end());
+  std::vector<Member> members;
+  for (size_t begin = 0, end = 0; begin < by_key.size(); begin = end) {
+    bool has_stored = false;
+    for (end = begin; end < by_key.size() && by_key[end].first == by_key[begin].first; ++end) {
+      has_stored = has_stored || by_key[end].second >= kStoredBase;
     }
+    if (prelinked ? !has_stored : end - begin < 2) continue;
+    members.clear();
+    for (size_t k = begin; k < end; ++k) {
+      const size_t at = by_key[k].second;
+      members.push_back(at >= kStoredBase ? stored[at - kStoredBase] : NewMember(spans[at], at));
+    }
+    ChooseClients(members, [&](const Member& server, int64_t best) {
+      if (best == server.parent) return;
+      changed_ids.push_back(server.id);
+      changed_parents.push_back(best);
+      if (server.position != kStored) changed_in_batch[server.position] = true;
+    });
   }
   if (!changed_ids.empty()) {
     tx.exec_prepared(kSetParentsStatement, BigintArrayLiteral(changed_ids),
@@ -361,30 +409,35 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
   // followed in memory (a span with a parent in the batch that kept its own id as trace
   // id), and those with stored children.
   std::vector<int64_t> relabel = changed_ids;
-  for (const NewSpan& s : spans) {
-    if (parent_now.count(s.id) > 0) continue;  // already in
-    const bool unsettled =
-        s.parent != 0 && (!prelinked || index.count(s.parent) == 0 || s.trace_id == s.id);
-    if (unsettled || has_stored_child.count(s.id) > 0) relabel.push_back(s.id);
+  for (size_t i = 0; i < spans.size(); ++i) {
+    const NewSpan& s = spans[i];
+    if (changed_in_batch[i]) continue;  // already in
+    const bool unsettled = s.parent != 0 && (!prelinked || index.Find(s.parent) == kStored ||
+                                             s.trace_id == s.id);
+    if (unsettled ||
+        std::binary_search(has_stored_child.begin(), has_stored_child.end(), s.id)) {
+      relabel.push_back(s.id);
+    }
   }
 
   // Traces whose summary may change: those the walk touched, and those of more than one
   // span that the batch formed in memory.
-  std::set<int64_t> affected;
+  std::vector<int64_t> affected;
   if (!relabel.empty()) {
     for (const auto& row : tx.exec_prepared(kRelabelStatement, BigintArrayLiteral(relabel),
                                             kMaxTraceDepth)) {
-      affected.insert(row[0].as<int64_t>());
+      affected.push_back(row[0].as<int64_t>());
     }
   }
   if (prelinked) {
     for (const NewSpan& s : spans) {
-      if (s.trace_id != s.id) affected.insert(s.trace_id);
+      if (s.trace_id != s.id) affected.push_back(s.trace_id);
     }
   }
   if (!affected.empty()) {
-    tx.exec_prepared(kSummariesStatement,
-                     BigintArrayLiteral(std::vector<int64_t>(affected.begin(), affected.end())));
+    std::sort(affected.begin(), affected.end());
+    affected.erase(std::unique(affected.begin(), affected.end()), affected.end());
+    tx.exec_prepared(kSummariesStatement, BigintArrayLiteral(affected));
   }
 }
 

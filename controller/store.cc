@@ -1,6 +1,7 @@
 #include "controller/store.h"
 
 #include <exception>
+#include <algorithm>
 #include <unordered_set>
 #include <utility>
 
@@ -48,52 +49,52 @@ std::string WithoutNul(const std::string& text) {
 }
 
 // The COPY rows of `spans`, in the order of SpanColumns.
-std::string SpanRows(const std::string& agent_id, uint64_t batch_id,
-                     const std::vector<NewSpan>& spans) {
-  internal::CopyText rows;
+const std::string& SpanRows(const std::string& agent_id, uint64_t batch_id,
+                            const std::vector<NewSpan>& spans, internal::CopyText* rows) {
+  rows->Clear();
   for (const NewSpan& s : spans) {
     const v1::Span& span = *s.span;
-    rows.Int(s.id);
-    rows.Int(s.trace_id);
+    rows->Int(s.id);
+    rows->Int(s.trace_id);
     if (s.parent == 0) {
-      rows.Null();
+      rows->Null();
     } else {
-      rows.Int(s.parent);
+      rows->Int(s.parent);
     }
     if (SpanLinker::HasFlow(span)) {
-      rows.Int(SpanLinker::FlowKey(span));
+      rows->Int(SpanLinker::FlowKey(span));
     } else {
-      rows.Null();
+      rows->Null();
     }
-    rows.Int(ToBigint(span.parent_span_id()));
-    rows.Int(span.kind());
-    rows.Text(span.service());
-    rows.Text(span.node());
-    rows.Int(span.pid());
-    rows.Int(span.tid());
-    rows.Text(span.process());
-    rows.Text(span.name());
-    rows.Int(span.start_ns());
-    rows.Int(span.end_ns());
-    rows.Int(span.status());
-    rows.Text(span.status_message());
-    rows.Bytea(span.local().ip());
-    rows.Int(span.local().port());
-    rows.Bytea(span.peer().ip());
-    rows.Int(span.peer().port());
-    rows.Int(ToBigint(span.request_offset()));
-    rows.Int(ToBigint(span.request_bytes()));
-    rows.Int(ToBigint(span.response_offset()));
-    rows.Int(ToBigint(span.response_bytes()));
-    rows.Int(ToBigint(span.request_hash()));
-    rows.Int(ToBigint(span.response_hash()));
-    rows.Int(ToBigint(span.connection_id()));
-    rows.JsonObject(span.attributes());
-    rows.Text(agent_id);
-    rows.Int(ToBigint(batch_id));
-    rows.EndRow();
+    rows->Int(ToBigint(span.parent_span_id()));
+    rows->Int(span.kind());
+    rows->Text(span.service());
+    rows->Text(span.node());
+    rows->Int(span.pid());
+    rows->Int(span.tid());
+    rows->Text(span.process());
+    rows->Text(span.name());
+    rows->Int(span.start_ns());
+    rows->Int(span.end_ns());
+    rows->Int(span.status());
+    rows->Text(span.status_message());
+    rows->Bytea(span.local().ip());
+    rows->Int(span.local().port());
+    rows->Bytea(span.peer().ip());
+    rows->Int(span.peer().port());
+    rows->Int(ToBigint(span.request_offset()));
+    rows->Int(ToBigint(span.request_bytes()));
+    rows->Int(ToBigint(span.response_offset()));
+    rows->Int(ToBigint(span.response_bytes()));
+    rows->Int(ToBigint(span.request_hash()));
+    rows->Int(ToBigint(span.response_hash()));
+    rows->Int(ToBigint(span.connection_id()));
+    rows->JsonObject(span.attributes());
+    rows->Text(agent_id);
+    rows->Int(ToBigint(batch_id));
+    rows->EndRow();
   }
-  return rows.Finish();
+  return rows->Finish();
 }
 
 // Writer statements.
@@ -334,10 +335,19 @@ absl::StatusOr<WriteOutcome> SpanWriter::WriteBatch(const std::string& agent_id,
   std::vector<NewSpan> spans;
   spans.reserve(batch.spans_size());
   {
-    std::unordered_set<int64_t> seen;
-    seen.reserve(batch.spans_size());
-    for (const v1::Span& span : batch.spans()) {
-      if (!seen.insert(ToBigint(span.span_id())).second) continue;
+    std::vector<std::pair<int64_t, int>> ids;  // sorted: no allocation per span
+    ids.reserve(batch.spans_size());
+    for (int i = 0; i < batch.spans_size(); ++i) {
+      ids.emplace_back(ToBigint(batch.spans(i).span_id()), i);
+    }
+    std::sort(ids.begin(), ids.end());
+    std::vector<bool> repeated(batch.spans_size(), false);
+    for (size_t k = 1; k < ids.size(); ++k) {
+      if (ids[k].first == ids[k - 1].first) repeated[ids[k].second] = true;
+    }
+    for (int i = 0; i < batch.spans_size(); ++i) {
+      if (repeated[i]) continue;
+      const v1::Span& span = batch.spans(i);
       spans.push_back(NewSpan{&span, ToBigint(span.span_id()), 0, 0});
     }
   }
@@ -380,7 +390,7 @@ WriteOutcome SpanWriter::WriteNewSpans(const std::string& agent, const v1::SpanB
     // id stored before makes the COPY fail (unique_violation): the caller then takes the
     // staged way.
     internal::CopyRows(tx, kSpansTable, SpanColumns(),
-                       SpanRows(agent, batch.batch_id(), spans));
+                       SpanRows(agent, batch.batch_id(), spans, &copy_text_));
     SpanLinker::Link(tx, agent, batch.batch_id(), spans, /*prelinked=*/true);
   }
   tx.commit();
@@ -409,7 +419,7 @@ WriteOutcome SpanWriter::WriteStaged(const std::string& agent, const v1::SpanBat
   }
   if (!unlinked.empty()) {
     internal::CopyRows(tx, kSpansStagingTable, SpanColumns(),
-                       SpanRows(agent, batch.batch_id(), unlinked));
+                       SpanRows(agent, batch.batch_id(), unlinked, &copy_text_));
   }
   std::unordered_set<int64_t> inserted;
   for (const auto& row : tx.exec_prepared(kInsertStagedStatement)) {

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "controller/internal/pg_util.h"
 #include "controller/span_linker.h"
 #include "proto/reptrace.pb.h"
 
@@ -75,6 +76,7 @@ class SpanWriter {
 
   std::unique_ptr<pqxx::connection> conn_;
   bool staging_ready_ = false;  // the temporary staging table exists on conn_
+  internal::CopyText copy_text_;  // one batch's rows; its memory is reused
 };
 
 class Store {

@@ -45,10 +45,14 @@ void CopyText::Null() {
 
 void CopyText::Text(absl::string_view text) {
   Separate();
-  for (char c : text) {
+  // Runs of plain characters are appended whole; most texts are one such run.
+  size_t plain = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c != '\0' && c != '\\' && c != '\t' && c != '\n' && c != '\r') continue;
+    out_.append(text.data() + plain, i - plain);
+    plain = i + 1;
     switch (c) {
-      case '\0':
-        break;
       case '\\':
         out_.append("\\\\");
         break;
@@ -61,10 +65,11 @@ void CopyText::Text(absl::string_view text) {
       case '\r':
         out_.append("\\r");
         break;
-      default:
-        out_.push_back(c);
+      default:  // NUL: dropped
+        break;
     }
   }
+  out_.append(text.data() + plain, text.size() - plain);
 }
 
 void CopyText::Bytea(absl::string_view bytes) {
@@ -103,10 +108,10 @@ void CopyText::EndRow() {
   in_row_ = false;
 }
 
-std::string CopyText::Finish() {
+const std::string& CopyText::Finish() {
   if (!out_.empty() && out_.back() == '\n') out_.pop_back();
   in_row_ = false;
-  return std::move(out_);
+  return out_;
 }
 
 void CopyRows(pqxx::transaction_base& tx, const std::string& table,

@@ -54,7 +54,12 @@ class CopyText {
 
   bool empty() const { return out_.empty(); }
   // The rows, without the last row's newline (pqxx adds one).
-  std::string Finish();
+  const std::string& Finish();
+  // Empty again, keeping the buffer's memory for the next batch.
+  void Clear() {
+    out_.clear();
+    in_row_ = false;
+  }
 
  private:
   static void AppendJsonString(absl::string_view text, std::string* out);
