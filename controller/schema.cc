@@ -130,9 +130,11 @@ CREATE INDEX spans_flow_key_idx ON spans (flow_key) WHERE flow_key IS NOT NULL;
 CREATE INDEX spans_trace_member_idx ON spans (trace_id) WHERE trace_id <> span_id;
 CREATE INDEX spans_child_idx ON spans (parent_span_id) WHERE parent_span_id IS NOT NULL;
 -- Single-span traces by service and time; ListTraces without a service walks it service
--- by service (a second index by time alone would cost every span another entry).
+-- by service (a second index by time alone would cost every span another entry). Byte
+-- order ("C"): every insert compares services, and the database's collation would do it
+-- through strcoll.
 CREATE INDEX spans_root_service_idx
-  ON spans (service, start_ns, span_id) WHERE trace_id = span_id;
+  ON spans (service COLLATE "C", start_ns, span_id) WHERE trace_id = span_id;
 DELETE FROM traces WHERE span_count = 1;
 )sql";
 

@@ -158,10 +158,10 @@ constexpr char kAgentDisconnectedSql[] =
 constexpr char kListTracesStatement[] = "query_list_traces";
 constexpr char kListTracesSql[] = R"sql(
 WITH RECURSIVE services(service) AS (
-  SELECT min(s.service) FROM spans s WHERE s.trace_id = s.span_id
+  SELECT min(s.service COLLATE "C") FROM spans s WHERE s.trace_id = s.span_id
   UNION ALL
-  SELECT (SELECT min(s.service) FROM spans s
-           WHERE s.trace_id = s.span_id AND s.service > v.service)
+  SELECT (SELECT min(s.service COLLATE "C") FROM spans s
+           WHERE s.trace_id = s.span_id AND s.service COLLATE "C" > v.service)
     FROM services v WHERE v.service IS NOT NULL
 )
 SELECT * FROM (
@@ -176,7 +176,7 @@ SELECT * FROM (
        SELECT s.span_id, s.start_ns, s.end_ns - s.start_ns, 1, s.service, s.name, s.status,
               json_build_array(s.service)::text
          FROM spans s
-        WHERE s.trace_id = s.span_id AND s.service = v.service
+        WHERE s.trace_id = s.span_id AND s.service COLLATE "C" = v.service
           AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = s.span_id)
         ORDER BY s.start_ns DESC, s.span_id DESC
         LIMIT $1) AS single
@@ -200,7 +200,7 @@ SELECT * FROM (
   (SELECT s.span_id, s.start_ns, s.end_ns - s.start_ns, 1, s.service, s.name, s.status,
           json_build_array(s.service)::text
      FROM spans s
-    WHERE s.trace_id = s.span_id AND s.service = $1::text
+    WHERE s.trace_id = s.span_id AND s.service COLLATE "C" = $1::text
       AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = s.span_id)
     ORDER BY s.start_ns DESC, s.span_id DESC
     LIMIT $2)
