@@ -21,6 +21,11 @@ WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, a
   the server's answers are byte-identical with and without the hook.
 - flood: 8 hooked processes flood one agent (socket_flood); the agent's CPU per event,
   its peak RSS, and what the hooks dropped.
+- ingest: bench/ingest_load streams agent-like batches (500 spans, mostly standalone nginx
+  server spans, some 4-span client/server trees) into reptrace-controller over gRPC, one
+  batch in flight per stream as the agent does; the controller's and PostgreSQL's CPU per
+  stored span. --controllers A,B alternates two controller binaries (each on its own
+  database of one PostgreSQL cluster), to compare a change with its baseline.
 
 Every A/B figure is the median over rounds of the ratio within a round (plain and hooked
 run back to back), so slow drifts of a noisy machine cancel out.
@@ -68,6 +73,20 @@ def cpu_seconds(pid):
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return 0.0
+
+
+def postgres_cpu_seconds(postmaster):
+    """CPU seconds of a PostgreSQL cluster so far: the postmaster, its live children
+    (backends, autovacuum workers, background processes) and, through the postmaster's
+    cutime/cstime, every child that has exited (a backend whose connection closed)."""
+    try:
+        with open(f"/proc/{postmaster}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        reaped = (int(fields[13]) + int(fields[14])) / CLK_TCK
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        reaped = 0.0
+    return (cpu_seconds(postmaster) + reaped +
+            sum(cpu_seconds(c) for c in children(postmaster)))
 
 
 def children(pid):
@@ -148,8 +167,7 @@ class Stack:
 
     def node_cpu(self):
         """CPU seconds so far of agent, controller and PostgreSQL (postmaster + backends)."""
-        pm = self.postmaster_pid()
-        pg = cpu_seconds(pm) + sum(cpu_seconds(c) for c in children(pm))
+        pg = postgres_cpu_seconds(self.postmaster_pid())
         return {"agent": cpu_seconds(self.agent.pid),
                 "controller": cpu_seconds(self.controller.pid), "postgres": pg}
 
@@ -192,6 +210,105 @@ class Stack:
                 p.kill()
         subprocess.run(["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "stop",
                         self.pg_dir], capture_output=True)
+
+
+class IngestStack:
+    """One private PostgreSQL cluster and, per controller binary, a database and a running
+    controller (no agent: bench/ingest_load plays the agents)."""
+
+    def __init__(self, workdir, controllers):
+        self.dir = workdir
+        self.binaries = controllers
+        self.procs = []
+
+    def start(self):
+        self.pg_dir = os.path.join(self.dir, "pg")
+        conninfo = subprocess.run(
+            ["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "start", self.pg_dir],
+            check=True, capture_output=True, text=True,
+            env=dict(os.environ, REPTRACE_PG_FSYNC="on")).stdout.strip()
+        self.addrs = []
+        for i, binary in enumerate(self.binaries):
+            subprocess.run(["psql", conninfo, "-qc", f"CREATE DATABASE ingest{i}"],
+                           check=True, capture_output=True)
+            log_path = os.path.join(self.dir, f"controller{i}.log")
+            proc = subprocess.Popen(
+                [binary, "--listen", "127.0.0.1:0", "--db",
+                 conninfo.replace("dbname=postgres", f"dbname=ingest{i}")],
+                stderr=open(log_path, "w"))
+            self.procs.append(proc)
+            deadline = time.time() + 30
+            while True:
+                m = re.search(r"listening on ([0-9.]+:[0-9]+)", open(log_path).read())
+                if m:
+                    self.addrs.append(m.group(1))
+                    break
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"controller {binary} did not start")
+                time.sleep(0.05)
+        return self
+
+    def cpu(self, i):
+        with open(os.path.join(self.pg_dir, "data", "postmaster.pid")) as f:
+            pm = int(f.readline())
+        pg = postgres_cpu_seconds(pm)
+        return {"controller": cpu_seconds(self.procs[i].pid), "postgres": pg}
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run(["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "stop",
+                        self.pg_dir], capture_output=True)
+
+
+def run_ingest(args):
+    binaries = (args.controllers.split(",") if args.controllers else
+                [os.path.join(args.build, "controller/reptrace-controller")])
+    load = os.path.join(args.build, "bench/ingest_load")
+    work = tempfile.mkdtemp(prefix="reptrace-ingest.")
+    os.chmod(work, 0o755)
+    stack = IngestStack(work, binaries).start()
+    seed = 1
+    results = [[] for _ in binaries]
+
+    def one_run(i, batches):
+        nonlocal seed
+        seed += 1
+        time.sleep(1)  # let the last run's after-work (autovacuum, checkpoint) settle
+        before = stack.cpu(i)
+        out = subprocess.run([load, "--controller", stack.addrs[i], "--batches",
+                              str(batches), "--streams", str(args.streams), "--seed",
+                              str(seed)], check=True, capture_output=True, text=True).stdout
+        after = stack.cpu(i)
+        m = re.search(r"spans (\d+) seconds ([0-9.]+)", out)
+        spans, seconds = int(m.group(1)), float(m.group(2))
+        return {k: (after[k] - before[k]) / spans * 1e6 for k in after} | {
+            "spans/s": spans / seconds}
+
+    try:
+        for i in range(len(binaries)):
+            one_run(i, 20)  # warm-up: connections, prepared statements, caches
+        for _ in range(args.rounds):
+            for i in range(len(binaries)):
+                results[i].append(one_run(i, args.batches))
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for i, binary in enumerate(binaries):
+        r = results[i]
+        ctl = median([x["controller"] for x in r])
+        pg = median([x["postgres"] for x in r])
+        rows.append([binary, f"{ctl:.2f}", f"{pg:.2f}",
+                     f"{median([x['controller'] + x['postgres'] for x in r]):.2f}",
+                     f"{median([x['spans/s'] for x in r]):.0f}"])
+    print_table(f"ingest: CPU per stored span, µs (median of {args.rounds} rounds of "
+                f"{args.batches} batches of 500 spans, {args.streams} stream(s))",
+                ["controller binary", "controller", "PostgreSQL", "total", "spans/s"], rows)
 
 
 def median(values):
@@ -631,12 +748,19 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="+",
                         choices=["micro", "instructions", "server-instructions", "nginx",
-                                 "redis", "flood", "all"])
+                                 "redis", "flood", "ingest", "all"])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=8,
                         help="client connections of wrk / redis-benchmark (default 8)")
+    parser.add_argument("--controllers", default="",
+                        help="ingest: controller binaries to alternate, comma-separated "
+                             "(default: the build's)")
+    parser.add_argument("--batches", type=int, default=100,
+                        help="ingest: batches of 500 spans per stream and run (default 100)")
+    parser.add_argument("--streams", type=int, default=1,
+                        help="ingest: concurrent ingest streams (default 1)")
     args = parser.parse_args()
     what = set(args.what)
     if "all" in what:
@@ -653,6 +777,8 @@ def main():
         run_servers(args, what)
     if "flood" in what:
         run_flood(args)
+    if "ingest" in what:
+        run_ingest(args)
 
 
 if __name__ == "__main__":

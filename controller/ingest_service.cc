@@ -17,24 +17,27 @@ namespace {
 using internal::ToGrpcStatus;
 
 constexpr char kConnectMethod[] = "/reptrace.v1.IngestService/Connect";
+// About a 1000-span batch, parsed.
+constexpr size_t kArenaFirstBlockBytes = 1 << 20;
 
 // Reads the next message: false at the end of the stream; an error if it cannot be
 // parsed at all.
 absl::StatusOr<bool> ReadMessage(
     grpc::ServerReaderWriter<v1::ControllerMessage, grpc::ByteBuffer>* stream,
-    internal::ParsedAgentMessage* out) {
+    google::protobuf::Arena* arena, internal::ParsedAgentMessage* out, std::string* bytes) {
   grpc::ByteBuffer buffer;
   if (!stream->Read(&buffer)) return false;
   std::vector<grpc::Slice> slices;
   if (!buffer.Dump(&slices).ok()) {
     return absl::InvalidArgumentError("an agent message cannot be read");
   }
-  std::string bytes;
-  bytes.reserve(buffer.Length());
+  bytes->clear();  // keeps the memory of the last message's bytes
+  bytes->reserve(buffer.Length());
   for (const grpc::Slice& slice : slices) {
-    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    bytes->append(reinterpret_cast<const char*>(slice.begin()), slice.size());
   }
-  auto parsed = internal::ParseAgentMessage(bytes);
+  arena->Reset();  // the last message is done with
+  auto parsed = internal::ParseAgentMessage(*bytes, arena);
   if (!parsed.ok()) return parsed.status();
   *out = std::move(*parsed);
   return true;
@@ -58,7 +61,15 @@ grpc::Status IngestService::Connect(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::ControllerMessage, grpc::ByteBuffer>* stream) {
   internal::ParsedAgentMessage parsed;
-  absl::StatusOr<bool> more = ReadMessage(stream, &parsed);
+  std::string bytes;
+  // One batch's messages normally fit the first block, which Reset keeps: parsing a
+  // batch then allocates nothing.
+  std::vector<char> first_block(kArenaFirstBlockBytes);
+  google::protobuf::ArenaOptions arena_options;
+  arena_options.initial_block = first_block.data();
+  arena_options.initial_block_size = first_block.size();
+  google::protobuf::Arena arena(arena_options);
+  absl::StatusOr<bool> more = ReadMessage(stream, &arena, &parsed, &bytes);
   if (!more.ok() || !*more) {
     const absl::Status status =
         more.ok() ? absl::InvalidArgumentError("the ingest stream ended before its hello")
@@ -67,19 +78,19 @@ grpc::Status IngestService::Connect(
     return ToGrpcStatus(status);
   }
   AgentSession session(store_);
-  absl::Status status = session.Start(parsed.message);
+  absl::Status status = session.Start(*parsed.message);
   if (!status.ok()) {
     LogWarning("ingest stream from %s refused: %s", context->peer(), status.ToString());
     return ToGrpcStatus(status);
   }
   while (true) {
-    more = ReadMessage(stream, &parsed);
+    more = ReadMessage(stream, &arena, &parsed, &bytes);
     if (!more.ok()) {
       LogWarning("agent %s: ending stream: %s", session.agent_id(), more.status().ToString());
       return ToGrpcStatus(more.status());
     }
     if (!*more) break;
-    auto ack = session.Handle(parsed.message, parsed.spans_unparseable);
+    auto ack = session.Handle(*parsed.message, parsed.spans_unparseable);
     if (!ack.ok()) {
       LogWarning("agent %s: ending stream: %s", session.agent_id(), ack.status().ToString());
       return ToGrpcStatus(ack.status());

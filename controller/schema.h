@@ -8,6 +8,7 @@
 #ifndef REPTRACE_CONTROLLER_SCHEMA_H_
 #define REPTRACE_CONTROLLER_SCHEMA_H_
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -39,9 +40,11 @@ struct Migration {
 // Every migration, in version order.
 const std::vector<Migration>& Migrations();
 
-// Applies the migrations the database lacks. Returns the versions it applied (empty when
-// the schema was already current).
-absl::StatusOr<std::vector<int>> ApplyMigrations(pqxx::connection& conn);
+// Applies the migrations the database lacks, up to version `up_to` (tests use it to
+// build an older schema). Returns the versions it applied (empty when the schema was
+// already current).
+absl::StatusOr<std::vector<int>> ApplyMigrations(pqxx::connection& conn,
+                                                 int up_to = std::numeric_limits<int>::max());
 
 }  // namespace reptrace::controller
 

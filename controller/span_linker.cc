@@ -1,8 +1,11 @@
 #include "controller/span_linker.h"
 
-#include <set>
+#include <algorithm>
+#include <cstdlib>
 #include <string>
+#include <utility>
 
+#include "absl/strings/string_view.h"
 #include "controller/internal/pg_util.h"
 #include "controller/schema.h"
 
@@ -10,162 +13,314 @@ namespace reptrace::controller {
 namespace {
 
 using internal::BigintArrayLiteral;
+using internal::ToBigint;
 
 constexpr char kLockStatement[] = "linker_lock";
-constexpr char kCrossLinkStatement[] = "linker_cross_link";
+constexpr char kProbeStatement[] = "linker_probe";
+constexpr char kSetParentsStatement[] = "linker_set_parents";
 constexpr char kRelabelStatement[] = "linker_relabel";
-constexpr char kNeedRelabelStatement[] = "linker_need_relabel";
-constexpr char kTouchedTracesStatement[] = "linker_touched_traces";
-constexpr char kUpsertSummariesStatement[] = "linker_upsert_summaries";
-constexpr char kDeleteEmptySummariesStatement[] = "linker_delete_empty_summaries";
+constexpr char kSummariesStatement[] = "linker_summaries";
 
 constexpr char kLockSql[] = "SELECT pg_advisory_xact_lock($1)";
 
-// $1: ids of the new spans, $2: the match window. Picks every server span whose parent
-// may change: the new server spans, and the server spans at the other end of a new client
-// span. For each, the best client is chosen afresh among all stored spans, so the outcome
-// does not depend on which end arrived first. Returns the spans whose parent changed.
-// A span whose local or peer port is 0 has no TCP/UDP address (a Unix-domain socket, an
-// address the agent could not read): it never links across processes, since any two
-// such spans would otherwise "match" each other.
-constexpr char kCrossLinkSql[] = R"sql(
-WITH new_spans AS (
-  SELECT n.* FROM spans n
-   WHERE n.span_id = ANY($1::bigint[]) AND n.local_port <> 0 AND n.peer_port <> 0
-),
-candidates AS (
-  SELECT n.span_id FROM new_spans n
-   WHERE n.kind = 2 AND n.local_parent_span_id = 0
-  UNION
-  SELECT srv.span_id
-    FROM new_spans c
-    JOIN spans srv
-      ON srv.local_ip = c.peer_ip AND srv.local_port = c.peer_port
-     AND srv.peer_ip = c.local_ip AND srv.peer_port = c.local_port
-     AND srv.request_offset = c.request_offset AND srv.kind = 2
-   WHERE c.kind = 1 AND srv.local_parent_span_id = 0
-     AND srv.start_ns BETWEEN c.start_ns - $2 AND c.start_ns + $2
-),
-best AS (
-  SELECT srv.span_id,
-         (SELECT c.span_id
-            FROM spans c
-           WHERE c.local_ip = srv.peer_ip AND c.local_port = srv.peer_port
-             AND c.peer_ip = srv.local_ip AND c.peer_port = srv.local_port
-             AND c.request_offset = srv.request_offset AND c.kind = 1
-             AND c.start_ns BETWEEN srv.start_ns - $2 AND srv.start_ns + $2
-           ORDER BY abs(c.start_ns - srv.start_ns), c.span_id
-           LIMIT 1) AS client_id
-    FROM candidates cand JOIN spans srv ON srv.span_id = cand.span_id
-)
-UPDATE spans s SET parent_span_id = b.client_id
-  FROM best b
- WHERE s.span_id = b.span_id AND s.parent_span_id IS DISTINCT FROM b.client_id
-RETURNING s.span_id
+// What memory cannot know about a batch. $1: the flow keys of its spans, $2: their ids,
+// $3, $4: the batch (its own rows are known). Rows with `true` first: every stored span
+// with one of the keys (the caller rechecks the exact columns); rows with `false`: the
+// ids of the batch that stored spans name as their parent (children that came first).
+constexpr char kProbeSql[] = R"sql(
+SELECT true, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
+       s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
+       s.flow_key
+  FROM spans s
+ WHERE s.flow_key = ANY($1::bigint[]) AND s.flow_key IS NOT NULL
+   AND NOT (s.batch_id = $3 AND s.agent_id = $4)
+UNION ALL
+SELECT DISTINCT false, c.parent_span_id, 0::smallint, 0::bigint, 0::bigint, 0::bigint,
+       NULL::bytea, 0, NULL::bytea, 0, 0::bigint, 0::bigint
+  FROM spans c
+ WHERE c.parent_span_id = ANY($2::bigint[]) AND c.parent_span_id IS NOT NULL
+   AND NOT (c.batch_id = $3 AND c.agent_id = $4)
+)sql";
+
+// $1: span ids, $2: their new parents (0: none).
+constexpr char kSetParentsSql[] = R"sql(
+UPDATE spans s SET parent_span_id = NULLIF(u.parent, 0)
+  FROM unnest($1::bigint[], $2::bigint[]) AS u(span_id, parent)
+ WHERE s.span_id = u.span_id
 )sql";
 
 // $1: ids of the touched spans, $2: the depth limit. Walks up from each touched span to
-// its topmost known ancestor (a span whose parent is unknown or not stored), then down
-// from the touched span (not from the root: the rest of the root's tree is labelled
-// already, and walking it all would make every batch cost the size of its trace), and
-// labels every span reached with the root's id. UNION (not UNION
-// ALL) and the depth limit keep a cycle of bogus parent ids from looping. Returns, for
-// each span relabelled, its old and its new trace id.
+// its topmost known ancestor (a span whose parent is unknown or not stored: the deepest
+// step of the walk, which follows one parent at a time), then down from the touched span
+// (not from the root: the rest of the root's tree is labelled already, and walking it all
+// would make every batch cost the size of its trace), and labels every span reached with
+// the root's id. UNION (not UNION ALL) and the depth limit keep a cycle of bogus parent
+// ids from looping; in a cycle the deepest step within the limit is the root. Returns
+// every trace id whose spans changed: those spans left, and those the walk labelled.
+// The steps are LATERAL subqueries kept apart by OFFSET 0, so that each is an index
+// look-up: the planner cannot estimate a recursive walk's size and would otherwise
+// hash-join the whole spans table.
 constexpr char kRelabelSql[] = R"sql(
 WITH RECURSIVE up(origin, span_id, parent_span_id, depth) AS (
   SELECT s.span_id, s.span_id, s.parent_span_id, 0
     FROM spans s WHERE s.span_id = ANY($1::bigint[])
   UNION
   SELECT u.origin, p.span_id, p.parent_span_id, u.depth + 1
-    FROM up u JOIN spans p ON p.span_id = u.parent_span_id
+    FROM up u CROSS JOIN LATERAL (
+      SELECT p.span_id, p.parent_span_id FROM spans p WHERE p.span_id = u.parent_span_id
+      OFFSET 0
+    ) p
    WHERE u.depth < $2
 ),
 roots AS (
   SELECT DISTINCT ON (u.origin) u.origin, u.span_id AS root
     FROM up u
-   ORDER BY u.origin,
-            (u.parent_span_id IS NULL OR NOT EXISTS (
-               SELECT 1 FROM spans p WHERE p.span_id = u.parent_span_id)) DESC,
-            u.depth DESC, u.span_id
+   ORDER BY u.origin, u.depth DESC, u.span_id
 ),
 down(root, span_id, depth) AS (
   SELECT r.root, r.origin, 0 FROM roots r
   UNION
   SELECT d.root, c.span_id, d.depth + 1
-    FROM down d JOIN spans c ON c.parent_span_id = d.span_id
+    FROM down d CROSS JOIN LATERAL (
+      SELECT c.span_id FROM spans c
+       WHERE c.parent_span_id = d.span_id AND c.parent_span_id IS NOT NULL
+      OFFSET 0
+    ) c
    WHERE d.depth < $2 AND c.span_id <> d.root
 ),
 labels AS (
   SELECT DISTINCT ON (d.span_id) d.span_id, d.root
     FROM down d ORDER BY d.span_id, d.root
+),
+moved AS (
+  UPDATE spans s SET trace_id = l.root
+    FROM labels l JOIN spans old ON old.span_id = l.span_id
+   WHERE s.span_id = l.span_id AND s.trace_id <> l.root
+  RETURNING old.trace_id
 )
-UPDATE spans s SET trace_id = l.root
-  FROM labels l JOIN spans old ON old.span_id = l.span_id
- WHERE s.span_id = l.span_id AND s.trace_id <> l.root
-RETURNING old.trace_id, l.root
+SELECT trace_id FROM moved
+UNION
+SELECT root FROM labels
 )sql";
 
-// $1: ids of new spans. Those whose trace id may not be their own: they have a parent, or
-// children already stored. A new span with neither is a trace of its own, as inserted
-// (trace_id = span_id), and the relabel walk would change nothing: skipping it saves
-// about a third of the database's work per span when most spans stand alone.
-constexpr char kNeedRelabelSql[] = R"sql(
-SELECT s.span_id FROM spans s
- WHERE s.span_id = ANY($1::bigint[])
-   AND (s.parent_span_id IS NOT NULL
-        OR EXISTS (SELECT 1 FROM spans c WHERE c.parent_span_id = s.span_id))
-)sql";
-
-constexpr char kTouchedTracesSql[] =
-    "SELECT DISTINCT trace_id FROM spans WHERE span_id = ANY($1::bigint[])";
-
-// $1: trace ids whose summary must be recomputed.
-constexpr char kUpsertSummariesSql[] = R"sql(
-WITH agg AS (
-  SELECT s.trace_id,
-         min(s.start_ns) AS start_ns,
-         max(s.end_ns) AS end_ns,
+// $1: trace ids whose summary may have changed. A trace of more than one span gets its
+// summary row (inserted or replaced); any other (one span, or none left) loses it. The
+// spans of trace T: its root (span_id = T) and the members of the partial trace index.
+// (The roots are fetched by id, then filtered: written as one condition, the planner
+// would scan a whole partial index of roots.)
+constexpr char kSummariesSql[] = R"sql(
+WITH named AS MATERIALIZED (
+  SELECT s.span_id, s.trace_id, s.start_ns, s.end_ns, s.status, s.service
+    FROM spans s WHERE s.span_id = ANY($1::bigint[])
+),
+members AS (
+  SELECT n.trace_id, n.start_ns, n.end_ns, n.status, n.service
+    FROM named n WHERE n.trace_id = n.span_id
+  UNION ALL
+  SELECT s.trace_id, s.start_ns, s.end_ns, s.status, s.service
+    FROM spans s WHERE s.trace_id = ANY($1::bigint[]) AND s.trace_id <> s.span_id
+),
+agg AS (
+  SELECT m.trace_id,
+         min(m.start_ns) AS start_ns,
+         max(m.end_ns) AS end_ns,
          count(*)::integer AS span_count,
-         CASE WHEN bool_or(s.status = 2) THEN 2
-              WHEN bool_or(s.status = 1) THEN 1
+         CASE WHEN bool_or(m.status = 2) THEN 2
+              WHEN bool_or(m.status = 1) THEN 1
               ELSE 0 END AS status,
-         array_agg(DISTINCT s.service ORDER BY s.service) AS services
-    FROM spans s
-   WHERE s.trace_id = ANY($1::bigint[])
-   GROUP BY s.trace_id
+         array_agg(DISTINCT m.service ORDER BY m.service) AS services
+    FROM members m
+   GROUP BY m.trace_id
+  HAVING count(*) > 1
+),
+upserted AS (
+  INSERT INTO traces (trace_id, start_ns, end_ns, duration_ns, span_count, root_service,
+                      root_name, status, services, updated_at)
+  SELECT a.trace_id, a.start_ns, a.end_ns, a.end_ns - a.start_ns, a.span_count, r.service,
+         r.name, a.status, a.services, now()
+    FROM agg a JOIN spans r ON r.span_id = a.trace_id
+  ON CONFLICT (trace_id) DO UPDATE SET
+    start_ns = EXCLUDED.start_ns, end_ns = EXCLUDED.end_ns,
+    duration_ns = EXCLUDED.duration_ns, span_count = EXCLUDED.span_count,
+    root_service = EXCLUDED.root_service, root_name = EXCLUDED.root_name,
+    status = EXCLUDED.status, services = EXCLUDED.services, updated_at = now()
 )
-INSERT INTO traces (trace_id, start_ns, end_ns, duration_ns, span_count, root_service,
-                    root_name, status, services, updated_at)
-SELECT a.trace_id, a.start_ns, a.end_ns, a.end_ns - a.start_ns, a.span_count, r.service,
-       r.name, a.status, a.services, now()
-  FROM agg a JOIN spans r ON r.span_id = a.trace_id
-ON CONFLICT (trace_id) DO UPDATE SET
-  start_ns = EXCLUDED.start_ns, end_ns = EXCLUDED.end_ns,
-  duration_ns = EXCLUDED.duration_ns, span_count = EXCLUDED.span_count,
-  root_service = EXCLUDED.root_service, root_name = EXCLUDED.root_name,
-  status = EXCLUDED.status, services = EXCLUDED.services, updated_at = now()
-)sql";
-
-constexpr char kDeleteEmptySummariesSql[] = R"sql(
 DELETE FROM traces t
  WHERE t.trace_id = ANY($1::bigint[])
-   AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id)
+   AND NOT EXISTS (SELECT 1 FROM agg a WHERE a.trace_id = t.trace_id)
 )sql";
+
+// 32 bits of an address: its big-endian words XORed.
+uint64_t FoldIp(const std::string& ip) {
+  uint64_t folded = 0;
+  for (size_t i = 0; i < ip.size(); ++i) {
+    folded ^= static_cast<uint64_t>(static_cast<unsigned char>(ip[i])) << (8 * (3 - i % 4));
+  }
+  return folded;
+}
+
+// One span in an exchange group.
+struct Member {
+  int64_t id;
+  bool server;
+  int64_t local_parent;  // 0 = none
+  int64_t parent;        // as stored now, 0 = NULL
+  int64_t start_ns;
+  std::string exchange;  // ExchangeOf
+  size_t position;       // in the batch, or kStored
+};
+constexpr size_t kStored = static_cast<size_t>(-1);
+// Link's runs of spans by flow key hold batch positions, or this plus a stored span's
+// position among the probe's rows.
+constexpr size_t kStoredBase = size_t{1} << 62;
+
+// What identifies one exchange exactly: server and client addresses, request offset.
+std::string ExchangeOf(bool server, absl::string_view local_ip, uint32_t local_port,
+                       absl::string_view peer_ip, uint32_t peer_port, uint64_t offset) {
+  const absl::string_view server_ip = server ? local_ip : peer_ip;
+  const absl::string_view client_ip = server ? peer_ip : local_ip;
+  const uint32_t server_port = server ? local_port : peer_port;
+  const uint32_t client_port = server ? peer_port : local_port;
+  std::string key;
+  key.reserve(server_ip.size() + client_ip.size() + 18);
+  key.push_back(static_cast<char>(server_ip.size()));
+  key.append(server_ip.data(), server_ip.size());
+  key.push_back(static_cast<char>(client_ip.size()));
+  key.append(client_ip.data(), client_ip.size());
+  key.append(reinterpret_cast<const char*>(&server_port), sizeof(server_port));
+  key.append(reinterpret_cast<const char*>(&client_port), sizeof(client_port));
+  key.append(reinterpret_cast<const char*>(&offset), sizeof(offset));
+  return key;
+}
+
+Member NewMember(const NewSpan& s, size_t position) {
+  const v1::Span& span = *s.span;
+  const bool server = span.kind() == v1::SPAN_KIND_SERVER;
+  return Member{s.id,
+                server,
+                ToBigint(span.parent_span_id()),
+                s.parent,
+                span.start_ns(),
+                ExchangeOf(server, span.local().ip(), span.local().port(), span.peer().ip(),
+                           span.peer().port(), span.request_offset()),
+                position};
+}
+
+// For each server without a local parent among `members` (spans sharing a flow key),
+// the client it should have as parent: among the members of its exact exchange, the
+// nearest in start time within the window, ties to the lower id; 0 if none. Calls
+// `decided(server, best)`.
+template <typename Fn>
+void ChooseClients(const std::vector<Member>& members, Fn decided) {
+  for (const Member& server : members) {
+    if (!server.server || server.local_parent != 0) continue;
+    int64_t best = 0;
+    int64_t best_distance = 0;
+    for (const Member& client : members) {
+      if (client.server || client.exchange != server.exchange) continue;
+      const int64_t distance = std::llabs(client.start_ns - server.start_ns);
+      if (distance > SpanLinker::kMatchWindowNs) continue;
+      if (best == 0 || distance < best_distance ||
+          (distance == best_distance && client.id < best)) {
+        best = client.id;
+        best_distance = distance;
+      }
+    }
+    decided(server, best);
+  }
+}
+
+// The batch's spans by id, without a node allocation per span.
+class IdIndex {
+ public:
+  explicit IdIndex(const std::vector<NewSpan>& spans) {
+    pairs_.reserve(spans.size());
+    for (size_t i = 0; i < spans.size(); ++i) pairs_.emplace_back(spans[i].id, i);
+    std::sort(pairs_.begin(), pairs_.end());
+  }
+  // The position of `id` in the batch, or kStored if it is not in it.
+  size_t Find(int64_t id) const {
+    auto it = std::lower_bound(pairs_.begin(), pairs_.end(), std::make_pair(id, size_t{0}));
+    return it != pairs_.end() && it->first == id ? it->second : kStored;
+  }
+
+ private:
+  std::vector<std::pair<int64_t, size_t>> pairs_;
+};
 
 }  // namespace
 
-void SpanLinker::Prepare(pqxx::connection& conn) {
-  conn.prepare(kLockStatement, kLockSql);
-  conn.prepare(kCrossLinkStatement, kCrossLinkSql);
-  conn.prepare(kRelabelStatement, kRelabelSql);
-  conn.prepare(kNeedRelabelStatement, kNeedRelabelSql);
-  conn.prepare(kTouchedTracesStatement, kTouchedTracesSql);
-  conn.prepare(kUpsertSummariesStatement, kUpsertSummariesSql);
-  conn.prepare(kDeleteEmptySummariesStatement, kDeleteEmptySummariesSql);
+bool SpanLinker::HasFlow(const v1::Span& span) {
+  return span.local().port() != 0 && span.peer().port() != 0;
 }
 
-void SpanLinker::Link(pqxx::transaction_base& tx, const std::vector<int64_t>& new_span_ids) {
-  if (new_span_ids.empty()) return;
+int64_t SpanLinker::FlowKey(const v1::Span& span) {
+  const bool server = span.kind() == v1::SPAN_KIND_SERVER;
+  const v1::Endpoint& server_end = server ? span.local() : span.peer();
+  const v1::Endpoint& client_end = server ? span.peer() : span.local();
+  const uint64_t key = span.request_offset() ^ (uint64_t{server_end.port()} << 48) ^
+                       (uint64_t{client_end.port()} << 32) ^
+                       (FoldIp(server_end.ip()) << 20) ^ (FoldIp(client_end.ip()) << 4);
+  return ToBigint(key);
+}
+
+void SpanLinker::Prepare(pqxx::connection& conn) {
+  conn.prepare(kLockStatement, kLockSql);
+  conn.prepare(kProbeStatement, kProbeSql);
+  conn.prepare(kSetParentsStatement, kSetParentsSql);
+  conn.prepare(kRelabelStatement, kRelabelSql);
+  conn.prepare(kSummariesStatement, kSummariesSql);
+}
+
+void SpanLinker::PrelinkBatch(std::vector<NewSpan>& spans) {
+  const IdIndex index(spans);
+
+  // Local parents, then each server without one to its nearest client in the batch:
+  // spans sorted by flow key, and only runs of more than one span looked at closer.
+  std::vector<std::pair<int64_t, size_t>> by_key;
+  by_key.reserve(spans.size());
+  for (size_t i = 0; i < spans.size(); ++i) {
+    spans[i].parent = ToBigint(spans[i].span->parent_span_id());
+    if (HasFlow(*spans[i].span)) by_key.emplace_back(FlowKey(*spans[i].span), i);
+  }
+  std::sort(by_key.begin(), by_key.end());
+  std::vector<Member> members;
+  for (size_t begin = 0, end = 0; begin < by_key.size(); begin = end) {
+    for (end = begin + 1; end < by_key.size() && by_key[end].first == by_key[begin].first;) {
+      ++end;
+    }
+    if (end - begin < 2) continue;
+    members.clear();
+    for (size_t k = begin; k < end; ++k) {
+      members.push_back(NewMember(spans[by_key[k].second], by_key[k].second));
+    }
+    ChooseClients(members, [&](const Member& server, int64_t best) {
+      spans[server.position].parent = best;
+    });
+  }
+
+  // Trace id: the topmost ancestor in the batch. A chain that does not end within the
+  // batch's size or the depth limit (a cycle of bogus ids) is left to the relabel walk:
+  // such a span keeps its own id, which Link takes as "not settled".
+  const size_t limit = std::min(spans.size(), static_cast<size_t>(kMaxTraceDepth));
+  for (NewSpan& s : spans) {
+    const NewSpan* top = &s;
+    bool ended = false;
+    for (size_t depth = 0; depth <= limit; ++depth) {
+      const size_t parent = top->parent == 0 ? kStored : index.Find(top->parent);
+      if (parent == kStored) {
+        ended = true;
+        break;
+      }
+      top = &spans[parent];
+    }
+    s.trace_id = ended ? top->id : s.id;
+  }
+}
+
+void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
+                      uint64_t batch_id, const std::vector<NewSpan>& spans, bool prelinked) {
+  if (spans.empty()) return;
 
   // One lock for all linking, across every stream of every replica, held until commit.
   // Linking reads spans that other transactions may be inserting right now: without the
@@ -177,43 +332,112 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::vector<int64_t>& ne
   // next to the COPY, which still runs in parallel.
   tx.exec_prepared(kLockStatement, kLinkLockKey);
 
-  const std::string new_ids = BigintArrayLiteral(new_span_ids);
-  // Spans whose parent the cross-link changed (to a client, or back to none) are always
-  // relabelled; new spans only if they have a parent or children (kNeedRelabelSql).
-  std::vector<int64_t> relinked;
-  for (const auto& row : tx.exec_prepared(kCrossLinkStatement, new_ids, kMatchWindowNs)) {
-    relinked.push_back(row[0].as<int64_t>());
+  const IdIndex index(spans);
+  std::vector<int64_t> ids;
+  ids.reserve(spans.size());
+  // (flow key, position in the batch or kStoredBase + position in `stored`) of every
+  // span with a flow.
+  std::vector<std::pair<int64_t, size_t>> by_key;
+  by_key.reserve(spans.size());
+  for (size_t i = 0; i < spans.size(); ++i) {
+    ids.push_back(spans[i].id);
+    if (HasFlow(*spans[i].span)) by_key.emplace_back(FlowKey(*spans[i].span), i);
   }
-  std::vector<int64_t> relabel = relinked;
-  for (const auto& row : tx.exec_prepared(kNeedRelabelStatement, new_ids)) {
-    relabel.push_back(row[0].as<int64_t>());
+  std::vector<int64_t> keys;
+  keys.reserve(by_key.size());
+  for (const auto& [key, position] : by_key) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+
+  // Stored spans with the batch's flow keys, and the batch's spans with stored children.
+  std::vector<Member> stored;
+  std::vector<int64_t> has_stored_child;
+  for (const auto& row : tx.exec_prepared(kProbeStatement, BigintArrayLiteral(keys),
+                                          BigintArrayLiteral(ids), ToBigint(batch_id),
+                                          agent_id)) {
+    if (!row[0].as<bool>()) {
+      has_stored_child.push_back(row[1].as<int64_t>());
+      continue;
+    }
+    const bool server = row[2].as<int>() == v1::SPAN_KIND_SERVER;
+    by_key.emplace_back(row[11].as<int64_t>(), kStoredBase + stored.size());
+    const pqxx::binarystring local_ip(row[6]);
+    const pqxx::binarystring peer_ip(row[8]);
+    stored.push_back(Member{
+        row[1].as<int64_t>(), server, row[3].as<int64_t>(), row[4].as<int64_t>(),
+        row[5].as<int64_t>(),
+        ExchangeOf(server, absl::string_view(local_ip.get(), local_ip.size()),
+                   row[7].as<uint32_t>(), absl::string_view(peer_ip.get(), peer_ip.size()),
+                   row[9].as<uint32_t>(), static_cast<uint64_t>(row[10].as<int64_t>())),
+        kStored});
+  }
+  std::sort(has_stored_child.begin(), has_stored_child.end());
+
+  // Every server without a local parent in a run of spans sharing a flow key chooses its
+  // client afresh among the run; only those whose choice differs from what is stored
+  // change. After linking in memory, only runs with a stored span can change.
+  std::vector<int64_t> changed_ids;
+  std::vector<int64_t> changed_parents;
+  std::vector<bool> changed_in_batch(spans.size(), false);
+  std::sort(by_key.begin(), by_key.end());
+  std::vector<Member> members;
+  for (size_t begin = 0, end = 0; begin < by_key.size(); begin = end) {
+    bool has_stored = false;
+    for (end = begin; end < by_key.size() && by_key[end].first == by_key[begin].first; ++end) {
+      has_stored = has_stored || by_key[end].second >= kStoredBase;
+    }
+    if (prelinked ? !has_stored : end - begin < 2) continue;
+    members.clear();
+    for (size_t k = begin; k < end; ++k) {
+      const size_t at = by_key[k].second;
+      members.push_back(at >= kStoredBase ? stored[at - kStoredBase] : NewMember(spans[at], at));
+    }
+    ChooseClients(members, [&](const Member& server, int64_t best) {
+      if (best == server.parent) return;
+      changed_ids.push_back(server.id);
+      changed_parents.push_back(best);
+      if (server.position != kStored) changed_in_batch[server.position] = true;
+    });
+  }
+  if (!changed_ids.empty()) {
+    tx.exec_prepared(kSetParentsStatement, BigintArrayLiteral(changed_ids),
+                     BigintArrayLiteral(changed_parents));
   }
 
-  // Traces whose summary changes: those a relabelled span left or joined, those holding a
-  // relabelled span, and each new span that stands alone (its own trace, as inserted).
-  std::set<int64_t> affected_traces;
-  std::set<int64_t> vacated;  // trace ids spans moved away from: maybe empty now
+  // Spans whose trace id may be wrong: those whose parent changed, those of the batch
+  // whose parent is not in the batch (a stored span, or not stored yet) or was not
+  // followed in memory (a span with a parent in the batch that kept its own id as trace
+  // id), and those with stored children.
+  std::vector<int64_t> relabel = changed_ids;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    const NewSpan& s = spans[i];
+    if (changed_in_batch[i]) continue;  // already in
+    const bool unsettled = s.parent != 0 && (!prelinked || index.Find(s.parent) == kStored ||
+                                             s.trace_id == s.id);
+    if (unsettled ||
+        std::binary_search(has_stored_child.begin(), has_stored_child.end(), s.id)) {
+      relabel.push_back(s.id);
+    }
+  }
+
+  // Traces whose summary may change: those the walk touched, and those of more than one
+  // span that the batch formed in memory.
+  std::vector<int64_t> affected;
   if (!relabel.empty()) {
-    const std::string relabel_ids = BigintArrayLiteral(relabel);
-    for (const auto& row : tx.exec_prepared(kRelabelStatement, relabel_ids, kMaxTraceDepth)) {
-      vacated.insert(row[0].as<int64_t>());
-      affected_traces.insert(row[1].as<int64_t>());
-    }
-    for (const auto& row : tx.exec_prepared(kTouchedTracesStatement, relabel_ids)) {
-      affected_traces.insert(row[0].as<int64_t>());
+    for (const auto& row : tx.exec_prepared(kRelabelStatement, BigintArrayLiteral(relabel),
+                                            kMaxTraceDepth)) {
+      affected.push_back(row[0].as<int64_t>());
     }
   }
-  const std::set<int64_t> relabelled(relabel.begin(), relabel.end());
-  for (int64_t id : new_span_ids) {
-    if (relabelled.count(id) == 0) affected_traces.insert(id);
+  if (prelinked) {
+    for (const NewSpan& s : spans) {
+      if (s.trace_id != s.id) affected.push_back(s.trace_id);
+    }
   }
-  affected_traces.insert(vacated.begin(), vacated.end());
-  tx.exec_prepared(kUpsertSummariesStatement,
-                   BigintArrayLiteral(std::vector<int64_t>(affected_traces.begin(),
-                                                           affected_traces.end())));
-  if (!vacated.empty()) {
-    tx.exec_prepared(kDeleteEmptySummariesStatement,
-                     BigintArrayLiteral(std::vector<int64_t>(vacated.begin(), vacated.end())));
+  if (!affected.empty()) {
+    std::sort(affected.begin(), affected.end());
+    affected.erase(std::unique(affected.begin(), affected.end()), affected.end());
+    tx.exec_prepared(kSummariesStatement, BigintArrayLiteral(affected));
   }
 }
 

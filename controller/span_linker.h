@@ -8,22 +8,41 @@
 //    span that sent the same bytes: same TCP connection seen from the other end
 //    (client.local == server.peer, client.peer == server.local) and the same request
 //    stream offset. When several clients match (a 4-tuple reused over time), the one
-//    nearest in start time within kMatchWindowNs wins (ties: lower span id). Both ways
-//    are checked: a new server span looks for its client, a new client span makes the
-//    matching server spans choose again (it may be nearer than their current parent);
+//    nearest in start time within kMatchWindowNs wins (ties: lower span id, as a signed
+//    BIGINT). Both ways are checked: a new server span looks for its client, a new
+//    client span makes the matching server spans choose again (it may be nearer than
+//    their current parent);
 //  - a span's trace id is the span id of its topmost known ancestor. After the links
 //    change, every touched span's root is found and the root's whole subtree relabelled.
-//    Then the summary rows (table traces) of the affected traces are recomputed, and the
-//    rows of trace ids left without spans deleted.
+//    Then the summary rows (table traces) of the affected traces are recomputed: a trace
+//    of more than one span has one, a trace of a single span has none (ListTraces reads
+//    such a trace from its span).
+//
+// Cost: most spans stand alone (no parent, no child, no other end stored). The writer
+// links a batch in memory first (PrelinkBatch) and stores the spans with the parents and
+// trace ids that gives; Link then asks the database, in one statement, only what memory
+// cannot know (stored spans of the same connections, stored children), and runs the
+// relabel walk and the summary statement only for spans that need them.
 #ifndef REPTRACE_CONTROLLER_SPAN_LINKER_H_
 #define REPTRACE_CONTROLLER_SPAN_LINKER_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <pqxx/pqxx>
 
+#include "proto/reptrace.pb.h"
+
 namespace reptrace::controller {
+
+// A span of the batch being stored, as the writer stores it.
+struct NewSpan {
+  const v1::Span* span = nullptr;
+  int64_t id = 0;
+  int64_t parent = 0;    // parent_span_id as stored, 0 = NULL
+  int64_t trace_id = 0;  // as stored
+};
 
 class SpanLinker {
  public:
@@ -34,14 +53,31 @@ class SpanLinker {
   // of bogus parent ids, and against runaway work).
   static constexpr int kMaxTraceDepth = 1000;
 
+  // Whether `span` has TCP/UDP addresses. A span whose local or peer port is 0 (a
+  // Unix-domain socket, an address the agent could not read) never links across
+  // processes, since any two such spans would otherwise "match" each other.
+  static bool HasFlow(const v1::Span& span);
+  // The same 64 bits for both ends of one exchange (server and client addresses, request
+  // offset), stored in spans.flow_key and indexed: a cheap, narrow look-up key; different
+  // exchanges may share a key, so a match is rechecked on the exact columns. Only XORs
+  // and shifts, so that migration 2 computes it in SQL for spans stored before it.
+  static int64_t FlowKey(const v1::Span& span);
+
   // Prepares the linker's statements on `conn` (once per connection).
   static void Prepare(pqxx::connection& conn);
 
-  // Links `new_span_ids` (spans `tx` has just inserted, with parent_span_id set from the
-  // agent's local parent and trace_id = span_id) with everything stored. Serialized
-  // across connections and controller replicas by an advisory lock held until `tx`
-  // ends. Throws pqxx exceptions on database errors.
-  static void Link(pqxx::transaction_base& tx, const std::vector<int64_t>& new_span_ids);
+  // Links the spans of one batch among themselves: local parents, and each server span
+  // without one to its nearest client span in the batch. Fills parent and trace_id of
+  // every element of `spans` (span and id set, ids distinct).
+  static void PrelinkBatch(std::vector<NewSpan>& spans);
+
+  // Links `spans` (just inserted by `tx`, all from batch (`agent_id`, `batch_id`), with
+  // parent and trace_id as PrelinkBatch set them if `prelinked`, else parent = the local
+  // parent and trace_id = id) with everything stored. Serialized across connections and
+  // controller replicas by an advisory lock held until `tx` ends. Throws pqxx exceptions
+  // on database errors.
+  static void Link(pqxx::transaction_base& tx, const std::string& agent_id,
+                   uint64_t batch_id, const std::vector<NewSpan>& spans, bool prelinked);
 };
 
 }  // namespace reptrace::controller

@@ -37,6 +37,13 @@ absl::Status ValidateSpan(const v1::Span& span) {
   return absl::OkStatus();
 }
 
+bool AllSpansValid(const v1::SpanBatch& batch) {
+  for (const v1::Span& span : batch.spans()) {
+    if (!ValidateSpan(span).ok()) return false;
+  }
+  return true;
+}
+
 ValidationResult ValidateBatch(const v1::SpanBatch& batch) {
   ValidationResult result;
   result.valid.set_batch_id(batch.batch_id());

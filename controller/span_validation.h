@@ -28,6 +28,8 @@ struct ValidationResult {
 };
 
 ValidationResult ValidateBatch(const v1::SpanBatch& batch);
+// Whether ValidateBatch would keep every span (without copying any).
+bool AllSpansValid(const v1::SpanBatch& batch);
 
 }  // namespace reptrace::controller
 

@@ -71,5 +71,15 @@ TEST(ValidateBatchTest, KeepsGoodSpansAndCountsBadOnes) {
       << result.first_problem;
 }
 
+TEST(ValidateBatchTest, AllSpansValidIsTrueOnlyWhenNoneWouldBeDropped) {
+  v1::Span no_kind = GoodSpan(3);
+  no_kind.set_kind(v1::SPAN_KIND_UNSPECIFIED);
+
+  EXPECT_TRUE(AllSpansValid(testing::Batch(1, {GoodSpan(1), GoodSpan(2)})));
+  EXPECT_TRUE(AllSpansValid(testing::Batch(2, {})));
+  EXPECT_FALSE(AllSpansValid(testing::Batch(3, {GoodSpan(1), no_kind})));
+  EXPECT_FALSE(AllSpansValid(testing::Batch(4, {GoodSpan(0)})));
+}
+
 }  // namespace
 }  // namespace reptrace::controller

@@ -1,12 +1,12 @@
 #include "controller/store.h"
 
 #include <exception>
-#include <tuple>
+#include <algorithm>
+#include <unordered_set>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -23,10 +23,11 @@ using internal::DatabaseError;
 using internal::FromBigint;
 using internal::ToBigint;
 
-// Columns the writer COPYs into the staging table, in the order of StagedRow.
-const std::vector<std::string>& StagedColumns() {
+// Columns the writer COPYs into spans (or the staging table), in the order of SpanRow.
+const std::vector<std::string>& SpanColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "span_id",        "local_parent_span_id", "kind",          "service",
+      "span_id",        "trace_id",             "parent_span_id", "flow_key",
+      "local_parent_span_id", "kind",          "service",
       "node",           "pid",                  "tid",           "process",
       "name",           "start_ns",             "end_ns",        "status",
       "status_message", "local_ip",             "local_port",    "peer_ip",
@@ -47,57 +48,79 @@ std::string WithoutNul(const std::string& text) {
   return out;
 }
 
-// BYTEA in text form ("\x0a000001"); stream_to escapes the backslash for COPY.
-std::string ByteaText(const std::string& bytes) {
-  return absl::StrCat("\\x", absl::BytesToHexString(bytes));
-}
-
-std::string AttributesJson(const v1::Span& span) {
-  nlohmann::json attributes = nlohmann::json::object();
-  for (const auto& [key, value] : span.attributes()) {
-    attributes[WithoutNul(key)] = WithoutNul(value);
+// The COPY rows of `spans`, in the order of SpanColumns.
+const std::string& SpanRows(const std::string& agent_id, uint64_t batch_id,
+                            const std::vector<NewSpan>& spans, internal::CopyText* rows) {
+  rows->Clear();
+  for (const NewSpan& s : spans) {
+    const v1::Span& span = *s.span;
+    rows->Int(s.id);
+    rows->Int(s.trace_id);
+    if (s.parent == 0) {
+      rows->Null();
+    } else {
+      rows->Int(s.parent);
+    }
+    if (SpanLinker::HasFlow(span)) {
+      rows->Int(SpanLinker::FlowKey(span));
+    } else {
+      rows->Null();
+    }
+    rows->Int(ToBigint(span.parent_span_id()));
+    rows->Int(span.kind());
+    rows->Text(span.service());
+    rows->Text(span.node());
+    rows->Int(span.pid());
+    rows->Int(span.tid());
+    rows->Text(span.process());
+    rows->Text(span.name());
+    rows->Int(span.start_ns());
+    rows->Int(span.end_ns());
+    rows->Int(span.status());
+    rows->Text(span.status_message());
+    rows->Bytea(span.local().ip());
+    rows->Int(span.local().port());
+    rows->Bytea(span.peer().ip());
+    rows->Int(span.peer().port());
+    rows->Int(ToBigint(span.request_offset()));
+    rows->Int(ToBigint(span.request_bytes()));
+    rows->Int(ToBigint(span.response_offset()));
+    rows->Int(ToBigint(span.response_bytes()));
+    rows->Int(ToBigint(span.request_hash()));
+    rows->Int(ToBigint(span.response_hash()));
+    rows->Int(ToBigint(span.connection_id()));
+    rows->JsonObject(span.attributes());
+    rows->Text(agent_id);
+    rows->Int(ToBigint(batch_id));
+    rows->EndRow();
   }
-  return attributes.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-auto StagedRow(const std::string& agent_id, uint64_t batch_id, const v1::Span& span) {
-  return std::make_tuple(
-      ToBigint(span.span_id()), ToBigint(span.parent_span_id()),
-      static_cast<int>(span.kind()), WithoutNul(span.service()), WithoutNul(span.node()),
-      static_cast<int64_t>(span.pid()), static_cast<int64_t>(span.tid()),
-      WithoutNul(span.process()), WithoutNul(span.name()), span.start_ns(), span.end_ns(),
-      static_cast<int>(span.status()), WithoutNul(span.status_message()),
-      ByteaText(span.local().ip()), static_cast<int64_t>(span.local().port()),
-      ByteaText(span.peer().ip()), static_cast<int64_t>(span.peer().port()),
-      ToBigint(span.request_offset()), ToBigint(span.request_bytes()),
-      ToBigint(span.response_offset()), ToBigint(span.response_bytes()),
-      ToBigint(span.request_hash()), ToBigint(span.response_hash()),
-      ToBigint(span.connection_id()), AttributesJson(span), WithoutNul(agent_id),
-      ToBigint(batch_id));
+  return rows->Finish();
 }
 
 // Writer statements.
-constexpr char kInsertBatchStatement[] = "writer_insert_batch";
-constexpr char kInsertBatchSql[] =
-    "INSERT INTO ingested_batches (agent_id, batch_id, span_count) VALUES ($1, $2, $3) "
-    "ON CONFLICT (agent_id, batch_id) DO NOTHING RETURNING batch_id";
 
-constexpr char kInsertSpansStatement[] = "writer_insert_spans";
-std::string InsertSpansSql() {
-  std::vector<std::string> rest;  // staged columns after span_id
-  std::vector<std::string> rest_selected;
-  for (const std::string& column : StagedColumns()) {
-    if (column == "span_id") continue;
-    rest.push_back(column);
-    rest_selected.push_back(absl::StrCat("st.", column));
-  }
-  return absl::StrCat("INSERT INTO ", kSpansTable, " (span_id, trace_id, parent_span_id, ",
-                      absl::StrJoin(rest, ", "),
-                      ") SELECT DISTINCT ON (st.span_id) st.span_id, st.span_id, "
-                      "NULLIF(st.local_parent_span_id, 0), ",
-                      absl::StrJoin(rest_selected, ", "), " FROM ", kSpansStagingTable,
-                      " st ORDER BY st.span_id ON CONFLICT (span_id) DO NOTHING "
-                      "RETURNING span_id");
+// $1 agent, $2 batch, $3 spans in it, $4 spans stored, $5 spans rejected, $6 now. Records
+// the batch and, unless it was stored before (then it returns 0), counts it for its agent.
+constexpr char kRecordBatchStatement[] = "writer_record_batch";
+constexpr char kRecordBatchSql[] = R"sql(
+WITH batch AS (
+  INSERT INTO ingested_batches (agent_id, batch_id, span_count) VALUES ($1, $2, $3)
+  ON CONFLICT (agent_id, batch_id) DO NOTHING RETURNING batch_id
+), agent AS (
+  UPDATE agents SET
+    batches_stored = batches_stored + 1, spans_stored = spans_stored + $4,
+    spans_rejected = spans_rejected + $5, last_seen_ns = $6
+  WHERE agent_id = $1 AND EXISTS (SELECT 1 FROM batch)
+)
+SELECT count(*) FROM batch
+)sql";
+
+constexpr char kInsertStagedStatement[] = "writer_insert_staged";
+std::string InsertStagedSql() {
+  const std::string columns = absl::StrJoin(SpanColumns(), ", ");
+  return absl::StrCat("INSERT INTO ", kSpansTable, " (", columns, ") SELECT ", columns,
+                      " FROM ", kSpansStagingTable,
+                      " ON CONFLICT (span_id) DO NOTHING RETURNING span_id");
 }
 
 constexpr char kAgentConnectedStatement[] = "writer_agent_connected";
@@ -120,26 +143,69 @@ UPDATE agents SET
 WHERE agent_id = $1
 )sql";
 
-constexpr char kAgentBatchStoredStatement[] = "writer_agent_batch_stored";
-constexpr char kAgentBatchStoredSql[] = R"sql(
-UPDATE agents SET
-  batches_stored = batches_stored + 1, spans_stored = spans_stored + $2,
-  spans_rejected = spans_rejected + $3, last_seen_ns = $4
-WHERE agent_id = $1
-)sql";
-
 constexpr char kAgentDisconnectedStatement[] = "writer_agent_disconnected";
 constexpr char kAgentDisconnectedSql[] =
     "UPDATE agents SET connected = false, last_seen_ns = $2"
     " WHERE agent_id = $1 AND connected_at_ns = $3";
 
 // Query statements.
+
+// Traces of more than one span have a summary row; a trace of one span is its span, a
+// root (trace_id = span_id) without a summary row. The newest of each kind, merged.
+// Single-span traces are indexed by (service, start): without a service, the services
+// are enumerated through that index (one look-up each) and the newest of each merged.
+// Two statements rather than one with "$1 = '' OR ...": they use the index differently.
 constexpr char kListTracesStatement[] = "query_list_traces";
 constexpr char kListTracesSql[] = R"sql(
-SELECT trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
-       array_to_json(services)::text
-  FROM traces
- WHERE $1::text = '' OR services @> ARRAY[$1::text]
+WITH RECURSIVE services(service) AS (
+  SELECT min(s.service COLLATE "C") FROM spans s WHERE s.trace_id = s.span_id
+  UNION ALL
+  SELECT (SELECT min(s.service COLLATE "C") FROM spans s
+           WHERE s.trace_id = s.span_id AND s.service COLLATE "C" > v.service)
+    FROM services v WHERE v.service IS NOT NULL
+)
+SELECT * FROM (
+  (SELECT trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
+          array_to_json(services)::text
+     FROM traces
+    ORDER BY start_ns DESC, trace_id DESC
+    LIMIT $1)
+  UNION ALL
+  (SELECT single.*
+     FROM services v CROSS JOIN LATERAL (
+       SELECT s.span_id, s.start_ns, s.end_ns - s.start_ns, 1, s.service, s.name, s.status,
+              json_build_array(s.service)::text
+         FROM spans s
+        WHERE s.trace_id = s.span_id AND s.service COLLATE "C" = v.service
+          AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = s.span_id)
+        ORDER BY s.start_ns DESC, s.span_id DESC
+        LIMIT $1) AS single
+    WHERE v.service IS NOT NULL)
+) AS listed(trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
+            services)
+ ORDER BY start_ns DESC, trace_id DESC
+ LIMIT $1
+)sql";
+
+constexpr char kListServiceTracesStatement[] = "query_list_service_traces";
+constexpr char kListServiceTracesSql[] = R"sql(
+SELECT * FROM (
+  (SELECT trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
+          array_to_json(services)::text
+     FROM traces
+    WHERE services @> ARRAY[$1::text]
+    ORDER BY start_ns DESC, trace_id DESC
+    LIMIT $2)
+  UNION ALL
+  (SELECT s.span_id, s.start_ns, s.end_ns - s.start_ns, 1, s.service, s.name, s.status,
+          json_build_array(s.service)::text
+     FROM spans s
+    WHERE s.trace_id = s.span_id AND s.service COLLATE "C" = $1::text
+      AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = s.span_id)
+    ORDER BY s.start_ns DESC, s.span_id DESC
+    LIMIT $2)
+) AS listed(trace_id, start_ns, duration_ns, span_count, root_service, root_name, status,
+            services)
  ORDER BY start_ns DESC, trace_id DESC
  LIMIT $2
 )sql";
@@ -147,6 +213,8 @@ SELECT trace_id, start_ns, duration_ns, span_count, root_service, root_name, sta
 constexpr char kTraceOfSpanStatement[] = "query_trace_of_span";
 constexpr char kTraceOfSpanSql[] = "SELECT trace_id FROM spans WHERE span_id = $1";
 
+// The spans of trace $1: its root, and the other members (a partial index holds only
+// spans that are not their trace's root).
 constexpr char kTraceSpansStatement[] = "query_trace_spans";
 constexpr char kTraceSpansSql[] = R"sql(
 SELECT span_id, trace_id, parent_span_id, kind, service, node, pid, tid, process, name,
@@ -154,7 +222,14 @@ SELECT span_id, trace_id, parent_span_id, kind, service, node, pid, tid, process
        request_offset, request_bytes, response_offset, response_bytes, request_hash,
        response_hash, connection_id, attributes::text
   FROM spans
- WHERE trace_id = $1
+ WHERE span_id = $1 AND trace_id = $1
+UNION ALL
+SELECT span_id, trace_id, parent_span_id, kind, service, node, pid, tid, process, name,
+       start_ns, end_ns, status, status_message, local_ip, local_port, peer_ip, peer_port,
+       request_offset, request_bytes, response_offset, response_bytes, request_hash,
+       response_hash, connection_id, attributes::text
+  FROM spans
+ WHERE trace_id = $1 AND trace_id <> span_id
  ORDER BY start_ns, span_id
 )sql";
 
@@ -214,6 +289,14 @@ void SpanFromRow(const pqxx::row& row, v1::Span* span) {
   }
 }
 
+// Our statements are short look-ups; the planner cannot size a recursive walk or an
+// array parameter and may estimate one costly enough for JIT compilation, which then
+// takes hundreds of milliseconds per execution (seen on the relabel walk).
+void DisableJit(pqxx::connection& conn) {
+  pqxx::nontransaction tx(conn);
+  tx.exec0("SET jit = off");
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -224,19 +307,18 @@ SpanWriter::~SpanWriter() = default;
 
 absl::Status SpanWriter::Prepare() {
   try {
-    pqxx::nontransaction tx(*conn_);
-    // A per-connection staging table shaped like spans, without the columns the
-    // controller computes. ON COMMIT DELETE ROWS: empty at the start of every batch.
-    tx.exec0(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", kSpansStagingTable, " (LIKE ",
-                          kSpansTable, ") ON COMMIT DELETE ROWS"));
-    tx.exec0(absl::StrCat("ALTER TABLE ", kSpansStagingTable,
-                          " DROP COLUMN IF EXISTS trace_id,"
-                          " DROP COLUMN IF EXISTS parent_span_id"));
-    conn_->prepare(kInsertBatchStatement, kInsertBatchSql);
-    conn_->prepare(kInsertSpansStatement, InsertSpansSql());
+    DisableJit(*conn_);
+    {
+      // Every writer statement looks a few rows up by key among many. While the tables
+      // are young the planner finds a sequential scan cheaper, and the generic plan it
+      // makes then stays cached while the tables grow (seen: the relabel's update and
+      // the linker's probe scanning all spans for each batch).
+      pqxx::nontransaction tx(*conn_);
+      tx.exec0("SET enable_seqscan = off");
+    }
+    conn_->prepare(kRecordBatchStatement, kRecordBatchSql);
     conn_->prepare(kAgentConnectedStatement, kAgentConnectedSql);
     conn_->prepare(kAgentCountersStatement, kAgentCountersSql);
-    conn_->prepare(kAgentBatchStoredStatement, kAgentBatchStoredSql);
     conn_->prepare(kAgentDisconnectedStatement, kAgentDisconnectedSql);
     SpanLinker::Prepare(*conn_);
   } catch (const std::exception& e) {
@@ -248,40 +330,119 @@ absl::Status SpanWriter::Prepare() {
 absl::StatusOr<WriteOutcome> SpanWriter::WriteBatch(const std::string& agent_id,
                                                     const v1::SpanBatch& batch,
                                                     int64_t spans_rejected) {
-  WriteOutcome outcome;
+  const std::string agent = WithoutNul(agent_id);
+  // A span id twice in one batch is stored once (the first).
+  std::vector<NewSpan> spans;
+  spans.reserve(batch.spans_size());
+  {
+    std::vector<std::pair<int64_t, int>> ids;  // sorted: no allocation per span
+    ids.reserve(batch.spans_size());
+    for (int i = 0; i < batch.spans_size(); ++i) {
+      ids.emplace_back(ToBigint(batch.spans(i).span_id()), i);
+    }
+    std::sort(ids.begin(), ids.end());
+    std::vector<bool> repeated(batch.spans_size(), false);
+    for (size_t k = 1; k < ids.size(); ++k) {
+      if (ids[k].first == ids[k - 1].first) repeated[ids[k].second] = true;
+    }
+    for (int i = 0; i < batch.spans_size(); ++i) {
+      if (repeated[i]) continue;
+      const v1::Span& span = batch.spans(i);
+      spans.push_back(NewSpan{&span, ToBigint(span.span_id()), 0, 0});
+    }
+  }
+  SpanLinker::PrelinkBatch(spans);
   try {
-    pqxx::work tx(*conn_);
-    // A concurrent insert of the same key waits for the other transaction, then
-    // conflicts: a batch resent on a second stream is still stored once.
-    const pqxx::result recorded =
-        tx.exec_prepared(kInsertBatchStatement, agent_id, ToBigint(batch.batch_id()),
-                         batch.spans_size());
-    if (recorded.empty()) {
-      tx.abort();
-      outcome.duplicate = true;
-      return outcome;
-    }
-    std::vector<int64_t> new_span_ids;
-    if (batch.spans_size() > 0) {
-      pqxx::stream_to copy(tx, kSpansStagingTable, StagedColumns());
-      for (const v1::Span& span : batch.spans()) {
-        copy << StagedRow(agent_id, batch.batch_id(), span);
-      }
-      copy.complete();
-      for (const auto& row : tx.exec_prepared(kInsertSpansStatement)) {
-        new_span_ids.push_back(row[0].as<int64_t>());
-      }
-      SpanLinker::Link(tx, new_span_ids);
-    }
-    const int64_t now_ns = absl::GetCurrentTimeNanos();
-    tx.exec_prepared(kAgentBatchStoredStatement, agent_id,
-                     static_cast<int64_t>(new_span_ids.size()), spans_rejected, now_ns);
-    if (batch.has_counters()) UpdateCounters(tx, agent_id, batch.counters(), now_ns);
-    tx.commit();
-    outcome.spans_inserted = static_cast<int>(new_span_ids.size());
+    return WriteNewSpans(agent, batch, spans, spans_rejected);
+  } catch (const pqxx::unique_violation&) {
+    // A span id is stored already: the slower way, which skips such spans.
   } catch (const std::exception& e) {
     return DatabaseError(absl::StrCat("cannot store batch ", batch.batch_id()), e);
   }
+  try {
+    return WriteStaged(agent, batch, spans, spans_rejected);
+  } catch (const std::exception& e) {
+    return DatabaseError(absl::StrCat("cannot store batch ", batch.batch_id()), e);
+  }
+}
+
+WriteOutcome SpanWriter::WriteNewSpans(const std::string& agent, const v1::SpanBatch& batch,
+                                       const std::vector<NewSpan>& spans,
+                                       int64_t spans_rejected) {
+  WriteOutcome outcome;
+  pqxx::work tx(*conn_);
+  // A concurrent insert of the same batch waits for the other transaction, then
+  // conflicts: a batch resent on a second stream is still stored once. The agent's row
+  // is updated here, before the link lock is taken, in every path: a writer never holds
+  // the link lock while waiting for an agent row.
+  const int64_t now_ns = absl::GetCurrentTimeNanos();
+  const int64_t stored = static_cast<int64_t>(spans.size());
+  if (tx.exec_prepared1(kRecordBatchStatement, agent, ToBigint(batch.batch_id()),
+                        batch.spans_size(), stored, spans_rejected, now_ns)[0]
+          .as<int64_t>() == 0) {
+    tx.abort();
+    outcome.duplicate = true;
+    return outcome;
+  }
+  if (batch.has_counters()) UpdateCounters(tx, agent, batch.counters(), now_ns);
+  if (!spans.empty()) {
+    // Straight into spans, with the parents and trace ids linking in memory gave. A span
+    // id stored before makes the COPY fail (unique_violation): the caller then takes the
+    // staged way.
+    internal::CopyRows(tx, kSpansTable, SpanColumns(),
+                       SpanRows(agent, batch.batch_id(), spans, &copy_text_));
+    SpanLinker::Link(tx, agent, batch.batch_id(), spans, /*prelinked=*/true);
+  }
+  tx.commit();
+  outcome.spans_inserted = static_cast<int>(stored);
+  return outcome;
+}
+
+WriteOutcome SpanWriter::WriteStaged(const std::string& agent, const v1::SpanBatch& batch,
+                                     const std::vector<NewSpan>& prelinked,
+                                     int64_t spans_rejected) {
+  WriteOutcome outcome;
+  pqxx::work tx(*conn_);
+  if (!staging_ready_) {
+    // Per connection, shaped like spans. ON COMMIT DELETE ROWS: empty at the start of
+    // every batch.
+    tx.exec0(absl::StrCat("CREATE TEMP TABLE IF NOT EXISTS ", kSpansStagingTable, " (LIKE ",
+                          kSpansTable, ") ON COMMIT DELETE ROWS"));
+    conn_->prepare(kInsertStagedStatement, InsertStagedSql());
+  }
+  // Stored as inserted before any linking (the links made in memory may involve a span
+  // that is not new); Link then treats every span as unlinked.
+  std::vector<NewSpan> unlinked = prelinked;
+  for (NewSpan& span : unlinked) {
+    span.parent = ToBigint(span.span->parent_span_id());
+    span.trace_id = span.id;
+  }
+  if (!unlinked.empty()) {
+    internal::CopyRows(tx, kSpansStagingTable, SpanColumns(),
+                       SpanRows(agent, batch.batch_id(), unlinked, &copy_text_));
+  }
+  std::unordered_set<int64_t> inserted;
+  for (const auto& row : tx.exec_prepared(kInsertStagedStatement)) {
+    inserted.insert(row[0].as<int64_t>());
+  }
+  std::vector<NewSpan> spans;
+  for (const NewSpan& span : unlinked) {
+    if (inserted.count(span.id) > 0) spans.push_back(span);
+  }
+  const int64_t now_ns = absl::GetCurrentTimeNanos();
+  if (tx.exec_prepared1(kRecordBatchStatement, agent, ToBigint(batch.batch_id()),
+                        batch.spans_size(), static_cast<int64_t>(spans.size()),
+                        spans_rejected, now_ns)[0]
+          .as<int64_t>() == 0) {
+    tx.abort();
+    outcome.duplicate = true;
+    return outcome;
+  }
+  if (batch.has_counters()) UpdateCounters(tx, agent, batch.counters(), now_ns);
+  SpanLinker::Link(tx, agent, batch.batch_id(), spans, /*prelinked=*/false);
+  tx.commit();
+  staging_ready_ = true;
+  outcome.spans_inserted = static_cast<int>(spans.size());
   return outcome;
 }
 
@@ -369,7 +530,9 @@ absl::Status Store::RunQuery(absl::string_view what,
     try {
       if (conn == nullptr) {
         ASSIGN_OR_RETURN(conn, Connect());
+        DisableJit(*conn);
         conn->prepare(kListTracesStatement, kListTracesSql);
+        conn->prepare(kListServiceTracesStatement, kListServiceTracesSql);
         conn->prepare(kTraceOfSpanStatement, kTraceOfSpanSql);
         conn->prepare(kTraceSpansStatement, kTraceSpansSql);
         conn->prepare(kListAgentsStatement, kListAgentsSql);
@@ -395,7 +558,10 @@ absl::StatusOr<std::vector<v1::TraceSummary>> Store::ListTraces(const std::strin
   RETURN_IF_ERROR(RunQuery("cannot list traces", [&](pqxx::connection& conn) {
     traces.clear();
     pqxx::read_transaction tx(conn);
-    for (const auto& row : tx.exec_prepared(kListTracesStatement, service, limit)) {
+    const pqxx::result rows =
+        service.empty() ? tx.exec_prepared(kListTracesStatement, limit)
+                        : tx.exec_prepared(kListServiceTracesStatement, service, limit);
+    for (const auto& row : rows) {
       v1::TraceSummary& t = traces.emplace_back();
       t.set_trace_id(FromBigint(row[0].as<int64_t>()));
       t.set_start_ns(row[1].as<int64_t>());

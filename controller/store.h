@@ -2,8 +2,14 @@
 //
 // Threading: libpqxx connections are not thread-safe, so a connection is only ever used
 // by one thread at a time. Each ingest stream writes through its own SpanWriter (its own
-// connection, its own temporary staging table); queries borrow a connection from a small
-// mutex-guarded pool. Store itself is thread-safe.
+// connection); queries borrow a connection from a small mutex-guarded pool. Store itself
+// is thread-safe.
+//
+// Cost: a batch is normally one transaction of a few statements: the batch recorded
+// (de-duplication) and counted for its agent, its spans COPYed straight into spans with
+// the links made in memory, one probe for what memory cannot know, and the relabel walk
+// and summary update only for the few spans that need them (SpanLinker). A single-span
+// trace, most of them, costs one span row with three index entries and nothing else.
 //
 // Errors: a database that cannot be reached or that fails a statement gives UNAVAILABLE
 // (the caller may retry later); an unknown trace gives NOT_FOUND.
@@ -23,6 +29,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "controller/internal/pg_util.h"
+#include "controller/span_linker.h"
 #include "proto/reptrace.pb.h"
 
 namespace reptrace::controller {
@@ -63,8 +71,18 @@ class SpanWriter {
   friend class Store;
   explicit SpanWriter(std::unique_ptr<pqxx::connection> conn);
   absl::Status Prepare();
+  // The two ways WriteBatch stores a batch's distinct spans; both throw pqxx exceptions.
+  // WriteNewSpans COPYs them straight into spans, linked in memory; it throws
+  // pqxx::unique_violation when a span id is stored already. WriteStaged COPYs them into
+  // a temporary table and inserts those whose id is not stored yet.
+  WriteOutcome WriteNewSpans(const std::string& agent, const v1::SpanBatch& batch,
+                             const std::vector<NewSpan>& spans, int64_t spans_rejected);
+  WriteOutcome WriteStaged(const std::string& agent, const v1::SpanBatch& batch,
+                           const std::vector<NewSpan>& prelinked, int64_t spans_rejected);
 
   std::unique_ptr<pqxx::connection> conn_;
+  bool staging_ready_ = false;  // the temporary staging table exists on conn_
+  internal::CopyText copy_text_;  // one batch's rows; its memory is reused
 };
 
 class Store {

@@ -95,6 +95,70 @@ TEST(StoreTest, ReplicasStartingTogetherApplyEachMigrationOnce) {
             static_cast<int64_t>(Migrations().size()));
 }
 
+// A database of schema version 1 with spans in it (their summaries too, as version 1
+// kept them) upgrades, and what it held links with what comes after.
+TEST(StoreTest, AVersion1DatabaseUpgradesAndItsSpansStillLink) {
+  reptrace::testing::TestDatabase db;
+  ASSERT_TRUE(db.ok());
+  {
+    pqxx::connection conn(db.conninfo());
+    ASSERT_TRUE(ApplyMigrations(conn, 1).ok());
+    pqxx::work tx(conn);
+    // What the version-1 writer stored for a lone server span (10.0.0.2:80 accepted
+    // 10.0.0.1:40312, IPv6 peer for the second) and its summary.
+    tx.exec(R"sql(
+INSERT INTO spans (span_id, trace_id, kind, service, node, pid, tid, process, name,
+                   start_ns, end_ns, status, status_message, local_ip, local_port, peer_ip,
+                   peer_port, request_offset, request_bytes, response_offset,
+                   response_bytes, request_hash, response_hash, connection_id, agent_id,
+                   batch_id)
+VALUES (2, 2, 2, 'nginx', 'n', 1, 1, 'nginx', 'GET /', 1763000000001000000,
+        1763000000002000000, 1, '', '\x0a000002', 80, '\x0a000001', 40312, 156, 78, 0,
+        0, 0, 0, 1, 'old-agent', 1),
+       (4, 4, 2, 'nginx', 'n', 1, 1, 'nginx', 'GET /', 1763000000001000000,
+        1763000000002000000, 1, '', '\x20010db8000000000000000000000002', 443,
+        '\x20010db8000000000000000000000001', 50000, 0, 78, 0, 0, 0, 0, 1,
+        'old-agent', 1);
+INSERT INTO traces (trace_id, start_ns, end_ns, duration_ns, span_count, root_service,
+                    root_name, status, services)
+VALUES (2, 1763000000001000000, 1763000000002000000, 1000000, 1, 'nginx', 'GET /', 1,
+        '{nginx}'),
+       (4, 1763000000001000000, 1763000000002000000, 1000000, 1, 'nginx', 'GET /', 1,
+        '{nginx}');
+)sql");
+    tx.commit();
+  }
+  auto store = OpenStore(db);  // applies the rest
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(CountRows(db, "SELECT max(version) FROM schema_migrations"),
+            Migrations().back().version);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  const Flow v4{Ipv4(10, 0, 0, 1, 40312), Ipv4(10, 0, 0, 2, 80)};
+  v1::Endpoint v6_client;
+  v6_client.set_ip(std::string("\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x01", 16));
+  v6_client.set_port(50000);
+  v1::Endpoint v6_server = v6_client;
+  v6_server.set_ip(std::string("\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x02", 16));
+  v6_server.set_port(443);
+  ASSERT_TRUE(writer
+                  ->WriteBatch("agent", Batch(1, {
+      ClientSpan({.span_id = 1, .service = "curl", .flow = v4, .request_offset = 156,
+                  .start_ns = kT0}),
+      ClientSpan({.span_id = 3, .service = "curl", .flow = Flow{v6_client, v6_server},
+                  .start_ns = kT0})}))
+                  .ok());
+
+  uint64_t trace_id = 0;
+  EXPECT_EQ(ParentsOf(*store, 2, &trace_id), (std::map<uint64_t, uint64_t>{{1, 0}, {2, 1}}));
+  EXPECT_EQ(ParentsOf(*store, 4, &trace_id), (std::map<uint64_t, uint64_t>{{3, 0}, {4, 3}}));
+  auto traces = store->ListTraces("", 0);
+  ASSERT_TRUE(traces.ok()) << traces.status();
+  ASSERT_EQ(traces->size(), 2u);
+  for (const auto& t : *traces) EXPECT_EQ(t.span_count(), 2) << t.trace_id();
+  EXPECT_EQ(CountRows(db, "SELECT count(*) FROM traces WHERE trace_id IN (2, 4)"), 0);
+}
+
 TEST(StoreTest, ABatchStoredTwiceIsStoredOnceAndReportedDuplicate) {
   reptrace::testing::TestDatabase db;
   auto store = OpenStore(db);
@@ -237,6 +301,158 @@ TEST(SpanLinkingTest, FourSpanRequestIsOneTraceWhateverTheArrivalOrder) {
     ++orders_tried;
   } while (std::next_permutation(order.begin(), order.end()));
   EXPECT_EQ(orders_tried, 24);
+}
+
+// The same tree when spans arrive together: linked in memory before they are stored.
+TEST(SpanLinkingTest, FourSpanRequestInOneOrTwoBatchesIsOneTraceWhateverTheOrder) {
+  const auto spans = FourSpanRequest(kT0);
+  std::vector<int> order = {0, 1, 2, 3};
+  int orders_tried = 0;
+  do {
+    // split 4: all in one batch; 2: the first two of the order, then the other two.
+    for (size_t split : {size_t{4}, size_t{2}}) {
+      SCOPED_TRACE(::testing::Message() << "order " << order[0] << order[1] << order[2]
+                                        << order[3] << ", first batch of " << split);
+      reptrace::testing::TestDatabase db;
+      auto store = OpenStore(db);
+      ASSERT_NE(store, nullptr);
+      auto writer = NewWriter(*store);
+      ASSERT_NE(writer, nullptr);
+      std::vector<v1::Span> first;
+      std::vector<v1::Span> second;
+      for (size_t i = 0; i < order.size(); ++i) {
+        (i < split ? first : second).push_back(spans[static_cast<size_t>(order[i])].second);
+      }
+      ASSERT_TRUE(writer->WriteBatch("agent", Batch(1, first)).ok());
+      if (!second.empty()) {
+        ASSERT_TRUE(writer->WriteBatch("agent", Batch(2, second)).ok());
+      }
+
+      uint64_t trace_id = 0;
+      EXPECT_EQ(ParentsOf(*store, kNginxClient, &trace_id),
+                (std::map<uint64_t, uint64_t>{{kCurlClient, 0},
+                                              {kNginxServer, kCurlClient},
+                                              {kNginxClient, kNginxServer},
+                                              {kPythonServer, kNginxClient}}));
+      EXPECT_EQ(trace_id, kCurlClient);
+      auto traces = store->ListTraces("", 0);
+      ASSERT_TRUE(traces.ok()) << traces.status();
+      ASSERT_EQ(traces->size(), 1u);
+      EXPECT_EQ(traces->front().trace_id(), kCurlClient);
+      EXPECT_EQ(traces->front().span_count(), 4);
+      EXPECT_THAT(traces->front().services(), ElementsAre("curl", "nginx", "python"));
+      EXPECT_EQ(CountRows(db, "SELECT count(*) FROM traces"), 1);
+    }
+    ++orders_tried;
+  } while (std::next_permutation(order.begin(), order.end()));
+  EXPECT_EQ(orders_tried, 24);
+}
+
+// A server and a client of one batch pair up in memory, but a stored client of the same
+// 4-tuple is nearer in time: the stored one wins, as it would in any other order.
+TEST(SpanLinkingTest, AStoredNearerClientWinsOverOneInTheSameBatch) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  const Flow flow{Ipv4(10, 0, 0, 1, 42000), Ipv4(10, 0, 0, 2, 6379)};
+  ASSERT_TRUE(writer
+                  ->WriteBatch("agent-app", Batch(1, {ClientSpan({.span_id = 1,
+                                                                  .service = "app",
+                                                                  .flow = flow,
+                                                                  .start_ns = kT0})}))
+                  .ok());
+  ASSERT_TRUE(writer
+                  ->WriteBatch("agent-mixed", Batch(1, {
+      ClientSpan({.span_id = 3, .service = "app", .flow = flow, .start_ns = kT0 + 20 * kSecond}),
+      ServerSpan({.span_id = 2, .service = "redis", .flow = flow, .start_ns = kT0 + kMs})}))
+                  .ok());
+
+  uint64_t trace_id = 0;
+  EXPECT_EQ(ParentsOf(*store, 2, &trace_id), (std::map<uint64_t, uint64_t>{{1, 0}, {2, 1}}));
+  EXPECT_EQ(trace_id, 1u);
+  EXPECT_EQ(ParentsOf(*store, 3, &trace_id), (std::map<uint64_t, uint64_t>{{3, 0}}));
+  auto traces = store->ListTraces("", 100);
+  ASSERT_TRUE(traces.ok()) << traces.status();
+  std::vector<std::pair<uint64_t, int>> listed;
+  for (const auto& t : *traces) listed.emplace_back(t.trace_id(), t.span_count());
+  EXPECT_THAT(listed, ElementsAre(std::make_pair(uint64_t{3}, 1), std::make_pair(uint64_t{1}, 2)));
+}
+
+// A span id stored before (a span resent in another batch) is not stored again; the
+// batch's other spans are, and link as usual. A span id twice in one batch is stored once.
+TEST(StoreTest, SpanIdsStoredBeforeOrRepeatedInABatchAreStoredOnce) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  const Flow flow{Ipv4(10, 0, 0, 1, 40000), Ipv4(10, 0, 0, 2, 80)};
+  const Flow other{Ipv4(10, 0, 0, 1, 40001), Ipv4(10, 0, 0, 2, 80)};
+  const v1::Span client = ClientSpan({.span_id = 11, .service = "curl", .flow = flow,
+                                      .start_ns = kT0});
+  const v1::Span server = ServerSpan({.span_id = 12, .service = "nginx", .flow = flow,
+                                      .start_ns = kT0 + kMs});
+  const v1::Span lone = ServerSpan({.span_id = 13, .service = "nginx", .flow = other,
+                                    .start_ns = kT0 + 2 * kMs});
+
+  auto first = writer->WriteBatch("agent", Batch(1, {client}));
+  auto second = writer->WriteBatch("agent", Batch(2, {client, server, lone, lone}));
+
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE(second->duplicate);
+  EXPECT_EQ(second->spans_inserted, 2);
+  EXPECT_EQ(CountRows(db, "SELECT count(*) FROM spans"), 3);
+  uint64_t trace_id = 0;
+  EXPECT_EQ(ParentsOf(*store, 12, &trace_id), (std::map<uint64_t, uint64_t>{{11, 0}, {12, 11}}));
+  auto traces = store->ListTraces("", 0);
+  ASSERT_TRUE(traces.ok()) << traces.status();
+  ASSERT_EQ(traces->size(), 2u);
+  EXPECT_EQ(traces->at(0).trace_id(), 13u);
+  EXPECT_EQ(traces->at(1).trace_id(), 11u);
+  EXPECT_EQ(traces->at(1).span_count(), 2);
+  // The next batch takes the fast way again on the same connection.
+  auto third = writer->WriteBatch("agent", Batch(3, {ServerSpan({.span_id = 14,
+                                                                 .service = "nginx",
+                                                                 .flow = other,
+                                                                 .request_offset = 78,
+                                                                 .start_ns = kT0})}));
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->spans_inserted, 1);
+}
+
+// Text with COPY's and JSON's special characters comes back as it was sent (NULs, which
+// PostgreSQL text cannot hold, dropped).
+TEST(StoreQueryTest, TextWithSpecialCharactersIsStoredAsSent) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  const Flow flow{Ipv4(10, 0, 0, 1, 40000), Ipv4(10, 0, 0, 2, 80)};
+  v1::Span span = ServerSpan({.span_id = 21, .service = "web\\tier\t2", .flow = flow,
+                              .start_ns = kT0, .name = "GET /a\nb\r\\N \"q\" \xc3\xa9"});
+  span.set_status_message(std::string("bad\0byte\\", 10));
+  (*span.mutable_attributes())["k\"ey\\"] = "v\t\u0001al\n";
+  (*span.mutable_attributes())["nul"] = std::string("a\0b", 3);
+  ASSERT_TRUE(writer->WriteBatch("agent", Batch(1, {span})).ok());
+
+  auto trace = store->GetTrace(21);
+  ASSERT_TRUE(trace.ok()) << trace.status();
+  ASSERT_EQ(trace->spans_size(), 1);
+  const v1::Span& stored = trace->spans(0);
+  EXPECT_EQ(stored.service(), "web\\tier\t2");
+  EXPECT_EQ(stored.name(), "GET /a\nb\r\\N \"q\" \xc3\xa9");
+  EXPECT_EQ(stored.status_message(), "badbyte\\");
+  EXPECT_EQ(stored.attributes().at("k\"ey\\"), "v\t\u0001al\n");
+  EXPECT_EQ(stored.attributes().at("nul"), "ab");
+  EXPECT_EQ(stored.attributes().at("http.method"), "GET");
+  auto traces = store->ListTraces("web\\tier\t2", 0);
+  ASSERT_TRUE(traces.ok()) << traces.status();
+  ASSERT_EQ(traces->size(), 1u);
+  EXPECT_EQ(traces->front().root_name(), "GET /a\nb\r\\N \"q\" \xc3\xa9");
 }
 
 TEST(SpanLinkingTest, KeepAliveExchangesOnOneConnectionAreSeparateTraces) {

@@ -51,10 +51,12 @@ bool ParseBatchBySpan(const std::string& bytes, v1::SpanBatch* batch, int* unpar
 
 }  // namespace
 
-absl::StatusOr<ParsedAgentMessage> ParseAgentMessage(const std::string& bytes) {
+absl::StatusOr<ParsedAgentMessage> ParseAgentMessage(const std::string& bytes,
+                                                     google::protobuf::Arena* arena) {
   ParsedAgentMessage parsed;
-  if (parsed.message.ParseFromString(bytes)) return parsed;
-  parsed.message.Clear();
+  parsed.message = google::protobuf::Arena::CreateMessage<v1::AgentMessage>(arena);
+  if (parsed.message->ParseFromString(bytes)) return parsed;
+  parsed.message = google::protobuf::Arena::CreateMessage<v1::AgentMessage>(arena);
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
                                             static_cast<int>(bytes.size()));
   const uint32_t tag = in.ReadTag();
@@ -62,7 +64,7 @@ absl::StatusOr<ParsedAgentMessage> ParseAgentMessage(const std::string& bytes) {
   if (WireFormatLite::GetTagFieldNumber(tag) == kAgentMessageBatchField &&
       WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED &&
       WireFormatLite::ReadBytes(&in, &batch_bytes) && in.ReadTag() == 0 &&
-      ParseBatchBySpan(batch_bytes, parsed.message.mutable_batch(),
+      ParseBatchBySpan(batch_bytes, parsed.message->mutable_batch(),
                        &parsed.spans_unparseable)) {
     return parsed;
   }
