@@ -138,6 +138,18 @@ CREATE INDEX spans_root_service_idx
 DELETE FROM traces WHERE span_count = 1;
 )sql";
 
+// Version 3: linking through address translation (a Kubernetes Service's DNAT, SNAT).
+// The two ends of such a connection see different 4-tuples, but the same bytes at the
+// same offset: content_key (SpanLinker::ContentKey: request fingerprint and offset) finds
+// the candidates, which the linker rechecks.
+constexpr char kMigration3[] = R"sql(
+ALTER TABLE spans ADD COLUMN content_key BIGINT;
+UPDATE spans SET content_key = CASE WHEN request_hash # request_offset = 0 THEN 1
+                                   ELSE request_hash # request_offset END
+  WHERE request_hash <> 0 AND local_port <> 0 AND peer_port <> 0;
+CREATE INDEX spans_content_key_idx ON spans (content_key) WHERE content_key IS NOT NULL;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -145,6 +157,7 @@ const std::vector<Migration>& Migrations() {
       {1, "spans, traces, ingested_batches, agents", kMigration1},
       {2, "flow key, partial span indexes, summaries only of multi-span traces",
        kMigration2},
+      {3, "content key: linking through address translation", kMigration3},
   };
   return *migrations;
 }

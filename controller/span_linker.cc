@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include "absl/strings/string_view.h"
@@ -24,22 +25,30 @@ constexpr char kSummariesStatement[] = "linker_summaries";
 constexpr char kLockSql[] = "SELECT pg_advisory_xact_lock($1)";
 
 // What memory cannot know about a batch. $1: the flow keys of its spans, $2: their ids,
-// $3, $4: the batch (its own rows are known). Rows with `true` first: every stored span
-// with one of the keys (the caller rechecks the exact columns); rows with `false`: the
-// ids of the batch that stored spans name as their parent (children that came first).
+// $3, $4: the batch (its own rows are known), $5: its content keys. Rows of type 1: every
+// stored span with one of the flow keys (the caller rechecks the exact columns); type 2:
+// the ids of the batch that stored spans name as their parent (children that came
+// first); type 3: every stored span with one of the content keys.
 constexpr char kProbeSql[] = R"sql(
-SELECT true, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
+SELECT 1::smallint, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
        s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
-       s.flow_key
+       s.flow_key, s.request_hash, coalesce(s.content_key, 0)
   FROM spans s
  WHERE s.flow_key = ANY($1::bigint[]) AND s.flow_key IS NOT NULL
    AND NOT (s.batch_id = $3 AND s.agent_id = $4)
 UNION ALL
-SELECT DISTINCT false, c.parent_span_id, 0::smallint, 0::bigint, 0::bigint, 0::bigint,
-       NULL::bytea, 0, NULL::bytea, 0, 0::bigint, 0::bigint
+SELECT DISTINCT 2::smallint, c.parent_span_id, 0::smallint, 0::bigint, 0::bigint, 0::bigint,
+       NULL::bytea, 0, NULL::bytea, 0, 0::bigint, 0::bigint, 0::bigint, 0::bigint
   FROM spans c
  WHERE c.parent_span_id = ANY($2::bigint[]) AND c.parent_span_id IS NOT NULL
    AND NOT (c.batch_id = $3 AND c.agent_id = $4)
+UNION ALL
+SELECT 3::smallint, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
+       s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
+       coalesce(s.flow_key, 0), s.request_hash, s.content_key
+  FROM spans s
+ WHERE s.content_key = ANY($5::bigint[]) AND s.content_key IS NOT NULL
+   AND NOT (s.batch_id = $3 AND s.agent_id = $4)
 )sql";
 
 // $1: span ids, $2: their new parents (0: none).
@@ -168,6 +177,9 @@ struct Member {
   int64_t start_ns;
   std::string exchange;  // ExchangeOf
   size_t position;       // in the batch, or kStored
+  int64_t content = 0;   // SpanLinker::ContentKey, 0 = none
+  int64_t request_hash = 0;
+  int64_t request_offset = 0;
 };
 constexpr size_t kStored = static_cast<size_t>(-1);
 // Link's runs of spans by flow key hold batch positions, or this plus a stored span's
@@ -203,7 +215,10 @@ Member NewMember(const NewSpan& s, size_t position) {
                 span.start_ns(),
                 ExchangeOf(server, span.local().ip(), span.local().port(), span.peer().ip(),
                            span.peer().port(), span.request_offset()),
-                position};
+                position,
+                SpanLinker::ContentKey(span),
+                ToBigint(span.request_hash()),
+                ToBigint(span.request_offset())};
 }
 
 // For each server without a local parent among `members` (spans sharing a flow key),
@@ -230,6 +245,51 @@ void ChooseClients(const std::vector<Member>& members, Fn decided) {
   }
 }
 
+// Among `members` (spans sharing a content key), for each server that may take a client
+// by content (`open(server)`), the client that sent the same bytes at the same offset
+// (the key may collide: rechecked), not on the server's own connection, not the exact
+// other end of any server span here (taken), nearest in start time within the window,
+// ties to the lower id; 0 if none. Calls `decided(server, best)`.
+template <typename Open, typename Fn>
+void ChooseByContent(const std::vector<Member>& members, Open open, Fn decided) {
+  for (const Member& server : members) {
+    if (!server.server || server.local_parent != 0 || !open(server)) continue;
+    int64_t best = 0;
+    int64_t best_distance = 0;
+    for (const Member& client : members) {
+      if (client.server || client.request_hash != server.request_hash ||
+          client.request_offset != server.request_offset ||
+          client.exchange == server.exchange) {
+        continue;
+      }
+      const bool taken = std::any_of(members.begin(), members.end(), [&](const Member& other) {
+        return other.server && other.exchange == client.exchange;
+      });
+      if (taken) continue;
+      const int64_t distance = std::llabs(client.start_ns - server.start_ns);
+      if (distance > SpanLinker::kMatchWindowNs) continue;
+      if (best == 0 || distance < best_distance ||
+          (distance == best_distance && client.id < best)) {
+        best = client.id;
+        best_distance = distance;
+      }
+    }
+    decided(server, best);
+  }
+}
+
+// Runs of equal keys in sorted (key, position) pairs: calls `run(begin, end)` for each run
+// of at least `min_size`.
+template <typename Fn>
+void ForEachRun(const std::vector<std::pair<int64_t, size_t>>& sorted, size_t min_size, Fn run) {
+  for (size_t begin = 0, end = 0; begin < sorted.size(); begin = end) {
+    for (end = begin + 1; end < sorted.size() && sorted[end].first == sorted[begin].first;) {
+      ++end;
+    }
+    if (end - begin >= min_size) run(begin, end);
+  }
+}
+
 // The batch's spans by id, without a node allocation per span.
 class IdIndex {
  public:
@@ -252,6 +312,12 @@ class IdIndex {
 
 bool SpanLinker::HasFlow(const v1::Span& span) {
   return span.local().port() != 0 && span.peer().port() != 0;
+}
+
+int64_t SpanLinker::ContentKey(const v1::Span& span) {
+  if (!HasFlow(span) || span.request_hash() == 0) return 0;
+  const int64_t key = ToBigint(span.request_hash() ^ span.request_offset());
+  return key == 0 ? 1 : key;  // 0 means none
 }
 
 int64_t SpanLinker::FlowKey(const v1::Span& span) {
@@ -298,6 +364,25 @@ void SpanLinker::PrelinkBatch(std::vector<NewSpan>& spans) {
       spans[server.position].parent = best;
     });
   }
+
+  // Then servers left without a client take one that sent the same bytes (through
+  // address translation).
+  std::vector<std::pair<int64_t, size_t>> by_content;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (const int64_t content = ContentKey(*spans[i].span); content != 0) {
+      by_content.emplace_back(content, i);
+    }
+  }
+  std::sort(by_content.begin(), by_content.end());
+  ForEachRun(by_content, 2, [&](size_t begin, size_t end) {
+    members.clear();
+    for (size_t k = begin; k < end; ++k) {
+      members.push_back(NewMember(spans[by_content[k].second], by_content[k].second));
+    }
+    ChooseByContent(
+        members, [&](const Member& server) { return spans[server.position].parent == 0; },
+        [&](const Member& server, int64_t best) { spans[server.position].parent = best; });
+  });
 
   // Trace id: the topmost ancestor in the batch. A chain that does not end within the
   // batch's size or the depth limit (a cycle of bogus ids) is left to the relabel walk:
@@ -348,37 +433,70 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
   for (const auto& [key, position] : by_key) keys.push_back(key);
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  std::vector<int64_t> content_keys;
+  for (const NewSpan& s : spans) {
+    if (const int64_t content = ContentKey(*s.span); content != 0) {
+      content_keys.push_back(content);
+    }
+  }
+  std::sort(content_keys.begin(), content_keys.end());
+  content_keys.erase(std::unique(content_keys.begin(), content_keys.end()),
+                     content_keys.end());
 
   // Stored spans with the batch's flow keys, and the batch's spans with stored children.
   std::vector<Member> stored;
   std::vector<int64_t> has_stored_child;
+  // (content key, kStoredBase + position in `stored`) of stored spans sharing one with
+  // the batch.
+  std::vector<std::pair<int64_t, size_t>> by_content;
+  std::unordered_map<int64_t, size_t> stored_at;  // id -> position in `stored`
   for (const auto& row : tx.exec_prepared(kProbeStatement, BigintArrayLiteral(keys),
                                           BigintArrayLiteral(ids), ToBigint(batch_id),
-                                          agent_id)) {
-    if (!row[0].as<bool>()) {
+                                          agent_id, BigintArrayLiteral(content_keys))) {
+    const int type = row[0].as<int>();
+    if (type == 2) {
       has_stored_child.push_back(row[1].as<int64_t>());
       continue;
     }
-    const bool server = row[2].as<int>() == v1::SPAN_KIND_SERVER;
-    by_key.emplace_back(row[11].as<int64_t>(), kStoredBase + stored.size());
-    const pqxx::binarystring local_ip(row[6]);
-    const pqxx::binarystring peer_ip(row[8]);
-    stored.push_back(Member{
-        row[1].as<int64_t>(), server, row[3].as<int64_t>(), row[4].as<int64_t>(),
-        row[5].as<int64_t>(),
-        ExchangeOf(server, absl::string_view(local_ip.get(), local_ip.size()),
-                   row[7].as<uint32_t>(), absl::string_view(peer_ip.get(), peer_ip.size()),
-                   row[9].as<uint32_t>(), static_cast<uint64_t>(row[10].as<int64_t>())),
-        kStored});
+    const int64_t id = row[1].as<int64_t>();
+    auto [at, fresh] = stored_at.emplace(id, stored.size());
+    if (fresh) {
+      const bool server = row[2].as<int>() == v1::SPAN_KIND_SERVER;
+      const pqxx::binarystring local_ip(row[6]);
+      const pqxx::binarystring peer_ip(row[8]);
+      stored.push_back(Member{
+          id, server, row[3].as<int64_t>(), row[4].as<int64_t>(), row[5].as<int64_t>(),
+          ExchangeOf(server, absl::string_view(local_ip.get(), local_ip.size()),
+                     row[7].as<uint32_t>(), absl::string_view(peer_ip.get(), peer_ip.size()),
+                     row[9].as<uint32_t>(), static_cast<uint64_t>(row[10].as<int64_t>())),
+          kStored, row[13].as<int64_t>(), row[12].as<int64_t>(), row[10].as<int64_t>()});
+      if (stored.back().content != 0 &&
+          std::binary_search(content_keys.begin(), content_keys.end(),
+                             stored.back().content)) {
+        by_content.emplace_back(stored.back().content, kStoredBase + at->second);
+      }
+    }
+    // Only the flow probe's rows join runs by flow key: a run must hold every stored span
+    // of its key, or its servers would choose among part of their candidates.
+    if (type == 1) by_key.emplace_back(row[11].as<int64_t>(), kStoredBase + at->second);
   }
   std::sort(has_stored_child.begin(), has_stored_child.end());
 
   // Every server without a local parent in a run of spans sharing a flow key chooses its
   // client afresh among the run; only those whose choice differs from what is stored
   // change. After linking in memory, only runs with a stored span can change.
-  std::vector<int64_t> changed_ids;
-  std::vector<int64_t> changed_parents;
+  // (A server decided by its own connection keeps that decision: `exact`, by id.)
+  std::unordered_map<int64_t, int64_t> exact;
+  std::unordered_map<int64_t, int64_t> decided;  // server id -> new parent, if it changes
   std::vector<bool> changed_in_batch(spans.size(), false);
+  auto decide = [&](const Member& server, int64_t current, int64_t best) {
+    if (best == current) {
+      decided.erase(server.id);
+      return;
+    }
+    decided[server.id] = best;
+    if (server.position != kStored) changed_in_batch[server.position] = true;
+  };
   std::sort(by_key.begin(), by_key.end());
   std::vector<Member> members;
   for (size_t begin = 0, end = 0; begin < by_key.size(); begin = end) {
@@ -393,11 +511,53 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
       members.push_back(at >= kStoredBase ? stored[at - kStoredBase] : NewMember(spans[at], at));
     }
     ChooseClients(members, [&](const Member& server, int64_t best) {
-      if (best == server.parent) return;
-      changed_ids.push_back(server.id);
-      changed_parents.push_back(best);
-      if (server.position != kStored) changed_in_batch[server.position] = true;
+      exact[server.id] = best;
+      decide(server, server.parent, best);
     });
+  }
+
+  // Servers without a client on their own connection, by content: the batch's, and the
+  // stored ones that share a content key with it (a late client through a Service).
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (const int64_t content = ContentKey(*spans[i].span); content != 0) {
+      by_content.emplace_back(content, i);
+    }
+  }
+  std::sort(by_content.begin(), by_content.end());
+  ForEachRun(by_content, 2, [&](size_t begin, size_t end) {
+    // Every run, even one the batch alone makes up: its choices in memory may have just
+    // been undone by the look-up by connection above, and recomputing them is cheap.
+    members.clear();
+    for (size_t k = begin; k < end; ++k) {
+      const size_t at = by_content[k].second;
+      members.push_back(at >= kStoredBase ? stored[at - kStoredBase] : NewMember(spans[at], at));
+    }
+    // The parent a server has now: as decided above, else as stored (or set in memory).
+    auto current = [&](const Member& server) {
+      auto d = decided.find(server.id);
+      return d != decided.end() ? d->second : server.parent;
+    };
+    ChooseByContent(
+        members,
+        [&](const Member& server) {
+          auto e = exact.find(server.id);
+          if (e != exact.end()) return e->second == 0;
+          // Not looked at by connection: free if it has no parent, or one that a content
+          // match gave it (a client of this run on another connection).
+          const int64_t now = current(server);
+          return now == 0 ||
+                 std::any_of(members.begin(), members.end(), [&](const Member& m) {
+                   return !m.server && m.id == now && m.exchange != server.exchange;
+                 });
+        },
+        [&](const Member& server, int64_t best) { decide(server, server.parent, best); });
+  });
+
+  std::vector<int64_t> changed_ids;
+  std::vector<int64_t> changed_parents;
+  for (const auto& [id, parent] : decided) {
+    changed_ids.push_back(id);
+    changed_parents.push_back(parent);
   }
   if (!changed_ids.empty()) {
     tx.exec_prepared(kSetParentsStatement, BigintArrayLiteral(changed_ids),

@@ -12,6 +12,11 @@
 //    BIGINT). Both ways are checked: a new server span looks for its client, a new
 //    client span makes the matching server spans choose again (it may be nearer than
 //    their current parent);
+//  - through address translation (DNAT to a Service's pod, SNAT), where no client's
+//    addresses match: a server span that has no client on its own connection gets the
+//    client span that sent the same bytes (request fingerprint) at the same offset, the
+//    nearest in start time within kMatchWindowNs (ties: lower id), among the clients that
+//    are not the exact other end of some server span (those are taken);
 //  - a span's trace id is the span id of its topmost known ancestor. After the links
 //    change, every touched span's root is found and the root's whole subtree relabelled.
 //    Then the summary rows (table traces) of the affected traces are recomputed: a trace
@@ -62,6 +67,10 @@ class SpanLinker {
   // exchanges may share a key, so a match is rechecked on the exact columns. Only XORs
   // and shifts, so that migration 2 computes it in SQL for spans stored before it.
   static int64_t FlowKey(const v1::Span& span);
+  // The same 64 bits for both ends of one exchange whatever address translation lies
+  // between them (a Kubernetes Service): request fingerprint and request offset, stored in
+  // spans.content_key; 0 (stored as NULL) for a span without a flow or a fingerprint.
+  static int64_t ContentKey(const v1::Span& span);
 
   // Prepares the linker's statements on `conn` (once per connection).
   static void Prepare(pqxx::connection& conn);

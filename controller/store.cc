@@ -26,7 +26,7 @@ using internal::ToBigint;
 // Columns the writer COPYs into spans (or the staging table), in the order of SpanRow.
 const std::vector<std::string>& SpanColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "span_id",        "trace_id",             "parent_span_id", "flow_key",
+      "span_id",        "trace_id",             "parent_span_id", "flow_key", "content_key",
       "local_parent_span_id", "kind",          "service",
       "node",           "pid",                  "tid",           "process",
       "name",           "start_ns",             "end_ns",        "status",
@@ -63,6 +63,11 @@ const std::string& SpanRows(const std::string& agent_id, uint64_t batch_id,
     }
     if (SpanLinker::HasFlow(span)) {
       rows->Int(SpanLinker::FlowKey(span));
+    } else {
+      rows->Null();
+    }
+    if (const int64_t content = SpanLinker::ContentKey(span); content != 0) {
+      rows->Int(content);
     } else {
       rows->Null();
     }

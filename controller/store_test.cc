@@ -532,6 +532,65 @@ TEST(SpanLinkingTest, AReusedFourTupleLinksToTheNearestClientInEveryOrder) {
   }
 }
 
+// Through a Service: the client connected to the virtual IP 10.96.0.10:80, DNAT sent the
+// connection to the pod 10.0.0.3:8080, which sees the client's own address. No 4-tuple
+// agrees; the bytes at the same offset do. A second client on its own connection sends
+// the very same bytes to a pod it reaches directly: that one is taken by its exact other
+// end and never given to the translated server. Every arrival order, one span a batch.
+TEST(SpanLinkingTest, BothEndsThroughAddressTranslationLinkByContentInEveryOrder) {
+  const Flow translated_client{Ipv4(10, 0, 0, 1, 40001), Ipv4(10, 96, 0, 10, 80)};
+  const Flow translated_server{Ipv4(10, 0, 0, 1, 40001), Ipv4(10, 0, 0, 3, 8080)};
+  const Flow direct{Ipv4(10, 0, 0, 5, 40002), Ipv4(10, 0, 0, 3, 8080)};
+  const std::vector<std::pair<std::string, v1::Span>> spans = {
+      {"agent-a", ClientSpan({.span_id = 11, .service = "shop", .flow = translated_client,
+                              .start_ns = kT0, .duration_ns = 5 * kMs})},
+      {"agent-b", ServerSpan({.span_id = 12, .service = "web", .flow = translated_server,
+                              .start_ns = kT0 + kMs, .duration_ns = 3 * kMs})},
+      {"agent-c", ClientSpan({.span_id = 13, .service = "other", .flow = direct,
+                              .start_ns = kT0 + kMs, .duration_ns = 3 * kMs})},
+      {"agent-b", ServerSpan({.span_id = 14, .service = "web", .flow = direct,
+                              .start_ns = kT0 + kMs, .duration_ns = 2 * kMs})},
+  };
+  std::vector<int> order = {0, 1, 2, 3};
+  int orders_tried = 0;
+  do {
+    SCOPED_TRACE(::testing::Message() << "arrival order " << order[0] << order[1]
+                                      << order[2] << order[3]);
+    reptrace::testing::TestDatabase db;
+    auto store = OpenStore(db);
+    ASSERT_NE(store, nullptr);
+    auto writer = NewWriter(*store);
+    ASSERT_NE(writer, nullptr);
+    std::map<std::string, uint64_t> next_batch_id;
+    for (int i : order) {
+      const auto& [agent, span] = spans[static_cast<size_t>(i)];
+      auto written = writer->WriteBatch(agent, Batch(++next_batch_id[agent], {span}));
+      ASSERT_TRUE(written.ok()) << written.status();
+    }
+    uint64_t trace_id = 0;
+    EXPECT_EQ(ParentsOf(*store, 12, &trace_id),
+              (std::map<uint64_t, uint64_t>{{11, 0}, {12, 11}}));
+    EXPECT_EQ(trace_id, 11u);
+    EXPECT_EQ(ParentsOf(*store, 14, &trace_id),
+              (std::map<uint64_t, uint64_t>{{13, 0}, {14, 13}}));
+    ++orders_tried;
+  } while (std::next_permutation(order.begin(), order.end()));
+  EXPECT_EQ(orders_tried, 24);
+
+  // All four in one batch: linked in memory the same way.
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  std::vector<v1::Span> all;
+  for (const auto& [agent, span] : spans) all.push_back(span);
+  ASSERT_TRUE(writer->WriteBatch("agent-all", Batch(1, all)).ok());
+  uint64_t trace_id = 0;
+  EXPECT_EQ(ParentsOf(*store, 12, &trace_id), (std::map<uint64_t, uint64_t>{{11, 0}, {12, 11}}));
+  EXPECT_EQ(ParentsOf(*store, 14, &trace_id), (std::map<uint64_t, uint64_t>{{13, 0}, {14, 13}}));
+}
+
 TEST(SpanLinkingTest, SpansWithoutAPortAreNeverLinkedAcrossProcesses) {
   reptrace::testing::TestDatabase db;
   auto store = OpenStore(db);
