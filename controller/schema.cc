@@ -147,7 +147,13 @@ ALTER TABLE spans ADD COLUMN content_key BIGINT;
 UPDATE spans SET content_key = CASE WHEN request_hash # request_offset = 0 THEN 1
                                    ELSE request_hash # request_offset END
   WHERE request_hash <> 0 AND local_port <> 0 AND peer_port <> 0;
-CREATE INDEX spans_content_key_idx ON spans (content_key) WHERE content_key IS NOT NULL;
+-- Clients by content and time (a server behind a Service looks for its client), and
+-- servers that have no parent at all (a late client looks for its server).
+CREATE INDEX spans_content_client_idx ON spans (content_key, start_ns)
+  WHERE content_key IS NOT NULL AND kind = 1;
+CREATE INDEX spans_content_orphan_idx ON spans (content_key, start_ns)
+  WHERE content_key IS NOT NULL AND kind = 2 AND parent_span_id IS NULL
+    AND local_parent_span_id = 0;
 )sql";
 
 }  // namespace

@@ -25,30 +25,62 @@ constexpr char kSummariesStatement[] = "linker_summaries";
 constexpr char kLockSql[] = "SELECT pg_advisory_xact_lock($1)";
 
 // What memory cannot know about a batch. $1: the flow keys of its spans, $2: their ids,
-// $3, $4: the batch (its own rows are known), $5: its content keys. Rows of type 1: every
-// stored span with one of the flow keys (the caller rechecks the exact columns); type 2:
-// the ids of the batch that stored spans name as their parent (children that came
-// first); type 3: every stored span with one of the content keys.
+// $3, $4: the batch (its own rows are known); $5, $6: content keys and start times of its
+// servers that have no client yet; $7, $8: those of its clients; $9: the content window.
+// Rows of type 1: every stored span with one of the flow keys (the caller rechecks the
+// exact columns); type 2: the ids of the batch that stored spans name as their parent
+// (children that came first); type 3: for each server of $5, the stored clients with its
+// content key nearest in start time (at most 4 before and 4 after, within the window),
+// with whether a server span already has them as parent; type 4: for each client of $7,
+// the nearest stored servers with its content key that have no parent at all. Bounded:
+// identical requests are common (a load generator, health checks), and each span looks
+// at no more than 8 others.
 constexpr char kProbeSql[] = R"sql(
 SELECT 1::smallint, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
        s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
-       s.flow_key, s.request_hash, coalesce(s.content_key, 0)
+       s.flow_key, s.request_hash, coalesce(s.content_key, 0), false
   FROM spans s
  WHERE s.flow_key = ANY($1::bigint[]) AND s.flow_key IS NOT NULL
    AND NOT (s.batch_id = $3 AND s.agent_id = $4)
 UNION ALL
 SELECT DISTINCT 2::smallint, c.parent_span_id, 0::smallint, 0::bigint, 0::bigint, 0::bigint,
-       NULL::bytea, 0, NULL::bytea, 0, 0::bigint, 0::bigint, 0::bigint, 0::bigint
+       NULL::bytea, 0, NULL::bytea, 0, 0::bigint, 0::bigint, 0::bigint, 0::bigint, false
   FROM spans c
  WHERE c.parent_span_id = ANY($2::bigint[]) AND c.parent_span_id IS NOT NULL
    AND NOT (c.batch_id = $3 AND c.agent_id = $4)
 UNION ALL
-SELECT 3::smallint, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
+SELECT DISTINCT ON (s.span_id) 3::smallint, s.span_id, s.kind, s.local_parent_span_id,
+       coalesce(s.parent_span_id, 0), s.start_ns, s.local_ip, s.local_port, s.peer_ip,
+       s.peer_port, s.request_offset, coalesce(s.flow_key, 0), s.request_hash, s.content_key,
+       EXISTS (SELECT 1 FROM spans t WHERE t.parent_span_id = s.span_id AND t.kind = 2)
+  FROM unnest($5::bigint[], $6::bigint[]) AS want(key, start_ns)
+ CROSS JOIN LATERAL (
+   (SELECT * FROM spans s WHERE s.content_key = want.key AND s.kind = 1
+       AND s.start_ns >= want.start_ns AND s.start_ns <= want.start_ns + $9
+     ORDER BY s.content_key, s.start_ns LIMIT 4)
+   UNION ALL
+   (SELECT * FROM spans s WHERE s.content_key = want.key AND s.kind = 1
+       AND s.start_ns < want.start_ns AND s.start_ns >= want.start_ns - $9
+     ORDER BY s.content_key DESC, s.start_ns DESC LIMIT 4)
+ ) s
+ WHERE NOT (s.batch_id = $3 AND s.agent_id = $4)
+UNION ALL
+SELECT DISTINCT ON (s.span_id) 4::smallint, s.span_id, s.kind, s.local_parent_span_id, 0,
        s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
-       coalesce(s.flow_key, 0), s.request_hash, s.content_key
-  FROM spans s
- WHERE s.content_key = ANY($5::bigint[]) AND s.content_key IS NOT NULL
-   AND NOT (s.batch_id = $3 AND s.agent_id = $4)
+       coalesce(s.flow_key, 0), s.request_hash, s.content_key, false
+  FROM unnest($7::bigint[], $8::bigint[]) AS want(key, start_ns)
+ CROSS JOIN LATERAL (
+   (SELECT * FROM spans s WHERE s.content_key = want.key AND s.kind = 2
+       AND s.parent_span_id IS NULL AND s.local_parent_span_id = 0
+       AND s.start_ns >= want.start_ns AND s.start_ns <= want.start_ns + $9
+     ORDER BY s.content_key, s.start_ns LIMIT 4)
+   UNION ALL
+   (SELECT * FROM spans s WHERE s.content_key = want.key AND s.kind = 2
+       AND s.parent_span_id IS NULL AND s.local_parent_span_id = 0
+       AND s.start_ns < want.start_ns AND s.start_ns >= want.start_ns - $9
+     ORDER BY s.content_key DESC, s.start_ns DESC LIMIT 4)
+ ) s
+ WHERE NOT (s.batch_id = $3 AND s.agent_id = $4)
 )sql";
 
 // $1: span ids, $2: their new parents (0: none).
@@ -180,6 +212,8 @@ struct Member {
   int64_t content = 0;   // SpanLinker::ContentKey, 0 = none
   int64_t request_hash = 0;
   int64_t request_offset = 0;
+  bool taken = false;    // a client some server span has as parent already
+  std::string client_end;  // the client's address and port (ClientEndOf)
 };
 constexpr size_t kStored = static_cast<size_t>(-1);
 // Link's runs of spans by flow key hold batch positions, or this plus a stored span's
@@ -205,6 +239,17 @@ std::string ExchangeOf(bool server, absl::string_view local_ip, uint32_t local_p
   return key;
 }
 
+// The client's end of a connection (its address and port) as either end saw it: what a
+// Service's DNAT keeps while it rewrites the server's end.
+std::string ClientEndOf(bool server, absl::string_view local_ip, uint32_t local_port,
+                        absl::string_view peer_ip, uint32_t peer_port) {
+  const absl::string_view ip = server ? peer_ip : local_ip;
+  const uint32_t port = server ? peer_port : local_port;
+  std::string key(ip.data(), ip.size());
+  key.append(reinterpret_cast<const char*>(&port), sizeof(port));
+  return key;
+}
+
 Member NewMember(const NewSpan& s, size_t position) {
   const v1::Span& span = *s.span;
   const bool server = span.kind() == v1::SPAN_KIND_SERVER;
@@ -218,63 +263,68 @@ Member NewMember(const NewSpan& s, size_t position) {
                 position,
                 SpanLinker::ContentKey(span),
                 ToBigint(span.request_hash()),
-                ToBigint(span.request_offset())};
+                ToBigint(span.request_offset()),
+                false,
+                ClientEndOf(server, span.local().ip(), span.local().port(), span.peer().ip(),
+                            span.peer().port())};
+}
+
+// The client span `server` should have as parent among `members`: of those `fits`
+// accepts, the nearest in start time within `window`, ties to the lower id; 0 if none.
+template <typename Fits>
+int64_t NearestClient(const std::vector<Member>& members, const Member& server, Fits fits,
+                      int64_t window = SpanLinker::kMatchWindowNs) {
+  int64_t best = 0;
+  int64_t best_distance = 0;
+  for (const Member& client : members) {
+    if (client.server || !fits(client)) continue;
+    const int64_t distance = std::llabs(client.start_ns - server.start_ns);
+    if (distance > window) continue;
+    if (best == 0 || distance < best_distance ||
+        (distance == best_distance && client.id < best)) {
+      best = client.id;
+      best_distance = distance;
+    }
+  }
+  return best;
 }
 
 // For each server without a local parent among `members` (spans sharing a flow key),
-// the client it should have as parent: among the members of its exact exchange, the
-// nearest in start time within the window, ties to the lower id; 0 if none. Calls
-// `decided(server, best)`.
+// the client it should have as parent: the nearest member of its exact exchange (see
+// NearestClient). Calls `decided(server, best)`.
 template <typename Fn>
 void ChooseClients(const std::vector<Member>& members, Fn decided) {
   for (const Member& server : members) {
     if (!server.server || server.local_parent != 0) continue;
-    int64_t best = 0;
-    int64_t best_distance = 0;
-    for (const Member& client : members) {
-      if (client.server || client.exchange != server.exchange) continue;
-      const int64_t distance = std::llabs(client.start_ns - server.start_ns);
-      if (distance > SpanLinker::kMatchWindowNs) continue;
-      if (best == 0 || distance < best_distance ||
-          (distance == best_distance && client.id < best)) {
-        best = client.id;
-        best_distance = distance;
-      }
-    }
-    decided(server, best);
+    decided(server, NearestClient(members, server, [&](const Member& client) {
+              return client.exchange == server.exchange;
+            }));
   }
 }
 
 // Among `members` (spans sharing a content key), for each server that may take a client
-// by content (`open(server)`), the client that sent the same bytes at the same offset
-// (the key may collide: rechecked), not on the server's own connection, not the exact
-// other end of any server span here (taken), nearest in start time within the window,
-// ties to the lower id; 0 if none. Calls `decided(server, best)`.
+// by content (`open(server)`), the nearest client (see NearestClient) that sent the same
+// bytes at the same offset (the key may collide: rechecked) from the address and port the
+// server sees as its peer (a Service's DNAT rewrites only the server's end), on another
+// connection than the server's own, and not already some server's parent. Calls
+// `decided(server, best)`.
 template <typename Open, typename Fn>
 void ChooseByContent(const std::vector<Member>& members, Open open, Fn decided) {
+  // Most runs are all servers (identical requests from a client that is not traced).
+  if (std::none_of(members.begin(), members.end(), [](const Member& m) { return !m.server; })) {
+    return;
+  }
   for (const Member& server : members) {
     if (!server.server || server.local_parent != 0 || !open(server)) continue;
-    int64_t best = 0;
-    int64_t best_distance = 0;
-    for (const Member& client : members) {
-      if (client.server || client.request_hash != server.request_hash ||
-          client.request_offset != server.request_offset ||
-          client.exchange == server.exchange) {
-        continue;
-      }
-      const bool taken = std::any_of(members.begin(), members.end(), [&](const Member& other) {
-        return other.server && other.exchange == client.exchange;
-      });
-      if (taken) continue;
-      const int64_t distance = std::llabs(client.start_ns - server.start_ns);
-      if (distance > SpanLinker::kMatchWindowNs) continue;
-      if (best == 0 || distance < best_distance ||
-          (distance == best_distance && client.id < best)) {
-        best = client.id;
-        best_distance = distance;
-      }
-    }
-    decided(server, best);
+    decided(server, NearestClient(members, server, [&](const Member& client) {
+              return client.request_hash == server.request_hash &&
+                     client.request_offset == server.request_offset &&
+                     client.client_end == server.client_end &&
+                     client.exchange != server.exchange && !client.taken &&
+                     std::none_of(members.begin(), members.end(), [&](const Member& other) {
+                       return other.server && other.exchange == client.exchange;
+                     });
+            }, SpanLinker::kContentWindowNs));
   }
 }
 
@@ -351,11 +401,7 @@ void SpanLinker::PrelinkBatch(std::vector<NewSpan>& spans) {
   }
   std::sort(by_key.begin(), by_key.end());
   std::vector<Member> members;
-  for (size_t begin = 0, end = 0; begin < by_key.size(); begin = end) {
-    for (end = begin + 1; end < by_key.size() && by_key[end].first == by_key[begin].first;) {
-      ++end;
-    }
-    if (end - begin < 2) continue;
+  ForEachRun(by_key, 2, [&](size_t begin, size_t end) {
     members.clear();
     for (size_t k = begin; k < end; ++k) {
       members.push_back(NewMember(spans[by_key[k].second], by_key[k].second));
@@ -363,7 +409,7 @@ void SpanLinker::PrelinkBatch(std::vector<NewSpan>& spans) {
     ChooseClients(members, [&](const Member& server, int64_t best) {
       spans[server.position].parent = best;
     });
-  }
+  });
 
   // Then servers left without a client take one that sent the same bytes (through
   // address translation).
@@ -433,10 +479,20 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
   for (const auto& [key, position] : by_key) keys.push_back(key);
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  std::vector<int64_t> content_keys;
+  // What the batch asks by content: for its servers without a client yet, stored clients;
+  // for its clients, stored servers without any parent.
+  std::vector<int64_t> content_keys;  // sorted, unique: every content key of the batch
+  std::vector<int64_t> server_keys, server_starts, client_keys, client_starts;
   for (const NewSpan& s : spans) {
-    if (const int64_t content = ContentKey(*s.span); content != 0) {
-      content_keys.push_back(content);
+    const int64_t content = ContentKey(*s.span);
+    if (content == 0) continue;
+    content_keys.push_back(content);
+    if (s.span->kind() == v1::SPAN_KIND_CLIENT) {
+      client_keys.push_back(content);
+      client_starts.push_back(s.span->start_ns());
+    } else if (s.parent == 0 && s.span->parent_span_id() == 0) {
+      server_keys.push_back(content);
+      server_starts.push_back(s.span->start_ns());
     }
   }
   std::sort(content_keys.begin(), content_keys.end());
@@ -452,7 +508,11 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
   std::unordered_map<int64_t, size_t> stored_at;  // id -> position in `stored`
   for (const auto& row : tx.exec_prepared(kProbeStatement, BigintArrayLiteral(keys),
                                           BigintArrayLiteral(ids), ToBigint(batch_id),
-                                          agent_id, BigintArrayLiteral(content_keys))) {
+                                          agent_id, BigintArrayLiteral(server_keys),
+                                          BigintArrayLiteral(server_starts),
+                                          BigintArrayLiteral(client_keys),
+                                          BigintArrayLiteral(client_starts),
+                                          kContentWindowNs)) {
     const int type = row[0].as<int>();
     if (type == 2) {
       has_stored_child.push_back(row[1].as<int64_t>());
@@ -469,7 +529,11 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
           ExchangeOf(server, absl::string_view(local_ip.get(), local_ip.size()),
                      row[7].as<uint32_t>(), absl::string_view(peer_ip.get(), peer_ip.size()),
                      row[9].as<uint32_t>(), static_cast<uint64_t>(row[10].as<int64_t>())),
-          kStored, row[13].as<int64_t>(), row[12].as<int64_t>(), row[10].as<int64_t>()});
+          kStored, row[13].as<int64_t>(), row[12].as<int64_t>(), row[10].as<int64_t>(),
+          row[14].as<bool>(),
+          ClientEndOf(server, absl::string_view(local_ip.get(), local_ip.size()),
+                      row[7].as<uint32_t>(), absl::string_view(peer_ip.get(), peer_ip.size()),
+                      row[9].as<uint32_t>())});
       if (stored.back().content != 0 &&
           std::binary_search(content_keys.begin(), content_keys.end(),
                              stored.back().content)) {
@@ -499,22 +563,26 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
   };
   std::sort(by_key.begin(), by_key.end());
   std::vector<Member> members;
-  for (size_t begin = 0, end = 0; begin < by_key.size(); begin = end) {
-    bool has_stored = false;
-    for (end = begin; end < by_key.size() && by_key[end].first == by_key[begin].first; ++end) {
-      has_stored = has_stored || by_key[end].second >= kStoredBase;
-    }
-    if (prelinked ? !has_stored : end - begin < 2) continue;
+  // The members of a run: stored ones as probed, the batch's as linked so far.
+  auto gather = [&](const std::vector<std::pair<int64_t, size_t>>& sorted, size_t begin,
+                    size_t end) {
     members.clear();
     for (size_t k = begin; k < end; ++k) {
-      const size_t at = by_key[k].second;
+      const size_t at = sorted[k].second;
       members.push_back(at >= kStoredBase ? stored[at - kStoredBase] : NewMember(spans[at], at));
     }
+  };
+  ForEachRun(by_key, 1, [&](size_t begin, size_t end) {
+    const bool has_stored = std::any_of(by_key.begin() + begin, by_key.begin() + end,
+                                        [](const auto& k) { return k.second >= kStoredBase; });
+    if (prelinked ? !has_stored : end - begin < 2) return;
+    gather(by_key, begin, end);
     ChooseClients(members, [&](const Member& server, int64_t best) {
       exact[server.id] = best;
-      decide(server, server.parent, best);
+      // No client on its own connection: a parent it has came from its bytes (below).
+      if (best != 0) decide(server, server.parent, best);
     });
-  }
+  });
 
   // Servers without a client on their own connection, by content: the batch's, and the
   // stored ones that share a content key with it (a late client through a Service).
@@ -527,11 +595,7 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
   ForEachRun(by_content, 2, [&](size_t begin, size_t end) {
     // Every run, even one the batch alone makes up: its choices in memory may have just
     // been undone by the look-up by connection above, and recomputing them is cheap.
-    members.clear();
-    for (size_t k = begin; k < end; ++k) {
-      const size_t at = by_content[k].second;
-      members.push_back(at >= kStoredBase ? stored[at - kStoredBase] : NewMember(spans[at], at));
-    }
+    gather(by_content, begin, end);
     // The parent a server has now: as decided above, else as stored (or set in memory).
     auto current = [&](const Member& server) {
       auto d = decided.find(server.id);

@@ -12,11 +12,15 @@
 //    BIGINT). Both ways are checked: a new server span looks for its client, a new
 //    client span makes the matching server spans choose again (it may be nearer than
 //    their current parent);
-//  - through address translation (DNAT to a Service's pod, SNAT), where no client's
-//    addresses match: a server span that has no client on its own connection gets the
-//    client span that sent the same bytes (request fingerprint) at the same offset, the
-//    nearest in start time within kMatchWindowNs (ties: lower id), among the clients that
-//    are not the exact other end of some server span (those are taken);
+//  - through a Service's address translation (DNAT: the client connected to a virtual
+//    IP, the server sees the connection on its own address, from the client's real
+//    address and port): a server span that has no client on its own connection gets the
+//    client span that sent the same bytes (request fingerprint) at the same offset from
+//    the address and port the server sees as its peer, the nearest in start time within
+//    kContentWindowNs (ties: lower id), among the clients no server span has as parent
+//    yet. A client on the server's own connection arriving later still takes over. When
+//    the source is translated too (SNAT), no endpoint agrees and the spans stay apart:
+//    matching by content alone would guess among identical requests;
 //  - a span's trace id is the span id of its topmost known ancestor. After the links
 //    change, every touched span's root is found and the root's whole subtree relabelled.
 //    Then the summary rows (table traces) of the affected traces are recomputed: a trace
@@ -54,6 +58,9 @@ class SpanLinker {
   // Client and server spans of one exchange start at most this far apart (clocks of
   // different nodes included).
   static constexpr int64_t kMatchWindowNs = 60'000'000'000;
+  // The same through address translation, where only the bytes match: identical requests
+  // are common, so the window is narrower (network latency and clock skew between nodes).
+  static constexpr int64_t kContentWindowNs = 5'000'000'000;
   // Walks up and down a trace stop after this many levels (guards against a cycle made
   // of bogus parent ids, and against runaway work).
   static constexpr int kMaxTraceDepth = 1000;
