@@ -138,21 +138,26 @@ CREATE INDEX spans_root_service_idx
 DELETE FROM traces WHERE span_count = 1;
 )sql";
 
-// Version 3: linking through address translation (a Kubernetes Service's DNAT, SNAT).
-// The two ends of such a connection see different 4-tuples, but the same bytes at the
-// same offset: content_key (SpanLinker::ContentKey: request fingerprint and offset) finds
-// the candidates, which the linker rechecks.
+// Version 3: linking through a Service's address translation (DNAT): the two ends see
+// different 4-tuples, but the client's end (address and port) and the offset agree:
+// client_key (SpanLinker::ClientKey, which this backfill repeats in SQL) finds the
+// candidates, which the linker rechecks. Indexed for clients, and for servers that have
+// no parent at all (what a late client looks for).
 constexpr char kMigration3[] = R"sql(
-ALTER TABLE spans ADD COLUMN content_key BIGINT;
-UPDATE spans SET content_key = CASE WHEN request_hash # request_offset = 0 THEN 1
-                                   ELSE request_hash # request_offset END
-  WHERE request_hash <> 0 AND local_port <> 0 AND peer_port <> 0;
--- Clients by content and time (a server behind a Service looks for its client), and
--- servers that have no parent at all (a late client looks for its server).
-CREATE INDEX spans_content_client_idx ON spans (content_key, start_ns)
-  WHERE content_key IS NOT NULL AND kind = 1;
-CREATE INDEX spans_content_orphan_idx ON spans (content_key, start_ns)
-  WHERE content_key IS NOT NULL AND kind = 2 AND parent_span_id IS NULL
+ALTER TABLE spans ADD COLUMN client_key BIGINT;
+UPDATE spans SET client_key = CASE WHEN k = 0 THEN 1 ELSE k END
+  FROM (SELECT span_id AS id,
+               request_offset
+               # ((CASE WHEN kind = 2 THEN peer_port ELSE local_port END)::bigint << 32)
+               # ((SELECT coalesce(bit_xor(get_byte(ip, j)::bigint << (8 * (3 - j % 4))), 0)
+                     FROM (SELECT CASE WHEN kind = 2 THEN peer_ip ELSE local_ip END) AS c(ip),
+                          generate_series(0, length(ip) - 1) AS j) << 8) AS k
+          FROM spans WHERE local_port <> 0 AND peer_port <> 0) keys
+ WHERE spans.span_id = keys.id;
+CREATE INDEX spans_client_key_client_idx ON spans (client_key)
+  WHERE client_key IS NOT NULL AND kind = 1;
+CREATE INDEX spans_client_key_orphan_idx ON spans (client_key)
+  WHERE client_key IS NOT NULL AND kind = 2 AND parent_span_id IS NULL
     AND local_parent_span_id = 0;
 )sql";
 
@@ -163,7 +168,7 @@ const std::vector<Migration>& Migrations() {
       {1, "spans, traces, ingested_batches, agents", kMigration1},
       {2, "flow key, partial span indexes, summaries only of multi-span traces",
        kMigration2},
-      {3, "content key: linking through address translation", kMigration3},
+      {3, "client key: linking through a Service's address translation", kMigration3},
   };
   return *migrations;
 }

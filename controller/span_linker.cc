@@ -1,6 +1,7 @@
 #include "controller/span_linker.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <string>
 #include <unordered_map>
@@ -25,20 +26,17 @@ constexpr char kSummariesStatement[] = "linker_summaries";
 constexpr char kLockSql[] = "SELECT pg_advisory_xact_lock($1)";
 
 // What memory cannot know about a batch. $1: the flow keys of its spans, $2: their ids,
-// $3, $4: the batch (its own rows are known); $5, $6: content keys and start times of its
-// servers that have no client yet; $7, $8: those of its clients; $9: the content window.
-// Rows of type 1: every stored span with one of the flow keys (the caller rechecks the
-// exact columns); type 2: the ids of the batch that stored spans name as their parent
-// (children that came first); type 3: for each server of $5, the stored clients with its
-// content key nearest in start time (at most 4 before and 4 after, within the window),
-// with whether a server span already has them as parent; type 4: for each client of $7,
-// the nearest stored servers with its content key that have no parent at all. Bounded:
-// identical requests are common (a load generator, health checks), and each span looks
-// at no more than 8 others.
+// $3, $4: the batch (its own rows are known); $5: the client keys of its servers that have
+// no client yet, $6: those of its clients; $7, $8: the start times they may match. Rows
+// of type 1: every stored span with one of the flow keys (the caller rechecks the exact
+// columns); type 2: the ids of the batch that stored spans name as their parent (children
+// that came first); type 3: stored clients with one of the $5 keys, with whether a server
+// span already has them as parent; type 4: stored servers with one of the $6 keys that
+// have no parent at all.
 constexpr char kProbeSql[] = R"sql(
 SELECT 1::smallint, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
        s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
-       s.flow_key, s.request_hash, coalesce(s.content_key, 0), false
+       s.flow_key, s.request_hash, coalesce(s.client_key, 0), false
   FROM spans s
  WHERE s.flow_key = ANY($1::bigint[]) AND s.flow_key IS NOT NULL
    AND NOT (s.batch_id = $3 AND s.agent_id = $4)
@@ -49,38 +47,21 @@ SELECT DISTINCT 2::smallint, c.parent_span_id, 0::smallint, 0::bigint, 0::bigint
  WHERE c.parent_span_id = ANY($2::bigint[]) AND c.parent_span_id IS NOT NULL
    AND NOT (c.batch_id = $3 AND c.agent_id = $4)
 UNION ALL
-SELECT DISTINCT ON (s.span_id) 3::smallint, s.span_id, s.kind, s.local_parent_span_id,
-       coalesce(s.parent_span_id, 0), s.start_ns, s.local_ip, s.local_port, s.peer_ip,
-       s.peer_port, s.request_offset, coalesce(s.flow_key, 0), s.request_hash, s.content_key,
-       EXISTS (SELECT 1 FROM spans t WHERE t.parent_span_id = s.span_id AND t.kind = 2)
-  FROM unnest($5::bigint[], $6::bigint[]) AS want(key, start_ns)
- CROSS JOIN LATERAL (
-   (SELECT * FROM spans s WHERE s.content_key = want.key AND s.kind = 1
-       AND s.start_ns >= want.start_ns AND s.start_ns <= want.start_ns + $9
-     ORDER BY s.content_key, s.start_ns LIMIT 4)
-   UNION ALL
-   (SELECT * FROM spans s WHERE s.content_key = want.key AND s.kind = 1
-       AND s.start_ns < want.start_ns AND s.start_ns >= want.start_ns - $9
-     ORDER BY s.content_key DESC, s.start_ns DESC LIMIT 4)
- ) s
- WHERE NOT (s.batch_id = $3 AND s.agent_id = $4)
-UNION ALL
-SELECT DISTINCT ON (s.span_id) 4::smallint, s.span_id, s.kind, s.local_parent_span_id, 0,
+SELECT 3::smallint, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
        s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
-       coalesce(s.flow_key, 0), s.request_hash, s.content_key, false
-  FROM unnest($7::bigint[], $8::bigint[]) AS want(key, start_ns)
- CROSS JOIN LATERAL (
-   (SELECT * FROM spans s WHERE s.content_key = want.key AND s.kind = 2
-       AND s.parent_span_id IS NULL AND s.local_parent_span_id = 0
-       AND s.start_ns >= want.start_ns AND s.start_ns <= want.start_ns + $9
-     ORDER BY s.content_key, s.start_ns LIMIT 4)
-   UNION ALL
-   (SELECT * FROM spans s WHERE s.content_key = want.key AND s.kind = 2
-       AND s.parent_span_id IS NULL AND s.local_parent_span_id = 0
-       AND s.start_ns < want.start_ns AND s.start_ns >= want.start_ns - $9
-     ORDER BY s.content_key DESC, s.start_ns DESC LIMIT 4)
- ) s
- WHERE NOT (s.batch_id = $3 AND s.agent_id = $4)
+       coalesce(s.flow_key, 0), s.request_hash, s.client_key,
+       EXISTS (SELECT 1 FROM spans t WHERE t.parent_span_id = s.span_id AND t.kind = 2)
+  FROM spans s
+ WHERE s.client_key = ANY($5::bigint[]) AND s.client_key IS NOT NULL AND s.kind = 1
+   AND s.start_ns BETWEEN $7 AND $8 AND NOT (s.batch_id = $3 AND s.agent_id = $4)
+UNION ALL
+SELECT 4::smallint, s.span_id, s.kind, s.local_parent_span_id, 0, s.start_ns, s.local_ip,
+       s.local_port, s.peer_ip, s.peer_port, s.request_offset, coalesce(s.flow_key, 0),
+       s.request_hash, s.client_key, false
+  FROM spans s
+ WHERE s.client_key = ANY($6::bigint[]) AND s.client_key IS NOT NULL AND s.kind = 2
+   AND s.parent_span_id IS NULL AND s.local_parent_span_id = 0
+   AND s.start_ns BETWEEN $7 AND $8 AND NOT (s.batch_id = $3 AND s.agent_id = $4)
 )sql";
 
 // $1: span ids, $2: their new parents (0: none).
@@ -209,7 +190,7 @@ struct Member {
   int64_t start_ns;
   std::string exchange;  // ExchangeOf
   size_t position;       // in the batch, or kStored
-  int64_t content = 0;   // SpanLinker::ContentKey, 0 = none
+  int64_t client_key = 0;  // SpanLinker::ClientKey, 0 = none
   int64_t request_hash = 0;
   int64_t request_offset = 0;
   bool taken = false;    // a client some server span has as parent already
@@ -261,7 +242,7 @@ Member NewMember(const NewSpan& s, size_t position) {
                 ExchangeOf(server, span.local().ip(), span.local().port(), span.peer().ip(),
                            span.peer().port(), span.request_offset()),
                 position,
-                SpanLinker::ContentKey(span),
+                SpanLinker::ClientKey(span),
                 ToBigint(span.request_hash()),
                 ToBigint(span.request_offset()),
                 false,
@@ -302,29 +283,30 @@ void ChooseClients(const std::vector<Member>& members, Fn decided) {
   }
 }
 
-// Among `members` (spans sharing a content key), for each server that may take a client
-// by content (`open(server)`), the nearest client (see NearestClient) that sent the same
-// bytes at the same offset (the key may collide: rechecked) from the address and port the
-// server sees as its peer (a Service's DNAT rewrites only the server's end), on another
-// connection than the server's own, and not already some server's parent. Calls
-// `decided(server, best)`.
+// Among `members` (spans sharing a client key), for each server that may take a client
+// by its end (`open(server)`), the nearest client (see NearestClient) on another
+// connection than the server's own whose address and port are the server's peer (a
+// Service's DNAT rewrites only the server's end), at the same request offset, with the
+// same request fingerprint when both have one, and not already some server's parent.
+// Calls `decided(server, best)`.
 template <typename Open, typename Fn>
-void ChooseByContent(const std::vector<Member>& members, Open open, Fn decided) {
-  // Most runs are all servers (identical requests from a client that is not traced).
+void ChooseByClientEnd(const std::vector<Member>& members, Open open, Fn decided) {
+  // Most runs are a server alone with no client traced.
   if (std::none_of(members.begin(), members.end(), [](const Member& m) { return !m.server; })) {
     return;
   }
   for (const Member& server : members) {
     if (!server.server || server.local_parent != 0 || !open(server)) continue;
     decided(server, NearestClient(members, server, [&](const Member& client) {
-              return client.request_hash == server.request_hash &&
+              return (client.request_hash == server.request_hash ||
+                      client.request_hash == 0 || server.request_hash == 0) &&
                      client.request_offset == server.request_offset &&
                      client.client_end == server.client_end &&
                      client.exchange != server.exchange && !client.taken &&
                      std::none_of(members.begin(), members.end(), [&](const Member& other) {
                        return other.server && other.exchange == client.exchange;
                      });
-            }, SpanLinker::kContentWindowNs));
+            }, SpanLinker::kTranslatedWindowNs));
   }
 }
 
@@ -364,9 +346,12 @@ bool SpanLinker::HasFlow(const v1::Span& span) {
   return span.local().port() != 0 && span.peer().port() != 0;
 }
 
-int64_t SpanLinker::ContentKey(const v1::Span& span) {
-  if (!HasFlow(span) || span.request_hash() == 0) return 0;
-  const int64_t key = ToBigint(span.request_hash() ^ span.request_offset());
+int64_t SpanLinker::ClientKey(const v1::Span& span) {
+  if (!HasFlow(span)) return 0;
+  const bool server = span.kind() == v1::SPAN_KIND_SERVER;
+  const v1::Endpoint& client_end = server ? span.peer() : span.local();
+  const int64_t key = ToBigint(span.request_offset() ^ (uint64_t{client_end.port()} << 32) ^
+                               (FoldIp(client_end.ip()) << 8));
   return key == 0 ? 1 : key;  // 0 means none
 }
 
@@ -411,21 +396,21 @@ void SpanLinker::PrelinkBatch(std::vector<NewSpan>& spans) {
     });
   });
 
-  // Then servers left without a client take one that sent the same bytes (through
-  // address translation).
-  std::vector<std::pair<int64_t, size_t>> by_content;
+  // Then servers left without a client take one whose end is their peer (through a
+  // Service's address translation).
+  std::vector<std::pair<int64_t, size_t>> by_client;
   for (size_t i = 0; i < spans.size(); ++i) {
-    if (const int64_t content = ContentKey(*spans[i].span); content != 0) {
-      by_content.emplace_back(content, i);
+    if (const int64_t key = ClientKey(*spans[i].span); key != 0) {
+      by_client.emplace_back(key, i);
     }
   }
-  std::sort(by_content.begin(), by_content.end());
-  ForEachRun(by_content, 2, [&](size_t begin, size_t end) {
+  std::sort(by_client.begin(), by_client.end());
+  ForEachRun(by_client, 2, [&](size_t begin, size_t end) {
     members.clear();
     for (size_t k = begin; k < end; ++k) {
-      members.push_back(NewMember(spans[by_content[k].second], by_content[k].second));
+      members.push_back(NewMember(spans[by_client[k].second], by_client[k].second));
     }
-    ChooseByContent(
+    ChooseByClientEnd(
         members, [&](const Member& server) { return spans[server.position].parent == 0; },
         [&](const Member& server, int64_t best) { spans[server.position].parent = best; });
   });
@@ -479,40 +464,44 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
   for (const auto& [key, position] : by_key) keys.push_back(key);
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  // What the batch asks by content: for its servers without a client yet, stored clients;
-  // for its clients, stored servers without any parent.
-  std::vector<int64_t> content_keys;  // sorted, unique: every content key of the batch
-  std::vector<int64_t> server_keys, server_starts, client_keys, client_starts;
+  // What the batch asks by client end: for its servers without a client yet, stored
+  // clients; for its clients, stored servers without any parent; within the matching
+  // window of the batch's start times.
+  std::vector<int64_t> batch_client_keys;  // sorted, unique: every client key of the batch
+  std::vector<int64_t> server_keys, client_keys;
+  int64_t earliest = INT64_MAX, latest = INT64_MIN;
   for (const NewSpan& s : spans) {
-    const int64_t content = ContentKey(*s.span);
-    if (content == 0) continue;
-    content_keys.push_back(content);
+    const int64_t key = ClientKey(*s.span);
+    if (key == 0) continue;
+    batch_client_keys.push_back(key);
     if (s.span->kind() == v1::SPAN_KIND_CLIENT) {
-      client_keys.push_back(content);
-      client_starts.push_back(s.span->start_ns());
+      client_keys.push_back(key);
     } else if (s.parent == 0 && s.span->parent_span_id() == 0) {
-      server_keys.push_back(content);
-      server_starts.push_back(s.span->start_ns());
+      server_keys.push_back(key);
+    } else {
+      continue;
     }
+    earliest = std::min(earliest, s.span->start_ns());
+    latest = std::max(latest, s.span->start_ns());
   }
-  std::sort(content_keys.begin(), content_keys.end());
-  content_keys.erase(std::unique(content_keys.begin(), content_keys.end()),
-                     content_keys.end());
+  std::sort(batch_client_keys.begin(), batch_client_keys.end());
+  batch_client_keys.erase(std::unique(batch_client_keys.begin(), batch_client_keys.end()),
+                          batch_client_keys.end());
+  if (earliest > latest) earliest = latest = 0;
 
   // Stored spans with the batch's flow keys, and the batch's spans with stored children.
   std::vector<Member> stored;
   std::vector<int64_t> has_stored_child;
-  // (content key, kStoredBase + position in `stored`) of stored spans sharing one with
+  // (client key, kStoredBase + position in `stored`) of stored spans sharing one with
   // the batch.
-  std::vector<std::pair<int64_t, size_t>> by_content;
+  std::vector<std::pair<int64_t, size_t>> by_client;
   std::unordered_map<int64_t, size_t> stored_at;  // id -> position in `stored`
   for (const auto& row : tx.exec_prepared(kProbeStatement, BigintArrayLiteral(keys),
                                           BigintArrayLiteral(ids), ToBigint(batch_id),
                                           agent_id, BigintArrayLiteral(server_keys),
-                                          BigintArrayLiteral(server_starts),
                                           BigintArrayLiteral(client_keys),
-                                          BigintArrayLiteral(client_starts),
-                                          kContentWindowNs)) {
+                                          earliest - kTranslatedWindowNs,
+                                          latest + kTranslatedWindowNs)) {
     const int type = row[0].as<int>();
     if (type == 2) {
       has_stored_child.push_back(row[1].as<int64_t>());
@@ -534,10 +523,10 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
           ClientEndOf(server, absl::string_view(local_ip.get(), local_ip.size()),
                       row[7].as<uint32_t>(), absl::string_view(peer_ip.get(), peer_ip.size()),
                       row[9].as<uint32_t>())});
-      if (stored.back().content != 0 &&
-          std::binary_search(content_keys.begin(), content_keys.end(),
-                             stored.back().content)) {
-        by_content.emplace_back(stored.back().content, kStoredBase + at->second);
+      if (stored.back().client_key != 0 &&
+          std::binary_search(batch_client_keys.begin(), batch_client_keys.end(),
+                             stored.back().client_key)) {
+        by_client.emplace_back(stored.back().client_key, kStoredBase + at->second);
       }
     }
     // Only the flow probe's rows join runs by flow key: a run must hold every stored span
@@ -584,30 +573,30 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
     });
   });
 
-  // Servers without a client on their own connection, by content: the batch's, and the
-  // stored ones that share a content key with it (a late client through a Service).
+  // Servers without a client on their own connection, by the client's end: the batch's,
+  // and the stored ones that share a client key with it (a late client through a Service).
   for (size_t i = 0; i < spans.size(); ++i) {
-    if (const int64_t content = ContentKey(*spans[i].span); content != 0) {
-      by_content.emplace_back(content, i);
+    if (const int64_t key = ClientKey(*spans[i].span); key != 0) {
+      by_client.emplace_back(key, i);
     }
   }
-  std::sort(by_content.begin(), by_content.end());
-  ForEachRun(by_content, 2, [&](size_t begin, size_t end) {
+  std::sort(by_client.begin(), by_client.end());
+  ForEachRun(by_client, 2, [&](size_t begin, size_t end) {
     // Every run, even one the batch alone makes up: its choices in memory may have just
     // been undone by the look-up by connection above, and recomputing them is cheap.
-    gather(by_content, begin, end);
+    gather(by_client, begin, end);
     // The parent a server has now: as decided above, else as stored (or set in memory).
     auto current = [&](const Member& server) {
       auto d = decided.find(server.id);
       return d != decided.end() ? d->second : server.parent;
     };
-    ChooseByContent(
+    ChooseByClientEnd(
         members,
         [&](const Member& server) {
           auto e = exact.find(server.id);
           if (e != exact.end()) return e->second == 0;
-          // Not looked at by connection: free if it has no parent, or one that a content
-          // match gave it (a client of this run on another connection).
+          // Not looked at by connection: free if it has no parent, or one that the client's
+          // end gave it (a client of this run on another connection).
           const int64_t now = current(server);
           return now == 0 ||
                  std::any_of(members.begin(), members.end(), [&](const Member& m) {

@@ -15,9 +15,9 @@
 //  - through a Service's address translation (DNAT: the client connected to a virtual
 //    IP, the server sees the connection on its own address, from the client's real
 //    address and port): a server span that has no client on its own connection gets the
-//    client span that sent the same bytes (request fingerprint) at the same offset from
-//    the address and port the server sees as its peer, the nearest in start time within
-//    kContentWindowNs (ties: lower id), among the clients no server span has as parent
+//    client span whose address and port are the server's peer, at the same offset and
+//    with the same request fingerprint, the nearest in start time within
+//    kTranslatedWindowNs (ties: lower id), among the clients no server span has as parent
 //    yet. A client on the server's own connection arriving later still takes over. When
 //    the source is translated too (SNAT), no endpoint agrees and the spans stay apart:
 //    matching by content alone would guess among identical requests;
@@ -58,9 +58,9 @@ class SpanLinker {
   // Client and server spans of one exchange start at most this far apart (clocks of
   // different nodes included).
   static constexpr int64_t kMatchWindowNs = 60'000'000'000;
-  // The same through address translation, where only the bytes match: identical requests
-  // are common, so the window is narrower (network latency and clock skew between nodes).
-  static constexpr int64_t kContentWindowNs = 5'000'000'000;
+  // The same through address translation, where only the client's end and the bytes
+  // match: a narrower window (network latency and clock skew between nodes).
+  static constexpr int64_t kTranslatedWindowNs = 5'000'000'000;
   // Walks up and down a trace stop after this many levels (guards against a cycle made
   // of bogus parent ids, and against runaway work).
   static constexpr int kMaxTraceDepth = 1000;
@@ -74,10 +74,11 @@ class SpanLinker {
   // exchanges may share a key, so a match is rechecked on the exact columns. Only XORs
   // and shifts, so that migration 2 computes it in SQL for spans stored before it.
   static int64_t FlowKey(const v1::Span& span);
-  // The same 64 bits for both ends of one exchange whatever address translation lies
-  // between them (a Kubernetes Service): request fingerprint and request offset, stored in
-  // spans.content_key; 0 (stored as NULL) for a span without a flow or a fingerprint.
-  static int64_t ContentKey(const v1::Span& span);
+  // The same 64 bits for both ends of one exchange when only the server's end is
+  // translated (a Kubernetes Service's DNAT): the client's address and port, and the
+  // request offset; stored in spans.client_key (a look-up key, rechecked); 0 (stored as
+  // NULL) for a span without a flow.
+  static int64_t ClientKey(const v1::Span& span);
 
   // Prepares the linker's statements on `conn` (once per connection).
   static void Prepare(pqxx::connection& conn);

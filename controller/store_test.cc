@@ -552,7 +552,7 @@ TEST(SpanLinkingTest, AReusedFourTupleLinksToTheNearestClientInEveryOrder) {
 // agrees; the bytes at the same offset do. A second client on its own connection sends
 // the very same bytes to a pod it reaches directly: that one is taken by its exact other
 // end and never given to the translated server. Every arrival order, one span a batch.
-TEST(SpanLinkingTest, BothEndsThroughAddressTranslationLinkByContentInEveryOrder) {
+TEST(SpanLinkingTest, BothEndsThroughAServiceAddressTranslationLinkInEveryOrder) {
   const Flow translated_client{Ipv4(10, 0, 0, 1, 40001), Ipv4(10, 96, 0, 10, 80)};
   const Flow translated_server{Ipv4(10, 0, 0, 1, 40001), Ipv4(10, 0, 0, 3, 8080)};
   const Flow direct{Ipv4(10, 0, 0, 5, 40002), Ipv4(10, 0, 0, 3, 8080)};
