@@ -32,7 +32,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reptrace_bench import ROOT, Stack, free_port, print_table, wait_port  # noqa: E402
+from reptrace_bench import (ROOT, Stack, free_port, nginx_conf, print_table,  # noqa: E402
+                            wait_port)
 
 BACKEND = r'''
 import http.server, socket, sys, threading
@@ -92,20 +93,7 @@ sys.exit(1 if failures else 0)
 
 
 def nginx_proxy_conf(prefix, port, backend_port):
-    os.makedirs(prefix, exist_ok=True)
-    conf = f"""worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {prefix}/body;
-  proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fastcgi;
-  uwsgi_temp_path {prefix}/uwsgi;
-  scgi_temp_path {prefix}/scgi;
-  upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 16; }}
+    return nginx_conf(prefix, f"""  upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 16; }}
   server {{
     listen 127.0.0.1:{port};
     location / {{
@@ -113,13 +101,7 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }}
-  }}
-}}
-"""
-    path = os.path.join(prefix, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    return path
+  }}""")
 
 
 def ctl(stack, *args):

@@ -481,7 +481,7 @@ def run_server_instructions(args):
         def nginx_run(mode, n):
             port = free_port()
             prefix = os.path.join(work, f"ngx-{port}")
-            conf = nginx_conf(prefix, port)
+            conf = static_nginx_conf(prefix, port)
             url = f"http://127.0.0.1:{port}/index.html"
             client = lambda: subprocess.run(["curl", "-s"] + [url] * n,
                                             stdout=subprocess.DEVNULL, check=True)
@@ -517,11 +517,10 @@ def run_server_instructions(args):
 # ----------------------------------------------------------------------------------------
 # nginx and redis
 
-def nginx_conf(prefix, port):
+def nginx_conf(prefix, http_body):
+    """Writes an nginx.conf under `prefix` (one worker, in the foreground, temp paths and
+    logs inside `prefix`) with `http_body` inside http {}; returns its path."""
     os.makedirs(prefix, exist_ok=True)
-    os.makedirs(os.path.join(prefix, "www"), exist_ok=True)
-    with open(os.path.join(prefix, "www", "index.html"), "w") as f:
-        f.write("<html><body>" + "x" * 586 + "</body></html>\n")  # 612 bytes, like nginx's
     conf = f"""worker_processes 1;
 daemon off;
 pid {prefix}/nginx.pid;
@@ -534,14 +533,22 @@ http {{
   fastcgi_temp_path {prefix}/fastcgi;
   uwsgi_temp_path {prefix}/uwsgi;
   scgi_temp_path {prefix}/scgi;
-  keepalive_requests 100000000;
-  server {{ listen 127.0.0.1:{port}; location / {{ root {prefix}/www; }} }}
+{http_body}
 }}
 """
     path = os.path.join(prefix, "nginx.conf")
     with open(path, "w") as f:
         f.write(conf)
     return path
+
+
+def static_nginx_conf(prefix, port):
+    """nginx serving a 612-byte index.html (like nginx's own) on 127.0.0.1:`port`."""
+    os.makedirs(os.path.join(prefix, "www"), exist_ok=True)
+    with open(os.path.join(prefix, "www", "index.html"), "w") as f:
+        f.write("<html><body>" + "x" * 586 + "</body></html>\n")  # 612 bytes, like nginx's
+    return nginx_conf(prefix, f"""  keepalive_requests 100000000;
+  server {{ listen 127.0.0.1:{port}; location / {{ root {prefix}/www; }} }}""")
 
 
 def wrk(port, seconds, connections):
@@ -579,7 +586,7 @@ def measure_load(stack, hooked, server_pid, load):
 def one_nginx_run(args, stack, hooked, work):
     port = free_port()
     prefix = os.path.join(work, f"nginx-{port}")
-    conf = nginx_conf(prefix, port)
+    conf = static_nginx_conf(prefix, port)
     env = stack.hook_env() if hooked else {k: v for k, v in os.environ.items()
                                            if k != "LD_PRELOAD"}
     master = subprocess.Popen(["nginx", "-p", prefix, "-c", conf], env=env,
