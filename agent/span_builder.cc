@@ -105,7 +105,7 @@ void SpanBuilder::OnEvent(uint64_t process_key, const EventRecord& event, absl::
     case EventKind::kClose: {
       auto c = process.connections.find(event.conn_id);
       if (c == process.connections.end()) return;
-      if (c->second.open) FinishSpan(c->second);
+      FinishAllOf(c->second);
       process.connections.erase(c);
       return;
     }
@@ -190,7 +190,7 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
       process.connections.erase(existing);
       return;
     }
-    if (was.open) FinishSpan(was);
+    FinishAllOf(was);
     process.connections.erase(existing);
   }
   Connection conn;
@@ -236,6 +236,7 @@ void SpanBuilder::OnBytes(Process& process, Connection& conn, const Transfer& t,
   const uint64_t end_offset = t.offset + static_cast<uint64_t>(t.result);
   const bool is_request = (conn.role == SocketRole::kClient) == is_send;
   conn.last_activity = now;
+  if (conn.udp && OnDnsDatagram(process, conn, t, is_request)) return;
   if (is_request) {
     if (conn.open && conn.open->in_response) FinishSpan(conn);
     if (!conn.open) StartSpan(process, conn, t);
@@ -348,10 +349,12 @@ void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
   auto& attributes = *span.mutable_attributes();
   for (protocol::Attribute& a : request->attributes) attributes[a.key] = std::move(a.value);
   if (!open.in_response) {
-    // HTTP and Redis answer every request: none came (the connection closed or the span
-    // was cut short). Other protocols have requests without answers.
+    // HTTP, Redis and DNS answer every request: none came (the connection closed, the
+    // span was cut short, a DNS query timed out). Other protocols have requests without
+    // answers.
     if ((request->protocol == protocol::Protocol::kHttp ||
-         request->protocol == protocol::Protocol::kRedis) &&
+         request->protocol == protocol::Protocol::kRedis ||
+         request->protocol == protocol::Protocol::kDns) &&
         span.status() == v1::SPAN_STATUS_UNSET) {
       span.set_status(v1::SPAN_STATUS_ERROR);
       span.set_status_message("no response");
@@ -369,7 +372,68 @@ void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
 }
 
 void SpanBuilder::FinishSpan(Connection& conn) {
-  OpenSpan& open = *conn.open;
+  Emit(conn, *conn.open);
+  conn.open.reset();
+}
+
+void SpanBuilder::FinishAllOf(Connection& conn) {
+  if (conn.open) FinishSpan(conn);
+  for (auto& [id, open] : conn.dns_pending) Emit(conn, open);
+  conn.dns_pending.clear();
+}
+
+bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transfer& t,
+                                bool is_request) {
+  const uint64_t end_offset = t.offset + static_cast<uint64_t>(t.result);
+  if (is_request) {
+    std::optional<protocol::Request> query =
+        protocol::ParseDnsRequest(t.capture, protocol::Transport::kUdp);
+    if (!query || !query->exchange_id) return false;
+    const uint16_t id = *query->exchange_id;
+    // A query sent again under the same id (a retry) ends the earlier one, unanswered.
+    if (auto again = conn.dns_pending.find(id); again != conn.dns_pending.end()) {
+      Emit(conn, again->second);
+      conn.dns_pending.erase(again);
+    }
+    if (conn.dns_pending.size() >= kMaxPendingDnsQueries) {
+      Emit(conn, conn.dns_pending.begin()->second);
+      conn.dns_pending.erase(conn.dns_pending.begin());
+    }
+    const bool first_exchange = !conn.exchanged;
+    conn.exchanged = true;
+    OpenSpan open;
+    open.span = NewSpan(process, conn, t.conn_id, t.tid, t.wall_ns);
+    if (conn.role == SocketRole::kClient) {
+      open.span.set_parent_span_id(ClientParent(process, conn, t.tid, first_exchange));
+    } else {
+      process.thread_server_span[t.tid] = open.span.span_id();
+    }
+    open.span.set_request_offset(t.offset);
+    open.span.set_request_hash(t.hash);
+    open.request_end = end_offset;
+    open.request_head.assign(t.capture.data(), t.capture.size());
+    open.last_request_wall_ns = t.wall_ns;
+    conn.dns_pending.emplace(id, std::move(open));
+    return true;
+  }
+  std::optional<protocol::Response> answer =
+      protocol::ParseDnsResponse(t.capture, protocol::Transport::kUdp);
+  if (!answer || !answer->exchange_id) return false;
+  auto it = conn.dns_pending.find(*answer->exchange_id);
+  if (it == conn.dns_pending.end()) return true;  // the answer to a query we did not see
+  OpenSpan& open = it->second;
+  open.in_response = true;
+  open.span.set_response_offset(t.offset);
+  open.span.set_response_hash(t.hash);
+  open.response_end = end_offset;
+  open.response_head.assign(t.capture.data(), t.capture.size());
+  open.last_response_wall_ns = t.wall_ns;
+  Emit(conn, open);
+  conn.dns_pending.erase(it);
+  return true;
+}
+
+void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
   Describe(conn, open);
   v1::Span& span = open.span;
   span.set_request_bytes(open.request_end - span.request_offset());
@@ -380,10 +444,8 @@ void SpanBuilder::FinishSpan(Connection& conn) {
     span.set_end_ns(static_cast<int64_t>(open.last_request_wall_ns));
   }
   if (span.status() == v1::SPAN_STATUS_UNSET) span.set_status(v1::SPAN_STATUS_OK);
-  v1::Span done = std::move(span);
-  conn.open.reset();
   ++spans_built_;
-  sink_(std::move(done));
+  sink_(std::move(span));
 }
 
 void SpanBuilder::EmitFailedClientSpan(Process& process, const Connection& conn,
@@ -402,9 +464,7 @@ void SpanBuilder::OnProcessGone(uint64_t process_key) {
   auto p = processes_.find(process_key);
   if (p == processes_.end()) return;
   Process& process = p->second;
-  for (auto& [conn_id, conn] : process.connections) {
-    if (conn.open) FinishSpan(conn);
-  }
+  for (auto& [conn_id, conn] : process.connections) FinishAllOf(conn);
   auto k = key_by_pid_.find(process.pid);
   if (k != key_by_pid_.end() && k->second == process_key) key_by_pid_.erase(k);
   // An exec'd successor (same pid) or a late fork child may still ask for these.
@@ -426,25 +486,27 @@ void SpanBuilder::ExpireIdle(absl::Time now) {
   }
   for (auto& [key, process] : processes_) {
     for (auto& [conn_id, conn] : process.connections) {
-      if (conn.open && conn.open->in_response && now - conn.last_activity >= idle_timeout_) {
-        FinishSpan(conn);
-      }
+      if (now - conn.last_activity < idle_timeout_) continue;
+      if (conn.open && conn.open->in_response) FinishSpan(conn);
+      // DNS queries still unanswered on a socket quiet that long have timed out.
+      for (auto& [id, open] : conn.dns_pending) Emit(conn, open);
+      conn.dns_pending.clear();
     }
   }
 }
 
 void SpanBuilder::FinishAll() {
   for (auto& [key, process] : processes_) {
-    for (auto& [conn_id, conn] : process.connections) {
-      if (conn.open) FinishSpan(conn);
-    }
+    for (auto& [conn_id, conn] : process.connections) FinishAllOf(conn);
   }
 }
 
 size_t SpanBuilder::open_spans() const {
   size_t n = 0;
   for (const auto& [key, process] : processes_) {
-    for (const auto& [conn_id, conn] : process.connections) n += conn.open ? 1 : 0;
+    for (const auto& [conn_id, conn] : process.connections) {
+      n += (conn.open ? 1 : 0) + conn.dns_pending.size();
+    }
   }
   return n;
 }

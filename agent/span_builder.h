@@ -31,8 +31,10 @@
 // HTTP/1.x ("GET /path", http.request.method, url.path, http.response.status_code; 5xx is
 // an error), Redis ("GET", db.operation; an error reply is an error), PostgreSQL ("SELECT
 // items", db.operation, db.sql.table; an ErrorResponse is an error), DNS ("DNS A name",
-// dns.rcode; SERVFAIL, REFUSED are errors). An HTTP or Redis request that got no response
-// at all is an error too. Otherwise the name is the peer endpoint (client) or local
+// dns.rcode; SERVFAIL, REFUSED are errors). DNS over UDP pairs each query with its answer
+// by DNS id (a resolver sends A and AAAA at once on one socket); a query unanswered when
+// the socket has been quiet for the idle timeout has timed out. An HTTP, Redis or DNS
+// request that got no response at all is an error. Otherwise the name is the peer endpoint (client) or local
 // endpoint (server). A failed connect (other than
 // EINPROGRESS) is a client span with status ERROR and the strerror text.
 #ifndef REPTRACE_AGENT_SPAN_BUILDER_H_
@@ -40,6 +42,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -79,6 +82,8 @@ class SpanBuilder {
 
   static constexpr absl::Duration kEndedProcessMemory = absl::Seconds(30);
   static constexpr size_t kMaxEndedProcesses = 16384;
+  // DNS queries waiting for an answer on one socket; beyond it the oldest is finished.
+  static constexpr size_t kMaxPendingDnsQueries = 64;
   uint64_t spans_built() const { return spans_built_; }
   // Send/receive records of a connection this builder does not know (its open record was
   // lost and not re-announced): ignored, and counted here.
@@ -127,6 +132,9 @@ class SpanBuilder {
     uint32_t connect_tid = 0;
     bool exchanged = false;       // a span was started on it, or it was reported as failed
     std::optional<OpenSpan> open;
+    // DNS over UDP: queries waiting for their answer, by DNS id (a resolver sends several
+    // on one socket, A and AAAA at once); each query and its answer is a span.
+    std::map<uint16_t, OpenSpan> dns_pending;
     absl::Time last_activity;
   };
   struct Process {
@@ -154,6 +162,13 @@ class SpanBuilder {
   void OnFailedCall(Process& process, Connection& conn, const Transfer& t);
   void StartSpan(Process& process, Connection& conn, const Transfer& t);
   void FinishSpan(Connection& conn);
+  // Finishes `open`, a span of `conn`, and hands it to the sink.
+  void Emit(const Connection& conn, OpenSpan& open);
+  // Finishes every span open on `conn`.
+  void FinishAllOf(Connection& conn);
+  // A DNS query or answer on a UDP connection, paired by DNS id; false if the datagram
+  // is not DNS (the exchange is then tracked like any other).
+  bool OnDnsDatagram(Process& process, Connection& conn, const Transfer& t, bool is_request);
   // Names the span and sets its attributes and status from the heads it put together
   // (agent/protocol: HTTP/1.x, Redis, PostgreSQL, DNS).
   static void Describe(const Connection& conn, OpenSpan& open);

@@ -726,5 +726,61 @@ TEST_F(SpanBuilderTest, AnHttpRequestThatGotNoResponseIsAnError) {
   EXPECT_EQ(spans_[0].status_message(), "no response");
 }
 
+// A DNS query as a stub resolver sends it: id, recursion desired, one question.
+std::string DnsQuery(uint16_t id, const std::vector<std::string>& labels, uint16_t type) {
+  std::string q;
+  q.push_back(static_cast<char>(id >> 8));
+  q.push_back(static_cast<char>(id & 0xff));
+  q += std::string("\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00", 10);
+  for (const std::string& label : labels) {
+    q.push_back(static_cast<char>(label.size()));
+    q += label;
+  }
+  q.push_back('\0');
+  q.push_back(static_cast<char>(type >> 8));
+  q.push_back(static_cast<char>(type & 0xff));
+  q += std::string("\x00\x01", 2);
+  return q;
+}
+
+// Its answer with `rcode` and no records.
+std::string DnsAnswer(std::string query, int rcode) {
+  query[2] = static_cast<char>(0x81);
+  query[3] = static_cast<char>(0x80 | rcode);
+  return query;
+}
+
+// A resolver sends A and AAAA at once on one UDP socket; the answers come back in another
+// order. Each query is paired with its answer by DNS id; an unanswered one times out.
+TEST_F(SpanBuilderTest, DnsQueriesOnOneUdpSocketArePairedWithTheirAnswersById) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /lookup HTTP/1.1\r\n\r\n"));
+  const std::string a = DnsQuery(0x1111, {"shop", "example"}, 1);
+  const std::string aaaa = DnsQuery(0x2222, {"shop", "example"}, 28);
+  const std::string lost = DnsQuery(0x3333, {"cart", "example"}, 1);
+  Feed(script_.UdpConnect(2, 7, 300));
+  Feed(script_.Datagram(EventKind::kSend, 2, 7, 310, a));
+  Feed(script_.Datagram(EventKind::kSend, 2, 7, 311, aaaa));
+  Feed(script_.Datagram(EventKind::kRecv, 2, 7, 350, DnsAnswer(aaaa, 0)));
+  Feed(script_.Datagram(EventKind::kRecv, 2, 7, 360, DnsAnswer(a, 3)));  // NXDOMAIN
+  Feed(script_.Datagram(EventKind::kSend, 2, 7, 400, lost), kT0);
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[0].name(), "DNS AAAA shop.example");
+  EXPECT_EQ(spans_[0].start_ns(), 311);
+  EXPECT_EQ(spans_[0].end_ns(), 350);
+  EXPECT_EQ(spans_[0].status(), v1::SPAN_STATUS_OK);
+  EXPECT_EQ(spans_[1].name(), "DNS A shop.example");
+  EXPECT_EQ(spans_[1].start_ns(), 310);
+  EXPECT_EQ(spans_[1].end_ns(), 360);
+  EXPECT_EQ(spans_[1].attributes().at("dns.rcode"), "NXDOMAIN");
+  for (const v1::Span& span : spans_) EXPECT_NE(span.parent_span_id(), 0u);  // the request's
+  EXPECT_EQ(builder_.open_spans(), 2u);  // the unanswered query, and the HTTP request
+  builder_.ExpireIdle(kT0 + absl::Seconds(3));
+  ASSERT_EQ(spans_.size(), 3u);
+  EXPECT_EQ(spans_[2].name(), "DNS A cart.example");
+  EXPECT_EQ(spans_[2].status(), v1::SPAN_STATUS_ERROR);
+  EXPECT_EQ(spans_[2].status_message(), "no response");
+}
+
 }  // namespace
 }  // namespace reptrace

@@ -70,6 +70,38 @@ class HookScript {
     return e;
   }
 
+  // connect() of a UDP socket (protocol 17) to peer_ip:peer_port.
+  EventRecord UdpConnect(uint64_t conn, uint32_t tid, uint64_t wall_ns,
+                         const char* peer_ip = "10.0.0.53", uint16_t peer_port = 53) {
+    EventRecord e = Connect(conn, tid, wall_ns, 0, peer_ip, peer_port);
+    e.protocol = 17;
+    Remember(conn, e);
+    return e;
+  }
+
+  // One UDP datagram sent or received on connection `conn`, as the hook records it: a full
+  // EventRecord, every datagram a message start with its capture and fingerprint.
+  EventRecord Datagram(EventKind kind, uint64_t conn, uint32_t tid, uint64_t wall_ns,
+                       absl::string_view data) {
+    Conn& c = conns_[conn];
+    EventRecord e = c.opened;
+    e.kind = static_cast<uint8_t>(kind);
+    e.tid = tid;
+    e.wall_ns = wall_ns;
+    e.mono_ns = wall_ns - wall_minus_mono_;
+    e.result = static_cast<int64_t>(data.size());
+    e.error = 0;
+    uint64_t& counter = kind == EventKind::kSend ? c.sent : c.received;
+    e.offset = counter;
+    counter += data.size();
+    e.flags = kFlagMessageStart;
+    const size_t n = std::min(data.size(), kCaptureBytes);
+    std::memcpy(e.capture, data.data(), n);
+    e.capture_len = static_cast<uint8_t>(n);
+    e.hash = Fingerprint64(data.data(), n);
+    return e;
+  }
+
   // accept() on 10.0.0.2:8080 of a connection from 10.0.0.1:(40000 + conn).
   EventRecord Accept(uint64_t conn, uint32_t tid, uint64_t wall_ns) {
     EventRecord e = Base(EventKind::kAccept, SocketRole::kServer, conn, tid, wall_ns);

@@ -235,6 +235,63 @@ Server(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).se
   EXPECT_EQ(server_pids.count(server.pid()), 0u);
 }
 
+// DNS over UDP as resolvers do it: A and AAAA sent at once on one socket, the answers
+// taken in whatever order they come. Each query is a span paired with its own answer.
+TEST_F(EndToEndTest, DnsQueriesSentTogetherOnOneSocketAreSeparateSpans) {
+  const std::string responder = stack_.dir() + "/dns_responder.py";
+  std::ofstream(responder) << R"(
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    query, peer = s.recvfrom(512)
+    answer = bytearray(query)
+    answer[2] = 0x81
+    answer[3] = 0x80 | (3 if b"missing" in query else 0)  # NXDOMAIN or NOERROR
+    s.sendto(bytes(answer), peer)
+)";
+  const std::string client = stack_.dir() + "/dns_client.py";
+  std::ofstream(client) << R"(
+import socket, struct, sys
+def query(id, name, qtype):
+    q = struct.pack(">HHHHHH", id, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack(">HH", qtype, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server = ("127.0.0.1", int(sys.argv[1]))
+s.sendto(query(0x1111, "shop.test", 1), server)
+s.sendto(query(0x2222, "shop.test", 28), server)
+s.sendto(query(0x3333, "missing.test", 1), server)
+ids = sorted(struct.unpack(">H", s.recvfrom(512)[0][:2])[0] for _ in range(3))
+print(" ".join(hex(i) for i in ids))
+)";
+  ProcessOptions options;
+  options.env = stack_.HookEnv("dns");
+  options.stdout_path = stack_.dir() + "/dns.out";
+  Process server({"/usr/bin/python3", responder}, options);
+  const std::string port = WaitForLine(server, options.stdout_path, "", absl::Seconds(20));
+  ASSERT_FALSE(port.empty());
+  CommandResult run = stack_.RunTraced({"/usr/bin/python3", client, port}, "resolver");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "0x1111 0x2222 0x3333\n");
+
+  json traces = WaitForTraces("resolver", 3, 1);
+  ASSERT_EQ(traces.size(), 3u) << traces.dump(2);
+  std::map<std::string, std::string> status_by_name;
+  for (const auto& t : traces) {
+    json trace = stack_.Trace(t["trace_id"]);
+    const json* span = FindSpan(trace["spans"], "resolver", "client");
+    ASSERT_TRUE(span) << trace.dump(2);
+    status_by_name[(*span)["name"].get<std::string>()] = (*span)["status"].get<std::string>();
+  }
+  EXPECT_EQ(status_by_name, (std::map<std::string, std::string>{
+                                {"DNS A shop.test", "ok"},
+                                {"DNS AAAA shop.test", "ok"},
+                                {"DNS A missing.test", "ok"}}));
+}
+
 // Connects to the agent's socket, writes `bytes`, and reports whether the agent closed the
 // connection on its own within a few seconds.
 bool AgentClosesAfter(const std::string& socket_path, const std::string& bytes) {
