@@ -142,6 +142,7 @@ void SpanBuilder::OnData(uint64_t process_key, const DataRecord& data, absl::Tim
   t.error = data.result < 0 ? static_cast<int>(-data.result) : 0;
   t.message_start = (data.flags & kFlagMessageStart) != 0;
   t.hash = DataRecordHash(data);  // computed here if the hook left it to us
+  t.hash_from_capture = DataRecordHashFromCapture(data);
   t.capture = CaptureOf(data.capture, data.capture_len, data.flags);
   OnTransfer(process, t, now);
 }
@@ -260,6 +261,7 @@ void SpanBuilder::OnBytes(Process& process, Connection& conn, const Transfer& t,
     open.response_end = t.offset;
     if (t.message_start) {
       span.set_response_hash(t.hash);
+      open.response_hash_from_head = t.hash_from_capture;
       open.response_head.assign(t.capture.data(), t.capture.size());
     }
   } else if (!t.message_start) {
@@ -332,6 +334,7 @@ void SpanBuilder::StartSpan(Process& process, Connection& conn, const Transfer& 
   open.request_end = t.offset;
   if (t.message_start) {
     span.set_request_hash(t.hash);
+    open.request_hash_from_head = t.hash_from_capture;
     open.request_head.assign(t.capture.data(), t.capture.size());
   }
 }
@@ -436,6 +439,13 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
 void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
   Describe(conn, open);
   v1::Span& span = open.span;
+  if (open.request_hash_from_head && !open.request_head.empty()) {
+    span.set_request_hash(Fingerprint64(open.request_head.data(), open.request_head.size()));
+  }
+  if (open.response_hash_from_head && !open.response_head.empty()) {
+    span.set_response_hash(
+        Fingerprint64(open.response_head.data(), open.response_head.size()));
+  }
   span.set_request_bytes(open.request_end - span.request_offset());
   if (open.in_response) {
     span.set_response_bytes(open.response_end - span.response_offset());

@@ -101,6 +101,9 @@ class SpanBuilder {
     int error;       // errno when result < 0
     bool message_start;
     uint64_t hash;
+    // The hash is the agent's own, of the capture (DataRecordHashFromCapture): the span may
+    // take it again over the whole head it puts together.
+    bool hash_from_capture = false;
     // Message start: its first bytes. Otherwise (kFlagHeadCapture) this call's bytes that
     // belong to its message's head, or empty.
     absl::string_view capture;
@@ -117,6 +120,10 @@ class SpanBuilder {
     // the span ends.
     std::string request_head;
     std::string response_head;
+    // The span's hashes are then Fingerprint64 of those heads, the same whatever calls the
+    // bytes came in on either end (else: of the first call's bytes, as the hook hashed them).
+    bool request_hash_from_head = false;
+    bool response_hash_from_head = false;
   };
   struct Connection {
     SocketRole role = SocketRole::kUnknown;
