@@ -141,8 +141,9 @@ void SpanBuilder::OnData(uint64_t process_key, const DataRecord& data, absl::Tim
   t.result = data.result < 0 ? -1 : data.result;
   t.error = data.result < 0 ? static_cast<int>(-data.result) : 0;
   t.message_start = (data.flags & kFlagMessageStart) != 0;
-  t.hash = DataRecordHash(data);  // computed here if the hook left it to us
+  // Left to us by the hook: computed once the span has its whole head (Emit).
   t.hash_from_capture = DataRecordHashFromCapture(data);
+  t.hash = t.hash_from_capture ? 0 : data.hash;
   t.capture = CaptureOf(data.capture, data.capture_len, data.flags);
   OnTransfer(process, t, now);
 }
