@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reptrace_bench import (ROOT, Stack, free_port, nginx_conf, print_table,  # noqa: E402
-                            wait_port)
+                            terminate_all, wait_port)
 
 BACKEND = r'''
 import http.server, socket, sys, threading
@@ -206,12 +206,7 @@ def main():
                     ["concurrency", "requests", "tree, services, HTTP names right",
                      "and redis spans named"], rows)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        terminate_all(procs)
         stack.stop()
 
 

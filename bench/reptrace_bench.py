@@ -112,6 +112,21 @@ def peak_rss_kib(pid):
     return 0
 
 
+def terminate_all(procs):
+    """SIGTERM to each process (last started first), SIGKILL after 10 s."""
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def stop_cluster(pg_dir):
+    subprocess.run(["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "stop", pg_dir],
+                   capture_output=True)
+
+
 class Stack:
     """PostgreSQL + reptrace-controller + reptrace-agent, private to one benchmark run."""
 
@@ -202,14 +217,8 @@ class Stack:
         return env
 
     def stop(self):
-        for p in reversed(self.procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        subprocess.run(["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "stop",
-                        self.pg_dir], capture_output=True)
+        terminate_all(self.procs)
+        stop_cluster(self.pg_dir)
 
 
 class IngestStack:
@@ -255,14 +264,8 @@ class IngestStack:
         return {"controller": cpu_seconds(self.procs[i].pid), "postgres": pg}
 
     def stop(self):
-        for p in self.procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        subprocess.run(["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "stop",
-                        self.pg_dir], capture_output=True)
+        terminate_all(self.procs)
+        stop_cluster(self.pg_dir)
 
 
 def run_ingest(args):
