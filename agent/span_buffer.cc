@@ -9,32 +9,42 @@ namespace reptrace {
 
 namespace {
 
-// Heap bytes of a string beyond the object itself: nothing while it fits the small-string
-// buffer (15 characters in libstdc++), else its capacity plus malloc's header.
-size_t HeapBytes(const std::string& s) {
-  constexpr size_t kSmallString = 15;
-  constexpr size_t kMallocOverhead = 16;
-  return s.capacity() > kSmallString ? s.capacity() + 1 + kMallocOverhead : 0;
+// Sizes as glibc's malloc hands them out on x86-64: the request plus an 8-byte header,
+// rounded up to 16 bytes.
+constexpr size_t Chunk(size_t request) { return (request + 8 + 15) & ~size_t{15}; }
+
+// A string's buffer, when it is longer than the small-string buffer (15 characters in
+// libstdc++).
+size_t BufferBytes(const std::string& s) {
+  return s.capacity() > 15 ? Chunk(s.capacity() + 1) : 0;
+}
+
+// A set string field: protobuf 3.21 allocates its std::string apart.
+size_t FieldBytes(const std::string& s) {
+  return s.empty() ? 0 : Chunk(sizeof(std::string)) + BufferBytes(s);
 }
 
 }  // namespace
 
 size_t ApproximateMemory(const v1::Span& span) {
-  // The span itself, its two endpoints (allocated apart, each with malloc's header), the
-  // heap parts of its strings, and per attribute a map node (key and value strings, a
-  // link, malloc's header) plus a bucket of the map's table.
-  constexpr size_t kMallocOverhead = 16;
-  constexpr size_t kMapNode = 2 * sizeof(std::string) + 2 * sizeof(void*) + kMallocOverhead;
-  size_t bytes = sizeof(v1::Span);
-  if (span.has_local()) bytes += sizeof(v1::Endpoint) + kMallocOverhead;
-  if (span.has_peer()) bytes += sizeof(v1::Endpoint) + kMallocOverhead;
-  bytes += HeapBytes(span.service()) + HeapBytes(span.node()) + HeapBytes(span.process()) +
-           HeapBytes(span.name()) + HeapBytes(span.status_message()) +
-           HeapBytes(span.local().ip()) + HeapBytes(span.peer().ip());
+  // What the heap holds for a span in a batch (which allocates each span apart): the span,
+  // its set string fields, its endpoints, and its attributes map (a table, and a node per
+  // entry holding key and value). The map's sizes are protobuf's internals, measured;
+  // agent/span_buffer_test.cc checks the whole against what mallinfo2 counts.
+  constexpr size_t kMapTable = 96;
+  // A node: a link and the key and value strings in one allocation.
+  constexpr size_t kMapNode = Chunk(2 * sizeof(std::string) + sizeof(void*));
+  size_t bytes = Chunk(sizeof(v1::Span)) + sizeof(void*);  // and its slot in the batch
+  bytes += FieldBytes(span.service()) + FieldBytes(span.node()) + FieldBytes(span.process()) +
+           FieldBytes(span.name()) + FieldBytes(span.status_message());
+  for (const v1::Endpoint* end : {&span.local(), &span.peer()}) {
+    if (end == &v1::Endpoint::default_instance()) continue;  // not set
+    bytes += Chunk(sizeof(v1::Endpoint)) + FieldBytes(end->ip());
+  }
   if (!span.attributes().empty()) {
-    bytes += 64;  // the map's table
+    bytes += kMapTable;
     for (const auto& [key, value] : span.attributes()) {
-      bytes += kMapNode + sizeof(void*) + HeapBytes(key) + HeapBytes(value);
+      bytes += kMapNode + BufferBytes(key) + BufferBytes(value);
     }
   }
   return bytes;

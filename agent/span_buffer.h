@@ -25,9 +25,9 @@
 
 namespace reptrace {
 
-// The memory `span` takes, estimated from its fields (within about 25 % of protobuf's
-// SpaceUsedLong(), which walks the message by reflection and would cost more than building
-// the span did).
+// The heap `span` takes in a batch, estimated from its fields (within a few percent of
+// what glibc's malloc counts; protobuf's SpaceUsedLong() walks the message by reflection,
+// costs more than building the span did, and leaves out malloc's headers).
 size_t ApproximateMemory(const v1::Span& span);
 
 struct SpanBufferOptions {
