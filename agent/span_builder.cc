@@ -241,7 +241,7 @@ void SpanBuilder::OnBytes(Process& process, Connection& conn, const Transfer& t,
   if (conn.udp && OnDnsDatagram(process, conn, t, is_request)) return;
   if (is_request) {
     if (conn.open && conn.open->in_response) FinishSpan(conn);
-    if (!conn.open) StartSpan(process, conn, t);
+    if (!conn.open) conn.open = StartSpan(process, conn, t);
     OpenSpan& open = *conn.open;
     if (!t.message_start) {
       GrowHead(&open.request_head, open.span.request_offset(), t.offset, t.capture);
@@ -322,10 +322,11 @@ v1::Span SpanBuilder::NewSpan(const Process& process, const Connection& conn,
   return span;
 }
 
-void SpanBuilder::StartSpan(Process& process, Connection& conn, const Transfer& t) {
+SpanBuilder::OpenSpan SpanBuilder::StartSpan(Process& process, Connection& conn,
+                                             const Transfer& t) {
   const bool first_exchange = !conn.exchanged;
   conn.exchanged = true;
-  OpenSpan& open = conn.open.emplace();
+  OpenSpan open;
   open.span = NewSpan(process, conn, t.conn_id, t.tid, t.wall_ns);
   v1::Span& span = open.span;
   if (conn.role == SocketRole::kClient) {
@@ -338,6 +339,7 @@ void SpanBuilder::StartSpan(Process& process, Connection& conn, const Transfer& 
     open.request_hash_from_head = t.hash_from_capture;
     open.request_head.assign(t.capture.data(), t.capture.size());
   }
+  return open;
 }
 
 void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
@@ -403,19 +405,11 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
       Emit(conn, conn.dns_pending.begin()->second);
       conn.dns_pending.erase(conn.dns_pending.begin());
     }
-    const bool first_exchange = !conn.exchanged;
-    conn.exchanged = true;
-    OpenSpan open;
-    open.span = NewSpan(process, conn, t.conn_id, t.tid, t.wall_ns);
-    if (conn.role == SocketRole::kClient) {
-      open.span.set_parent_span_id(ClientParent(process, conn, t.tid, first_exchange));
-    } else {
+    OpenSpan open = StartSpan(process, conn, t);
+    if (conn.role == SocketRole::kServer) {
       process.thread_server_span[t.tid] = open.span.span_id();
     }
-    open.span.set_request_offset(t.offset);
-    open.span.set_request_hash(t.hash);
     open.request_end = end_offset;
-    open.request_head.assign(t.capture.data(), t.capture.size());
     open.last_request_wall_ns = t.wall_ns;
     conn.dns_pending.emplace(id, std::move(open));
     return true;

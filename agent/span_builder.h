@@ -167,7 +167,8 @@ class SpanBuilder {
   void OnTransfer(Process& process, const Transfer& t, absl::Time now);
   void OnBytes(Process& process, Connection& conn, const Transfer& t, absl::Time now);
   void OnFailedCall(Process& process, Connection& conn, const Transfer& t);
-  void StartSpan(Process& process, Connection& conn, const Transfer& t);
+  // A span whose request begins with `t` (the connection's parent rules applied).
+  OpenSpan StartSpan(Process& process, Connection& conn, const Transfer& t);
   void FinishSpan(Connection& conn);
   // Finishes `open`, a span of `conn`, and hands it to the sink.
   void Emit(const Connection& conn, OpenSpan& open);

@@ -214,6 +214,16 @@ __attribute__((noinline)) void Reannounce(ConnectionState* state, int fd, uint64
   if (Publish(r)) state->announced.store(generation, std::memory_order_relaxed);
 }
 
+// Sets the capture length of `r`, whose first `captured` capture bytes are filled, zeroes
+// its padding to 8 bytes (the padding goes on the wire: no stale bytes of an earlier
+// record in it) and returns the record's wire size.
+size_t EndCapture(DataRecord* r, size_t captured) {
+  r->capture_len = static_cast<uint8_t>(captured);
+  const size_t padded = (captured + 7) & ~size_t{7};
+  for (size_t i = captured; i < padded; ++i) r->capture[i] = 0;
+  return DataRecordWireSize(r->flags, r->capture_len);
+}
+
 // Fills a message start's capture in `r` (capture_len, capture and its padding to 8
 // bytes), and its fingerprint unless the capture holds every byte of it (the agent
 // computes it then: see DataRecord::hash); returns the record's wire size.
@@ -233,11 +243,7 @@ size_t FillMessageStart(DataRecord* r, const Bytes& bytes, ssize_t result) {
   } else {
     captured = 0;  // sendfile, MSG_TRUNC: the bytes are not in memory (hash 0)
   }
-  r->capture_len = static_cast<uint8_t>(captured);
-  const size_t padded = (captured + 7) & ~size_t{7};
-  // The padding goes on the wire: no stale bytes of an earlier record in it.
-  for (size_t i = captured; i < padded; ++i) r->capture[i] = 0;
-  return kDataRecordBaseSize + sizeof(uint64_t) + padded;
+  return EndCapture(r, captured);
 }
 
 // Fills the capture of a call whose bytes start `into_message` bytes into a message whose
@@ -254,10 +260,7 @@ __attribute__((noinline)) size_t FillHeadCapture(DataRecord* r, const Bytes& byt
     captured = Gather(bytes, n, r->capture);
   }
   r->hash = 0;
-  r->capture_len = static_cast<uint8_t>(captured);
-  const size_t padded = (captured + 7) & ~size_t{7};
-  for (size_t i = captured; i < padded; ++i) r->capture[i] = 0;
-  return kDataRecordBaseSize + sizeof(uint64_t) + padded;
+  return EndCapture(r, captured);
 }
 
 // One UDP datagram: a full EventRecord, with the datagram's own peer when the call named
