@@ -22,6 +22,7 @@ using nlohmann::json;
 constexpr char kClientAddress[] = "10.77.0.1";
 constexpr char kServerAddress[] = "10.77.0.2";
 constexpr char kServiceAddress[] = "10.96.0.10";  // the Service's virtual IP
+constexpr char kTranslatedAddress[] = "10.77.0.3";  // the client node's SNAT address
 constexpr int kServerPort = 8080;
 
 class NatTest : public ::testing::Test {
@@ -158,9 +159,16 @@ TEST_F(NatTest, BothEndsOfAConnectionThroughAServiceVirtualIpAreLinked) {
 // clients would make that a guess, so the ends stay apart rather than be linked wrongly.
 TEST_F(NatTest, WhenTheSourceIsTranslatedTooTheEndsStayApart) {
   AddServiceDnat();
-  const absl::Status snat = client_ns_->Run(
-      {"iptables", "-t", "nat", "-A", "POSTROUTING", "-p", "tcp", "-d", kServerAddress, "-j",
-       "SNAT", "--to-source", absl::StrCat(kClientAddress, ":40000-40999")});
+  // The translated source is another address of the client's node (the server's ARP for it
+  // is answered by the client's side of the link), so the server never sees the client's
+  // own address: translating only the port would leave it unchanged whenever the kernel's
+  // ephemeral port already lies in the SNAT range, and the ends would rightly be linked.
+  const absl::Status alias =
+      client_ns_->Run({"ip", "addr", "add", absl::StrCat(kTranslatedAddress, "/32"), "dev", "lo"});
+  ASSERT_TRUE(alias.ok()) << alias;
+  const absl::Status snat = client_ns_->Run({"iptables", "-t", "nat", "-A", "POSTROUTING",
+                                             "-p", "tcp", "-d", kServerAddress, "-j", "SNAT",
+                                             "--to-source", kTranslatedAddress});
   ASSERT_TRUE(snat.ok()) << snat;
   StartServer();
   FetchPages(kServiceAddress);
@@ -175,6 +183,12 @@ TEST_F(NatTest, WhenTheSourceIsTranslatedTooTheEndsStayApart) {
       << client_traces.dump(2) << server_traces.dump(2);
   for (const auto& t : client_traces) EXPECT_EQ(t["span_count"], 1) << t.dump();
   for (const auto& t : server_traces) EXPECT_EQ(t["span_count"], 1) << t.dump();
+  // The translation really happened: the server saw the node's address, not the client's.
+  json server_trace = stack_.Trace(server_traces[0]["trace_id"]);
+  ASSERT_EQ(server_trace["spans"].size(), 1u) << server_trace.dump(2);
+  EXPECT_EQ(server_trace["spans"][0]["peer"].get<std::string>().rfind(kTranslatedAddress, 0),
+            0u)
+      << server_trace.dump(2);
 }
 
 }  // namespace
