@@ -29,7 +29,14 @@ namespace reptrace {
 
 inline constexpr uint32_t kRecordMagic = 0x31545052;  // "RPT1" in little-endian memory
 // 2: DataRecord, HelloRecord::start_mono_ns; times are CLOCK_MONOTONIC (see HelloRecord).
-inline constexpr uint16_t kWireVersion = 2;
+// 3: records in a ring shared with the agent (common/shared_ring.h, kHelloFlagRing); only
+//    the hello travels on the socket. The agent still reads records sent on the socket.
+inline constexpr uint16_t kWireVersion = 3;
+
+// HelloRecord::flags.
+// The hello comes with a file descriptor (SCM_RIGHTS, on the hello's first byte): a sealed
+// memfd holding the process's record ring.
+inline constexpr uint16_t kHelloFlagRing = 1;
 
 enum class RecordType : uint16_t {
   kHello = 1,
@@ -50,7 +57,7 @@ inline constexpr size_t kNameBytes = 64;
 struct HelloRecord {
   RecordHeader header;
   uint16_t version;  // kWireVersion
-  uint16_t reserved;
+  uint16_t flags;    // kHelloFlag*
   uint32_t pid;
   uint32_t ppid;
   uint32_t uid;
