@@ -42,12 +42,22 @@ struct RingHeader {
   uint32_t capacity;      // cells, a power of two in [kMinRingCapacity, kMaxRingCapacity]
   uint32_t cell_bytes;    // sizeof(RingCell)
   uint32_t pid;           // the process that made it
-  uint32_t reserved;
+  // Which agent connection of the process the ring is being handed to (0, 1, ...): set by
+  // the hook right before it sends the hello; the reader keeps the value it finds.
+  uint32_t link_epoch;
   alignas(64) std::atomic<uint64_t> enqueue_pos;  // producers' claims: records pushed
   alignas(64) std::atomic<uint64_t> dequeue_pos;  // the reader's position (information only)
   alignas(64) std::atomic<uint64_t> dropped;      // pushes refused: ring full or not ready
+  // When the hook loses an agent connection (the program closed our socket, the agent went
+  // away) while the ring lives on for the next one: (epoch << 48) | position, the epoch of
+  // the next connection and the first record that is that connection's (it follows the
+  // re-announcements of the connections the lost agent knew). A reader of an earlier
+  // epoch reads nothing from that position on.
+  alignas(64) std::atomic<uint64_t> handover;
 };
 static_assert(sizeof(RingHeader) <= kRingHeaderBytes, "the header fits its page");
+inline constexpr int kHandoverEpochShift = 48;
+inline constexpr uint64_t kHandoverPositionMask = (uint64_t{1} << kHandoverEpochShift) - 1;
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
 
 struct RingCell {
@@ -77,10 +87,11 @@ inline void FormatRing(void* memory, uint32_t capacity, uint32_t pid) {
   header->capacity = capacity;
   header->cell_bytes = sizeof(RingCell);
   header->pid = pid;
-  header->reserved = 0;
+  header->link_epoch = 0;
   header->enqueue_pos.store(0, std::memory_order_relaxed);
   header->dequeue_pos.store(0, std::memory_order_relaxed);
   header->dropped.store(0, std::memory_order_relaxed);
+  header->handover.store(0, std::memory_order_relaxed);
   RingCell* cells = RingCells(header);
   for (uint32_t i = 0; i < capacity; ++i) cells[i].sequence.store(i, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
@@ -110,13 +121,19 @@ class RingReader {
   // agent); a wrong value there only makes Pop find nothing.
   RingReader(RingHeader* header, uint32_t capacity)
       : header_(header), cells_(RingCells(header)), mask_(capacity - 1),
-        pos_(header->dequeue_pos.load(std::memory_order_relaxed)) {}
+        pos_(header->dequeue_pos.load(std::memory_order_relaxed)),
+        epoch_(*static_cast<volatile uint32_t*>(&header->link_epoch)) {}
 
   // Copies the next record into `out` (kMaxRecordSize bytes of room) and frees its cell:
   // the header's size if it is a possible record size, else the whole cell (the decoder
   // then rejects it). Returns the size copied, 0 if the next cell is not published yet.
   size_t Pop(void* out) {
     if (header_ == nullptr) return 0;
+    const uint64_t handover = header_->handover.load(std::memory_order_acquire);
+    if ((handover >> kHandoverEpochShift) > epoch_ &&
+        pos_ >= (handover & kHandoverPositionMask)) {
+      return 0;  // the rest is the next agent connection's
+    }
     RingCell& cell = cells_[pos_ & mask_];
     if (cell.sequence.load(std::memory_order_acquire) != pos_ + 1) return 0;
     RecordHeader head;
@@ -147,6 +164,7 @@ class RingReader {
   RingCell* cells_ = nullptr;
   uint64_t mask_ = 0;
   uint64_t pos_ = 0;
+  uint32_t epoch_ = 0;
 };
 
 }  // namespace reptrace

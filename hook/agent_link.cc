@@ -2,12 +2,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -24,28 +23,25 @@ namespace reptrace::hook {
 namespace agent_link_internal {
 
 EventRing g_ring;
-std::atomic<bool> g_shipper_started{false};
-// Recorded events are the ring's pushes (EventRing::pushed): no second atomic per call.
-std::atomic<uint64_t> g_dropped{0};
+std::atomic<bool> g_link_started{false};
+std::atomic<int> g_agent_fd{-1};
 
 }  // namespace agent_link_internal
 
 namespace {
 
-using agent_link_internal::g_dropped;
+using agent_link_internal::g_agent_fd;
+using agent_link_internal::g_link_started;
 using agent_link_internal::g_ring;
-using agent_link_internal::g_shipper_started;
 
 constexpr char kDefaultSocket[] = "/run/reptrace/agent.sock";
 constexpr int64_t kMillis = 1000 * 1000;
-constexpr int64_t kIdleSleepNs = 5 * kMillis;
-constexpr int64_t kStatsPeriodNs = 1000 * kMillis;
 constexpr int64_t kFirstBackoffNs = 100 * kMillis;
 constexpr int64_t kMaxBackoffNs = 2000 * kMillis;
-constexpr int kSendTimeoutMs = 100;
-// Records per send(): at most 64 * 248 bytes, usually 64 * 48 to 64 * 184.
-constexpr size_t kBatch = 64;
-
+constexpr int64_t kLivenessPeriodNs = 1000 * kMillis;
+// A ring is replaced only when the program closed our fd of it (a daemon closing every fd
+// does it once): the old one stays mapped (see MakeRing), so their number is bounded.
+constexpr int kMaxRings = 8;
 
 // Set once by the constructor, read-only afterwards.
 char g_socket_path[sizeof(sockaddr_un::sun_path)] = {};
@@ -54,38 +50,101 @@ char g_service[kNameBytes] = {};  // empty: use the program name
 uint64_t g_start_wall_ns = 0;
 uint64_t g_start_mono_ns = 0;
 
-std::atomic<bool> g_shipper_failed{false};  // pthread_create refused: nobody to wait for
-std::atomic<int> g_agent_fd{-1};
-// The fd the shipper is inside a system call on (send, connect, close), kCreating while it
-// creates its socket, else -1. A program that takes an fd number (close, dup2, close_range)
-// waits for the shipper to leave that number first, so hook bytes never reach a file or
-// socket of the program that reused the number. The shipper's calls never block (the socket
-// is non-blocking), so the wait is a few microseconds at most.
-constexpr int kCreating = -2;
-std::atomic<int> g_in_flight{-1};
-// FlushAgentLink() bumps requested; the shipper answers by storing it into done.
-std::atomic<uint32_t> g_flush_requested{0};
-std::atomic<uint32_t> g_flush_done{0};
+std::atomic<int> g_ring_fd{-1};
+// Agent connections lost while the ring lived on: the epoch of the next one
+// (RingHeader::link_epoch, handover).
+std::atomic<uint32_t> g_link_epoch{0};
+// Pushes refused while this process had no ring (making it failed, or another thread was
+// making it): counted here, the ring's header counts the rest.
+std::atomic<uint64_t> g_unringed_drops{0};
 
-// An agent connection was lost (by whichever thread lost it: the shipper on a failed send,
-// the program closing or replacing our fd) or the process forked. Moved on at the moment
-// of the loss, before any record the program makes after it, so that those re-announce.
-// Async-signal-safe (a lock-free atomic).
-void NextLinkGeneration() {
-  if (g_link_generation.fetch_add(1, std::memory_order_relaxed) + 1 == 0) {
-    g_link_generation.fetch_add(1, std::memory_order_relaxed);  // 0 means never announced
+// The fds a link operation is inside a system call on (slot 0: the agent connection, slot
+// 1: the ring), kCreating while it creates one, else -1. A program that takes an fd number
+// (close, dup2, close_range) waits for the link to leave that number first, so hook bytes
+// never reach a file or socket of the program that reused the number. The link's calls
+// never block, so the wait is a few microseconds at most.
+constexpr int kCreating = -2;
+std::atomic<int> g_in_flight[2] = {{-1}, {-1}};
+constexpr int kAgentSlot = 0;
+constexpr int kRingSlot = 1;
+std::atomic<int>* const kOwners[] = {&g_agent_fd, &g_ring_fd};  // by slot
+
+// One thread looks after the link at a time (a try-lock: the others carry on); the state
+// below is only touched by the holder.
+std::atomic<bool> g_link_busy{false};
+int64_t g_next_attempt_ns = 0;
+int64_t g_backoff_ns = kFirstBackoffNs;
+int64_t g_next_liveness_ns = 0;
+bool g_had_agent = false;
+int g_rings_made = 0;
+
+class LinkLock {
+ public:
+  LinkLock() : held_(!g_link_busy.exchange(true, std::memory_order_acquire)) {}
+  ~LinkLock() {
+    if (held_) g_link_busy.store(false, std::memory_order_release);
   }
+  LinkLock(const LinkLock&) = delete;
+  LinkLock& operator=(const LinkLock&) = delete;
+  bool held() const { return held_; }
+
+ private:
+  const bool held_;
+};
+
+// While the link works on a program thread: the program's signal handlers wait (they
+// could otherwise close or reuse our fds in the middle of an operation on this very
+// thread), errno is the program's again afterwards, and nothing the link does is traced.
+class LinkScope {
+ public:
+  LinkScope() : errno_(errno) {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &signals_);
+  }
+  ~LinkScope() {
+    pthread_sigmask(SIG_SETMASK, &signals_, nullptr);
+    errno = errno_;
+  }
+  LinkScope(const LinkScope&) = delete;
+  LinkScope& operator=(const LinkScope&) = delete;
+
+ private:
+  const int errno_;
+  sigset_t signals_;
+  InHookScope in_hook_;
+};
+
+// An agent connection that carried records was lost (by whichever thread lost it: the
+// link on a failed call, the program closing or replacing our fd) or the process forked.
+// Moved on at the moment of the loss, before any record the program makes after it, so
+// that those re-announce. Async-signal-safe (a lock-free atomic).
+void NextLinkGeneration() {
+  if (g_link_generation.fetch_add(1, std::memory_order_seq_cst) + 1 == 0) {
+    g_link_generation.fetch_add(1, std::memory_order_seq_cst);  // 0 means never announced
+  }
+}
+
+// An agent connection that had the ring is lost: what is pushed from now on is the next
+// connection's (RingHeader::handover), and connections announce themselves again for it
+// (the link generation moves on after the handover position is set, so every
+// re-announcement lies beyond it). Async-signal-safe.
+void HandOver() {
+  RingHeader* header = g_ring.header();
+  const uint32_t epoch = g_link_epoch.fetch_add(1, std::memory_order_seq_cst) + 1;
+  if (header != nullptr) {
+    const uint64_t position = header->enqueue_pos.load(std::memory_order_seq_cst);
+    header->handover.store((uint64_t{epoch} << kHandoverEpochShift) |
+                               (position & kHandoverPositionMask),
+                           std::memory_order_seq_cst);
+  }
+  NextLinkGeneration();
 }
 
 int64_t MonoNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
-
-void SleepNs(int64_t ns) {
-  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
-  nanosleep(&ts, nullptr);
 }
 
 void CopyName(char (&out)[kNameBytes], const char* in) {
@@ -111,56 +170,31 @@ void ProgramName(char (&out)[kNameBytes]) {
   if (out[0] == '\0') CopyName(out, program_invocation_short_name);
 }
 
-// Claims `fd` for one system call: false if the program has taken it meanwhile. Sequentially
-// consistent against TakeAgentFd(): one of the two sees the other.
-bool Enter(int fd) {
-  g_in_flight.store(fd, std::memory_order_seq_cst);
-  if (g_agent_fd.load(std::memory_order_seq_cst) == fd) return true;
-  g_in_flight.store(-1, std::memory_order_seq_cst);
+// Claims `fd`, published in `owner`, for system calls in `slot`: false if the program has
+// taken it meanwhile. Sequentially consistent against TakeAgentFd(): one of the two sees
+// the other.
+bool Enter(int slot, int fd, const std::atomic<int>& owner) {
+  g_in_flight[slot].store(fd, std::memory_order_seq_cst);
+  if (owner.load(std::memory_order_seq_cst) == fd) return true;
+  g_in_flight[slot].store(-1, std::memory_order_seq_cst);
   return false;
 }
 
-void Leave() { g_in_flight.store(-1, std::memory_order_seq_cst); }
+void Leave(int slot) { g_in_flight[slot].store(-1, std::memory_order_seq_cst); }
 
 // Drops the agent connection if it is still ours (the program may have closed it).
-// `carried_records`: something may have been sent on it (not a connect that failed).
-void Disconnect(int fd, bool carried_records = true) {
-  g_in_flight.store(fd, std::memory_order_seq_cst);
+// `carried_records`: the agent had the ring (not a connect or hello that failed).
+void Disconnect(int fd, bool carried_records) {
+  g_in_flight[kAgentSlot].store(fd, std::memory_order_seq_cst);
   int expected = fd;
   if (g_agent_fd.compare_exchange_strong(expected, -1, std::memory_order_seq_cst)) {
-    if (carried_records) NextLinkGeneration();
+    if (carried_records) HandOver();
     RealClose(fd);
   }
-  Leave();
+  Leave(kAgentSlot);
 }
 
-// Writes all `n` bytes or fails; *sent says how many went out. Gives up after the send
-// timeout: a stuck agent costs dropped records, never a blocked program.
-bool SendAll(int fd, const void* data, size_t n, size_t* sent) {
-  const auto* p = static_cast<const char*>(data);
-  *sent = 0;
-  const int64_t deadline = MonoNs() + int64_t{kSendTimeoutMs} * kMillis;
-  while (*sent < n) {
-    if (!Enter(fd)) return false;  // taken by the program
-    const ssize_t r = RealSend(fd, p + *sent, n - *sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-    const int err = errno;
-    Leave();
-    if (r < 0 && err == EINTR) continue;
-    if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
-      const int64_t left = deadline - MonoNs();
-      if (left <= 0) return false;
-      // Polling a number the program may have reused meanwhile only reads readiness.
-      pollfd pfd = {fd, POLLOUT, 0};
-      poll(&pfd, 1, static_cast<int>(left / kMillis) + 1);
-      continue;
-    }
-    if (r <= 0) return false;
-    *sent += static_cast<size_t>(r);
-  }
-  return true;
-}
-
-// Where the agent socket lives: high in the fd space, out of the way of programs that
+// Where the link's fds live: high in the fd space, out of the way of programs that
 // expect the lowest free numbers (a daemon reopening 0, 1, 2 after closing everything).
 int HighFdFloor() {
   rlimit limit;
@@ -170,50 +204,78 @@ int HighFdFloor() {
   return top >= 64 ? static_cast<int>(top) - 16 : -1;
 }
 
-bool SendRecord(int fd, const void* record, size_t n) {
-  size_t sent;
-  if (SendAll(fd, record, n, &sent)) return true;
-  Disconnect(fd);
-  return false;
+// Moves a new close-on-exec fd high; returns the fd to use.
+int MoveHigh(int fd) {
+  const int floor = HighFdFloor();
+  if (floor <= fd) return fd;
+  const int high = static_cast<int>(syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor));
+  if (high < 0) return fd;
+  RealClose(fd);
+  return high;
 }
 
-bool SendStats(int fd) {
-  StatsRecord stats = {};
-  stats.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kStats), sizeof(StatsRecord)};
-  stats.pid = g_pid.load(std::memory_order_relaxed);
-  stats.events_recorded = g_ring.pushed();
-  stats.events_dropped = g_dropped.load(std::memory_order_relaxed);
-  return SendRecord(fd, &stats, sizeof(stats));
+// Makes a ring in a new sealed memfd and sends records there from now on. An earlier ring
+// (the program closed our fd of it) stays mapped: another thread may still be writing in
+// it, and its agent reads it to the end.
+bool MakeRing() {
+  if (g_rings_made >= kMaxRings) return false;
+  ++g_rings_made;  // attempts too: a process where memfds fail does not retry forever
+  // An agent reading the old ring reads it to the end once its connection closes; this
+  // one goes to the next connection.
+  const int connected = g_agent_fd.load(std::memory_order_seq_cst);
+  if (connected >= 0) Disconnect(connected, /*carried_records=*/false);
+  // Created, then published; while its number is not yet ours a program close()/dup2()
+  // waits (kCreating) rather than race with us.
+  g_in_flight[kRingSlot].store(kCreating, std::memory_order_seq_cst);
+  int fd = static_cast<int>(
+      syscall(SYS_memfd_create, "reptrace-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (fd < 0) {
+    Leave(kRingSlot);
+    return false;
+  }
+  fd = MoveHigh(fd);
+  const size_t bytes = g_ring.bytes();
+  void* memory = MAP_FAILED;
+  if (syscall(SYS_ftruncate, fd, static_cast<off_t>(bytes)) == 0) {
+    memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  }
+  // The agent maps it too: sealed, so that its size never changes under the agent.
+  if (memory == MAP_FAILED ||
+      syscall(SYS_fcntl, fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    if (memory != MAP_FAILED) munmap(memory, bytes);
+    RealClose(fd);
+    Leave(kRingSlot);
+    return false;
+  }
+  g_ring_fd.store(fd, std::memory_order_seq_cst);
+  Leave(kRingSlot);
+  // Connections announced in an earlier ring announce themselves again in this one: the
+  // generation moves on once the ring is there (see PublishAnnouncement).
+  g_ring.Attach(memory, g_pid.load(std::memory_order_relaxed));
+  NextLinkGeneration();
+  return true;
 }
 
-// Connects and says hello; the new fd, or -1.
+// Connects and says hello, handing over the ring; the new fd, or -1.
 int ConnectAgent() {
   if (!g_socket_path_ok) return -1;
-  // Created non-blocking and close-on-exec, then moved high; while its number is not yet
-  // published a program close()/dup2() waits (kCreating) rather than race with us.
-  g_in_flight.store(kCreating, std::memory_order_seq_cst);
+  if (g_ring_fd.load(std::memory_order_seq_cst) < 0 && !MakeRing()) return -1;
+  g_in_flight[kAgentSlot].store(kCreating, std::memory_order_seq_cst);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
-    Leave();
+    Leave(kAgentSlot);
     return -1;
   }
-  const int floor = HighFdFloor();
-  if (floor > fd) {
-    const int high = static_cast<int>(syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor));
-    if (high >= 0) {
-      RealClose(fd);
-      fd = high;
-    }
-  }
+  fd = MoveHigh(fd);
   g_agent_fd.store(fd, std::memory_order_seq_cst);
-  g_in_flight.store(fd, std::memory_order_seq_cst);
+  g_in_flight[kAgentSlot].store(fd, std::memory_order_seq_cst);
   sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, g_socket_path, sizeof(addr.sun_path));
   // A Unix stream connect completes at once (or fails with EAGAIN when the agent's
   // backlog is full: we retry later).
   const int connected = RealConnect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
-  Leave();
+  Leave(kAgentSlot);
   if (connected != 0) {
     Disconnect(fd, /*carried_records=*/false);
     return -1;
@@ -222,6 +284,7 @@ int ConnectAgent() {
   HelloRecord hello = {};
   hello.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kHello), sizeof(HelloRecord)};
   hello.version = kWireVersion;
+  hello.flags = kHelloFlagRing;
   hello.pid = g_pid.load(std::memory_order_relaxed);
   hello.ppid = static_cast<uint32_t>(getppid());
   hello.uid = static_cast<uint32_t>(getuid());
@@ -236,109 +299,135 @@ int ConnectAgent() {
   } else {
     std::memcpy(hello.service, hello.process, sizeof(hello.service));
   }
-  if (!SendRecord(fd, &hello, sizeof(hello))) return -1;
+
+  // The hello's bytes and the ring's fd in one message: a fresh socket's buffer takes it
+  // whole, at once.
+  const int ring_fd = g_ring_fd.load(std::memory_order_seq_cst);
+  if (RingHeader* header = g_ring.header()) {
+    *static_cast<volatile uint32_t*>(&header->link_epoch) =
+        g_link_epoch.load(std::memory_order_seq_cst);
+  }
+  iovec iov = {&hello, sizeof(hello)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cmsg), &ring_fd, sizeof(int));
+  ssize_t sent = -1;
+  if (Enter(kAgentSlot, fd, g_agent_fd)) {
+    if (ring_fd >= 0 && Enter(kRingSlot, ring_fd, g_ring_fd)) {
+      do {
+        sent = RealSendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      } while (sent < 0 && errno == EINTR);
+      Leave(kRingSlot);
+    }
+    Leave(kAgentSlot);
+  }
+  if (sent != static_cast<ssize_t>(sizeof(hello))) {
+    // Nothing, or part of a hello: the agent has nothing it can use.
+    Disconnect(fd, /*carried_records=*/false);
+    return -1;
+  }
   return fd;
 }
 
-// Dequeues up to kBatch records and delivers them. Returns how many were dequeued.
-// With no agent connection nothing is dequeued: the ring keeps what it holds until the
-// agent is back (a daemon that closed our fd, an agent restarting), and only what does
-// not fit in it is dropped, by Publish, and counted.
-size_t ShipBatch(int* fd) {
-  if (*fd < 0) return 0;
-  // Each record is popped straight to the end of the previous one: one send() of only
-  // the bytes the records use.
-  alignas(8) static unsigned char batch[kBatch * EventRing::kCellBytes];  // shipper only
-  size_t ends[kBatch];
-  size_t n = 0;
-  size_t used = 0;
-  while (n < kBatch) {
-    const size_t size = g_ring.TryPop(batch + used);
-    if (size == 0) break;
-    used += size;
-    ends[n++] = used;
+// Holding the link lock: one connection attempt, and the next one's time.
+void TryConnect(int64_t now) {
+  if (ConnectAgent() >= 0) {
+    g_had_agent = true;
+    g_backoff_ns = kFirstBackoffNs;
+    g_next_liveness_ns = now + kLivenessPeriodNs;
+  } else {
+    g_next_attempt_ns = now + g_backoff_ns;
+    g_backoff_ns = g_backoff_ns * 2 > kMaxBackoffNs ? kMaxBackoffNs : g_backoff_ns * 2;
   }
-  if (n == 0) return 0;
-  size_t sent;
-  if (SendAll(*fd, batch, used, &sent)) return n;
-  Disconnect(*fd);
-  *fd = -1;
-  size_t lost = 0;
-  for (size_t i = 0; i < n; ++i) lost += ends[i] > sent ? 1 : 0;
-  g_dropped.fetch_add(lost, std::memory_order_relaxed);
-  return n;
 }
 
-void* ShipperMain(void*) {
-  t_in_hook = true;  // for the life of this thread: nothing it does is traced
-  pthread_setname_np(pthread_self(), "reptrace");
-  int64_t backoff = kFirstBackoffNs;
-  int64_t next_connect = 0;
-  bool had_fd = false;
-  int64_t next_stats = MonoNs() + kStatsPeriodNs;
-  for (;;) {
-    const uint32_t flush = g_flush_requested.load(std::memory_order_acquire);
-    const bool flushing = flush != g_flush_done.load(std::memory_order_relaxed);
-    int fd = g_agent_fd.load(std::memory_order_acquire);
-    int64_t now = MonoNs();
-    if (fd < 0 && had_fd) {
-      // Lost (the program closed or replaced our fd, or the agent went away): reconnect
-      // later, after a program closing all its fds has finished doing so. (Whoever lost
-      // it moved the link generation on: connections re-announce themselves.)
-      had_fd = false;
-      next_connect = now + kFirstBackoffNs;
-    }
-    if (fd < 0 && (flushing || now >= next_connect)) {
-      fd = ConnectAgent();
-      if (fd >= 0) {
-        had_fd = true;
-        backoff = kFirstBackoffNs;
-        if (!SendStats(fd)) fd = -1;  // tells the agent what was dropped while away
-        next_stats = now + kStatsPeriodNs;
-      } else {
-        next_connect = now + backoff;
-        backoff = backoff * 2 > kMaxBackoffNs ? kMaxBackoffNs : backoff * 2;
-      }
-    }
-    size_t shipped = ShipBatch(&fd);
-    if (flushing) {
-      while (shipped > 0) shipped = ShipBatch(&fd);
-      if (fd >= 0) SendStats(fd);
-      next_stats = MonoNs() + kStatsPeriodNs;
-      g_flush_done.store(flush, std::memory_order_release);
-      continue;
-    }
-    now = MonoNs();
-    if (fd >= 0 && now >= next_stats) {
-      SendStats(fd);
-      next_stats = now + kStatsPeriodNs;
-    }
-    if (shipped == 0) SleepNs(kIdleSleepNs);
-  }
-  return nullptr;
+// Whether the agent is still at the other end: a peek that neither blocks nor consumes.
+bool AgentAlive(int fd) {
+  if (!Enter(kAgentSlot, fd, g_agent_fd)) return true;  // the program took it: not ours
+  char byte;
+  const ssize_t r = RealRecv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const int err = errno;
+  Leave(kAgentSlot);
+  if (r > 0) return true;
+  if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) return true;
+  return false;  // end of stream (the agent went away) or an error
 }
 
 }  // namespace
 
 namespace agent_link_internal {
 
-void StartShipper() {
+void StartLink() {
   bool expected = false;
-  if (!g_shipper_started.compare_exchange_strong(expected, true)) return;
-  // Every signal blocked from birth: the program's handlers never run on our thread.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 256 * 1024);
-  pthread_t thread;
-  if (pthread_create(&thread, &attr, ShipperMain, nullptr) != 0) {
-    g_shipper_failed.store(true, std::memory_order_relaxed);  // the ring fills; drops count
+  if (!g_link_started.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
+    return;  // another thread is making it; this thread's record is dropped, counted
   }
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  LinkLock lock;
+  if (!lock.held()) return;
+  LinkScope scope;
+  if (!MakeRing()) return;  // every push is refused and counted from now on
+  TryConnect(MonoNs());
+}
+
+void* RecordRefused(EventRing::Claim* claim) {
+  // A full ring may mean the agent went away, a missing one that the program closed our
+  // fd of: look (time-limited), and try again once in case that made room.
+  MaintainLink(0);
+  void* cell = g_ring.TryClaim(claim);
+  if (cell == nullptr && !g_ring.CountDrop()) {
+    g_unringed_drops.fetch_add(1, std::memory_order_relaxed);
+  }
+  return cell;
+}
+
+void MaintainLink(uint64_t position) {
+  const int fd = g_agent_fd.load(std::memory_order_relaxed);
+  if (fd >= 0 && (position & (kMaintainConnected - 1)) != 0) return;
+  if (!g_link_started.load(std::memory_order_acquire)) return;
+  LinkLock lock;
+  if (!lock.held()) return;
+  if (!g_ring.initialized()) {
+    // The program closed our fd of the ring (TakeAgentFd let it go): a new one at once,
+    // for the next agent connection.
+    if (g_rings_made >= kMaxRings) return;
+    LinkScope scope;
+    MakeRing();
+    return;
+  }
+  const int saved = errno;
+  const int64_t now = MonoNs();
+  errno = saved;
+  if (fd >= 0) {
+    if (now < g_next_liveness_ns) return;
+    g_next_liveness_ns = now + kLivenessPeriodNs;
+    LinkScope scope;
+    if (!AgentAlive(fd)) {
+      Disconnect(fd, /*carried_records=*/true);
+      g_had_agent = false;
+      g_backoff_ns = kFirstBackoffNs;
+      g_next_attempt_ns = now + kFirstBackoffNs;  // an agent restarting needs a moment
+    }
+    return;
+  }
+  if (g_had_agent) {
+    // Lost since the last look (the program closed or replaced our fd): reconnect after
+    // a program closing all its fds has finished doing so. (Whoever lost it moved the
+    // link generation on: connections re-announce themselves.)
+    g_had_agent = false;
+    g_backoff_ns = kFirstBackoffNs;
+    g_next_attempt_ns = now + kFirstBackoffNs;
+  }
+  if (now < g_next_attempt_ns) return;
+  LinkScope scope;
+  TryConnect(now);
 }
 
 }  // namespace agent_link_internal
@@ -357,82 +446,124 @@ void ConfigureAgentLink(uint64_t start_wall_ns, uint64_t start_mono_ns) {
   if (service != nullptr) CopyName(g_service, service);
 }
 
-bool Publish(const void* record, size_t size) {
-  const bool queued = g_ring.Init() && g_ring.TryPush(record, size);
-  if (!queued) g_dropped.fetch_add(1, std::memory_order_relaxed);
-  if (!g_shipper_started.load(std::memory_order_acquire)) agent_link_internal::StartShipper();
-  return queued;
+uint32_t PublishAnnouncement(const void* record, size_t size) {
+  using namespace agent_link_internal;  // NOLINT: names of this file
+  if (!g_link_started.load(std::memory_order_acquire)) StartLink();
+  // Read before the claim, with acquire: a ring is attached before the generation moves
+  // on (MakeRing), so the ring claimed in is that generation's or a later one's (a later
+  // one only costs a needless re-announcement).
+  uint32_t generation = g_link_generation.load(std::memory_order_acquire);
+  EventRing::Claim claim;
+  void* cell = g_ring.TryClaim(&claim);
+  if (cell == nullptr) {
+    MaintainLink(0);  // as RecordRefused: the link may need a look, or a new ring
+    generation = g_link_generation.load(std::memory_order_acquire);
+    cell = g_ring.TryClaim(&claim);
+  }
+  if (cell == nullptr) {
+    if (!g_ring.CountDrop()) g_unringed_drops.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  std::memcpy(cell, record, size <= EventRing::kCellBytes ? size : EventRing::kCellBytes);
+  g_ring.Commit(claim);
+  // Connections open and close rarely: each time, a look at the link (time-limited), so
+  // that a quiet process notices a restarted agent too.
+  MaintainLink(0);
+  return generation;
 }
 
+bool Publish(const void* record, size_t size) { return PublishAnnouncement(record, size) != 0; }
 
-void FlushAgentLink(int64_t budget_ns) {
-  if (!g_shipper_started.load(std::memory_order_acquire) ||
-      g_shipper_failed.load(std::memory_order_relaxed)) {
-    return;
-  }
-  const int64_t deadline = MonoNs() + budget_ns;
-  const uint32_t want = g_flush_requested.fetch_add(1, std::memory_order_acq_rel) + 1;
-  while (g_flush_done.load(std::memory_order_acquire) != want && MonoNs() < deadline) {
-    SleepNs(kMillis);
-  }
+void FlushAgentLink() {
+  if (!g_ring.initialized() || g_agent_fd.load(std::memory_order_seq_cst) >= 0) return;
+  LinkLock lock;
+  if (!lock.held()) return;
+  LinkScope scope;
+  TryConnect(MonoNs());
 }
 
 void ResetAgentLinkAfterFork(uint64_t start_wall_ns, uint64_t start_mono_ns) {
   g_start_wall_ns = start_wall_ns;
   g_start_mono_ns = start_mono_ns;
   NextLinkGeneration();
-  g_ring.Reset();
-  g_dropped.store(0, std::memory_order_relaxed);
-  // The parent's shipper may have been inside a call at the fork; no shipper runs here, so
-  // a close() or dup2() in the child must not wait for it to leave.
-  g_in_flight.store(-1, std::memory_order_seq_cst);
-  const int fd = g_agent_fd.exchange(-1);
-  if (fd >= 0) RealClose(fd);  // the parent keeps its own copy
-  g_flush_requested.store(0, std::memory_order_relaxed);
-  g_flush_done.store(0, std::memory_order_relaxed);
-  g_shipper_failed.store(false, std::memory_order_relaxed);
-  g_shipper_started.store(false, std::memory_order_release);
+  // The parent's ring is shared memory: the child must never write into it. Unmapped
+  // here only (the parent and the agent keep theirs).
+  void* parent_ring = g_ring.Detach();
+  if (parent_ring != nullptr) munmap(parent_ring, g_ring.bytes());
+  // A parent thread may have been inside a link call at the fork; none runs here, so a
+  // close() or dup2() in the child must not wait for it to leave.
+  for (auto& slot : g_in_flight) slot.store(-1, std::memory_order_seq_cst);
+  for (std::atomic<int>* owner : kOwners) {
+    const int fd = owner->exchange(-1);
+    if (fd >= 0) RealClose(fd);  // the parent keeps its own copy
+  }
+  g_unringed_drops.store(0, std::memory_order_relaxed);
+  g_link_epoch.store(0, std::memory_order_relaxed);
+  g_next_attempt_ns = 0;
+  g_backoff_ns = kFirstBackoffNs;
+  g_next_liveness_ns = 0;
+  g_had_agent = false;
+  g_rings_made = 0;
+  g_link_busy.store(false, std::memory_order_relaxed);
+  g_link_started.store(false, std::memory_order_release);
 }
 
 bool TakeAgentFd(int fd) {
   bool ours = false;
-  if (fd >= 0 && g_agent_fd.load(std::memory_order_seq_cst) == fd) {
-    int expected = fd;
-    ours = g_agent_fd.compare_exchange_strong(expected, -1, std::memory_order_seq_cst);
-    if (ours) NextLinkGeneration();
+  if (fd >= 0) {
+    for (std::atomic<int>* owner : kOwners) {
+      int expected = fd;
+      if (owner->load(std::memory_order_seq_cst) == fd &&
+          owner->compare_exchange_strong(expected, -1, std::memory_order_seq_cst)) {
+        ours = true;
+        if (owner == &g_agent_fd) {
+          HandOver();
+        } else {
+          // Without its fd the ring cannot be handed to another agent connection: pushes
+          // are refused (and counted) until the next one is made, at the next push.
+          g_ring.Detach();
+        }
+      }
+    }
   }
-  for (;;) {
-    const int busy = g_in_flight.load(std::memory_order_seq_cst);
-    if (busy != kCreating && (fd < 0 || busy != fd)) break;
-    sched_yield();
+  for (const auto& slot : g_in_flight) {
+    for (;;) {
+      const int busy = slot.load(std::memory_order_seq_cst);
+      if (busy != kCreating && (fd < 0 || busy != fd)) break;
+      sched_yield();
+    }
   }
   return ours;
 }
 
-int TakeAgentFdRange(unsigned int first, unsigned int last) {
-  int taken = -1;
-  const int fd = g_agent_fd.load(std::memory_order_seq_cst);
-  if (fd >= 0 && static_cast<unsigned int>(fd) >= first &&
-      static_cast<unsigned int>(fd) <= last && TakeAgentFd(fd)) {
-    taken = fd;
+int TakeAgentFdRange(unsigned int first, unsigned int last, int (&taken)[2]) {
+  int n = 0;
+  auto in_range = [&](int fd) {
+    return fd >= 0 && static_cast<unsigned int>(fd) >= first &&
+           static_cast<unsigned int>(fd) <= last;
+  };
+  for (std::atomic<int>* owner : kOwners) {
+    const int fd = owner->load(std::memory_order_seq_cst);
+    if (in_range(fd) && TakeAgentFd(fd)) taken[n++] = fd;
   }
-  while (g_in_flight.load(std::memory_order_seq_cst) == kCreating) sched_yield();
-  const int busy = g_in_flight.load(std::memory_order_seq_cst);
-  if (busy >= 0 && static_cast<unsigned int>(busy) >= first &&
-      static_cast<unsigned int>(busy) <= last) {
-    TakeAgentFd(busy);
+  TakeAgentFd(-1);  // waits for fds being created
+  for (const auto& slot : g_in_flight) {
+    const int busy = slot.load(std::memory_order_seq_cst);
+    if (in_range(busy)) TakeAgentFd(busy);
   }
-  return taken;
+  return n;
 }
 
 int AgentFd() { return g_agent_fd.load(std::memory_order_relaxed); }
+int RingFd() { return g_ring_fd.load(std::memory_order_relaxed); }
 
-bool InShipperProcess() {
-  return g_shipper_started.load(std::memory_order_acquire) &&
-         !g_shipper_failed.load(std::memory_order_relaxed);
+bool LinkStarted() {
+  return g_link_started.load(std::memory_order_acquire) && g_ring.initialized();
 }
 
 uint64_t EventsRecorded() { return g_ring.pushed(); }
-uint64_t EventsDropped() { return g_dropped.load(std::memory_order_relaxed); }
+uint64_t EventsDropped() {
+  return g_ring.dropped() + g_unringed_drops.load(std::memory_order_relaxed);
+}
 
 }  // namespace reptrace::hook

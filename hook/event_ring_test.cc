@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstring>
 #include <cstdint>
@@ -172,6 +175,77 @@ TEST(EventRingTest, ConcurrentProducersOneConsumerNothingLostOrDuplicated) {
   }
   EXPECT_EQ(duplicates, 0u);
   EXPECT_EQ(distinct, accepted.load());
+  ring.Release();
+}
+
+// What the hook pushes into a memfd is what the agent's reader, on its own mapping of the
+// same memfd, pops: in order, each record's own bytes, and the header's counts.
+TEST(EventRingTest, TheAgentsReaderOnAnotherMappingPopsWhatWasPushed) {
+  EventRing ring(8);
+  const int fd = memfd_create("ring-test", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(ring.bytes())), 0);
+  void* mine = mmap(nullptr, ring.bytes(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* theirs = mmap(nullptr, ring.bytes(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(mine, MAP_FAILED);
+  ASSERT_NE(theirs, MAP_FAILED);
+  EXPECT_EQ(ring.Attach(mine, 42), nullptr);
+  uint32_t capacity = 0;
+  ASSERT_TRUE(RingLayoutValid(theirs, ring.bytes(), &capacity));
+  EXPECT_EQ(capacity, 8u);
+  EXPECT_FALSE(RingLayoutValid(theirs, ring.bytes() - 1, &capacity));  // size must match
+  RingReader reader(static_cast<RingHeader*>(theirs), capacity);
+
+  for (uint64_t i = 0; i < 8; ++i) ASSERT_TRUE(ring.TryPush(Numbered(1, i)));
+  EXPECT_FALSE(ring.TryPush(Numbered(1, 8)));  // full until the reader frees cells
+  EXPECT_TRUE(ring.CountDrop());
+  alignas(8) unsigned char out[kMaxRecordSize];
+  for (uint64_t i = 0; i < 5; ++i) {
+    ASSERT_EQ(reader.Pop(out), sizeof(EventRecord));
+    EventRecord r;
+    std::memcpy(&r, out, sizeof(r));
+    EXPECT_EQ(r.offset, i);
+  }
+  for (uint64_t i = 8; i < 13; ++i) ASSERT_TRUE(ring.TryPush(Numbered(1, i)));  // wrapped
+  for (uint64_t i = 5; i < 13; ++i) {
+    ASSERT_EQ(reader.Pop(out), sizeof(EventRecord));
+    EventRecord r;
+    std::memcpy(&r, out, sizeof(r));
+    EXPECT_EQ(r.offset, i);
+  }
+  EXPECT_EQ(reader.Pop(out), 0u);
+  EXPECT_EQ(reader.pushed(), 13u);
+  EXPECT_EQ(reader.dropped(), 1u);
+  EXPECT_EQ(ring.Detach(), mine);
+  munmap(mine, ring.bytes());
+  munmap(theirs, ring.bytes());
+  close(fd);
+}
+
+// A handover (the hook lost an agent connection) stops a reader of an earlier epoch at the
+// handover's position; the next connection's reader starts where the last one stopped and
+// reads on.
+TEST(EventRingTest, AReaderStopsAtAHandoverToTheNextAgentConnection) {
+  EventRing ring(8);
+  ASSERT_TRUE(ring.Init());
+  RingHeader* header = ring.header();
+  RingReader old_reader(header, 8);  // epoch 0
+  for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE(ring.TryPush(Numbered(1, i)));
+  header->handover.store((uint64_t{1} << kHandoverEpochShift) | 2);
+  for (uint64_t i = 3; i < 5; ++i) ASSERT_TRUE(ring.TryPush(Numbered(1, i)));
+  alignas(8) unsigned char out[kMaxRecordSize];
+  EXPECT_NE(old_reader.Pop(out), 0u);
+  EXPECT_NE(old_reader.Pop(out), 0u);
+  EXPECT_EQ(old_reader.Pop(out), 0u);  // position 2 on is the next connection's
+  header->link_epoch = 1;
+  RingReader next_reader(header, 8);
+  for (uint64_t i = 2; i < 5; ++i) {
+    ASSERT_NE(next_reader.Pop(out), 0u);
+    EventRecord r;
+    std::memcpy(&r, out, sizeof(r));
+    EXPECT_EQ(r.offset, i);
+  }
+  EXPECT_EQ(next_reader.Pop(out), 0u);
   ring.Release();
 }
 

@@ -46,8 +46,6 @@ std::atomic<uint64_t> g_cause{0};
 
 namespace {
 
-constexpr int64_t kExitFlushBudgetNs = 200 * 1000 * 1000;
-
 ConnectionTable g_table;
 std::atomic<uint64_t> g_next_conn_id{1};
 
@@ -190,7 +188,7 @@ bool UnixNameOf(const sockaddr* sa, socklen_t len, UnixName* name) {
 // The connection's open record may not have reached the current agent connection (see
 // LinkGeneration): announce it again, before the data record that follows. Cold.
 __attribute__((noinline)) void Reannounce(ConnectionState* state, int fd, uint64_t conn_id,
-                                          uint32_t generation, const Clock& clock) {
+                                          const Clock& clock) {
   const bool client = state->role == static_cast<uint8_t>(SocketRole::kClient);
   EventRecord r;
   std::memset(&r, 0, sizeof(r));
@@ -211,7 +209,8 @@ __attribute__((noinline)) void Reannounce(ConnectionState* state, int fd, uint64
   r.offset = state->bytes_sent.load(std::memory_order_relaxed);
   r.result = static_cast<int64_t>(state->bytes_received.load(std::memory_order_relaxed));
   // Still unannounced if it finds no room: the next call tries again.
-  if (Publish(r)) state->announced.store(generation, std::memory_order_relaxed);
+  const uint32_t announced = PublishAnnouncement(&r, sizeof(r));
+  if (announced != 0) state->announced.store(announced, std::memory_order_relaxed);
 }
 
 // Sets the capture length of `r`, whose first `captured` capture bytes are filled, zeroes
@@ -302,7 +301,7 @@ void RecordTransfer(ConnectionState* state, int fd, EventKind kind, const Bytes&
   // One relaxed load and compare: has the agent connection got the open record?
   const uint32_t generation = LinkGeneration();
   if (state->announced.load(std::memory_order_relaxed) != generation) {
-    Reannounce(state, fd, conn_id, generation, clock);
+    Reannounce(state, fd, conn_id, clock);
   }
   const bool datagram = state->endpoints.protocol == IPPROTO_UDP;
   // Offsets and direction advance whether or not the record finds room in the ring, so
@@ -447,7 +446,7 @@ bool InspectSocket(int fd, Endpoints* endpoints, bool udp, UnixName* unix_name =
 void EmitClose(int fd, const ConnectionState& was, int64_t result, int err) {
   // A connection the current agent connection never heard of (inherited across fork and
   // never used here, or announced to an agent connection since lost) ends nothing there;
-  // and a fork child that closes inherited fds before exec starts no shipper for it.
+  // and a fork child that closes inherited fds before exec makes no ring for it.
   if (was.announced.load(std::memory_order_relaxed) != LinkGeneration()) return;
   EventRecord r;
   std::memset(&r, 0, sizeof(r));
@@ -480,10 +479,9 @@ void StartConnection(int fd, EventKind kind, SocketRole role, const Endpoints& e
   }
   r.result = result;
   r.error = result < 0 ? err : 0;
-  // The generation is read before the record goes into the ring: if the agent connection
+  // The generation of the ring the record went into (0: dropped): if the agent connection
   // is lost after that, the generation moves on and the data calls re-announce.
-  const uint32_t generation = LinkGeneration();
-  const uint32_t announced = Publish(r) ? generation : 0;
+  const uint32_t announced = PublishAnnouncement(&r, sizeof(r));
   if (keep) g_table.Start(fd, conn_id, static_cast<uint8_t>(role), endpoints, announced);
 }
 
@@ -587,7 +585,7 @@ void ChildAfterFork() {
   // published something); otherwise the agent could not look that thread up, and the
   // child passes on what this process inherited (a shell between a server and the program
   // it runs traces nothing itself).
-  if (InShipperProcess()) {
+  if (LinkStarted()) {
     g_cause.store(PackCause(g_pid.load(std::memory_order_relaxed), t_tid),
                   std::memory_order_relaxed);
   }
@@ -619,7 +617,7 @@ __attribute__((constructor(101))) void ReptraceInit() {
 __attribute__((destructor(101))) void ReptraceFini() {
   const int saved = errno;
   InHookScope scope;
-  FlushAgentLink(kExitFlushBudgetNs);
+  FlushAgentLink();
   errno = saved;
 }
 
@@ -1182,12 +1180,13 @@ REPTRACE_EXPORT int close_range(unsigned int first, unsigned int last, int flags
   const bool closes = (flags & CLOSE_RANGE_CLOEXEC) == 0 &&
                       (flags & ~(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) == 0 &&
                       first <= last && !t_in_hook;
-  const int agent_fd = closes ? TakeAgentFdRange(first, last) : -1;
+  int taken[2];
+  const int n = closes ? TakeAgentFdRange(first, last, taken) : 0;
   if (closes) CloseTracedRange(first, last);
   const int result = RealCloseRange(first, last, flags);
-  if (result < 0 && agent_fd >= 0) {
+  if (result < 0 && n > 0) {
     const int err = errno;
-    RealClose(agent_fd);  // still ours, and no longer known
+    for (int i = 0; i < n; ++i) RealClose(taken[i]);  // still ours, and no longer known
     errno = err;
   }
   return result;
@@ -1195,7 +1194,8 @@ REPTRACE_EXPORT int close_range(unsigned int first, unsigned int last, int flags
 
 REPTRACE_EXPORT void closefrom(int lowfd) noexcept {
   if (!t_in_hook && lowfd >= 0) {
-    TakeAgentFdRange(static_cast<unsigned int>(lowfd), ~0u);
+    int taken[2];
+    TakeAgentFdRange(static_cast<unsigned int>(lowfd), ~0u, taken);
     CloseTracedRange(static_cast<unsigned int>(lowfd), ~0u);
   }
   if (g_real.closefrom != nullptr) {

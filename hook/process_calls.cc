@@ -27,10 +27,9 @@ extern char** environ;
 namespace reptrace::hook {
 namespace {
 
-constexpr int64_t kExecFlushBudgetNs = 100 * 1000 * 1000;
-
-// Before an exec or _exit ends this image: deliver what is queued (the destructor will not
-// run). Not in a vfork or posix_spawn child, which shares our memory but not our threads.
+// Before an exec or _exit ends this image (the destructor will not run): what is queued
+// stays in the ring for the agent, which must have it (FlushAgentLink). Not in a vfork or
+// posix_spawn child, which shares our memory but not our threads.
 void DeliverQueuedEvents() {
   if (t_in_hook || static_cast<uint32_t>(syscall(SYS_getpid)) !=
                        g_pid.load(std::memory_order_relaxed)) {
@@ -38,13 +37,13 @@ void DeliverQueuedEvents() {
   }
   const int saved = errno;
   InHookScope scope;
-  FlushAgentLink(kExecFlushBudgetNs);
+  FlushAgentLink();
   errno = saved;
 }
 
 // _exit() and _Exit() end the process without running destructors (forked children and
-// daemons often end so): deliver what is queued first, bounded like exec's flush. The
-// exit itself is the system call glibc's _exit makes.
+// daemons often end so): the agent must have the ring first. The exit itself is the
+// system call glibc's _exit makes.
 [[noreturn]] void ExitWithFlush(int status) {
   DeliverQueuedEvents();
   for (;;) syscall(SYS_exit_group, status);
@@ -57,7 +56,7 @@ void DeliverQueuedEvents() {
 // that never recorded anything falls back to the main thread, whose context is the
 // process's inherited one.
 uint64_t CauseForNewProgram() {
-  if (!InShipperProcess()) return g_cause.load(std::memory_order_relaxed);
+  if (!LinkStarted()) return g_cause.load(std::memory_order_relaxed);
   const uint32_t pid = g_pid.load(std::memory_order_relaxed);
   return PackCause(pid, t_tid != 0 ? t_tid : pid);
 }

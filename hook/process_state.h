@@ -10,8 +10,8 @@
 
 namespace reptrace::hook {
 
-// libfaketime's dont_fake: set while the hook itself runs on this thread (and for the
-// whole life of the shipper thread), so the hook's own I/O is never traced.
+// libfaketime's dont_fake: set while the hook itself runs on this thread, so the hook's
+// own I/O is never traced.
 extern __thread bool t_in_hook __attribute__((tls_model("initial-exec")));
 // This thread's kernel id, 0 until first asked for (and again in a fork child).
 extern __thread uint32_t t_tid __attribute__((tls_model("initial-exec")));

@@ -1,6 +1,10 @@
 // FakeAgent: for tests of libreptrace.so. Binds a Unix socket where the hooked programs'
-// REPTRACE_SOCKET points, and decodes HelloRecord / EventRecord / DataRecord / StatsRecord
-// streams exactly as the agent must (one AgentStream per hooked process connection).
+// REPTRACE_SOCKET points, takes the ring each hello hands over (common/shared_ring.h),
+// drains it as the agent does, and decodes HelloRecord / EventRecord / DataRecord /
+// StatsRecord streams exactly as the agent must (one AgentStream per hooked process
+// connection). When a connection ends, its ring is drained to the end and the stream gets
+// a StatsRecord with the ring header's counts (what the hook pushed and dropped): the
+// sign, for tests, that the process is done and everything it recorded has been read.
 //
 // So that tests can look at every socket call alike, a DataRecord is turned into the
 // EventRecord the agent reconstructs from it: role, fd, addresses, family and protocol of
@@ -13,7 +17,10 @@
 #define REPTRACE_HOOK_TESTING_FAKE_AGENT_H_
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -32,6 +39,7 @@
 
 #include "absl/time/time.h"
 #include "common/event_record.h"
+#include "common/shared_ring.h"
 #include "tests/testing/process.h"
 
 namespace reptrace::testing {
@@ -43,6 +51,7 @@ struct AgentStream {
   std::vector<EventRecord> events;  // DataRecords included, as EventRecords (see above)
   size_t data_records = 0;          // how many of `events` came as DataRecords
   std::vector<StatsRecord> stats;
+  bool ring = false;  // the hello handed over a ring
   std::string error;  // a malformed record, if any
 };
 
@@ -63,7 +72,7 @@ class FakeAgent {
   ~FakeAgent() {
     stop_ = true;
     thread_.join();
-    for (auto& [fd, client] : clients_) close(fd);
+    while (!clients_.empty()) Forget(clients_.begin()->first);
     close(listener_);
     unlink(path_.c_str());
   }
@@ -83,38 +92,142 @@ class FakeAgent {
 
  private:
   struct Client {
-    size_t stream;
+    size_t stream = 0;
     std::string buffer;
     std::map<uint64_t, EventRecord> opened;  // conn_id -> its open record
+    int pending_fd = -1;          // received with the hello's bytes
+    void* ring_memory = nullptr;  // mapped ring, RingBytes(capacity)
+    size_t ring_bytes = 0;
+    RingReader reader;
   };
 
   void Loop() {
     while (!stop_) {
       std::vector<pollfd> fds = {{listener_, POLLIN, 0}};
       for (auto& [fd, client] : clients_) fds.push_back({fd, POLLIN, 0});
-      if (poll(fds.data(), fds.size(), 20) <= 0) continue;
+      poll(fds.data(), fds.size(), 5);
       if (fds[0].revents & POLLIN) {
         const int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd >= 0) {
           std::lock_guard<std::mutex> lock(mu_);
           streams_.emplace_back();
-          clients_[fd] = Client{streams_.size() - 1, "", {}};
+          Client client;
+          client.stream = streams_.size() - 1;
+          clients_[fd] = std::move(client);
         }
       }
       for (size_t i = 1; i < fds.size(); ++i) {
+        Client& client = clients_[fds[i].fd];
         if (fds[i].revents == 0) continue;
         char buf[65536];
-        const ssize_t n = read(fds[i].fd, buf, sizeof(buf));
-        Client& client = clients_[fds[i].fd];
+        const ssize_t n = Receive(fds[i].fd, buf, sizeof(buf), &client);
         if (n <= 0) {
-          close(fds[i].fd);
-          clients_.erase(fds[i].fd);
+          Drain(&client, /*final=*/true);
+          Forget(fds[i].fd);
           continue;
         }
         client.buffer.append(buf, static_cast<size_t>(n));
         Decode(&client);
       }
+      for (auto& [fd, client] : clients_) Drain(&client, /*final=*/false);
     }
+  }
+
+  // read(), with any fd that comes along kept for the hello.
+  ssize_t Receive(int fd, char* buf, size_t size, Client* client) {
+    iovec iov = {buf, size};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+    msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    const ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t k = 0; k < count; ++k) {
+        int received;
+        std::memcpy(&received, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+        if (client->pending_fd < 0 && client->ring_memory == nullptr) {
+          client->pending_fd = received;
+        } else {
+          close(received);
+          std::lock_guard<std::mutex> lock(mu_);
+          streams_[client->stream].error = "an fd beyond the ring's";
+        }
+      }
+    }
+    return n;
+  }
+
+  // Maps the ring the hello announced, as the agent does (sealed, exact size).
+  void MapRing(Client* client, AgentStream& stream) {
+    const int fd = client->pending_fd;
+    client->pending_fd = -1;
+    struct stat st;
+    const int seals = fd < 0 ? -1 : fcntl(fd, F_GET_SEALS);
+    if (fd < 0 || fstat(fd, &st) != 0 || seals < 0 || (seals & F_SEAL_SHRINK) == 0 ||
+        (seals & F_SEAL_GROW) == 0 || st.st_size <= 0 ||
+        static_cast<size_t>(st.st_size) > RingBytes(kMaxRingCapacity)) {
+      stream.error = "hello's ring fd missing, unsealed or of a wrong size";
+      if (fd >= 0) close(fd);
+      return;
+    }
+    const size_t size = static_cast<size_t>(st.st_size);
+    void* memory = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    uint32_t capacity = 0;
+    if (memory == MAP_FAILED || !RingLayoutValid(memory, size, &capacity)) {
+      stream.error = "hello's ring has a wrong layout";
+      if (memory != MAP_FAILED) munmap(memory, size);
+      return;
+    }
+    client->ring_memory = memory;
+    client->ring_bytes = size;
+    client->reader = RingReader(static_cast<RingHeader*>(memory), capacity);
+    stream.ring = true;
+  }
+
+  // Decodes what the ring holds; at the end of the connection, all of it and the counts.
+  void Drain(Client* client, bool final) {
+    if (client->ring_memory != nullptr) {
+      alignas(8) unsigned char record[kMaxRecordSize];
+      std::string records;
+      while (size_t n = client->reader.Pop(record)) {
+        records.append(reinterpret_cast<const char*>(record), n);
+      }
+      if (!records.empty()) {
+        std::string socket_bytes;
+        socket_bytes.swap(client->buffer);
+        client->buffer = records;
+        Decode(client);
+        if (!client->buffer.empty()) {
+          std::lock_guard<std::mutex> lock(mu_);
+          streams_[client->stream].error = "a partial record in the ring";
+        }
+        client->buffer.swap(socket_bytes);
+      }
+    }
+    if (!final) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    AgentStream& stream = streams_[client->stream];
+    if (client->ring_memory != nullptr) {
+      StatsRecord s = {};
+      s.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kStats), sizeof(s)};
+      s.pid = stream.hello.pid;
+      s.events_recorded = client->reader.pushed();
+      s.events_dropped = client->reader.dropped();
+      stream.stats.push_back(s);
+    }
+  }
+
+  void Forget(int fd) {
+    Client& client = clients_[fd];
+    if (client.ring_memory != nullptr) munmap(client.ring_memory, client.ring_bytes);
+    if (client.pending_fd >= 0) close(client.pending_fd);
+    close(fd);
+    clients_.erase(fd);
   }
 
   void Decode(Client* client) {
@@ -135,6 +248,11 @@ class FakeAgent {
           if (stream.has_hello) stream.error = "second hello";
           std::memcpy(&stream.hello, b.data(), sizeof(HelloRecord));
           stream.has_hello = true;
+          if ((stream.hello.flags & kHelloFlagRing) != 0) {
+            MapRing(client, stream);
+          } else if (client->pending_fd >= 0) {
+            stream.error = "an fd with a hello that has no ring";
+          }
           break;
         case RecordType::kEvent: {
           if (!stream.has_hello) stream.error = "event before hello";
