@@ -419,7 +419,7 @@ TEST_F(HookServerTest, RefusesRingsItCannotTrust) {
   }
   EXPECT_EQ(counters_.processes_connected.load(), 0u);
   EXPECT_EQ(counters_.events_received.load(), 0u);
-  EXPECT_EQ(server_.connections(), 0u);
+  EXPECT_TRUE(WaitFor([&] { return server_.connections() == 0; }));
 
   // The agent carries on.
   TestRing good(64, "reptrace-test-ring-good");
@@ -515,8 +515,11 @@ TEST_F(HookServerTest, ANewHelloComesAfterTheRecordsAlreadyInTheRings) {
   ASSERT_TRUE(SendWithDescriptors(pf, AsBytes(RingHello(parent)), {parent_ring.fd()}));
   ASSERT_TRUE(WaitFor([&] { return counters_.processes_connected.load() == 1; }));
   for (int round = 0; round < 5; ++round) {
+    const int cf = ConnectUnix(socket_path_);
+    ASSERT_GE(cf, 0);
+    ASSERT_TRUE(WaitFor([&] { return server_.connections() == 2; }));
     // Let the loop settle into its longest wait, then fork: the child's hello follows the
-    // parent's records at once.
+    // parent's records at once, and wakes the loop before its next drain pass.
     absl::SleepFor(absl::Milliseconds(30));
     const uint64_t conn = 1 + round;
     const uint64_t t = 100000 * (round + 1);
@@ -525,8 +528,6 @@ TEST_F(HookServerTest, ANewHelloComesAfterTheRecordsAlreadyInTheRings) {
     HelloRecord hello = child.Hello();
     hello.cause_pid = 6001;
     hello.cause_tid = 7;
-    const int cf = ConnectUnix(socket_path_);
-    ASSERT_GE(cf, 0);
     ASSERT_TRUE(WriteAll(cf, AsBytes(hello) +
                                  AsBytes(child.Connect(1, 6002, t + 200, 0, "10.0.0.9", 6379)) +
                                  AsBytes(child.Send(1, 6002, t + 210, "PING\r\n")) +
