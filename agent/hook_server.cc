@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +19,7 @@
 #include <variant>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
 
@@ -29,6 +32,21 @@ absl::Status ErrnoError(absl::string_view what, int error) {
 
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr int kReadsPerWakeup = 8;  // fairness between busy processes
+// Room for a few descriptors per read: a hook sends one, with its hello. More in one
+// message truncate the control data (MSG_CTRUNC): the kernel drops what did not fit.
+constexpr size_t kMaxDescriptors = 4;
+// Records taken from one ring per drain pass: fairness between busy processes.
+constexpr size_t kRingBudget = 4096;
+// Records popped before they go to the decoder together.
+constexpr size_t kRingChunk = 256;
+// The loop's wait while rings are mapped: short after a pass that found records, doubling
+// up to the longest while passes find none (a record waits at most that long).
+constexpr int kRingWaitMinMs = 1;
+constexpr int kRingWaitMaxMs = 10;
+
+std::string HelloBytes(const HelloRecord& hello) {
+  return std::string(reinterpret_cast<const char*>(&hello), sizeof(hello));
+}
 
 }  // namespace
 
@@ -138,9 +156,11 @@ void HookServer::Stop() {
 
 void HookServer::Loop() {
   epoll_event events[64];
-  const int timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(tick_));
+  const int tick_ms = static_cast<int>(absl::ToInt64Milliseconds(tick_));
+  int ring_wait_ms = kRingWaitMinMs;
   absl::Time next_expiry = absl::Now() + tick_;
   while (!stopping_.load()) {
+    const int timeout_ms = rings_ > 0 ? std::min(tick_ms, ring_wait_ms) : tick_ms;
     const int n = epoll_wait(epoll_fd_, events, 64, timeout_ms);
     if (n < 0 && errno != EINTR) {
       LogError("hook server: epoll_wait: %s", std::strerror(errno));
@@ -154,6 +174,10 @@ void HookServer::Loop() {
         Read(key);
       }
     }
+    if (rings_ > 0) {
+      ring_wait_ms = DrainRings(kRingBudget) > 0 ? kRingWaitMinMs
+                                                 : std::min(2 * ring_wait_ms, kRingWaitMaxMs);
+    }
     // At most once a tick: it looks at every connection.
     const absl::Time now = absl::Now();
     if (now >= next_expiry) {
@@ -161,6 +185,8 @@ void HookServer::Loop() {
       next_expiry = now + tick_;
     }
   }
+  // What the processes wrote is not lost when the agent stops.
+  DrainRings(0);
   while (!conns_.empty()) Close(conns_.begin()->first);
 }
 
@@ -190,45 +216,95 @@ void HookServer::Accept() {
   }
 }
 
+HookServer::Connection::~Connection() {
+  if (ring_memory != nullptr) munmap(ring_memory, ring_bytes);
+  if (received_fd >= 0) close(received_fd);
+}
+
 void HookServer::Read(uint64_t key) {
   auto it = conns_.find(key);
   if (it == conns_.end()) return;
   Connection& conn = *it->second;
   std::vector<Record> records;
   char buffer[kReadChunk];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxDescriptors)];
   for (int i = 0; i < kReadsPerWakeup; ++i) {
-    const ssize_t n = read(conn.fd, buffer, sizeof(buffer));
+    iovec iov{buffer, sizeof(buffer)};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    const ssize_t n = recvmsg(conn.fd, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       LogWarning("hook connection of pid %d: read: %s", conn.pid, std::strerror(errno));
-      Close(key);
+      DrainAndClose(key);
       return;
     }
+    if (!TakeDescriptors(key, conn, msg)) return;
     if (n == 0) {
+      // The process ended (or dropped its connection): what it wrote into its ring before
+      // that is still there.
       absl::Status end = conn.decoder.Finish();
       if (!end.ok()) {
         counters_->records_malformed.fetch_add(1);
         LogWarning("hook connection of pid %d: %s", conn.pid, end.ToString());
       }
-      Close(key);
+      DrainAndClose(key);
       return;
     }
     records.clear();
     absl::Status status = conn.decoder.Feed(absl::string_view(buffer, n), &records);
-    Dispatch(key, conn, records);
+    if (!Dispatch(key, conn, records)) return;
+    if (conn.received_fd >= 0 && conn.decoder.saw_hello()) {
+      // The hello came without the ring flag: the descriptor is not ours to keep.
+      close(conn.received_fd);
+      conn.received_fd = -1;
+    }
     if (!status.ok()) {
       counters_->records_malformed.fetch_add(1);
       LogWarning("hook connection of pid %d: malformed input, closing it: %s", conn.pid,
                  status.ToString());
-      Close(key);
+      DrainAndClose(key);
       return;
     }
     if (static_cast<size_t>(n) < sizeof(buffer)) return;  // drained for now
   }
 }
 
-void HookServer::Dispatch(uint64_t key, Connection& conn,
+bool HookServer::TakeDescriptors(uint64_t key, Connection& conn, const msghdr& msg) {
+  // Every descriptor is closed here unless it may be the ring a hello still to be decoded
+  // will name: the first one before the hello, while no other is held.
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
+       c = CMSG_NXTHDR(const_cast<msghdr*>(&msg), c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t j = 0; j < count; ++j) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + j * sizeof(int), sizeof(fd));
+      if ((msg.msg_flags & MSG_CTRUNC) == 0 && !conn.decoder.saw_hello() &&
+          conn.ring_memory == nullptr && conn.received_fd < 0) {
+        conn.received_fd = fd;
+      } else {
+        close(fd);
+      }
+    }
+  }
+  if ((msg.msg_flags & MSG_CTRUNC) != 0) {
+    // More descriptors than a hook ever sends: some were dropped on the way, and which one
+    // would have been the ring is anyone's guess.
+    counters_->records_malformed.fetch_add(1);
+    LogWarning("hook connection of pid %d: sent more file descriptors than a hook does, "
+               "closing it", conn.pid);
+    DrainAndClose(key);
+    return false;
+  }
+  return true;
+}
+
+bool HookServer::Dispatch(uint64_t key, Connection& conn,
                           const std::vector<Record>& records) {
   const absl::Time now = absl::Now();
   for (const Record& record : records) {
@@ -239,6 +315,20 @@ void HookServer::Dispatch(uint64_t key, Connection& conn,
       counters_->events_received.fetch_add(1);
       builder_->OnEvent(key, *event, now);
     } else if (const auto* hello = std::get_if<HelloRecord>(&record)) {
+      // A fork child's or an exec'd program's hello names its causal parent's thread,
+      // whose records may still wait in the parent's ring: the builder gets them first.
+      // (This connection has no ring yet: its hello maps it.)
+      if (rings_ > 0) DrainRings(0);
+      if (hello->version >= 3 && (hello->flags & kHelloFlagRing) != 0) {
+        absl::Status status = MapRing(conn, *hello);
+        if (!status.ok()) {
+          counters_->records_malformed.fetch_add(1);
+          LogWarning("hook connection of pid %d: %s; closing it", hello->pid,
+                     status.ToString());
+          Close(key);
+          return false;
+        }
+      }
       conn.pid = hello->pid;
       counters_->processes_connected.fetch_add(1);
       builder_->OnHello(key, *hello);
@@ -250,6 +340,135 @@ void HookServer::Dispatch(uint64_t key, Connection& conn,
       latest = stats->events_dropped;
     }
   }
+  return true;
+}
+
+absl::Status HookServer::MapRing(Connection& conn, const HelloRecord& hello) {
+  const int fd = conn.received_fd;
+  conn.received_fd = -1;
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        "its hello names a ring but came without a file descriptor");
+  }
+  // Checked before it is mapped: a file the process could shrink would turn the agent's
+  // reads past its new end into SIGBUS. The mapping keeps the memory; the descriptor
+  // is closed whatever happens.
+  struct stat st;
+  int seals = -1;
+  const bool stat_ok = fstat(fd, &st) == 0;
+  const int stat_error = errno;
+  if (stat_ok && S_ISREG(st.st_mode)) seals = fcntl(fd, F_GET_SEALS);
+  const int seals_error = errno;
+  absl::Status status;
+  void* memory = MAP_FAILED;
+  size_t size = 0;
+  if (!stat_ok) {
+    status = ErrnoError("its ring: fstat", stat_error);
+  } else if (!S_ISREG(st.st_mode)) {
+    status = absl::InvalidArgumentError("its ring is not a memfd (not a regular file)");
+  } else if (seals < 0) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "its ring is not a memfd (F_GET_SEALS: ", std::strerror(seals_error), ")"));
+  } else if ((seals & F_SEAL_SHRINK) == 0 || (seals & F_SEAL_GROW) == 0) {
+    status = absl::InvalidArgumentError(absl::StrFormat(
+        "its ring is not sealed against shrinking and growing (seals 0x%x)", seals));
+  } else if (st.st_size < static_cast<off_t>(kRingHeaderBytes) ||
+             st.st_size > static_cast<off_t>(RingBytes(kMaxRingCapacity))) {
+    status = absl::InvalidArgumentError(
+        absl::StrFormat("its ring's size %d is no ring's size", st.st_size));
+  } else {
+    size = static_cast<size_t>(st.st_size);
+    memory = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (memory == MAP_FAILED) status = ErrnoError("its ring: mmap", errno);
+  }
+  close(fd);
+  if (!status.ok()) return status;
+
+  uint32_t capacity = 0;
+  if (!RingLayoutValid(memory, size, &capacity)) {
+    munmap(memory, size);
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "its ring of %d bytes has a bad header (magic, capacity, cell size, or a size "
+        "that is not its capacity's)", size));
+  }
+  // The ring's records follow the hello: its decoder starts past one.
+  std::vector<Record> ignored;
+  status = conn.ring_decoder.Feed(HelloBytes(hello), &ignored);
+  if (!status.ok()) {
+    munmap(memory, size);
+    return status;
+  }
+  conn.ring_memory = memory;
+  conn.ring_bytes = size;
+  conn.ring_capacity = capacity;
+  conn.ring = RingReader(static_cast<RingHeader*>(memory), capacity);
+  ++rings_;
+  return absl::OkStatus();
+}
+
+size_t HookServer::DrainRing(uint64_t key, Connection& conn, size_t budget, bool* closed) {
+  *closed = false;
+  if (conn.ring_memory == nullptr) return 0;
+  size_t taken = 0;
+  while (taken < budget) {
+    ring_buffer_.clear();
+    size_t chunk = 0;
+    for (; chunk < kRingChunk && taken < budget; ++chunk, ++taken) {
+      const size_t used = ring_buffer_.size();
+      ring_buffer_.resize(used + kMaxRecordSize);
+      const size_t n = conn.ring.Pop(ring_buffer_.data() + used);  // <= kMaxRecordSize
+      ring_buffer_.resize(used + n);
+      if (n == 0) break;
+    }
+    if (chunk == 0) break;
+    ring_records_.clear();
+    absl::Status status = conn.ring_decoder.Feed(ring_buffer_, &ring_records_);
+    // Never a hello (the decoder refuses a second one): Dispatch does not close.
+    Dispatch(key, conn, ring_records_);
+    if (!status.ok()) {
+      counters_->records_malformed.fetch_add(1);
+      LogWarning("hook connection of pid %d: malformed record in its ring, closing it: %s",
+                 conn.pid, status.ToString());
+      Close(key);
+      *closed = true;
+      return taken;
+    }
+    if (chunk < kRingChunk) break;  // empty for now
+  }
+  // The process's own count (it could write anything there: a counter, never a size).
+  const uint64_t dropped = conn.ring.dropped();
+  if (dropped > conn.ring_dropped) {
+    counters_->hook_events_dropped.fetch_add(dropped - conn.ring_dropped);
+    conn.ring_dropped = dropped;
+  }
+  return taken;
+}
+
+size_t HookServer::DrainRings(size_t budget) {
+  // Keys first: a malformed ring closes its connection on the way.
+  ring_keys_.clear();
+  for (const auto& [key, conn] : conns_) {
+    if (conn->ring_memory != nullptr) ring_keys_.push_back(key);
+  }
+  size_t taken = 0;
+  for (const uint64_t key : ring_keys_) {
+    auto it = conns_.find(key);
+    if (it == conns_.end()) continue;
+    Connection& conn = *it->second;
+    bool closed = false;
+    taken += DrainRing(key, conn, budget == 0 ? conn.ring_capacity : budget, &closed);
+  }
+  return taken;
+}
+
+void HookServer::DrainAndClose(uint64_t key) {
+  auto it = conns_.find(key);
+  if (it == conns_.end()) return;
+  bool closed = false;
+  // Bounded by the capacity: all the ring can hold, and a process still writing (a
+  // descendant that kept the mapping) cannot hold the loop.
+  DrainRing(key, *it->second, it->second->ring_capacity, &closed);
+  if (!closed) Close(key);
 }
 
 void HookServer::Close(uint64_t key) {
@@ -257,7 +476,8 @@ void HookServer::Close(uint64_t key) {
   if (it == conns_.end()) return;
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->second->fd, nullptr);
   close(it->second->fd);
-  conns_.erase(it);
+  if (it->second->ring_memory != nullptr) --rings_;
+  conns_.erase(it);  // unmaps its ring
   open_connections_.store(conns_.size());
   builder_->OnProcessGone(key);
 }

@@ -7,8 +7,19 @@
 // counted (records_malformed) and closed, and the agent carries on. When a hooked process
 // disconnects, the SpanBuilder finishes its open spans. Every `tick` the loop also lets the
 // SpanBuilder expire idle spans.
+//
+// Wire version 3 (common/shared_ring.h): a hello with kHelloFlagRing comes with a sealed
+// memfd (SCM_RIGHTS) holding the process's record ring. The server checks and maps it and
+// drains every mapped ring from the loop: every 1 ms while records come, backing off to
+// 10 ms while they do not; completely before it handles a new hello (the new process's
+// causal parent may have written the records it depends on), when a process's socket
+// ends (what it wrote before it exited is still in the ring), and on Stop(). Any other
+// file descriptor a process sends is closed at once. Records on the socket are read as
+// before, for both wire versions 2 and 3.
 #ifndef REPTRACE_AGENT_HOOK_SERVER_H_
 #define REPTRACE_AGENT_HOOK_SERVER_H_
+
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cstdint>
@@ -16,12 +27,14 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "agent/counter_set.h"
 #include "agent/record_decoder.h"
 #include "agent/span_builder.h"
+#include "common/shared_ring.h"
 
 namespace reptrace {
 
@@ -44,17 +57,48 @@ class HookServer {
 
  private:
   struct Connection {
+    Connection() = default;
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+    ~Connection();  // unmaps the ring, closes a descriptor still held (not `fd`)
+
     int fd = -1;
     uint32_t pid = 0;  // from the hello
-    RecordDecoder decoder;
+    RecordDecoder decoder;  // the socket's bytes
     std::unordered_map<uint32_t, uint64_t> dropped_by_pid;  // latest StatsRecord values
+    // A descriptor that came before the hello was complete: the ring, if the hello says so.
+    int received_fd = -1;
+    // The ring, once the hello named it and it passed the checks (wire version 3).
+    void* ring_memory = nullptr;
+    size_t ring_bytes = 0;
+    uint32_t ring_capacity = 0;
+    RingReader ring;
+    // The ring's records: its own decoder, since the socket's may hold part of a record.
+    RecordDecoder ring_decoder;
+    uint64_t ring_dropped = 0;  // the header's `dropped` counted so far
   };
 
   void Loop();
   void Accept();
   void Read(uint64_t key);
-  // Hands decoded records to the builder and counts them.
-  void Dispatch(uint64_t key, Connection& conn, const std::vector<Record>& records);
+  // Keeps or closes the descriptors a recvmsg brought. False if the connection is closed.
+  bool TakeDescriptors(uint64_t key, Connection& conn, const msghdr& msg);
+  // Hands decoded records to the builder and counts them. A hello drains every ring first
+  // and maps the process's own ring if it has one. False if it closed the connection (a
+  // ring that does not pass the checks).
+  bool Dispatch(uint64_t key, Connection& conn, const std::vector<Record>& records);
+  // Checks and maps the ring whose descriptor came with `hello`.
+  absl::Status MapRing(Connection& conn, const HelloRecord& hello);
+  // Takes up to `budget` records from the connection's ring, dispatches them and counts
+  // the ring's new drops. Returns the records taken; closes the connection (`*closed`) if
+  // one is malformed.
+  size_t DrainRing(uint64_t key, Connection& conn, size_t budget, bool* closed);
+  // Drains every ring, up to `budget` records each (0: everything it holds, bounded by its
+  // capacity so that a process writing without pause cannot hold the loop). Returns the
+  // records taken.
+  size_t DrainRings(size_t budget);
+  // Drains the connection's ring completely, then closes it.
+  void DrainAndClose(uint64_t key);
   // Closes the connection; the builder finishes the process's open spans.
   void Close(uint64_t key);
 
@@ -71,6 +115,10 @@ class HookServer {
   std::atomic<size_t> open_connections_{0};
   // Loop thread only.
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
+  size_t rings_ = 0;                 // connections with a mapped ring
+  std::vector<uint64_t> ring_keys_;  // DrainRings' list (kept to reuse its memory)
+  std::string ring_buffer_;          // records popped from a ring, for its decoder
+  std::vector<Record> ring_records_;
   uint64_t next_key_ = kFirstConnectionKey;
 
   static constexpr uint64_t kListenKey = 0;

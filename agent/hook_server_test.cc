@@ -24,6 +24,8 @@ namespace {
 using testing::AsBytes;
 using testing::ConnectUnix;
 using testing::HookScript;
+using testing::SendWithDescriptors;
+using testing::TestRing;
 
 // Polls `condition` every 5 ms for up to `timeout`.
 template <typename Condition>
@@ -54,6 +56,33 @@ std::string Exchange(HookScript& script, uint64_t conn, const std::string& path)
   bytes += AsBytes(script.Recv(conn, 7, 2000, "GET " + path + " HTTP/1.1\r\n\r\n"));
   bytes += AsBytes(script.Send(conn, 7, 3000, "HTTP/1.1 200 OK\r\n\r\n"));
   return bytes;
+}
+
+// The records of one exchange on connection `conn`, each apart (as a ring holds them).
+std::vector<std::string> ExchangeRecords(HookScript& script, uint64_t conn,
+                                         const std::string& path, uint64_t t = 1000) {
+  return {AsBytes(script.Accept(conn, 7, t)),
+          AsBytes(script.Recv(conn, 7, t + 1000, "GET " + path + " HTTP/1.1\r\n\r\n")),
+          AsBytes(script.Send(conn, 7, t + 2000, "HTTP/1.1 200 OK\r\n\r\n")),
+          AsBytes(script.Close(conn, 7, t + 3000))};
+}
+
+HelloRecord RingHello(const HookScript& script, const std::string& service = "shop") {
+  HelloRecord hello = script.Hello(service, "shopd");
+  hello.flags = kHelloFlagRing;
+  return hello;
+}
+
+// This process's descriptors open on the memfd named `name`: the test's own and any the
+// agent (running in this process) kept.
+int DescriptorsOn(const std::string& name) {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(entry.path(), ec).string();
+    if (!ec && target.rfind("/memfd:" + name + " ", 0) == 0) ++count;
+  }
+  return count;
 }
 
 class HookServerTest : public ::testing::Test {
@@ -215,6 +244,323 @@ TEST_F(HookServerTest, CountsHookDropsFromTheLatestStatsOfEachProcess) {
       << counters_.hook_events_dropped.load();
   close(a);
   close(b);
+}
+
+// Wire version 3: the hello hands over a ring; the records come through it.
+TEST_F(HookServerTest, RecordsInTheRingAfterTheHelloBecomeSpans) {
+  ASSERT_TRUE(server_.Start().ok());
+  const std::string name = "reptrace-test-ring-spans";
+  TestRing ring(64, name);
+  ASSERT_TRUE(ring.ok());
+  const int fd = ConnectUnix(socket_path_);
+  ASSERT_GE(fd, 0);
+  HookScript script(31337);
+  ASSERT_TRUE(SendWithDescriptors(fd, AsBytes(RingHello(script, "web")), {ring.fd()}));
+  ASSERT_TRUE(WaitFor([&] { return counters_.processes_connected.load() == 1; }));
+  // The agent keeps the mapping, not the descriptor.
+  EXPECT_EQ(DescriptorsOn(name), 1);
+  for (uint64_t conn : {1, 2}) {
+    for (const std::string& record : ExchangeRecords(script, conn, "/ring-" +
+                                                     std::to_string(conn))) {
+      ASSERT_TRUE(ring.Push(record));
+    }
+  }
+  ASSERT_TRUE(WaitFor([&] { return SpanCount() == 2; }));
+  std::set<std::string> names;
+  for (const v1::Span& span : Spans()) {
+    names.insert(span.name());
+    EXPECT_EQ(span.service(), "web");
+    EXPECT_EQ(span.pid(), 31337u);
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"GET /ring-1", "GET /ring-2"}));
+  EXPECT_EQ(counters_.events_received.load(), 8u);
+  EXPECT_EQ(counters_.records_malformed.load(), 0u);
+  EXPECT_EQ(ring.header()->dequeue_pos.load(), 8u);
+  EXPECT_EQ(server_.connections(), 1u);
+  close(fd);
+  EXPECT_TRUE(WaitFor([&] { return server_.connections() == 0; }));
+}
+
+// A process writes its last records and exits: they are still in the memfd, and the agent
+// takes them all when the socket ends, more than one drain pass would take.
+TEST_F(HookServerTest, WhatAProcessWroteBeforeItsSocketClosedIsDrained) {
+  ASSERT_TRUE(server_.Start().ok());
+  TestRing ring(16384, "reptrace-test-ring-exit");
+  ASSERT_TRUE(ring.ok());
+  HookScript script(4711);
+  constexpr int kExchanges = 3000;  // 12000 records
+  for (int i = 1; i <= kExchanges; ++i) {
+    for (const std::string& record : ExchangeRecords(script, i, "/last")) {
+      ASSERT_TRUE(ring.Push(record));
+    }
+  }
+  const int fd = ConnectUnix(socket_path_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(SendWithDescriptors(fd, AsBytes(RingHello(script)), {ring.fd()}));
+  close(fd);
+  ASSERT_TRUE(WaitFor([&] { return SpanCount() == kExchanges; })) << SpanCount();
+  EXPECT_EQ(counters_.events_received.load(), 4u * kExchanges);
+  EXPECT_EQ(counters_.records_malformed.load(), 0u);
+  EXPECT_TRUE(WaitFor([&] { return server_.connections() == 0; }));
+}
+
+TEST_F(HookServerTest, StopDrainsEveryRing) {
+  ASSERT_TRUE(server_.Start().ok());
+  TestRing ring(16384, "reptrace-test-ring-stop");
+  ASSERT_TRUE(ring.ok());
+  const int fd = ConnectUnix(socket_path_);
+  ASSERT_GE(fd, 0);
+  HookScript script(4712);
+  ASSERT_TRUE(SendWithDescriptors(fd, AsBytes(RingHello(script)), {ring.fd()}));
+  ASSERT_TRUE(WaitFor([&] { return counters_.processes_connected.load() == 1; }));
+  constexpr int kExchanges = 3000;
+  for (int i = 1; i <= kExchanges; ++i) {
+    for (const std::string& record : ExchangeRecords(script, i, "/stop")) {
+      ASSERT_TRUE(ring.Push(record));
+    }
+  }
+  server_.Stop();
+  EXPECT_EQ(counters_.events_received.load(), 4u * kExchanges);
+  EXPECT_EQ(SpanCount(), static_cast<size_t>(kExchanges));
+  close(fd);
+}
+
+TEST_F(HookServerTest, TheRingsDropsAreCounted) {
+  ASSERT_TRUE(server_.Start().ok());
+  TestRing ring(8, "reptrace-test-ring-drops");
+  ASSERT_TRUE(ring.ok());
+  HookScript script(4713);
+  // Full before the agent had it: 2 of 10 refused.
+  int pushed = 0;
+  for (int i = 1; i <= 10; ++i) pushed += ring.Push(script.Accept(i, 7, 1000 * i)) ? 1 : 0;
+  ASSERT_EQ(pushed, 8);
+  ASSERT_EQ(ring.header()->dropped.load(), 2u);
+  const int fd = ConnectUnix(socket_path_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(SendWithDescriptors(fd, AsBytes(RingHello(script)), {ring.fd()}));
+  ASSERT_TRUE(WaitFor([&] {
+    return counters_.events_received.load() == 8 && counters_.hook_events_dropped.load() == 2;
+  })) << counters_.events_received.load() << " " << counters_.hook_events_dropped.load();
+  ring.header()->dropped.fetch_add(5);
+  EXPECT_TRUE(WaitFor([&] { return counters_.hook_events_dropped.load() == 7; }))
+      << counters_.hook_events_dropped.load();
+  // A count that goes back (the process can write anything there) takes nothing away.
+  ring.header()->dropped.store(1);
+  ASSERT_TRUE(ring.Push(script.Accept(11, 7, 20000)));
+  ASSERT_TRUE(WaitFor([&] { return counters_.events_received.load() == 9; }));
+  EXPECT_EQ(counters_.hook_events_dropped.load(), 7u);
+  close(fd);
+}
+
+// Each refused ring: counted, its connection closed, no descriptor kept; the agent then
+// serves a good one.
+TEST_F(HookServerTest, RefusesRingsItCannotTrust) {
+  ASSERT_TRUE(server_.Start().ok());
+  struct Case {
+    std::string what;
+    std::unique_ptr<TestRing> ring;  // null: the hello comes without a descriptor
+  };
+  std::vector<Case> cases;
+  cases.push_back({"no descriptor", nullptr});
+  cases.push_back({"not sealed against shrinking",
+                   std::make_unique<TestRing>(64, "reptrace-test-ring-bad-1", F_SEAL_GROW)});
+  cases.push_back({"not sealed against growing",
+                   std::make_unique<TestRing>(64, "reptrace-test-ring-bad-2", F_SEAL_SHRINK)});
+  cases.push_back({"not sealed at all",
+                   std::make_unique<TestRing>(64, "reptrace-test-ring-bad-3", 0)});
+  cases.push_back({"a size that is not its capacity's",
+                   std::make_unique<TestRing>(64, "reptrace-test-ring-bad-4",
+                                              F_SEAL_SHRINK | F_SEAL_GROW,
+                                              RingBytes(64) + 4096)});
+  cases.push_back({"bad magic", std::make_unique<TestRing>(64, "reptrace-test-ring-bad-5")});
+  cases.back().ring->header()->magic = 0x1234;
+  cases.push_back({"bad capacity", std::make_unique<TestRing>(64, "reptrace-test-ring-bad-6")});
+  cases.back().ring->header()->capacity = 128;
+  cases.push_back({"too big", std::make_unique<TestRing>(64, "reptrace-test-ring-bad-7",
+                                                         F_SEAL_SHRINK | F_SEAL_GROW,
+                                                         RingBytes(kMaxRingCapacity) + 4096)});
+  uint64_t malformed = 0;
+  for (Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    if (c.ring != nullptr) {
+      ASSERT_TRUE(c.ring->ok());
+    }
+    const int fd = ConnectUnix(socket_path_);
+    ASSERT_GE(fd, 0);
+    HookScript script;
+    std::vector<int> fds;
+    if (c.ring != nullptr) fds.push_back(c.ring->fd());
+    ASSERT_TRUE(SendWithDescriptors(fd, AsBytes(RingHello(script)), fds));
+    EXPECT_TRUE(ClosedByPeer(fd, absl::Seconds(10)));
+    EXPECT_EQ(counters_.records_malformed.load(), ++malformed);
+    close(fd);
+    if (c.ring != nullptr) {
+      EXPECT_EQ(DescriptorsOn("reptrace-test-ring-bad-" + std::to_string(&c - &cases[0])),
+                1);
+    }
+  }
+  // A pipe is no memfd.
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  {
+    const int fd = ConnectUnix(socket_path_);
+    HookScript script;
+    ASSERT_TRUE(SendWithDescriptors(fd, AsBytes(RingHello(script)), {pipe_fds[0]}));
+    EXPECT_TRUE(ClosedByPeer(fd, absl::Seconds(10)));
+    EXPECT_EQ(counters_.records_malformed.load(), ++malformed);
+    close(fd);
+    close(pipe_fds[0]);
+    // The agent closed its copy of the read end: the write end now has no reader left.
+    ASSERT_TRUE(WaitFor([&] {
+      pollfd p{pipe_fds[1], 0, 0};
+      return poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+    }));
+    close(pipe_fds[1]);
+  }
+  EXPECT_EQ(counters_.processes_connected.load(), 0u);
+  EXPECT_EQ(counters_.events_received.load(), 0u);
+  EXPECT_TRUE(WaitFor([&] { return server_.connections() == 0; }));
+
+  // The agent carries on.
+  TestRing good(64, "reptrace-test-ring-good");
+  ASSERT_TRUE(good.ok());
+  const int fd = ConnectUnix(socket_path_);
+  HookScript script(777);
+  ASSERT_TRUE(SendWithDescriptors(fd, AsBytes(RingHello(script)), {good.fd()}));
+  for (const std::string& record : ExchangeRecords(script, 1, "/after-refusals")) {
+    ASSERT_TRUE(good.Push(record));
+  }
+  ASSERT_TRUE(WaitFor([&] { return SpanCount() == 1; }));
+  EXPECT_EQ(Spans()[0].name(), "GET /after-refusals");
+  EXPECT_EQ(counters_.records_malformed.load(), malformed);
+  close(fd);
+}
+
+TEST_F(HookServerTest, ADescriptorWithoutTheRingFlagIsClosed) {
+  ASSERT_TRUE(server_.Start().ok());
+  const std::string name = "reptrace-test-ring-unasked";
+  TestRing ring(64, name);
+  ASSERT_TRUE(ring.ok());
+  const int fd = ConnectUnix(socket_path_);
+  ASSERT_GE(fd, 0);
+  HookScript script(4714);
+  // Version 3 without the flag: records on the socket, the descriptor is not the agent's.
+  ASSERT_TRUE(SendWithDescriptors(fd, AsBytes(script.Hello()), {ring.fd()}));
+  ASSERT_TRUE(ring.Push(script.Accept(9, 7, 500)));  // never read
+  // Another descriptor after the hello, with records.
+  ASSERT_TRUE(SendWithDescriptors(fd, Exchange(script, 1, "/socket"), {ring.fd()}));
+  ASSERT_TRUE(WriteAll(fd, AsBytes(script.Close(1, 7, 4000))));
+  ASSERT_TRUE(WaitFor([&] { return SpanCount() == 1; }));
+  EXPECT_EQ(Spans()[0].name(), "GET /socket");
+  EXPECT_EQ(DescriptorsOn(name), 1);
+  EXPECT_EQ(counters_.events_received.load(), 4u);
+  EXPECT_EQ(counters_.records_malformed.load(), 0u);
+  EXPECT_EQ(ring.header()->dequeue_pos.load(), 0u);
+  EXPECT_EQ(server_.connections(), 1u);
+  close(fd);
+}
+
+TEST_F(HookServerTest, MoreDescriptorsThanItHasRoomForCloseTheConnection) {
+  ASSERT_TRUE(server_.Start().ok());
+  const std::string name = "reptrace-test-ring-many";
+  TestRing ring(64, name);
+  ASSERT_TRUE(ring.ok());
+  const int fd = ConnectUnix(socket_path_);
+  ASSERT_GE(fd, 0);
+  HookScript script;
+  ASSERT_TRUE(SendWithDescriptors(fd, AsBytes(RingHello(script)),
+                                  std::vector<int>(16, ring.fd())));
+  EXPECT_TRUE(ClosedByPeer(fd, absl::Seconds(10)));
+  EXPECT_EQ(counters_.records_malformed.load(), 1u);
+  EXPECT_EQ(counters_.processes_connected.load(), 0u);
+  EXPECT_EQ(DescriptorsOn(name), 1);
+  close(fd);
+}
+
+TEST_F(HookServerTest, AMalformedRecordInTheRingClosesTheConnection) {
+  ASSERT_TRUE(server_.Start().ok());
+  TestRing garbage_ring(64, "reptrace-test-ring-garbage");
+  TestRing hello_ring(64, "reptrace-test-ring-hello");
+  ASSERT_TRUE(garbage_ring.ok());
+  ASSERT_TRUE(hello_ring.ok());
+  HookScript a(5001), b(5002);
+  const int fa = ConnectUnix(socket_path_);
+  const int fb = ConnectUnix(socket_path_);
+  ASSERT_GE(fa, 0);
+  ASSERT_GE(fb, 0);
+  ASSERT_TRUE(SendWithDescriptors(fa, AsBytes(RingHello(a)), {garbage_ring.fd()}));
+  ASSERT_TRUE(SendWithDescriptors(fb, AsBytes(RingHello(b)), {hello_ring.fd()}));
+  ASSERT_TRUE(WaitFor([&] { return counters_.processes_connected.load() == 2; }));
+  ASSERT_TRUE(garbage_ring.Push(a.Accept(1, 7, 1000)));
+  ASSERT_TRUE(garbage_ring.Push(std::string(64, '\xee')));
+  ASSERT_TRUE(hello_ring.Push(b.Accept(1, 7, 1000)));
+  ASSERT_TRUE(hello_ring.Push(AsBytes(b.Hello())));  // a hello belongs on the socket only
+  EXPECT_TRUE(ClosedByPeer(fa, absl::Seconds(10)));
+  EXPECT_TRUE(ClosedByPeer(fb, absl::Seconds(10)));
+  EXPECT_EQ(counters_.records_malformed.load(), 2u);
+  EXPECT_EQ(counters_.events_received.load(), 2u);
+  close(fa);
+  close(fb);
+}
+
+// A fork child's hello names its parent's thread: the parent's records still in its ring
+// reach the builder before the child's hello, so the child's call has its parent span.
+TEST_F(HookServerTest, ANewHelloComesAfterTheRecordsAlreadyInTheRings) {
+  ASSERT_TRUE(server_.Start().ok());
+  TestRing parent_ring(64, "reptrace-test-ring-parent");
+  ASSERT_TRUE(parent_ring.ok());
+  HookScript parent(6001), child(6002);
+  const int pf = ConnectUnix(socket_path_);
+  ASSERT_GE(pf, 0);
+  ASSERT_TRUE(SendWithDescriptors(pf, AsBytes(RingHello(parent)), {parent_ring.fd()}));
+  ASSERT_TRUE(WaitFor([&] { return counters_.processes_connected.load() == 1; }));
+  for (int round = 0; round < 5; ++round) {
+    const int cf = ConnectUnix(socket_path_);
+    ASSERT_GE(cf, 0);
+    ASSERT_TRUE(WaitFor([&] { return server_.connections() == 2; }));
+    // Let the loop settle into its longest wait, then fork: the child's hello follows the
+    // parent's records at once, and wakes the loop before its next drain pass.
+    absl::SleepFor(absl::Milliseconds(30));
+    const uint64_t conn = 1 + round;
+    const uint64_t t = 100000 * (round + 1);
+    ASSERT_TRUE(parent_ring.Push(parent.Accept(conn, 7, t)));
+    ASSERT_TRUE(parent_ring.Push(parent.Recv(conn, 7, t + 100, "GET /fork HTTP/1.1\r\n\r\n")));
+    HelloRecord hello = child.Hello();
+    hello.cause_pid = 6001;
+    hello.cause_tid = 7;
+    ASSERT_TRUE(WriteAll(cf, AsBytes(hello) +
+                                 AsBytes(child.Connect(1, 6002, t + 200, 0, "10.0.0.9", 6379)) +
+                                 AsBytes(child.Send(1, 6002, t + 210, "PING\r\n")) +
+                                 AsBytes(child.Close(1, 6002, t + 300))));
+    ASSERT_TRUE(WaitFor([&] { return SpanCount() == 2u * round + 1; }));
+    ASSERT_TRUE(parent_ring.Push(parent.Send(conn, 7, t + 400, "HTTP/1.1 200 OK\r\n\r\n")));
+    ASSERT_TRUE(parent_ring.Push(parent.Close(conn, 7, t + 500)));
+    ASSERT_TRUE(WaitFor([&] { return SpanCount() == 2u * round + 2; }));
+    const std::vector<v1::Span> spans = Spans();
+    const v1::Span& child_span = spans[2 * round];
+    const v1::Span& server_span = spans[2 * round + 1];
+    EXPECT_EQ(child_span.pid(), 6002u);
+    EXPECT_EQ(server_span.pid(), 6001u);
+    EXPECT_EQ(child_span.parent_span_id(), server_span.span_id()) << "round " << round;
+    close(cf);
+    ASSERT_TRUE(WaitFor([&] { return server_.connections() == 1; }));
+  }
+  close(pf);
+}
+
+TEST_F(HookServerTest, AVersion2HelloWithRecordsOnTheSocketStillWorks) {
+  ASSERT_TRUE(server_.Start().ok());
+  const int fd = ConnectUnix(socket_path_);
+  ASSERT_GE(fd, 0);
+  HookScript script(2222);
+  std::string bytes = AsBytes(script.Hello("old", "oldd", 2)) + Exchange(script, 1, "/v2");
+  bytes += AsBytes(script.Close(1, 7, 4000));
+  ASSERT_TRUE(WriteAll(fd, bytes));
+  ASSERT_TRUE(WaitFor([&] { return SpanCount() == 1; }));
+  EXPECT_EQ(Spans()[0].name(), "GET /v2");
+  EXPECT_EQ(Spans()[0].service(), "old");
+  EXPECT_EQ(counters_.records_malformed.load(), 0u);
+  close(fd);
 }
 
 TEST_F(HookServerTest, ReplacesAStaleSocketFileAndRemovesItOnStop) {

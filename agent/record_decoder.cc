@@ -11,10 +11,20 @@ bool IsNulTerminated(const char (&name)[kNameBytes]) {
   return std::memchr(name, '\0', kNameBytes) != nullptr;
 }
 
+// Version 2 hooks (records on the socket only) are still read: an agent upgraded before
+// the programs it traces restart.
+constexpr uint16_t kOldestWireVersion = 2;
+
 absl::Status CheckHello(const HelloRecord& hello) {
-  if (hello.version != kWireVersion) {
+  if (hello.version < kOldestWireVersion || hello.version > kWireVersion) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "hello declares wire version %d, this agent speaks %d", hello.version, kWireVersion));
+        "hello declares wire version %d, this agent speaks %d to %d", hello.version,
+        kOldestWireVersion, kWireVersion));
+  }
+  // Version 2 had a reserved field there, never read.
+  if (hello.version >= 3 && (hello.flags & ~kHelloFlagRing) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("hello has unknown flags 0x%04x", hello.flags));
   }
   if (!IsNulTerminated(hello.service) || !IsNulTerminated(hello.process)) {
     return absl::InvalidArgumentError("hello has a name that is not NUL-terminated");

@@ -20,8 +20,8 @@ using Record = std::variant<HelloRecord, EventRecord, DataRecord, StatsRecord>;
 // One decoder per hooked-process connection. Feed it the bytes as they arrive, in any
 // segmentation. Records are checked before they are handed out:
 //   - every header: magic, known type, a size the type allows (RecordSizeValid);
-//   - the first record is a HelloRecord with version == kWireVersion, and no other Hello
-//     follows it;
+//   - the first record is a HelloRecord of wire version 2 or kWireVersion (3), with no
+//     flag but kHelloFlagRing in version 3, and no other Hello follows it;
 //   - HelloRecord names are NUL-terminated;
 //   - EventRecord: known kind and role, family 4 or 6, capture_len <= kCaptureBytes;
 //   - DataRecord: kind kSend or kRecv, no flag but kFlagMessageStart, capture_len 0 unless

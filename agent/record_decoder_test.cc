@@ -141,6 +141,50 @@ TEST(RecordDecoder, RefusesAnotherWireVersion) {
   EXPECT_NE(status.message().find("version"), absl::string_view::npos) << status;
 }
 
+TEST(RecordDecoder, ReadsWireVersions2And3Only) {
+  HookScript script;
+  for (uint16_t version : {2, 3}) {
+    RecordDecoder decoder;
+    std::vector<Record> records;
+    EXPECT_TRUE(decoder.Feed(AsBytes(script.Hello("a", "b", version)) +
+                                 AsBytes(script.Accept(1, 7, 1000)),
+                             &records)
+                    .ok())
+        << version;
+    EXPECT_EQ(records.size(), 2u) << version;
+  }
+  for (uint16_t version : {0, 1, 4}) {
+    RecordDecoder decoder;
+    std::vector<Record> records;
+    absl::Status status = decoder.Feed(AsBytes(script.Hello("a", "b", version)), &records);
+    EXPECT_NE(status.message().find("version"), absl::string_view::npos) << status;
+  }
+}
+
+TEST(RecordDecoder, RefusesUnknownHelloFlagsFromVersion3) {
+  HookScript script;
+  HelloRecord hello = script.Hello("a", "b", 3);
+  hello.flags = kHelloFlagRing;
+  {
+    RecordDecoder decoder;
+    std::vector<Record> records;
+    EXPECT_TRUE(decoder.Feed(AsBytes(hello), &records).ok());
+  }
+  hello.flags = kHelloFlagRing | 4;
+  {
+    RecordDecoder decoder;
+    std::vector<Record> records;
+    absl::Status status = decoder.Feed(AsBytes(hello), &records);
+    EXPECT_NE(status.message().find("flags"), absl::string_view::npos) << status;
+  }
+  // Version 2's reserved field, whatever it holds.
+  hello = script.Hello("a", "b", 2);
+  hello.flags = 0xffff;
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  EXPECT_TRUE(decoder.Feed(AsBytes(hello), &records).ok());
+}
+
 TEST(RecordDecoder, RefusesNamesWithoutNul) {
   HookScript script;
   HelloRecord hello = script.Hello();

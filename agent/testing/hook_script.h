@@ -4,15 +4,21 @@
 #define REPTRACE_AGENT_TESTING_HOOK_SCRIPT_H_
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "common/event_record.h"
+#include "common/shared_ring.h"
 
 namespace reptrace::testing {
 
@@ -244,6 +250,102 @@ class HookScript {
   uint64_t wall_minus_mono_;
   std::map<uint64_t, Conn> conns_;
 };
+
+// A hooked process's record ring (wire version 3): a memfd named `name`, formatted as a
+// ring of `capacity` cells, sealed with `seals`, into which Push() writes as the hook's
+// producers do. `bytes` (default RingBytes(capacity)) lets a test make a ring of the wrong
+// size, `seals` one the agent must refuse.
+class TestRing {
+ public:
+  explicit TestRing(uint32_t capacity = 64, const std::string& name = "reptrace-test-ring",
+                    unsigned int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL,
+                    size_t bytes = 0)
+      : capacity_(capacity), bytes_(bytes != 0 ? bytes : RingBytes(capacity)) {
+    fd_ = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd_ < 0 || ftruncate(fd_, static_cast<off_t>(bytes_)) != 0) return;
+    void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+    if (memory == MAP_FAILED) return;
+    header_ = static_cast<RingHeader*>(memory);
+    FormatRing(header_, capacity, static_cast<uint32_t>(getpid()));
+    if (seals != 0 && fcntl(fd_, F_ADD_SEALS, seals) != 0) return;
+    ok_ = true;
+  }
+  TestRing(const TestRing&) = delete;
+  TestRing& operator=(const TestRing&) = delete;
+  ~TestRing() {
+    if (header_ != nullptr) munmap(header_, bytes_);
+    CloseFd();
+  }
+
+  bool ok() const { return ok_; }
+  int fd() const { return fd_; }
+  // The process's own descriptor, closed (as after the hook handed it over).
+  void CloseFd() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+  RingHeader* header() { return header_; }
+
+  // Pushes one record's wire bytes as a producer does: claims cell `pos` when its sequence
+  // is `pos` (compare-and-swap on enqueue_pos), writes, publishes `pos + 1`. A full ring
+  // refuses the record and counts it in `dropped`.
+  bool Push(const std::string& bytes) {
+    RingCell* cells = RingCells(header_);
+    uint64_t pos = header_->enqueue_pos.load(std::memory_order_relaxed);
+    RingCell* cell;
+    while (true) {
+      cell = &cells[pos & (capacity_ - 1)];
+      const uint64_t sequence = cell->sequence.load(std::memory_order_acquire);
+      const int64_t diff = static_cast<int64_t>(sequence - pos);
+      if (diff == 0) {
+        if (header_->enqueue_pos.compare_exchange_weak(pos, pos + 1,
+                                                       std::memory_order_relaxed)) {
+          break;
+        }
+      } else if (diff < 0) {
+        header_->dropped.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      } else {
+        pos = header_->enqueue_pos.load(std::memory_order_relaxed);
+      }
+    }
+    std::memcpy(cell->bytes, bytes.data(), std::min(bytes.size(), kMaxRecordSize));
+    cell->sequence.store(pos + 1, std::memory_order_release);
+    return true;
+  }
+  template <typename R>
+  bool Push(const R& record) {
+    return Push(AsBytes(record));
+  }
+
+ private:
+  const uint32_t capacity_;
+  const size_t bytes_;
+  int fd_ = -1;
+  RingHeader* header_ = nullptr;
+  bool ok_ = false;
+};
+
+// Sends `bytes` (a hello) on `socket` in one sendmsg with `fds` attached (SCM_RIGHTS on its
+// first byte), as the hook sends its hello and ring. True if every byte went.
+inline bool SendWithDescriptors(int socket, const std::string& bytes,
+                                const std::vector<int>& fds) {
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  if (!fds.empty()) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  return sendmsg(socket, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+}
 
 }  // namespace reptrace::testing
 
