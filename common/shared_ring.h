@@ -8,7 +8,7 @@
 //
 // Layout: a RingHeader in the first kRingHeaderBytes, then `capacity` RingCells. It is
 // Dmitry Vyukov's bounded MPMC queue with the consumer side reduced to one reader: each
-// cell carries a sequence number; a producer claims cell `pos` when its sequence is `pos`
+// cell carries a sequence number (stored relative to the cell's index, see RingCell); a producer claims cell `pos` when its sequence is `pos`
 // (a compare-and-swap on enqueue_pos), writes its record and publishes it by storing
 // `pos + 1`; the reader takes the record when the sequence is `pos + 1` and frees the cell
 // by storing `pos + capacity`. The atomics are lock-free and address-free, so they work
@@ -61,9 +61,19 @@ inline constexpr uint64_t kHandoverPositionMask = (uint64_t{1} << kHandoverEpoch
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
 
 struct RingCell {
+  // The Vyukov sequence number minus the cell's index (pos & (capacity - 1)): so a fresh,
+  // zero-filled memfd is an empty ring at once, and making one touches none of its pages
+  // (they fault in as the ring is first used). Read and written through the two helpers.
   std::atomic<uint64_t> sequence;
   alignas(8) unsigned char bytes[kMaxRecordSize];
 };
+
+inline uint64_t LoadSequence(const RingCell& cell, uint64_t index) {
+  return cell.sequence.load(std::memory_order_acquire) + index;
+}
+inline void StoreSequence(RingCell& cell, uint64_t index, uint64_t sequence) {
+  cell.sequence.store(sequence - index, std::memory_order_release);
+}
 static_assert(sizeof(RingCell) == 256, "a cell is 4 cache lines; records start at byte 8");
 
 constexpr bool RingCapacityValid(uint64_t capacity) {
@@ -80,8 +90,9 @@ inline RingCell* RingCells(RingHeader* header) {
                                      kRingHeaderBytes);
 }
 
-// Formats `bytes` (RingBytes(capacity), zero-filled or not) as an empty ring.
-inline void FormatRing(void* memory, uint32_t capacity, uint32_t pid) {
+// Formats `memory` (RingBytes(capacity)) as an empty ring. `zero_filled`: the cells are all
+// zero already (a fresh memfd or anonymous mapping) and are not touched.
+inline void FormatRing(void* memory, uint32_t capacity, uint32_t pid, bool zero_filled) {
   auto* header = static_cast<RingHeader*>(memory);
   header->magic = kRingMagic;
   header->capacity = capacity;
@@ -92,8 +103,10 @@ inline void FormatRing(void* memory, uint32_t capacity, uint32_t pid) {
   header->dequeue_pos.store(0, std::memory_order_relaxed);
   header->dropped.store(0, std::memory_order_relaxed);
   header->handover.store(0, std::memory_order_relaxed);
-  RingCell* cells = RingCells(header);
-  for (uint32_t i = 0; i < capacity; ++i) cells[i].sequence.store(i, std::memory_order_relaxed);
+  if (!zero_filled) {
+    RingCell* cells = RingCells(header);
+    for (uint32_t i = 0; i < capacity; ++i) cells[i].sequence.store(0, std::memory_order_relaxed);
+  }
   std::atomic_thread_fence(std::memory_order_release);
 }
 
@@ -134,15 +147,16 @@ class RingReader {
         pos_ >= (handover & kHandoverPositionMask)) {
       return 0;  // the rest is the next agent connection's
     }
-    RingCell& cell = cells_[pos_ & mask_];
-    if (cell.sequence.load(std::memory_order_acquire) != pos_ + 1) return 0;
+    const uint64_t index = pos_ & mask_;
+    RingCell& cell = cells_[index];
+    if (LoadSequence(cell, index) != pos_ + 1) return 0;
     RecordHeader head;
     std::memcpy(&head, cell.bytes, sizeof(head));
     const size_t size =
         head.size >= sizeof(RecordHeader) && head.size <= kMaxRecordSize ? head.size
                                                                          : kMaxRecordSize;
     std::memcpy(out, cell.bytes, size);
-    cell.sequence.store(pos_ + mask_ + 1, std::memory_order_release);
+    StoreSequence(cell, index, pos_ + mask_ + 1);
     ++pos_;
     header_->dequeue_pos.store(pos_, std::memory_order_relaxed);
     return size;

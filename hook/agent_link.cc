@@ -39,6 +39,7 @@ constexpr int64_t kMillis = 1000 * 1000;
 constexpr int64_t kFirstBackoffNs = 100 * kMillis;
 constexpr int64_t kMaxBackoffNs = 2000 * kMillis;
 constexpr int64_t kLivenessPeriodNs = 1000 * kMillis;
+constexpr int64_t kRingWaitNs = 2 * kMillis;
 // A ring is replaced only when the program closed our fd of it (a daemon closing every fd
 // does it once): the old one stays mapped (see MakeRing), so their number is bounded.
 constexpr int kMaxRings = 8;
@@ -194,14 +195,15 @@ void Disconnect(int fd, bool carried_records) {
   Leave(kAgentSlot);
 }
 
-// Where the link's fds live: high in the fd space, out of the way of programs that
-// expect the lowest free numbers (a daemon reopening 0, 1, 2 after closing everything).
+// Where the link's fds live: above the numbers programs expect to get (a daemon reopening
+// 0, 1, 2 after closing everything, a server's first few sockets), but below 64, inside
+// the fd table every process starts with: a number beyond it makes the kernel grow the
+// table, and in a multi-threaded process that waits for an RCU grace period (12 ms
+// measured here), which the program's thread would pay.
 int HighFdFloor() {
   rlimit limit;
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
-  rlim_t top = limit.rlim_cur;
-  if (top == RLIM_INFINITY || top > 1024) top = 1024;
-  return top >= 64 ? static_cast<int>(top) - 16 : -1;
+  return limit.rlim_cur >= 64 ? 48 : -1;
 }
 
 // Moves a new close-on-exec fd high; returns the fd to use.
@@ -253,6 +255,9 @@ bool MakeRing() {
   // generation moves on once the ring is there (see PublishAnnouncement).
   g_ring.Attach(memory, g_pid.load(std::memory_order_relaxed));
   NextLinkGeneration();
+  // What was refused while there was no ring, where the agent reads it.
+  g_ring.header()->dropped.fetch_add(g_unringed_drops.exchange(0, std::memory_order_relaxed),
+                                     std::memory_order_relaxed);
   return true;
 }
 
@@ -361,17 +366,31 @@ bool AgentAlive(int fd) {
   return false;  // end of stream (the agent went away) or an error
 }
 
+// A process's first traced calls, in several threads at once: one makes the ring (a few
+// system calls, microseconds), the others wait for it, bounded, rather than drop.
+void WaitForRing() {
+  if (g_ring.initialized() || !g_link_busy.load(std::memory_order_acquire)) return;
+  const int saved = errno;
+  const int64_t deadline = MonoNs() + kRingWaitNs;
+  while (!g_ring.initialized() && g_link_busy.load(std::memory_order_acquire) &&
+         MonoNs() < deadline) {
+    sched_yield();
+  }
+  errno = saved;
+}
+
 }  // namespace
 
 namespace agent_link_internal {
 
 void StartLink() {
-  bool expected = false;
-  if (!g_link_started.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
-    return;  // another thread is making it; this thread's record is dropped, counted
-  }
+  // The lock first: a thread that finds it taken waits for the ring (WaitForRing).
   LinkLock lock;
   if (!lock.held()) return;
+  bool expected = false;
+  if (!g_link_started.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
+    return;  // made already
+  }
   LinkScope scope;
   if (!MakeRing()) return;  // every push is refused and counted from now on
   TryConnect(MonoNs());
@@ -380,6 +399,7 @@ void StartLink() {
 void* RecordRefused(EventRing::Claim* claim) {
   // A full ring may mean the agent went away, a missing one that the program closed our
   // fd of: look (time-limited), and try again once in case that made room.
+  WaitForRing();
   MaintainLink(0);
   void* cell = g_ring.TryClaim(claim);
   if (cell == nullptr && !g_ring.CountDrop()) {
@@ -456,6 +476,7 @@ uint32_t PublishAnnouncement(const void* record, size_t size) {
   EventRing::Claim claim;
   void* cell = g_ring.TryClaim(&claim);
   if (cell == nullptr) {
+    WaitForRing();
     MaintainLink(0);  // as RecordRefused: the link may need a look, or a new ring
     generation = g_link_generation.load(std::memory_order_acquire);
     cell = g_ring.TryClaim(&claim);

@@ -8,7 +8,7 @@
 namespace reptrace::hook {
 
 void* EventRing::Attach(void* memory, uint32_t pid) {
-  FormatRing(memory, capacity_, pid);
+  FormatRing(memory, capacity_, pid, /*zero_filled=*/true);
   return header_.exchange(static_cast<RingHeader*>(memory), std::memory_order_acq_rel);
 }
 
@@ -18,7 +18,7 @@ bool EventRing::Init() {
   if (initialized()) return true;
   void* mem = mmap(nullptr, bytes(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return false;
-  FormatRing(mem, capacity_, static_cast<uint32_t>(getpid()));
+  FormatRing(mem, capacity_, static_cast<uint32_t>(getpid()), /*zero_filled=*/true);
   RingHeader* expected = nullptr;
   if (!header_.compare_exchange_strong(expected, static_cast<RingHeader*>(mem),
                                        std::memory_order_acq_rel)) {
@@ -45,7 +45,7 @@ size_t EventRing::TryPop(void* out) {
   RingCell* cell;
   for (;;) {
     cell = &cells[pos & mask];
-    const uint64_t seq = cell->sequence.load(std::memory_order_acquire);
+    const uint64_t seq = LoadSequence(*cell, pos & mask);
     const int64_t dif = static_cast<int64_t>(seq) - static_cast<int64_t>(pos + 1);
     if (dif == 0) {
       if (header->dequeue_pos.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
@@ -62,7 +62,7 @@ size_t EventRing::TryPop(void* out) {
   const size_t size =
       head.size >= sizeof(RecordHeader) && head.size <= kCellBytes ? head.size : kCellBytes;
   std::memcpy(out, cell->bytes, size);
-  cell->sequence.store(pos + mask + 1, std::memory_order_release);
+  StoreSequence(*cell, pos & mask, pos + mask + 1);
   return size;
 }
 
@@ -78,7 +78,7 @@ uint64_t EventRing::dropped() const {
 
 void EventRing::Reset() {
   RingHeader* header = header_.load(std::memory_order_acquire);
-  if (header != nullptr) FormatRing(header, capacity_, header->pid);
+  if (header != nullptr) FormatRing(header, capacity_, header->pid, /*zero_filled=*/false);
 }
 
 void EventRing::Release() {

@@ -37,9 +37,10 @@ class EventRing {
   // Bytes of memory Attach needs.
   size_t bytes() const { return RingBytes(capacity_); }
 
-  // Formats `memory` (bytes() long, mapped shared) as an empty ring of process `pid` and
-  // makes it the ring pushes go to. Returns the memory it replaces (nullptr if none):
-  // another thread may still be inside a claim on it, so the caller must not unmap it.
+  // Formats `memory` (bytes() long, mapped shared, zero-filled: a fresh memfd) as an empty
+  // ring of process `pid` and makes it the ring pushes go to. Returns the memory it
+  // replaces (nullptr if none): another thread may still be inside a claim on it, so the
+  // caller must not unmap it.
   void* Attach(void* memory, uint32_t pid);
   // Stops using the ring memory and returns it (pushes fail until the next Attach). Only
   // when no other thread pushes (the child side of fork(), a test).
@@ -69,8 +70,9 @@ class EventRing {
 
    private:
     friend class EventRing;
-    std::atomic<uint64_t>* sequence_ = nullptr;
+    RingCell* cell_ = nullptr;
     uint64_t pos_ = 0;
+    uint64_t index_ = 0;
   };
   void* TryClaim(Claim* claim) {  // inline: it is most of a traced call's ring work
     RingHeader* header = header_.load(std::memory_order_acquire);
@@ -81,7 +83,7 @@ class EventRing {
     RingCell* cell;
     for (;;) {
       cell = &cells[pos & mask];
-      const uint64_t seq = cell->sequence.load(std::memory_order_acquire);
+      const uint64_t seq = LoadSequence(*cell, pos & mask);
       const int64_t dif = static_cast<int64_t>(seq) - static_cast<int64_t>(pos);
       if (dif == 0) {
         if (header->enqueue_pos.compare_exchange_weak(pos, pos + 1,
@@ -94,13 +96,12 @@ class EventRing {
         pos = header->enqueue_pos.load(std::memory_order_relaxed);
       }
     }
-    claim->sequence_ = &cell->sequence;
+    claim->cell_ = cell;
     claim->pos_ = pos;
+    claim->index_ = pos & mask;
     return cell->bytes;
   }
-  void Commit(const Claim& claim) {
-    claim.sequence_->store(claim.pos_ + 1, std::memory_order_release);
-  }
+  void Commit(const Claim& claim) { StoreSequence(*claim.cell_, claim.index_, claim.pos_ + 1); }
   // Counts a push that found no room (or no ring) in the ring's header, where the agent
   // reads it; false if there is no ring to count it in.
   bool CountDrop() {

@@ -266,7 +266,7 @@ class TestRing {
     void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
     if (memory == MAP_FAILED) return;
     header_ = static_cast<RingHeader*>(memory);
-    FormatRing(header_, capacity, static_cast<uint32_t>(getpid()));
+    FormatRing(header_, capacity, static_cast<uint32_t>(getpid()), /*zero_filled=*/true);
     if (seals != 0 && fcntl(fd_, F_ADD_SEALS, seals) != 0) return;
     ok_ = true;
   }
@@ -295,7 +295,7 @@ class TestRing {
     RingCell* cell;
     while (true) {
       cell = &cells[pos & (capacity_ - 1)];
-      const uint64_t sequence = cell->sequence.load(std::memory_order_acquire);
+      const uint64_t sequence = LoadSequence(*cell, pos & (capacity_ - 1));
       const int64_t diff = static_cast<int64_t>(sequence - pos);
       if (diff == 0) {
         if (header_->enqueue_pos.compare_exchange_weak(pos, pos + 1,
@@ -310,7 +310,7 @@ class TestRing {
       }
     }
     std::memcpy(cell->bytes, bytes.data(), std::min(bytes.size(), kMaxRecordSize));
-    cell->sequence.store(pos + 1, std::memory_order_release);
+    StoreSequence(*cell, pos & (capacity_ - 1), pos + 1);
     return true;
   }
   template <typename R>
