@@ -398,6 +398,19 @@ absl::Status HookServer::MapRing(Connection& conn, const HelloRecord& hello) {
     munmap(memory, size);
     return status;
   }
+  std::vector<uint64_t> stale;
+  for (const auto& [key, other] : conns_) {
+    if (other.get() != &conn && other->ring_memory != nullptr &&
+        other->ring_dev == st.st_dev && other->ring_ino == st.st_ino) {
+      stale.push_back(key);
+    }
+  }
+  for (const uint64_t key : stale) {
+    LogInfo("hook connection of pid %d: its ring moves to a new connection", hello.pid);
+    DrainAndClose(key);
+  }
+  conn.ring_dev = st.st_dev;
+  conn.ring_ino = st.st_ino;
   conn.ring_memory = memory;
   conn.ring_bytes = size;
   conn.ring_capacity = capacity;
@@ -409,20 +422,26 @@ absl::Status HookServer::MapRing(Connection& conn, const HelloRecord& hello) {
 size_t HookServer::DrainRing(uint64_t key, Connection& conn, size_t budget, bool* closed) {
   *closed = false;
   if (conn.ring_memory == nullptr) return 0;
+  // The process's own count (it could write anything there: a counter, never a size).
+  const uint64_t dropped = conn.ring.dropped();
+  if (dropped > conn.ring_dropped) {
+    counters_->hook_events_dropped.fetch_add(dropped - conn.ring_dropped);
+    conn.ring_dropped = dropped;
+  }
   size_t taken = 0;
+  if (ring_buffer_.empty()) ring_buffer_.resize(kRingChunk * kMaxRecordSize);
   while (taken < budget) {
-    ring_buffer_.clear();
+    size_t used = 0;
     size_t chunk = 0;
     for (; chunk < kRingChunk && taken < budget; ++chunk, ++taken) {
-      const size_t used = ring_buffer_.size();
-      ring_buffer_.resize(used + kMaxRecordSize);
       const size_t n = conn.ring.Pop(ring_buffer_.data() + used);  // <= kMaxRecordSize
-      ring_buffer_.resize(used + n);
       if (n == 0) break;
+      used += n;
     }
     if (chunk == 0) break;
     ring_records_.clear();
-    absl::Status status = conn.ring_decoder.Feed(ring_buffer_, &ring_records_);
+    absl::Status status =
+        conn.ring_decoder.Feed(absl::string_view(ring_buffer_.data(), used), &ring_records_);
     // Never a hello (the decoder refuses a second one): Dispatch does not close.
     Dispatch(key, conn, ring_records_);
     if (!status.ok()) {
@@ -434,12 +453,6 @@ size_t HookServer::DrainRing(uint64_t key, Connection& conn, size_t budget, bool
       return taken;
     }
     if (chunk < kRingChunk) break;  // empty for now
-  }
-  // The process's own count (it could write anything there: a counter, never a size).
-  const uint64_t dropped = conn.ring.dropped();
-  if (dropped > conn.ring_dropped) {
-    counters_->hook_events_dropped.fetch_add(dropped - conn.ring_dropped);
-    conn.ring_dropped = dropped;
   }
   return taken;
 }

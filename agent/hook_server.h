@@ -20,6 +20,7 @@
 #define REPTRACE_AGENT_HOOK_SERVER_H_
 
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
@@ -76,6 +77,9 @@ class HookServer {
     // The ring's records: its own decoder, since the socket's may hold part of a record.
     RecordDecoder ring_decoder;
     uint64_t ring_dropped = 0;  // the header's `dropped` counted so far
+    // The memfd's identity: a process that reconnects hands the same ring over again.
+    dev_t ring_dev = 0;
+    ino_t ring_ino = 0;
   };
 
   void Loop();
@@ -87,7 +91,10 @@ class HookServer {
   // and maps the process's own ring if it has one. False if it closed the connection (a
   // ring that does not pass the checks).
   bool Dispatch(uint64_t key, Connection& conn, const std::vector<Record>& records);
-  // Checks and maps the ring whose descriptor came with `hello`.
+  // Checks and maps the ring whose descriptor came with `hello`. A ring another connection
+  // still reads (the process reconnected: its old connection is stale) is handed over:
+  // the old connection is drained and closed first, and the new reader goes on from
+  // where it stopped (two readers of one ring would stall each other).
   absl::Status MapRing(Connection& conn, const HelloRecord& hello);
   // Takes up to `budget` records from the connection's ring, dispatches them and counts
   // the ring's new drops. Returns the records taken; closes the connection (`*closed`) if
@@ -117,7 +124,7 @@ class HookServer {
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   size_t rings_ = 0;                 // connections with a mapped ring
   std::vector<uint64_t> ring_keys_;  // DrainRings' list (kept to reuse its memory)
-  std::string ring_buffer_;          // records popped from a ring, for its decoder
+  std::vector<char> ring_buffer_;    // records popped from a ring, for its decoder
   std::vector<Record> ring_records_;
   uint64_t next_key_ = kFirstConnectionKey;
 

@@ -548,6 +548,41 @@ TEST_F(HookServerTest, ANewHelloComesAfterTheRecordsAlreadyInTheRings) {
   close(pf);
 }
 
+// A process that reconnects (its old connection lost to it, e.g. a daemon closed or
+// dup2'd over its fd) hands the same ring over again: the new connection reads it on, the
+// old one is drained and closed, no record is lost or read twice.
+TEST_F(HookServerTest, AReconnectingProcessHandsItsRingOver) {
+  ASSERT_TRUE(server_.Start().ok());
+  TestRing ring(64, "reptrace-test-ring-again");
+  ASSERT_TRUE(ring.ok());
+  HookScript script(4715);
+  const int first = ConnectUnix(socket_path_);
+  ASSERT_GE(first, 0);
+  ASSERT_TRUE(SendWithDescriptors(first, AsBytes(RingHello(script)), {ring.fd()}));
+  ASSERT_TRUE(WaitFor([&] { return counters_.processes_connected.load() == 1; }));
+  for (const std::string& record : ExchangeRecords(script, 1, "/first")) {
+    ASSERT_TRUE(ring.Push(record));
+  }
+  ASSERT_TRUE(ring.Push(script.Accept(2, 7, 50000)));  // read by one connection or the other
+  const int second = ConnectUnix(socket_path_);
+  ASSERT_GE(second, 0);
+  ASSERT_TRUE(SendWithDescriptors(second, AsBytes(RingHello(script)), {ring.fd()}));
+  EXPECT_TRUE(ClosedByPeer(first, absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return server_.connections() == 1; }));
+  // Far more records than the ring holds: they flow only if the new reader goes on.
+  for (int i = 3; i < 200; ++i) {
+    for (const std::string& record : ExchangeRecords(script, i, "/second", 100000 * i)) {
+      ASSERT_TRUE(WaitFor([&] { return ring.Push(record); }));
+    }
+  }
+  ASSERT_TRUE(WaitFor([&] { return SpanCount() == 1 + 197; })) << SpanCount();
+  EXPECT_EQ(counters_.events_received.load(), 4u + 1u + 4u * 197);
+  EXPECT_EQ(counters_.records_malformed.load(), 0u);
+  EXPECT_EQ(counters_.processes_connected.load(), 2u);
+  close(first);
+  close(second);
+}
+
 TEST_F(HookServerTest, AVersion2HelloWithRecordsOnTheSocketStillWorks) {
   ASSERT_TRUE(server_.Start().ok());
   const int fd = ConnectUnix(socket_path_);
