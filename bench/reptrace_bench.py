@@ -9,10 +9,11 @@ WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, a
   N rounds; the added ns per call on a traced TCP socket and on a non-socket fd (eventfd).
 - instructions: the same two kinds of call counted in instructions by valgrind's
   callgrind (deterministic, unlike time on a shared 2-core machine): instructions per call
-  in the calling thread, plain vs hooked, and in the hook's shipper thread per event.
+  in the calling thread, plain vs hooked, and in the process's other threads per call (the
+  shipper thread of hooks before the shared ring; none now).
 - server-instructions: the nginx worker and redis-server under callgrind, plain vs hooked
   (agent running), serving a fixed number of requests on one connection: instructions per
-  request of the whole server process (its threads, the hook's shipper included), taken
+  request of the whole server process (all its threads), taken
   as the difference between a short and a long run so start-up cancels out.
 - nginx: nginx (1 worker, 612-byte static file) under wrk, plain vs hooked with a running
   agent + controller + PostgreSQL; per request: CPU of the nginx worker (hooked/plain),
@@ -105,9 +106,14 @@ def children(pid):
 
 
 def peak_rss_kib(pid):
+    return status_kib(pid, "VmHWM")
+
+
+def status_kib(pid, field):
+    """A kB figure of /proc/PID/status (VmHWM, RssAnon, RssShmem...), 0 if absent."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -427,8 +433,8 @@ def run_instructions(args):
         agent.terminate()
         agent.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print_table("hook: instructions per call (callgrind), calling thread; shipper thread per "
-                "call it ships", ["call on", "plain", "hooked", "added", "shipper"], rows)
+    print_table("hook: instructions per call (callgrind), calling thread; the process's other "
+                "threads per call", ["call on", "plain", "hooked", "added", "other threads"], rows)
 
 
 def server_instructions(argv, env, port, client, prefix):
@@ -512,8 +518,7 @@ def run_server_instructions(args):
         agent.terminate()
         agent.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print_table("server instructions per request (callgrind, whole process incl. the hook's "
-                "shipper thread)", ["server", "plain", "hooked", "hooked/plain", "target"],
+    print_table("server instructions per request (callgrind, whole process, all threads)", ["server", "plain", "hooked", "hooked/plain", "target"],
                 rows)
 
 
@@ -714,6 +719,10 @@ def run_flood(args):
         before = cpu_seconds(stack.agent.pid)
         procs = [subprocess.Popen([flood, str(args.seconds)], env=stack.hook_env(f"flood{i}"),
                                   stdout=subprocess.PIPE, text=True) for i in range(8)]
+        # What of the agent's memory is the hooked processes' rings, mapped by the agent
+        # too (shared memory, counted in both RSS figures), read while they run.
+        time.sleep(args.seconds / 2)
+        shmem = status_kib(stack.agent.pid, "RssShmem")
         iterations = 0
         for p in procs:
             out, _ = p.communicate()
@@ -739,6 +748,8 @@ def run_flood(args):
         ["dropped in the hooks (ring full), never blocking", f"{dropped}", "counted"],
         ["agent CPU per event, µs", f"{agent_cpu / max(events, 1) * 1e6:.2f}", "≤ 2"],
         ["agent peak RSS, MiB", f"{rss / 1024:.1f}", "≤ 64"],
+        ["  of which the rings it shares with the hooked processes, MiB",
+         f"{shmem / 1024:.1f}", ""],
     ]
     print_table(f"agent flooded by 8 hooked processes for {args.seconds:g} s",
                 ["figure", "value", "target"], rows)

@@ -1,19 +1,22 @@
 // The wire format between libreptrace.so (hook/) and reptrace-agent (agent/).
 //
-// A hooked process opens one SOCK_STREAM connection to the agent's Unix socket and writes
-// a sequence of native-endian records (hook and agent always run on the same node). Every
-// record starts with a RecordHeader whose `size` is the size of the whole record, so a
-// reader can check the type/size pair before touching the body. The first record of a
-// connection is a HelloRecord; then EventRecords, DataRecords and StatsRecords in any
-// order. Every record type has one fixed size except DataRecord, which has two forms (see
-// DataRecordWireSize).
+// A hooked process opens one SOCK_STREAM connection to the agent's Unix socket and sends
+// its HelloRecord, with the fd of its record ring attached (wire version 3,
+// kHelloFlagRing; the ring: common/shared_ring.h); all its other records go into the ring,
+// which the agent drains. (A version 2 hook writes them on the socket after the hello;
+// the agent still reads records there.) Records are native-endian (hook and agent always
+// run on the same node). Every record starts with a RecordHeader whose `size` is the size
+// of the whole record, so a reader can check the type/size pair before touching the body.
+// After the hello come EventRecords and DataRecords (and, from a version 2 hook,
+// StatsRecords) in any order. Every record type has one fixed size except DataRecord,
+// which has two forms (see DataRecordWireSize).
 //
 // Two kinds of record describe socket calls. An EventRecord (248 bytes, with both
 // endpoints) opens and closes a connection, and carries every UDP datagram (an unconnected
 // UDP socket's peer changes per datagram). A DataRecord (48 bytes, more at a message start)
 // is one send or receive on a TCP connection: everything it does not carry (pid, fd,
 // role, addresses) the agent knows from the hello and from the connection's open record,
-// which the hook guarantees to deliver before the connection's DataRecords on the same
+// which the hook guarantees to deliver before the connection's DataRecords to the same
 // agent connection (re-announcing it with kFlagReannounce if it may have been lost).
 //
 // This header is included by the hook, so it must stay dependency-free: no Abseil, no
@@ -209,7 +212,8 @@ constexpr bool DataRecordHashFromCapture(const DataRecord& r) {
                                : kCaptureBytes);
 }
 
-// Counters of a hooked process since its hook initialised (or since it forked).
+// Counters of a hooked process since its hook initialised (or since it forked). Sent by
+// version 2 hooks only: a ring's header carries its counts (RingHeader::dropped).
 struct StatsRecord {
   RecordHeader header;
   uint32_t pid;
