@@ -14,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -468,6 +469,58 @@ TEST_F(HookTest, EventsWaitInTheRingWhileNoAgentListensAndArriveWhenOneDoes) {
   EXPECT_FALSE(EventsOf(*stream, EventKind::kRecv, accepts[0].conn_id).empty());
   EXPECT_EQ(EventsOf(*stream, EventKind::kClose, accepts[0].conn_id).size(), 1u);
   EXPECT_EQ(stream->stats.front().events_dropped, 0u);
+}
+
+// The agent goes away and another takes its place (a DaemonSet's rolling update) while a
+// server lives on: the hook notices (a look at its agent connection at most once a second,
+// when the program opens a connection), hands its ring to the new agent, and what the
+// server recorded while no agent was there is in it, with every connection announced
+// before its data.
+TEST_F(HookTest, ANewAgentGetsTheRingAndWhatWasRecordedWhileNoneListened) {
+  const std::string path = SocketPath("agent.sock");
+  auto first = std::make_unique<FakeAgent>(path);
+  PythonServer server(www_.path(), HookEnv(path, {{"REPTRACE_SERVICE", "restarted"}}));
+  ASSERT_GT(server.port(), 0);
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port()) + "/b.txt";
+  auto fetch = [&] {
+    const RunResult r = RunProgram({kCurl, "-s", "--max-time", "10", url}, {});
+    EXPECT_EQ(r.out, "the second file\n");
+  };
+  fetch();
+  ASSERT_TRUE(first->WaitFor([&](const std::vector<AgentStream>& streams) {
+    const AgentStream* s = StreamOf(streams, server.pid());
+    return s != nullptr && HasKind(s, EventKind::kClose);
+  }));
+  first.reset();  // the agent is gone
+  fetch();        // recorded while no agent listens
+  FakeAgent second(path);
+  // Requests until the second agent hears from the server, and then one more.
+  int fetched = 0;
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        fetch();
+        ++fetched;
+        return StreamOf(second.Streams(), server.pid()) != nullptr;
+      },
+      absl::Seconds(10), absl::Milliseconds(200)));
+  fetch();
+  ASSERT_TRUE(second.WaitFor([&](const std::vector<AgentStream>& streams) {
+    const AgentStream* s = StreamOf(streams, server.pid());
+    return s != nullptr &&
+           EventsOf(*s, EventKind::kClose).size() >= static_cast<size_t>(fetched + 2);
+  })) << "fetched " << fetched + 2 << " while or after the first agent was gone";
+  const std::vector<AgentStream> streams = second.Streams();
+  const AgentStream* s = StreamOf(streams, server.pid());
+  EXPECT_EQ(s->error, "");
+  EXPECT_TRUE(s->ring);
+  // Every request since the first agent went, the one made while none listened included,
+  // is whole: its accept, its request and its close.
+  const auto accepts = EventsOf(*s, EventKind::kAccept);
+  EXPECT_GE(accepts.size(), static_cast<size_t>(fetched + 2));
+  for (const auto& accept : accepts) {
+    EXPECT_FALSE(EventsOf(*s, EventKind::kRecv, accept.conn_id).empty()) << accept.conn_id;
+    EXPECT_EQ(EventsOf(*s, EventKind::kClose, accept.conn_id).size(), 1u) << accept.conn_id;
+  }
 }
 
 TEST_F(HookTest, WhatDoesNotFitInTheRingWhileNoAgentListensIsDroppedAndCounted) {
