@@ -384,14 +384,16 @@ void WaitForRing() {
 namespace agent_link_internal {
 
 void StartLink() {
-  // The lock first: a thread that finds it taken waits for the ring (WaitForRing).
+  // Signals wait first (a handler's socket call on this thread would otherwise wait for
+  // the ring this thread is making), then the lock: a thread that finds it taken waits
+  // for the ring (WaitForRing).
+  LinkScope scope;
   LinkLock lock;
   if (!lock.held()) return;
   bool expected = false;
   if (!g_link_started.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
     return;  // made already
   }
-  LinkScope scope;
   if (!MakeRing()) return;  // every push is refused and counted from now on
   TryConnect(MonoNs());
 }
