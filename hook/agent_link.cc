@@ -40,6 +40,7 @@ constexpr int64_t kFirstBackoffNs = 100 * kMillis;
 constexpr int64_t kMaxBackoffNs = 2000 * kMillis;
 constexpr int64_t kLivenessPeriodNs = 1000 * kMillis;
 constexpr int64_t kRingWaitNs = 2 * kMillis;
+constexpr uint64_t kLookEveryDrops = 256;
 // A ring is replaced only when the program closed our fd of it (a daemon closing every fd
 // does it once): the old one stays mapped (see MakeRing), so their number is bounded.
 constexpr int kMaxRings = 8;
@@ -379,6 +380,18 @@ void WaitForRing() {
   errno = saved;
 }
 
+// A push found the ring full (or missing): counted where the agent reads it. The drop
+// path stays cheap, an overloaded agent must not slow the program down further; now and
+// then it looks at the link, since an agent that went away fills the ring too.
+void CountRefusal() {
+  const uint64_t before = g_ring.CountDrop();
+  if (before == UINT64_MAX) {
+    g_unringed_drops.fetch_add(1, std::memory_order_relaxed);
+  } else if ((before & (kLookEveryDrops - 1)) == 0) {
+    agent_link_internal::MaintainLink(0);
+  }
+}
+
 }  // namespace
 
 namespace agent_link_internal {
@@ -399,15 +412,15 @@ void StartLink() {
 }
 
 void* RecordRefused(EventRing::Claim* claim) {
-  // A full ring may mean the agent went away, a missing one that the program closed our
-  // fd of: look (time-limited), and try again once in case that made room.
-  WaitForRing();
-  MaintainLink(0);
-  void* cell = g_ring.TryClaim(claim);
-  if (cell == nullptr && !g_ring.CountDrop()) {
-    g_unringed_drops.fetch_add(1, std::memory_order_relaxed);
+  if (!g_ring.initialized()) {
+    // Another thread is making the ring, or the program closed our fd of it: wait for it
+    // or make a new one, and try again.
+    WaitForRing();
+    MaintainLink(0);
+    if (void* cell = g_ring.TryClaim(claim)) return cell;
   }
-  return cell;
+  CountRefusal();
+  return nullptr;
 }
 
 void MaintainLink(uint64_t position) {
@@ -477,14 +490,14 @@ uint32_t PublishAnnouncement(const void* record, size_t size) {
   uint32_t generation = g_link_generation.load(std::memory_order_acquire);
   EventRing::Claim claim;
   void* cell = g_ring.TryClaim(&claim);
-  if (cell == nullptr) {
+  if (cell == nullptr && !g_ring.initialized()) {
     WaitForRing();
-    MaintainLink(0);  // as RecordRefused: the link may need a look, or a new ring
+    MaintainLink(0);  // as RecordRefused: the ring may be being made, or need making
     generation = g_link_generation.load(std::memory_order_acquire);
     cell = g_ring.TryClaim(&claim);
   }
   if (cell == nullptr) {
-    if (!g_ring.CountDrop()) g_unringed_drops.fetch_add(1, std::memory_order_relaxed);
+    CountRefusal();
     return 0;
   }
   std::memcpy(cell, record, size <= EventRing::kCellBytes ? size : EventRing::kCellBytes);

@@ -102,13 +102,13 @@ class EventRing {
     return cell->bytes;
   }
   void Commit(const Claim& claim) { StoreSequence(*claim.cell_, claim.index_, claim.pos_ + 1); }
-  // Counts a push that found no room (or no ring) in the ring's header, where the agent
-  // reads it; false if there is no ring to count it in.
-  bool CountDrop() {
+  // Counts a push that found no room in the ring's header, where the agent reads it.
+  // Returns how many were counted before it, or UINT64_MAX if there is no ring to count it
+  // in.
+  uint64_t CountDrop() {
     RingHeader* header = header_.load(std::memory_order_acquire);
-    if (header == nullptr) return false;
-    header->dropped.fetch_add(1, std::memory_order_relaxed);
-    return true;
+    if (header == nullptr) return UINT64_MAX;
+    return header->dropped.fetch_add(1, std::memory_order_relaxed);
   }
 
   // Moves the oldest record into `out` (kCellBytes of room): its header.size bytes (a
