@@ -319,6 +319,14 @@ bool HookServer::Dispatch(uint64_t key, Connection& conn,
       // whose records may still wait in the parent's ring: the builder gets them first.
       // (This connection has no ring yet: its hello maps it.)
       if (rings_ > 0) DrainRings(0);
+      if (hello->version >= 3 && (hello->flags & kHelloFlagRing) == 0) {
+        // A version 3 hook that could not make its ring (no memfd, a file size limit):
+        // it reports its drops on the socket (StatsRecord), traces nothing.
+        LogWarning("hooked process %d (%s) has no ring to share: its events are dropped "
+                   "and counted",
+                   hello->pid, std::string(hello->process, strnlen(hello->process,
+                                                                  sizeof(hello->process))));
+      }
       if (hello->version >= 3 && (hello->flags & kHelloFlagRing) != 0) {
         absl::Status status = MapRing(conn, *hello);
         if (!status.ok()) {

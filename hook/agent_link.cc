@@ -78,7 +78,7 @@ int64_t g_next_attempt_ns = 0;
 int64_t g_backoff_ns = kFirstBackoffNs;
 int64_t g_next_liveness_ns = 0;
 bool g_had_agent = false;
-int g_rings_made = 0;
+std::atomic<int> g_rings_made{0};  // relaxed: read outside the lock to skip hopeless tries
 
 class LinkLock {
  public:
@@ -221,8 +221,17 @@ int MoveHigh(int fd) {
 // (the program closed our fd of it) stays mapped: another thread may still be writing in
 // it, and its agent reads it to the end.
 bool MakeRing() {
-  if (g_rings_made >= kMaxRings) return false;
-  ++g_rings_made;  // attempts too: a process where memfds fail does not retry forever
+  if (g_rings_made.load(std::memory_order_relaxed) >= kMaxRings) return false;
+  // Attempts count too: a process where memfds fail does not retry forever.
+  g_rings_made.fetch_add(1, std::memory_order_relaxed);
+  const size_t bytes = g_ring.bytes();
+  // A file size limit below the ring's would make ftruncate() fail and send the program
+  // SIGXFSZ, which kills it: no ring then.
+  rlimit fsize;
+  if (getrlimit(RLIMIT_FSIZE, &fsize) != 0 ||
+      (fsize.rlim_cur != RLIM_INFINITY && fsize.rlim_cur < bytes)) {
+    return false;
+  }
   // An agent reading the old ring reads it to the end once its connection closes; this
   // one goes to the next connection.
   const int connected = g_agent_fd.load(std::memory_order_seq_cst);
@@ -237,7 +246,6 @@ bool MakeRing() {
     return false;
   }
   fd = MoveHigh(fd);
-  const size_t bytes = g_ring.bytes();
   void* memory = MAP_FAILED;
   if (syscall(SYS_ftruncate, fd, static_cast<off_t>(bytes)) == 0) {
     memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -265,7 +273,10 @@ bool MakeRing() {
 // Connects and says hello, handing over the ring; the new fd, or -1.
 int ConnectAgent() {
   if (!g_socket_path_ok) return -1;
-  if (g_ring_fd.load(std::memory_order_seq_cst) < 0 && !MakeRing()) return -1;
+  // Without a ring (memfds refused, e.g. by a seccomp filter, or all kMaxRings used) the
+  // process still says hello, without one, and reports on the socket what it drops
+  // (SendStats): the agent knows of it, and nothing is lost silently.
+  if (g_ring_fd.load(std::memory_order_seq_cst) < 0) MakeRing();
   g_in_flight[kAgentSlot].store(kCreating, std::memory_order_seq_cst);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
@@ -290,7 +301,6 @@ int ConnectAgent() {
   HelloRecord hello = {};
   hello.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kHello), sizeof(HelloRecord)};
   hello.version = kWireVersion;
-  hello.flags = kHelloFlagRing;
   hello.pid = g_pid.load(std::memory_order_relaxed);
   hello.ppid = static_cast<uint32_t>(getppid());
   hello.uid = static_cast<uint32_t>(getuid());
@@ -309,7 +319,10 @@ int ConnectAgent() {
   // The hello's bytes and the ring's fd in one message: a fresh socket's buffer takes it
   // whole, at once.
   const int ring_fd = g_ring_fd.load(std::memory_order_seq_cst);
-  if (RingHeader* header = g_ring.header()) {
+  RingHeader* header = g_ring.header();
+  const bool with_ring = ring_fd >= 0 && header != nullptr;
+  if (with_ring) {
+    hello.flags = kHelloFlagRing;
     *static_cast<volatile uint32_t*>(&header->link_epoch) =
         g_link_epoch.load(std::memory_order_seq_cst);
   }
@@ -318,20 +331,22 @@ int ConnectAgent() {
   msghdr msg = {};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cmsg), &ring_fd, sizeof(int));
+  if (with_ring) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &ring_fd, sizeof(int));
+  }
   ssize_t sent = -1;
   if (Enter(kAgentSlot, fd, g_agent_fd)) {
-    if (ring_fd >= 0 && Enter(kRingSlot, ring_fd, g_ring_fd)) {
+    if (!with_ring || Enter(kRingSlot, ring_fd, g_ring_fd)) {
       do {
         sent = RealSendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
       } while (sent < 0 && errno == EINTR);
-      Leave(kRingSlot);
+      if (with_ring) Leave(kRingSlot);
     }
     Leave(kAgentSlot);
   }
@@ -353,6 +368,24 @@ void TryConnect(int64_t now) {
     g_next_attempt_ns = now + g_backoff_ns;
     g_backoff_ns = g_backoff_ns * 2 > kMaxBackoffNs ? kMaxBackoffNs : g_backoff_ns * 2;
   }
+}
+
+// Without a ring: what this process dropped, on the socket (a version 2 hook's
+// StatsRecord, which the agent reads as such). False if the agent connection failed.
+bool SendStats(int fd) {
+  StatsRecord stats = {};
+  stats.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kStats), sizeof(StatsRecord)};
+  stats.pid = g_pid.load(std::memory_order_relaxed);
+  stats.events_dropped = g_unringed_drops.load(std::memory_order_relaxed);
+  ssize_t sent = -1;
+  if (Enter(kAgentSlot, fd, g_agent_fd)) {
+    do {
+      sent = RealSend(fd, &stats, sizeof(stats), MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (sent < 0 && errno == EINTR);
+    Leave(kAgentSlot);
+  }
+  // A full socket buffer is a lost report, not a lost agent: the next one carries the total.
+  return sent == static_cast<ssize_t>(sizeof(stats)) || (sent < 0 && errno == EAGAIN);
 }
 
 // Whether the agent is still at the other end: a peek that neither blocks nor consumes.
@@ -407,12 +440,13 @@ void StartLink() {
   if (!g_link_started.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
     return;  // made already
   }
-  if (!MakeRing()) return;  // every push is refused and counted from now on
+  // Without a ring every push is refused and counted, and the agent hears of it.
+  MakeRing();
   TryConnect(MonoNs());
 }
 
 void* RecordRefused(EventRing::Claim* claim) {
-  if (!g_ring.initialized()) {
+  if (!g_ring.initialized() && g_rings_made.load(std::memory_order_relaxed) < kMaxRings) {
     // Another thread is making the ring, or the program closed our fd of it: wait for it
     // or make a new one, and try again.
     WaitForRing();
@@ -429,10 +463,9 @@ void MaintainLink(uint64_t position) {
   if (!g_link_started.load(std::memory_order_acquire)) return;
   LinkLock lock;
   if (!lock.held()) return;
-  if (!g_ring.initialized()) {
+  if (!g_ring.initialized() && g_rings_made.load(std::memory_order_relaxed) < kMaxRings) {
     // The program closed our fd of the ring (TakeAgentFd let it go): a new one at once,
     // for the next agent connection.
-    if (g_rings_made >= kMaxRings) return;
     LinkScope scope;
     MakeRing();
     return;
@@ -440,6 +473,14 @@ void MaintainLink(uint64_t position) {
   const int saved = errno;
   const int64_t now = MonoNs();
   errno = saved;
+  if (fd >= 0 && !g_ring.initialized()) {
+    // No ring can be made: the agent hears what is dropped, about once a second.
+    if (now < g_next_liveness_ns) return;
+    g_next_liveness_ns = now + kLivenessPeriodNs;
+    LinkScope scope;
+    if (!SendStats(fd)) Disconnect(fd, /*carried_records=*/false);
+    return;
+  }
   if (fd >= 0) {
     if (now < g_next_liveness_ns) return;
     g_next_liveness_ns = now + kLivenessPeriodNs;
@@ -490,7 +531,8 @@ uint32_t PublishAnnouncement(const void* record, size_t size) {
   uint32_t generation = g_link_generation.load(std::memory_order_acquire);
   EventRing::Claim claim;
   void* cell = g_ring.TryClaim(&claim);
-  if (cell == nullptr && !g_ring.initialized()) {
+  if (cell == nullptr && !g_ring.initialized() &&
+      g_rings_made.load(std::memory_order_relaxed) < kMaxRings) {
     WaitForRing();
     MaintainLink(0);  // as RecordRefused: the ring may be being made, or need making
     generation = g_link_generation.load(std::memory_order_acquire);
@@ -511,11 +553,16 @@ uint32_t PublishAnnouncement(const void* record, size_t size) {
 bool Publish(const void* record, size_t size) { return PublishAnnouncement(record, size) != 0; }
 
 void FlushAgentLink() {
-  if (!g_ring.initialized() || g_agent_fd.load(std::memory_order_seq_cst) >= 0) return;
+  if (!g_link_started.load(std::memory_order_acquire)) return;
+  if (g_ring.initialized() && g_agent_fd.load(std::memory_order_seq_cst) >= 0) return;
   LinkLock lock;
   if (!lock.held()) return;
   LinkScope scope;
-  TryConnect(MonoNs());
+  // The agent must have the ring before we go (it drains it after), or, without one, hear
+  // what was dropped.
+  if (g_agent_fd.load(std::memory_order_seq_cst) < 0) TryConnect(MonoNs());
+  const int fd = g_agent_fd.load(std::memory_order_seq_cst);
+  if (fd >= 0 && !g_ring.initialized()) SendStats(fd);
 }
 
 void ResetAgentLinkAfterFork(uint64_t start_wall_ns, uint64_t start_mono_ns) {
@@ -539,7 +586,7 @@ void ResetAgentLinkAfterFork(uint64_t start_wall_ns, uint64_t start_mono_ns) {
   g_backoff_ns = kFirstBackoffNs;
   g_next_liveness_ns = 0;
   g_had_agent = false;
-  g_rings_made = 0;
+  g_rings_made.store(0, std::memory_order_relaxed);
   g_link_busy.store(false, std::memory_order_relaxed);
   g_link_started.store(false, std::memory_order_release);
 }

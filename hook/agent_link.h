@@ -54,7 +54,7 @@ void EndRecord(const EventRing::Claim& claim);
 
 // Before the process ends or execs: if no agent has the ring yet (it was not listening so
 // far), tries once more to hand it over, so that what is queued is read after we are
-// gone. Never waits.
+// gone; a process without a ring reports its drops. Never waits.
 void FlushAgentLink();
 
 // The child side of fork(): forgets the parent's ring, counters and agent connection; the

@@ -523,6 +523,40 @@ TEST_F(HookTest, ANewAgentGetsTheRingAndWhatWasRecordedWhileNoneListened) {
   }
 }
 
+// A process that cannot make its ring (here a file size limit below the ring's size: the
+// memfd's ftruncate would fail and send the program SIGXFSZ, which kills it) runs as
+// without the hook, says hello without a ring, and reports what it could not record.
+TEST_F(HookTest, WithoutARingTheProgramRunsAsPlainAndItsDropsAreReported) {
+  FakeAgent agent(SocketPath("agent.sock"));
+  PythonServer server(www_.path(), {});  // not traced
+  ASSERT_GT(server.port(), 0);
+  const std::string url = "http://127.0.0.1:" + std::to_string(server.port()) + "/b.txt";
+  const std::vector<std::string> limited = {
+      "/bin/sh", "-c", "ulimit -f 1024 && exec \"$0\" \"$@\"", kCurl, "-s", "--max-time",
+      "10", url};
+  const RunResult plain = RunProgram(limited, {});
+  const RunResult hooked =
+      RunProgram(limited, HookEnv(SocketPath("agent.sock"), {{"REPTRACE_SERVICE", "small"}}));
+  EXPECT_EQ(plain.exit_code, 0);
+  EXPECT_EQ(hooked.exit_code, 0);  // not killed by SIGXFSZ
+  EXPECT_EQ(hooked.out, plain.out);
+  EXPECT_EQ(hooked.out, "the second file\n");
+  ASSERT_TRUE(agent.WaitFor([](const std::vector<AgentStream>& streams) {
+    for (const auto& s : streams) {
+      if (NameOf(s.hello.service) == "small" && !s.stats.empty()) return true;
+    }
+    return false;
+  }));
+  for (const auto& s : agent.Streams()) {
+    if (NameOf(s.hello.service) != "small") continue;
+    EXPECT_EQ(s.error, "");
+    EXPECT_FALSE(s.ring);
+    EXPECT_TRUE(s.events.empty());
+    // curl's connect, send, receive(s) and close: refused and counted.
+    EXPECT_GE(s.stats.back().events_dropped, 4u);
+  }
+}
+
 TEST_F(HookTest, WhatDoesNotFitInTheRingWhileNoAgentListensIsDroppedAndCounted) {
   const std::string late = SocketPath("late.sock");
   // 4000 request/response exchanges on one loopback connection: 16000 events, about twice
