@@ -559,7 +559,7 @@ TEST_F(HookTest, WithoutARingTheProgramRunsAsPlainAndItsDropsAreReported) {
 
 TEST_F(HookTest, WhatDoesNotFitInTheRingWhileNoAgentListensIsDroppedAndCounted) {
   const std::string late = SocketPath("late.sock");
-  // 4000 request/response exchanges on one loopback connection: 16000 events, about twice
+  // 4000 request/response exchanges on one loopback connection: 16000 events, about four times
   // what the ring holds, made while no agent listens. Then the program waits for its agent.
   const char* script = R"py(
 import socket, sys, time
