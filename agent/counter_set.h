@@ -19,6 +19,7 @@ struct CounterSet {
   std::atomic<uint64_t> batches_sent{0};
   std::atomic<uint64_t> batches_acked{0};
   std::atomic<uint64_t> batches_resent{0};
+  std::atomic<uint64_t> events_without_connection{0};  // copied from the SpanBuilder
 
   v1::AgentCounters Snapshot() const {
     v1::AgentCounters c;
@@ -31,6 +32,7 @@ struct CounterSet {
     c.set_batches_sent(batches_sent.load());
     c.set_batches_acked(batches_acked.load());
     c.set_batches_resent(batches_resent.load());
+    c.set_events_without_connection(events_without_connection.load());
     return c;
   }
 };

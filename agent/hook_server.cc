@@ -178,6 +178,7 @@ void HookServer::Loop() {
       ring_wait_ms = DrainRings(kRingBudget) > 0 ? kRingWaitMinMs
                                                  : std::min(2 * ring_wait_ms, kRingWaitMaxMs);
     }
+    counters_->events_without_connection.store(builder_->events_without_connection());
     // At most once a tick: it looks at every connection.
     const absl::Time now = absl::Now();
     if (now >= next_expiry) {
@@ -188,6 +189,7 @@ void HookServer::Loop() {
   // What the processes wrote is not lost when the agent stops.
   DrainRings(0);
   while (!conns_.empty()) Close(conns_.begin()->first);
+  counters_->events_without_connection.store(builder_->events_without_connection());
 }
 
 void HookServer::Accept() {

@@ -139,6 +139,25 @@ TEST_F(HookServerTest, AHookedProcessesExchangeBecomesASpan) {
   EXPECT_TRUE(WaitFor([&] { return server_.connections() == 0; }));
 }
 
+
+// Data of a connection whose open record never came (it raced with the loss of an earlier
+// agent connection) makes no span, and is counted where the controller and reptracectl
+// see it, not only in the builder.
+TEST_F(HookServerTest, DataOfAConnectionNeverOpenedIsCountedInTheAgentsCounters) {
+  ASSERT_TRUE(server_.Start().ok());
+  const int fd = ConnectUnix(socket_path_);
+  ASSERT_GE(fd, 0);
+  HookScript script(4242);
+  std::string bytes = AsBytes(script.Hello("web", "nginx"));
+  bytes += AsBytes(script.Recv(77, 4242, 1000, "GET / HTTP/1.1\r\n\r\n"));
+  bytes += AsBytes(script.Send(77, 4242, 2000, "HTTP/1.1 200 OK\r\n\r\n"));
+  ASSERT_TRUE(WriteAll(fd, bytes));
+  ASSERT_TRUE(WaitFor([&] { return counters_.events_without_connection.load() == 2; }))
+      << counters_.events_without_connection.load();
+  EXPECT_EQ(counters_.Snapshot().events_without_connection(), 2u);
+  EXPECT_EQ(SpanCount(), 0u);
+  close(fd);
+}
 TEST_F(HookServerTest, ADisconnectFinishesTheProcessesOpenSpans) {
   ASSERT_TRUE(server_.Start().ok());
   const int fd = ConnectUnix(socket_path_);

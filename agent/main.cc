@@ -126,9 +126,9 @@ int Run(int argc, char** argv) {
   uploader.Stop(kFinalFlushTimeout);
   const v1::AgentCounters c = counters.Snapshot();
   LogInfo("stopped: %d events, %d spans built, %d dropped, %d batches sent, %d acked, "
-          "%d spans not delivered",
+          "%d spans not delivered, %d events without a connection",
           c.events_received(), c.spans_built(), c.spans_dropped(), c.batches_sent(),
-          c.batches_acked(), buffer.spans_held());
+          c.batches_acked(), buffer.spans_held(), c.events_without_connection());
   return 0;
 }
 

@@ -81,6 +81,7 @@ nlohmann::json AgentListToJson(const v1::ListAgentsResponse& response) {
              {"batches_sent", c.batches_sent()},
              {"batches_acked", c.batches_acked()},
              {"batches_resent", c.batches_resent()},
+             {"events_without_connection", c.events_without_connection()},
          }},
     });
   }

@@ -30,7 +30,8 @@ nlohmann::json TraceListToJson(const v1::ListTracesResponse& response);
 //              "connected_at_ns", "last_seen_ns", "batches_stored", "spans_stored",
 //              "counters": {"processes_connected", "events_received", "records_malformed",
 //                           "hook_events_dropped", "spans_built", "spans_dropped",
-//                           "batches_sent", "batches_acked", "batches_resent"}}]}
+//                           "batches_sent", "batches_acked", "batches_resent",
+//                           "events_without_connection"}}]}
 nlohmann::json AgentListToJson(const v1::ListAgentsResponse& response);
 
 }  // namespace cli

@@ -149,7 +149,8 @@ TEST(JsonOutputTest, AgentListShape) {
   EXPECT_EQ(Keys(a["counters"]),
             (std::set<std::string>{"processes_connected", "events_received", "records_malformed",
                                    "hook_events_dropped", "spans_built", "spans_dropped",
-                                   "batches_sent", "batches_acked", "batches_resent"}));
+                                   "batches_sent", "batches_acked", "batches_resent",
+                                   "events_without_connection"}));
   EXPECT_EQ(a["counters"]["hook_events_dropped"], 9);
   EXPECT_EQ(a["counters"]["spans_dropped"], 10);
 }

@@ -136,10 +136,11 @@ std::string FormatAgentList(const v1::ListAgentsResponse& response, absl::TimeZo
                     absl::StrCat(agent.batches_stored()), absl::StrCat(agent.spans_stored()),
                     absl::StrCat(counters.hook_events_dropped()),
                     absl::StrCat(counters.spans_dropped()),
-                    absl::StrCat(counters.records_malformed())});
+                    absl::StrCat(counters.records_malformed()),
+                    absl::StrCat(counters.events_without_connection())});
   }
   return RenderTable({"NODE", "AGENT ID", "VERSION", "CONNECTED", "LAST SEEN", "BATCHES",
-                      "SPANS", "HOOK DROPS", "SPAN DROPS", "MALFORMED"},
+                      "SPANS", "HOOK DROPS", "SPAN DROPS", "MALFORMED", "NO CONNECTION"},
                      rows);
 }
 

@@ -161,6 +161,11 @@ CREATE INDEX spans_client_key_orphan_idx ON spans (client_key)
     AND local_parent_span_id = 0;
 )sql";
 
+// Version 4: the agents' count of data records whose connection they never saw opened.
+constexpr char kMigration4[] = R"sql(
+ALTER TABLE agents ADD COLUMN events_without_connection BIGINT NOT NULL DEFAULT 0;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -169,6 +174,7 @@ const std::vector<Migration>& Migrations() {
       {2, "flow key, partial span indexes, summaries only of multi-span traces",
        kMigration2},
       {3, "client key: linking through a Service's address translation", kMigration3},
+      {4, "agents' count of events without a connection", kMigration4},
   };
   return *migrations;
 }

@@ -144,7 +144,8 @@ constexpr char kAgentCountersSql[] = R"sql(
 UPDATE agents SET
   processes_connected = $2, events_received = $3, records_malformed = $4,
   hook_events_dropped = $5, spans_built = $6, spans_dropped = $7, batches_sent = $8,
-  batches_acked = $9, batches_resent = $10, last_seen_ns = $11
+  batches_acked = $9, batches_resent = $10, events_without_connection = $11,
+  last_seen_ns = $12
 WHERE agent_id = $1
 )sql";
 
@@ -243,7 +244,7 @@ constexpr char kListAgentsSql[] = R"sql(
 SELECT agent_id, node, agent_version, hostname, connected, connected_at_ns, last_seen_ns,
        batches_stored, spans_stored, processes_connected, events_received,
        records_malformed, hook_events_dropped, spans_built, spans_dropped, batches_sent,
-       batches_acked, batches_resent
+       batches_acked, batches_resent, events_without_connection
   FROM agents
  ORDER BY node, agent_id
 )sql";
@@ -257,7 +258,8 @@ void UpdateCounters(pqxx::transaction_base& tx, const std::string& agent_id,
                    ToBigint(c.events_received()), ToBigint(c.records_malformed()),
                    ToBigint(c.hook_events_dropped()), ToBigint(c.spans_built()),
                    ToBigint(c.spans_dropped()), ToBigint(c.batches_sent()),
-                   ToBigint(c.batches_acked()), ToBigint(c.batches_resent()), now_ns);
+                   ToBigint(c.batches_acked()), ToBigint(c.batches_resent()),
+                   ToBigint(c.events_without_connection()), now_ns);
 }
 
 void SpanFromRow(const pqxx::row& row, v1::Span* span) {
@@ -634,6 +636,7 @@ absl::StatusOr<std::vector<v1::AgentInfo>> Store::ListAgents() {
       c->set_batches_sent(FromBigint(row[15].as<int64_t>()));
       c->set_batches_acked(FromBigint(row[16].as<int64_t>()));
       c->set_batches_resent(FromBigint(row[17].as<int64_t>()));
+      c->set_events_without_connection(FromBigint(row[18].as<int64_t>()));
     }
     tx.commit();
   }));

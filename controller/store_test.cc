@@ -204,6 +204,7 @@ TEST(StoreTest, AgentsAreRecordedWithTheirCounters) {
   batch.mutable_counters()->set_spans_built(5);
   v1::AgentCounters later;
   later.set_events_received(99);
+  later.set_events_without_connection(7);
 
   ASSERT_TRUE(writer->AgentConnected(hello, kT0).ok());
   ASSERT_TRUE(writer->WriteBatch("agent-a", batch, /*spans_rejected=*/2).ok());
@@ -223,6 +224,7 @@ TEST(StoreTest, AgentsAreRecordedWithTheirCounters) {
   EXPECT_EQ(agent.batches_stored(), 1u);
   EXPECT_EQ(agent.spans_stored(), 1u);
   EXPECT_EQ(agent.counters().events_received(), 99u);
+  EXPECT_EQ(agent.counters().events_without_connection(), 7u);
   EXPECT_EQ(CountRows(db, "SELECT spans_rejected FROM agents"), 2);
 }
 
