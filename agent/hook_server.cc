@@ -43,6 +43,9 @@ constexpr size_t kRingChunk = 256;
 // up to the longest while passes find none (a record waits at most that long).
 constexpr int kRingWaitMinMs = 1;
 constexpr int kRingWaitMaxMs = 10;
+// A quiet ring is looked at less often by periodic passes, down to every 10 ms.
+constexpr int64_t kRingPollMinNs = 1000 * 1000;
+constexpr int64_t kRingPollMaxNs = 10 * 1000 * 1000;
 
 std::string HelloBytes(const HelloRecord& hello) {
   return std::string(reinterpret_cast<const char*>(&hello), sizeof(hello));
@@ -468,10 +471,14 @@ size_t HookServer::DrainRing(uint64_t key, Connection& conn, size_t budget, bool
 }
 
 size_t HookServer::DrainRings(size_t budget) {
+  const bool periodic = budget != 0;
+  const int64_t now_ns = periodic ? absl::GetCurrentTimeNanos() : 0;
   // Keys first: a malformed ring closes its connection on the way.
   ring_keys_.clear();
   for (const auto& [key, conn] : conns_) {
-    if (conn->ring_memory != nullptr) ring_keys_.push_back(key);
+    if (conn->ring_memory == nullptr) continue;
+    if (periodic && now_ns < conn->ring_next_poll_ns) continue;  // quiet, not due yet
+    ring_keys_.push_back(key);
   }
   size_t taken = 0;
   for (const uint64_t key : ring_keys_) {
@@ -479,7 +486,16 @@ size_t HookServer::DrainRings(size_t budget) {
     if (it == conns_.end()) continue;
     Connection& conn = *it->second;
     bool closed = false;
-    taken += DrainRing(key, conn, budget == 0 ? conn.ring_capacity : budget, &closed);
+    const size_t n = DrainRing(key, conn, periodic ? budget : conn.ring_capacity, &closed);
+    taken += n;
+    if (closed || !periodic) continue;
+    if (n > 0) {
+      conn.ring_poll_interval_ns = 0;
+    } else {
+      conn.ring_poll_interval_ns =
+          std::clamp(2 * conn.ring_poll_interval_ns, kRingPollMinNs, kRingPollMaxNs);
+    }
+    conn.ring_next_poll_ns = now_ns + conn.ring_poll_interval_ns;
   }
   return taken;
 }

@@ -80,6 +80,10 @@ class HookServer {
     // The memfd's identity: a process that reconnects hands the same ring over again.
     dev_t ring_dev = 0;
     ino_t ring_ino = 0;
+    // Periodic drains skip a quiet ring until then (monotonic ns): its interval doubles
+    // from 1 ms to 10 ms while it stays empty, and is 0 once it has records.
+    int64_t ring_next_poll_ns = 0;
+    int64_t ring_poll_interval_ns = 0;
   };
 
   void Loop();
@@ -102,7 +106,9 @@ class HookServer {
   size_t DrainRing(uint64_t key, Connection& conn, size_t budget, bool* closed);
   // Drains every ring, up to `budget` records each (0: everything it holds, bounded by its
   // capacity so that a process writing without pause cannot hold the loop). Returns the
-  // records taken.
+  // records taken. A periodic pass (budget > 0) skips the rings that are not due (see
+  // Connection::ring_next_poll_ns): a node of many idle processes costs a look at each
+  // ring every 10 ms, not every pass.
   size_t DrainRings(size_t budget);
   // Drains the connection's ring completely, then closes it.
   void DrainAndClose(uint64_t key);
