@@ -3,7 +3,7 @@
 
   bench/reptrace_bench.py [--build DIR] [--rounds N] [--seconds S] WHAT...
 
-WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, all.
+WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, idle, all.
 
 - micro: bench/hook_call_bench (Google Benchmark) plain and under LD_PRELOAD, alternating,
   N rounds; the added ns per call on a traced TCP socket and on a non-socket fd (eventfd).
@@ -22,6 +22,8 @@ WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, a
   the server's answers are byte-identical with and without the hook.
 - flood: 8 hooked processes flood one agent (socket_flood); the agent's CPU per event,
   its peak RSS, and what the hooks dropped.
+- idle: 300 quiet hooked processes (each with its ring) and one busy one; the agent's CPU,
+  which is mostly what looking at the quiet rings costs.
 - ingest: bench/ingest_load streams agent-like batches (500 spans, mostly standalone nginx
   server spans, some 4-span client/server trees) into reptrace-controller over gRPC, one
   batch in flight per stream as the agent does; the controller's and PostgreSQL's CPU per
@@ -708,6 +710,70 @@ def run_servers(args, which):
 
 
 # ----------------------------------------------------------------------------------------
+# idle: many quiet hooked processes and one busy one
+
+IDLE_SCRIPT = r"""
+import os, signal, socket, sys, time
+n, secs = int(sys.argv[1]), float(sys.argv[2])
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1024)
+kids = []
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:  # a traced connection: the child makes its own ring, then stays quiet
+        c = socket.create_connection(srv.getsockname()); c.send(b"x")
+        time.sleep(secs); os._exit(0)
+    kids.append(pid)
+held = [srv.accept()[0] for _ in range(n)]
+signal.signal(signal.SIGTERM, lambda *_: [os.kill(k, signal.SIGKILL) for k in kids] and os._exit(0))
+print("ready", flush=True)
+for k in kids: os.waitpid(k, 0)
+"""
+
+BUSY_SCRIPT = r"""
+import socket, sys, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+cli = socket.create_connection(srv.getsockname()); conn, _ = srv.accept()
+end, n = time.time() + float(sys.argv[1]), 0
+while time.time() < end:
+    cli.send(b"ping"); conn.recv(4); conn.send(b"pong"); cli.recv(4); n += 1
+    time.sleep(0.0005)
+print(n)
+"""
+
+
+def run_idle(args, idle=300):
+    """The agent's CPU while `idle` hooked processes sit quiet (each with its ring) and one
+    makes ~1500 request/response exchanges a second: what polling the quiet rings costs."""
+    work = tempfile.mkdtemp(prefix="reptrace-idle.")
+    agent, agent_sock = start_bare_agent(args.build, work)
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["LD_PRELOAD"] = os.path.join(args.build, "hook/libreptrace.so")
+    env["REPTRACE_SOCKET"] = agent_sock
+    quiet = subprocess.Popen(["/usr/bin/python3", "-c", IDLE_SCRIPT, str(idle),
+                              str(args.seconds + 30)], env=env, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        if quiet.stdout.readline().strip() != "ready":
+            raise RuntimeError("the idle processes did not start")
+        time.sleep(1)
+        before = cpu_seconds(agent.pid)
+        busy = subprocess.run(["/usr/bin/python3", "-c", BUSY_SCRIPT, str(args.seconds)],
+                              env=env, capture_output=True, text=True, check=True)
+        agent_cpu = cpu_seconds(agent.pid) - before
+        exchanges = int(busy.stdout.split()[0])
+    finally:
+        terminate_all([quiet])
+        agent.terminate()
+        agent.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(f"agent with {idle} quiet hooked processes and one busy one, {args.seconds:g} s",
+                ["figure", "value"],
+                [["exchanges of the busy process", f"{exchanges}"],
+                 ["agent CPU, % of a core", f"{agent_cpu / args.seconds * 100:.1f}"],
+                 ["agent CPU per exchange, µs", f"{agent_cpu / max(exchanges, 1) * 1e6:.1f}"]])
+
+
+# ----------------------------------------------------------------------------------------
 # flood
 
 def run_flood(args):
@@ -769,7 +835,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="+",
                         choices=["micro", "instructions", "server-instructions", "nginx",
-                                 "redis", "flood", "ingest", "all"])
+                                 "redis", "flood", "idle", "ingest", "all"])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
@@ -798,6 +864,8 @@ def main():
         run_servers(args, what)
     if "flood" in what:
         run_flood(args)
+    if "idle" in what:
+        run_idle(args)
     if "ingest" in what:
         run_ingest(args)
 
