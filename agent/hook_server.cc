@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -472,7 +473,12 @@ size_t HookServer::DrainRing(uint64_t key, Connection& conn, size_t budget, bool
 
 size_t HookServer::DrainRings(size_t budget) {
   const bool periodic = budget != 0;
-  const int64_t now_ns = periodic ? absl::GetCurrentTimeNanos() : 0;
+  // Monotonic: a wall clock set back would leave quiet rings unread until it caught up.
+  const int64_t now_ns =
+      periodic ? std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::steady_clock::now().time_since_epoch())
+                     .count()
+               : 0;
   // Keys first: a malformed ring closes its connection on the way.
   ring_keys_.clear();
   for (const auto& [key, conn] : conns_) {

@@ -80,7 +80,7 @@ class HookServer {
     // The memfd's identity: a process that reconnects hands the same ring over again.
     dev_t ring_dev = 0;
     ino_t ring_ino = 0;
-    // Periodic drains skip a quiet ring until then (monotonic ns): its interval doubles
+    // Periodic drains skip a quiet ring until then (steady clock, ns): its interval doubles
     // from 1 ms to 10 ms while it stays empty, and is 0 once it has records.
     int64_t ring_next_poll_ns = 0;
     int64_t ring_poll_interval_ns = 0;

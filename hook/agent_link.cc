@@ -377,15 +377,15 @@ bool SendStats(int fd) {
   stats.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kStats), sizeof(StatsRecord)};
   stats.pid = g_pid.load(std::memory_order_relaxed);
   stats.events_dropped = g_unringed_drops.load(std::memory_order_relaxed);
-  ssize_t sent = -1;
-  if (Enter(kAgentSlot, fd, g_agent_fd)) {
-    do {
-      sent = RealSend(fd, &stats, sizeof(stats), MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (sent < 0 && errno == EINTR);
-    Leave(kAgentSlot);
-  }
+  if (!Enter(kAgentSlot, fd, g_agent_fd)) return true;  // the program took it: not ours
+  ssize_t sent;
+  do {
+    sent = RealSend(fd, &stats, sizeof(stats), MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (sent < 0 && errno == EINTR);
+  const int err = errno;
+  Leave(kAgentSlot);
   // A full socket buffer is a lost report, not a lost agent: the next one carries the total.
-  return sent == static_cast<ssize_t>(sizeof(stats)) || (sent < 0 && errno == EAGAIN);
+  return sent == static_cast<ssize_t>(sizeof(stats)) || (sent < 0 && err == EAGAIN);
 }
 
 // Whether the agent is still at the other end: a peek that neither blocks nor consumes.
@@ -404,13 +404,12 @@ bool AgentAlive(int fd) {
 // system calls, microseconds), the others wait for it, bounded, rather than drop.
 void WaitForRing() {
   if (g_ring.initialized() || !g_link_busy.load(std::memory_order_acquire)) return;
-  const int saved = errno;
+  // (clock_gettime and sched_yield leave errno alone.)
   const int64_t deadline = MonoNs() + kRingWaitNs;
   while (!g_ring.initialized() && g_link_busy.load(std::memory_order_acquire) &&
          MonoNs() < deadline) {
     sched_yield();
   }
-  errno = saved;
 }
 
 // A push found the ring full (or missing): counted where the agent reads it. The drop
@@ -445,12 +444,13 @@ void StartLink() {
   TryConnect(MonoNs());
 }
 
-void* RecordRefused(EventRing::Claim* claim) {
+void* RecordRefused(EventRing::Claim* claim, uint32_t* generation) {
   if (!g_ring.initialized() && g_rings_made.load(std::memory_order_relaxed) < kMaxRings) {
     // Another thread is making the ring, or the program closed our fd of it: wait for it
     // or make a new one, and try again.
     WaitForRing();
     MaintainLink(0);
+    if (generation != nullptr) *generation = g_link_generation.load(std::memory_order_acquire);
     if (void* cell = g_ring.TryClaim(claim)) return cell;
   }
   CountRefusal();
@@ -470,21 +470,16 @@ void MaintainLink(uint64_t position) {
     MakeRing();
     return;
   }
-  const int saved = errno;
-  const int64_t now = MonoNs();
-  errno = saved;
-  if (fd >= 0 && !g_ring.initialized()) {
-    // No ring can be made: the agent hears what is dropped, about once a second.
-    if (now < g_next_liveness_ns) return;
-    g_next_liveness_ns = now + kLivenessPeriodNs;
-    LinkScope scope;
-    if (!SendStats(fd)) Disconnect(fd, /*carried_records=*/false);
-    return;
-  }
+  const int64_t now = MonoNs();  // leaves errno alone
   if (fd >= 0) {
     if (now < g_next_liveness_ns) return;
     g_next_liveness_ns = now + kLivenessPeriodNs;
     LinkScope scope;
+    if (!g_ring.initialized()) {
+      // No ring can be made: the agent hears what is dropped, about once a second.
+      if (!SendStats(fd)) Disconnect(fd, /*carried_records=*/false);
+      return;
+    }
     if (!AgentAlive(fd)) {
       Disconnect(fd, /*carried_records=*/true);
       g_had_agent = false;
@@ -531,17 +526,8 @@ uint32_t PublishAnnouncement(const void* record, size_t size) {
   uint32_t generation = g_link_generation.load(std::memory_order_acquire);
   EventRing::Claim claim;
   void* cell = g_ring.TryClaim(&claim);
-  if (cell == nullptr && !g_ring.initialized() &&
-      g_rings_made.load(std::memory_order_relaxed) < kMaxRings) {
-    WaitForRing();
-    MaintainLink(0);  // as RecordRefused: the ring may be being made, or need making
-    generation = g_link_generation.load(std::memory_order_acquire);
-    cell = g_ring.TryClaim(&claim);
-  }
-  if (cell == nullptr) {
-    CountRefusal();
-    return 0;
-  }
+  if (cell == nullptr) cell = RecordRefused(&claim, &generation);
+  if (cell == nullptr) return 0;
   std::memcpy(cell, record, size <= EventRing::kCellBytes ? size : EventRing::kCellBytes);
   g_ring.Commit(claim);
   // Connections open and close rarely: each time, a look at the link (time-limited), so

@@ -92,7 +92,9 @@ extern std::atomic<bool> g_link_started;
 extern std::atomic<int> g_agent_fd;
 // Slow paths, out of line.
 void StartLink();
-void* RecordRefused(EventRing::Claim* claim);  // another try, or the drop counted
+// Another try (a ring being made, or to be made), or the drop counted. `generation`, if
+// given, is read again before the retry (see PublishAnnouncement).
+void* RecordRefused(EventRing::Claim* claim, uint32_t* generation = nullptr);
 void MaintainLink(uint64_t position);
 // Connected: the link is looked after every kMaintainConnected records; not connected,
 // every kMaintainDisconnected (each look reads the clock; a connection attempt waits for

@@ -36,36 +36,6 @@ bool EventRing::TryPush(const void* record, size_t size) {
   return true;
 }
 
-size_t EventRing::TryPop(void* out) {
-  RingHeader* header = header_.load(std::memory_order_acquire);
-  if (header == nullptr) return 0;
-  RingCell* cells = RingCells(header);
-  const uint64_t mask = capacity_ - 1;
-  uint64_t pos = header->dequeue_pos.load(std::memory_order_relaxed);
-  RingCell* cell;
-  for (;;) {
-    cell = &cells[pos & mask];
-    const uint64_t seq = LoadSequence(*cell, pos & mask);
-    const int64_t dif = static_cast<int64_t>(seq) - static_cast<int64_t>(pos + 1);
-    if (dif == 0) {
-      if (header->dequeue_pos.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
-        break;
-      }
-    } else if (dif < 0) {
-      return 0;  // empty (or the producer of this cell has not published yet)
-    } else {
-      pos = header->dequeue_pos.load(std::memory_order_relaxed);
-    }
-  }
-  RecordHeader head;
-  std::memcpy(&head, cell->bytes, sizeof(head));
-  const size_t size =
-      head.size >= sizeof(RecordHeader) && head.size <= kCellBytes ? head.size : kCellBytes;
-  std::memcpy(out, cell->bytes, size);
-  StoreSequence(*cell, pos & mask, pos + mask + 1);
-  return size;
-}
-
 uint64_t EventRing::pushed() const {
   const RingHeader* header = header_.load(std::memory_order_acquire);
   return header ? header->enqueue_pos.load(std::memory_order_relaxed) : 0;

@@ -11,7 +11,7 @@
 // The memory is attached later (Attach: the agent link's memfd; Init: anonymous shared
 // memory, for tests), so a process that never makes a traced connection pays nothing, and
 // the object itself is constant-initialised, usable from the first instruction of the
-// process. TryPop is for tests (the agent reads with common/shared_ring.h's RingReader).
+// process. The agent reads with common/shared_ring.h's RingReader.
 #ifndef REPTRACE_HOOK_EVENT_RING_H_
 #define REPTRACE_HOOK_EVENT_RING_H_
 
@@ -114,12 +114,6 @@ class EventRing {
     if (header == nullptr) return UINT64_MAX;
     return header->dropped.fetch_add(1, std::memory_order_relaxed);
   }
-
-  // Moves the oldest record into `out` (kCellBytes of room): its header.size bytes (a
-  // size that is not a record's is taken as kCellBytes). Returns that size, 0 if the ring
-  // is empty. Safe from several consumers (tests).
-  size_t TryPop(void* out);
-  bool TryPop(EventRecord* out) { return TryPop(static_cast<void*>(out)) != 0; }
 
   // Records pushed and pushes refused since the ring was attached.
   uint64_t pushed() const;
