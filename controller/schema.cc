@@ -166,6 +166,22 @@ constexpr char kMigration4[] = R"sql(
 ALTER TABLE agents ADD COLUMN events_without_connection BIGINT NOT NULL DEFAULT 0;
 )sql";
 
+// Version 5: one look-up key for linking instead of three. Every stored end that shares
+// a batch's client key is what the linker asks for: an end of the same exchange (the same
+// client end and offset, whatever the server's address), a client for a server through a
+// Service, a parentless server for a late client. One index of every span with a flow
+// serves all three, and the linker sorts the answer out in memory (flow key, kind,
+// parent, time window). Each span then costs one index entry for linking instead of two
+// (flow key, and client key for a client or a parentless server), and flow_key, which
+// only that index used, is no longer stored.
+constexpr char kMigration5[] = R"sql(
+CREATE INDEX spans_client_key_idx ON spans (client_key) WHERE client_key IS NOT NULL;
+DROP INDEX spans_flow_key_idx;
+DROP INDEX spans_client_key_client_idx;
+DROP INDEX spans_client_key_orphan_idx;
+ALTER TABLE spans DROP COLUMN flow_key;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -175,6 +191,7 @@ const std::vector<Migration>& Migrations() {
        kMigration2},
       {3, "client key: linking through a Service's address translation", kMigration3},
       {4, "agents' count of events without a connection", kMigration4},
+      {5, "one client-key index for linking; flow_key no longer stored", kMigration5},
   };
   return *migrations;
 }

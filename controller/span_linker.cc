@@ -25,43 +25,29 @@ constexpr char kSummariesStatement[] = "linker_summaries";
 
 constexpr char kLockSql[] = "SELECT pg_advisory_xact_lock($1)";
 
-// What memory cannot know about a batch. $1: the flow keys of its spans, $2: their ids,
-// $3, $4: the batch (its own rows are known); $5: the client keys of its servers that have
-// no client yet, $6: those of its clients; $7, $8: the start times they may match. Rows
-// of type 1: every stored span with one of the flow keys (the caller rechecks the exact
-// columns); type 2: the ids of the batch that stored spans name as their parent (children
-// that came first); type 3: stored clients with one of the $5 keys, with whether a server
-// span already has them as parent; type 4: stored servers with one of the $6 keys that
-// have no parent at all.
+// What memory cannot know about a batch. $1: the client keys of its spans, $2: their ids,
+// $3, $4: the batch (its own rows are known). Rows of type 1: every stored span sharing a
+// client key with the batch, and for a client whether a server span has it as parent
+// already (the caller keeps those it can use: ends of the batch's own exchanges by flow
+// key, and within the matching window clients for its servers without one, parentless
+// servers for its clients); type 2: the ids of the batch that stored spans name as their
+// parent (children that came first).
 constexpr char kProbeSql[] = R"sql(
 SELECT 1::smallint, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
        s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
-       s.flow_key, s.request_hash, coalesce(s.client_key, 0), false
+       s.request_hash, s.client_key,
+       CASE WHEN s.kind = 1
+            THEN EXISTS (SELECT 1 FROM spans t WHERE t.parent_span_id = s.span_id AND t.kind = 2)
+            ELSE false END
   FROM spans s
- WHERE s.flow_key = ANY($1::bigint[]) AND s.flow_key IS NOT NULL
+ WHERE s.client_key = ANY($1::bigint[]) AND s.client_key IS NOT NULL
    AND NOT (s.batch_id = $3 AND s.agent_id = $4)
 UNION ALL
 SELECT DISTINCT 2::smallint, c.parent_span_id, 0::smallint, 0::bigint, 0::bigint, 0::bigint,
-       NULL::bytea, 0, NULL::bytea, 0, 0::bigint, 0::bigint, 0::bigint, 0::bigint, false
+       NULL::bytea, 0, NULL::bytea, 0, 0::bigint, 0::bigint, 0::bigint, false
   FROM spans c
  WHERE c.parent_span_id = ANY($2::bigint[]) AND c.parent_span_id IS NOT NULL
    AND NOT (c.batch_id = $3 AND c.agent_id = $4)
-UNION ALL
-SELECT 3::smallint, s.span_id, s.kind, s.local_parent_span_id, coalesce(s.parent_span_id, 0),
-       s.start_ns, s.local_ip, s.local_port, s.peer_ip, s.peer_port, s.request_offset,
-       coalesce(s.flow_key, 0), s.request_hash, s.client_key,
-       EXISTS (SELECT 1 FROM spans t WHERE t.parent_span_id = s.span_id AND t.kind = 2)
-  FROM spans s
- WHERE s.client_key = ANY($5::bigint[]) AND s.client_key IS NOT NULL AND s.kind = 1
-   AND s.start_ns BETWEEN $7 AND $8 AND NOT (s.batch_id = $3 AND s.agent_id = $4)
-UNION ALL
-SELECT 4::smallint, s.span_id, s.kind, s.local_parent_span_id, 0, s.start_ns, s.local_ip,
-       s.local_port, s.peer_ip, s.peer_port, s.request_offset, coalesce(s.flow_key, 0),
-       s.request_hash, s.client_key, false
-  FROM spans s
- WHERE s.client_key = ANY($6::bigint[]) AND s.client_key IS NOT NULL AND s.kind = 2
-   AND s.parent_span_id IS NULL AND s.local_parent_span_id = 0
-   AND s.start_ns BETWEEN $7 AND $8 AND NOT (s.batch_id = $3 AND s.agent_id = $4)
 )sql";
 
 // $1: span ids, $2: their new parents (0: none).
@@ -76,8 +62,11 @@ UPDATE spans s SET parent_span_id = NULLIF(u.parent, 0)
 // step of the walk, which follows one parent at a time), then down from the touched span
 // (not from the root: the rest of the root's tree is labelled already, and walking it all
 // would make every batch cost the size of its trace), and labels every span reached with
-// the root's id. UNION (not UNION ALL) and the depth limit keep a cycle of bogus parent
-// ids from looping; in a cycle the deepest step within the limit is the root. Returns
+// the root's id. The depth limit keeps a cycle of bogus parent ids from looping; in a
+// cycle the deepest step within the limit is the root. UNION ALL: every row of a step has
+// a greater depth than the rows before, so UNION would remove nothing, and it built a
+// hash table sized by the planner's guess (cleared with memset) on every execution, 9 %
+// of PostgreSQL's time in the ingest benchmark. Returns
 // every trace id whose spans changed: those spans left, and those the walk labelled.
 // The steps are LATERAL subqueries kept apart by OFFSET 0, so that each is an index
 // look-up: the planner cannot estimate a recursive walk's size and would otherwise
@@ -86,7 +75,7 @@ constexpr char kRelabelSql[] = R"sql(
 WITH RECURSIVE up(origin, span_id, parent_span_id, depth) AS (
   SELECT s.span_id, s.span_id, s.parent_span_id, 0
     FROM spans s WHERE s.span_id = ANY($1::bigint[])
-  UNION
+  UNION ALL
   SELECT u.origin, p.span_id, p.parent_span_id, u.depth + 1
     FROM up u CROSS JOIN LATERAL (
       SELECT p.span_id, p.parent_span_id FROM spans p WHERE p.span_id = u.parent_span_id
@@ -101,7 +90,7 @@ roots AS (
 ),
 down(root, span_id, depth) AS (
   SELECT r.root, r.origin, 0 FROM roots r
-  UNION
+  UNION ALL
   SELECT d.root, c.span_id, d.depth + 1
     FROM down d CROSS JOIN LATERAL (
       SELECT c.span_id FROM spans c
@@ -173,12 +162,23 @@ DELETE FROM traces t
 )sql";
 
 // 32 bits of an address: its big-endian words XORed.
-uint64_t FoldIp(const std::string& ip) {
+uint64_t FoldIp(absl::string_view ip) {
   uint64_t folded = 0;
   for (size_t i = 0; i < ip.size(); ++i) {
     folded ^= static_cast<uint64_t>(static_cast<unsigned char>(ip[i])) << (8 * (3 - i % 4));
   }
   return folded;
+}
+
+// SpanLinker::FlowKey of an end given by its columns.
+int64_t FlowKeyOf(bool server, absl::string_view local_ip, uint32_t local_port,
+                  absl::string_view peer_ip, uint32_t peer_port, uint64_t offset) {
+  const absl::string_view server_ip = server ? local_ip : peer_ip;
+  const absl::string_view client_ip = server ? peer_ip : local_ip;
+  const uint32_t server_port = server ? local_port : peer_port;
+  const uint32_t client_port = server ? peer_port : local_port;
+  return ToBigint(offset ^ (uint64_t{server_port} << 48) ^ (uint64_t{client_port} << 32) ^
+                  (FoldIp(server_ip) << 20) ^ (FoldIp(client_ip) << 4));
 }
 
 // One span in an exchange group.
@@ -356,13 +356,9 @@ int64_t SpanLinker::ClientKey(const v1::Span& span) {
 }
 
 int64_t SpanLinker::FlowKey(const v1::Span& span) {
-  const bool server = span.kind() == v1::SPAN_KIND_SERVER;
-  const v1::Endpoint& server_end = server ? span.local() : span.peer();
-  const v1::Endpoint& client_end = server ? span.peer() : span.local();
-  const uint64_t key = span.request_offset() ^ (uint64_t{server_end.port()} << 48) ^
-                       (uint64_t{client_end.port()} << 32) ^
-                       (FoldIp(server_end.ip()) << 20) ^ (FoldIp(client_end.ip()) << 4);
-  return ToBigint(key);
+  return FlowKeyOf(span.kind() == v1::SPAN_KIND_SERVER, span.local().ip(),
+                   span.local().port(), span.peer().ip(), span.peer().port(),
+                   span.request_offset());
 }
 
 void SpanLinker::Prepare(pqxx::connection& conn) {
@@ -459,7 +455,7 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
     ids.push_back(spans[i].id);
     if (HasFlow(*spans[i].span)) by_key.emplace_back(FlowKey(*spans[i].span), i);
   }
-  std::vector<int64_t> keys;
+  std::vector<int64_t> keys;  // sorted, unique: every flow key of the batch
   keys.reserve(by_key.size());
   for (const auto& [key, position] : by_key) keys.push_back(key);
   std::sort(keys.begin(), keys.end());
@@ -468,7 +464,7 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
   // clients; for its clients, stored servers without any parent; within the matching
   // window of the batch's start times.
   std::vector<int64_t> batch_client_keys;  // sorted, unique: every client key of the batch
-  std::vector<int64_t> server_keys, client_keys;
+  std::vector<int64_t> server_keys, client_keys;  // sorted, unique
   int64_t earliest = INT64_MAX, latest = INT64_MIN;
   for (const NewSpan& s : spans) {
     const int64_t key = ClientKey(*s.span);
@@ -484,54 +480,69 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
     earliest = std::min(earliest, s.span->start_ns());
     latest = std::max(latest, s.span->start_ns());
   }
-  std::sort(batch_client_keys.begin(), batch_client_keys.end());
-  batch_client_keys.erase(std::unique(batch_client_keys.begin(), batch_client_keys.end()),
-                          batch_client_keys.end());
-  if (earliest > latest) earliest = latest = 0;
+  for (std::vector<int64_t>* v : {&batch_client_keys, &server_keys, &client_keys}) {
+    std::sort(v->begin(), v->end());
+    v->erase(std::unique(v->begin(), v->end()), v->end());
+  }
+  auto contains = [](const std::vector<int64_t>& sorted, int64_t key) {
+    return std::binary_search(sorted.begin(), sorted.end(), key);
+  };
+  auto in_window = [&](int64_t start_ns) {
+    return earliest <= latest && start_ns >= earliest - kTranslatedWindowNs &&
+           start_ns <= latest + kTranslatedWindowNs;
+  };
 
-  // Stored spans with the batch's flow keys, and the batch's spans with stored children.
+  // Stored spans sharing a client key with the batch, and the batch's spans with stored
+  // children.
   std::vector<Member> stored;
   std::vector<int64_t> has_stored_child;
   // (client key, kStoredBase + position in `stored`) of stored spans sharing one with
   // the batch.
   std::vector<std::pair<int64_t, size_t>> by_client;
-  std::unordered_map<int64_t, size_t> stored_at;  // id -> position in `stored`
-  for (const auto& row : tx.exec_prepared(kProbeStatement, BigintArrayLiteral(keys),
+  for (const auto& row : tx.exec_prepared(kProbeStatement, BigintArrayLiteral(batch_client_keys),
                                           BigintArrayLiteral(ids), ToBigint(batch_id),
-                                          agent_id, BigintArrayLiteral(server_keys),
-                                          BigintArrayLiteral(client_keys),
-                                          earliest - kTranslatedWindowNs,
-                                          latest + kTranslatedWindowNs)) {
-    const int type = row[0].as<int>();
-    if (type == 2) {
+                                          agent_id)) {
+    if (row[0].as<int>() == 2) {
       has_stored_child.push_back(row[1].as<int64_t>());
       continue;
     }
-    const int64_t id = row[1].as<int64_t>();
-    auto [at, fresh] = stored_at.emplace(id, stored.size());
-    if (fresh) {
-      const bool server = row[2].as<int>() == v1::SPAN_KIND_SERVER;
-      const pqxx::binarystring local_ip(row[6]);
-      const pqxx::binarystring peer_ip(row[8]);
-      stored.push_back(Member{
-          id, server, row[3].as<int64_t>(), row[4].as<int64_t>(), row[5].as<int64_t>(),
-          ExchangeOf(server, absl::string_view(local_ip.get(), local_ip.size()),
-                     row[7].as<uint32_t>(), absl::string_view(peer_ip.get(), peer_ip.size()),
-                     row[9].as<uint32_t>(), static_cast<uint64_t>(row[10].as<int64_t>())),
-          kStored, row[13].as<int64_t>(), row[12].as<int64_t>(), row[10].as<int64_t>(),
-          row[14].as<bool>(),
-          ClientEndOf(server, absl::string_view(local_ip.get(), local_ip.size()),
-                      row[7].as<uint32_t>(), absl::string_view(peer_ip.get(), peer_ip.size()),
-                      row[9].as<uint32_t>())});
-      if (stored.back().client_key != 0 &&
-          std::binary_search(batch_client_keys.begin(), batch_client_keys.end(),
-                             stored.back().client_key)) {
-        by_client.emplace_back(stored.back().client_key, kStoredBase + at->second);
-      }
-    }
-    // Only the flow probe's rows join runs by flow key: a run must hold every stored span
-    // of its key, or its servers would choose among part of their candidates.
-    if (type == 1) by_key.emplace_back(row[11].as<int64_t>(), kStoredBase + at->second);
+    const bool server = row[2].as<int>() == v1::SPAN_KIND_SERVER;
+    const pqxx::binarystring local_ip_bytes(row[6]);
+    const pqxx::binarystring peer_ip_bytes(row[8]);
+    const absl::string_view local_ip(local_ip_bytes.get(), local_ip_bytes.size());
+    const absl::string_view peer_ip(peer_ip_bytes.get(), peer_ip_bytes.size());
+    const auto local_port = row[7].as<uint32_t>();
+    const auto peer_port = row[9].as<uint32_t>();
+    const auto offset = static_cast<uint64_t>(row[10].as<int64_t>());
+    Member member{row[1].as<int64_t>(),
+                  server,
+                  row[3].as<int64_t>(),
+                  row[4].as<int64_t>(),
+                  row[5].as<int64_t>(),
+                  ExchangeOf(server, local_ip, local_port, peer_ip, peer_port, offset),
+                  kStored,
+                  row[12].as<int64_t>(),
+                  row[11].as<int64_t>(),
+                  static_cast<int64_t>(offset),
+                  row[13].as<bool>(),
+                  ClientEndOf(server, local_ip, local_port, peer_ip, peer_port)};
+    // An end of one of the batch's exchanges (its flow key), whenever it started: it
+    // joins the run of that key, which must hold every stored span of the key, or its
+    // servers would choose among part of their candidates.
+    const int64_t flow_key = FlowKeyOf(server, local_ip, local_port, peer_ip, peer_port, offset);
+    const bool same_flow = contains(keys, flow_key);
+    // Within the window, a client that a server of the batch without a client may take,
+    // or a server without any parent that a client of the batch may be.
+    const bool by_end =
+        in_window(member.start_ns) &&
+        (server ? member.parent == 0 && member.local_parent == 0 &&
+                      contains(client_keys, member.client_key)
+                : contains(server_keys, member.client_key));
+    if (!same_flow && !by_end) continue;
+    const size_t at = kStoredBase + stored.size();
+    stored.push_back(std::move(member));
+    by_client.emplace_back(stored.back().client_key, at);
+    if (same_flow) by_key.emplace_back(flow_key, at);
   }
   std::sort(has_stored_child.begin(), has_stored_child.end());
 

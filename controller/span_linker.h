@@ -70,14 +70,16 @@ class SpanLinker {
   // processes, since any two such spans would otherwise "match" each other.
   static bool HasFlow(const v1::Span& span);
   // The same 64 bits for both ends of one exchange (server and client addresses, request
-  // offset), stored in spans.flow_key and indexed: a cheap, narrow look-up key; different
-  // exchanges may share a key, so a match is rechecked on the exact columns. Only XORs
-  // and shifts, so that migration 2 computes it in SQL for spans stored before it.
+  // offset): a cheap key for grouping a batch's spans with stored ones in memory;
+  // different exchanges may share a key, so a match is rechecked on the exact columns.
+  // (Stored and indexed as spans.flow_key from migration 2 to 4, which is why it is only
+  // XORs and shifts: migration 2 computed it in SQL.)
   static int64_t FlowKey(const v1::Span& span);
   // The same 64 bits for both ends of one exchange when only the server's end is
   // translated (a Kubernetes Service's DNAT): the client's address and port, and the
-  // request offset; stored in spans.client_key (a look-up key, rechecked); 0 (stored as
-  // NULL) for a span without a flow.
+  // request offset; stored in spans.client_key and indexed: the one look-up key of
+  // linking (both ends of an exchange share it, translated or not; rechecked); 0 (stored
+  // as NULL) for a span without a flow.
   static int64_t ClientKey(const v1::Span& span);
 
   // Prepares the linker's statements on `conn` (once per connection).

@@ -26,7 +26,7 @@ using internal::ToBigint;
 // Columns the writer COPYs into spans (or the staging table), in the order of SpanRow.
 const std::vector<std::string>& SpanColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "span_id",        "trace_id",             "parent_span_id", "flow_key", "client_key",
+      "span_id",        "trace_id",             "parent_span_id", "client_key",
       "local_parent_span_id", "kind",          "service",
       "node",           "pid",                  "tid",           "process",
       "name",           "start_ns",             "end_ns",        "status",
@@ -60,11 +60,6 @@ const std::string& SpanRows(const std::string& agent_id, uint64_t batch_id,
       rows->Null();
     } else {
       rows->Int(s.parent);
-    }
-    if (SpanLinker::HasFlow(span)) {
-      rows->Int(SpanLinker::FlowKey(span));
-    } else {
-      rows->Null();
     }
     if (const int64_t key = SpanLinker::ClientKey(span); key != 0) {
       rows->Int(key);
