@@ -3,7 +3,8 @@
 
   bench/reptrace_bench.py [--build DIR] [--rounds N] [--seconds S] WHAT...
 
-WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, idle, all.
+WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, idle, ingest,
+pg-floor, all.
 
 - micro: bench/hook_call_bench (Google Benchmark) plain and under LD_PRELOAD, alternating,
   N rounds; the added ns per call on a traced TCP socket and on a non-socket fd (eventfd).
@@ -29,6 +30,11 @@ WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, i
   batch in flight per stream as the agent does; the controller's and PostgreSQL's CPU per
   stored span. --controllers A,B alternates two controller binaries (each on its own
   database of one PostgreSQL cluster), to compare a change with its baseline.
+- pg-floor: what PostgreSQL alone costs to store span rows, without any linking: the spans
+  an ingest run stored are COPYed again (from a client, as the controller sends them) into
+  a bare copy of the spans table, then with each index a span needs added in turn (its id,
+  its linking key, the listing of roots by service and time, and the two partial indexes
+  of the table as it is); the backend's CPU per row, median of N rounds.
 
 Every A/B figure is the median over rounds of the ratio within a round (plain and hooked
 run back to back), so slow drifts of a noisy machine cancel out.
@@ -320,6 +326,81 @@ def run_ingest(args):
     print_table(f"ingest: CPU per stored span, µs (median of {args.rounds} rounds of "
                 f"{args.batches} batches of 500 spans, {args.streams} stream(s))",
                 ["controller binary", "controller", "PostgreSQL", "total", "spans/s"], rows)
+
+
+def backend_copy_cpu(conninfo, table, path):
+    """COPYs the file `path` into `table` from a psql client; returns the CPU seconds the
+    database backend spent (its /proc times, read around the COPY)."""
+    psql = subprocess.Popen(["psql", conninfo, "-qAtX", "-v", "ON_ERROR_STOP=1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        psql.stdin.write("SELECT pg_backend_pid();\n")
+        psql.stdin.flush()
+        backend = int(psql.stdout.readline())
+        before = cpu_seconds(backend)
+        psql.stdin.write(f"\\copy {table} from '{path}'\nSELECT 'done';\n")
+        psql.stdin.flush()
+        while psql.stdout.readline().strip() != "done":
+            pass
+        return cpu_seconds(backend) - before
+    finally:
+        psql.stdin.close()
+        psql.wait()
+
+
+def run_pg_floor(args):
+    work = tempfile.mkdtemp(prefix="reptrace-pgfloor.")
+    os.chmod(work, 0o755)
+    stack = IngestStack(work, [os.path.join(args.build, "controller/reptrace-controller")])
+    stack.start()
+    load = os.path.join(args.build, "bench/ingest_load")
+    rows_path = os.path.join(work, "spans.copy")
+    try:
+        subprocess.run([load, "--controller", stack.addrs[0], "--batches", str(args.batches),
+                        "--seed", "1"], check=True, capture_output=True)
+        conninfo = subprocess.run(
+            ["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "conninfo",
+             stack.pg_dir], check=True, capture_output=True, text=True).stdout.strip()
+        db = conninfo.replace("dbname=postgres", "dbname=ingest0")
+        subprocess.run(["psql", db, "-qc", f"\\copy spans to '{rows_path}'"], check=True)
+        rows = int(subprocess.run(["psql", db, "-qAtc", "SELECT count(*) FROM spans"],
+                                  check=True, capture_output=True, text=True).stdout)
+        steps = [
+            ("heap only: the span row (no index)", ""),
+            ("+ its id (primary key)", "ALTER TABLE floor_spans ADD PRIMARY KEY (span_id);"),
+            ("+ its linking key (client_key)",
+             "CREATE INDEX ON floor_spans (client_key) WHERE client_key IS NOT NULL;"),
+            ("+ roots by service and time (listing)",
+             'CREATE INDEX ON floor_spans (service COLLATE "C", start_ns, span_id) '
+             "WHERE trace_id = span_id;"),
+            ("+ trace members and children (partial): the spans table as it is",
+             "CREATE INDEX ON floor_spans (trace_id) WHERE trace_id <> span_id; "
+             "CREATE INDEX ON floor_spans (parent_span_id) WHERE parent_span_id IS NOT NULL;"),
+        ]
+        subprocess.run(["psql", db, "-qc", "DROP TABLE IF EXISTS floor_spans; "
+                        "CREATE TABLE floor_spans (LIKE spans INCLUDING DEFAULTS)"],
+                       check=True, capture_output=True)
+        table_rows = []
+        previous = None
+        for label, ddl in steps:
+            if ddl:
+                subprocess.run(["psql", db, "-qc", ddl], check=True, capture_output=True)
+            per_row = []
+            for _ in range(args.rounds):
+                subprocess.run(["psql", db, "-qc", "TRUNCATE floor_spans", "-c", "CHECKPOINT"],
+                               check=True, capture_output=True)
+                per_row.append(backend_copy_cpu(db, "floor_spans", rows_path) / rows * 1e6)
+            us = median(per_row)
+            table_rows.append([label, f"{us:.2f}",
+                               "" if previous is None else f"{us - previous:+.2f}",
+                               " ".join(f"{x:.2f}" for x in per_row)])
+            previous = us
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(f"pg-floor: PostgreSQL backend CPU per span row, µs, COPY of {rows} spans "
+                f"(median of {args.rounds} rounds)",
+                ["table", "µs per row", "added", "rounds"], table_rows)
 
 
 def median(values):
@@ -835,7 +916,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="+",
                         choices=["micro", "instructions", "server-instructions", "nginx",
-                                 "redis", "flood", "idle", "ingest", "all"])
+                                 "redis", "flood", "idle", "ingest", "pg-floor", "all"])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
@@ -845,7 +926,8 @@ def main():
                         help="ingest: controller binaries to alternate, comma-separated "
                              "(default: the build's)")
     parser.add_argument("--batches", type=int, default=100,
-                        help="ingest: batches of 500 spans per stream and run (default 100)")
+                        help="ingest, pg-floor: batches of 500 spans per stream and run "
+                             "(default 100)")
     parser.add_argument("--streams", type=int, default=1,
                         help="ingest: concurrent ingest streams (default 1)")
     args = parser.parse_args()
@@ -868,6 +950,8 @@ def main():
         run_idle(args)
     if "ingest" in what:
         run_ingest(args)
+    if "pg-floor" in what:
+        run_pg_floor(args)
 
 
 if __name__ == "__main__":
