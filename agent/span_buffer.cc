@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "agent/span_wire.h"
 #include "google/protobuf/io/coded_stream.h"
 
 namespace reptrace {
@@ -48,7 +49,7 @@ SpanBuffer::SpanBuffer(SpanBufferOptions options, CounterSet* counters)
 
 bool SpanBuffer::Add(const v1::Span& span, absl::Time now) {
   using google::protobuf::io::CodedOutputStream;
-  const size_t span_bytes = span.ByteSizeLong();  // also caches the sizes serializing uses
+  const size_t span_bytes = SpanWireSize(span);
   const size_t entry_bytes =
       1 + CodedOutputStream::VarintSize64(span_bytes) + span_bytes;
   absl::MutexLock lock(&mu_);
@@ -73,7 +74,7 @@ bool SpanBuffer::Add(const v1::Span& span, absl::Time now) {
   auto* out = reinterpret_cast<uint8_t*>(&open_[at]);
   *out++ = kSpansTag;
   out = CodedOutputStream::WriteVarint64ToArray(span_bytes, out);
-  span.SerializeWithCachedSizesToArray(out);
+  WriteSpanWire(span, out);
   ++open_spans_;
   if (open_spans_ >= options_.batch_max_spans) SealLocked();
   return true;
