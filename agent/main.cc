@@ -100,9 +100,9 @@ int Run(int argc, char** argv) {
 
   CounterSet counters;
   SpanBuffer buffer(buffer_options, &counters);
-  SpanBuilder builder(node, [&](v1::Span span) {
+  SpanBuilder builder(node, [&](const v1::Span& span) {
     counters.spans_built.fetch_add(1);
-    buffer.Add(std::move(span), absl::Now());
+    buffer.Add(span, absl::Now());
   });
   HookServer hook_server(socket_path, &builder, &counters);
   if (absl::Status status = hook_server.Start(); !status.ok()) {

@@ -1,9 +1,12 @@
 #include "agent/span_buffer.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "agent/span_wire.h"
+#include "google/protobuf/io/coded_stream.h"
 
 namespace reptrace {
 
@@ -13,78 +16,99 @@ namespace {
 // rounded up to 16 bytes.
 constexpr size_t Chunk(size_t request) { return (request + 8 + 15) & ~size_t{15}; }
 
-// A string's buffer, when it is longer than the small-string buffer (15 characters in
-// libstdc++).
-size_t BufferBytes(const std::string& s) {
-  return s.capacity() > 15 ? Chunk(s.capacity() + 1) : 0;
+// The heap a string with `capacity` takes (none within libstdc++'s 15-character
+// small-string buffer).
+constexpr size_t StringHeap(size_t capacity) { return capacity > 15 ? Chunk(capacity + 1) : 0; }
+
+// The capacity libstdc++ gives a string of `capacity` that must hold `needed`: at least
+// double (std::string::_M_create).
+size_t GrownCapacity(size_t capacity, size_t needed) {
+  if (needed <= capacity) return capacity;
+  return std::max(needed, 2 * capacity);
 }
 
-// A set string field: protobuf 3.21 allocates its std::string apart.
-size_t FieldBytes(const std::string& s) {
-  return s.empty() ? 0 : Chunk(sizeof(std::string)) + BufferBytes(s);
-}
+// A sealed batch's own records: its shared SealedBatch (control block included) and its
+// slot in the deque.
+constexpr size_t kBatchOverhead = Chunk(sizeof(SealedBatch) + 16) + 32;
+
+// Wire format of the SpanBatch fields the buffer writes.
+constexpr uint8_t kBatchIdTag = (1 << 3) | 0;  // batch_id, varint
+constexpr uint8_t kSpansTag = (2 << 3) | 2;    // spans, length-delimited
+constexpr size_t kMaxVarint64 = 10;
 
 }  // namespace
 
-size_t ApproximateMemory(const v1::Span& span) {
-  // What the heap holds for a span in a batch (which allocates each span apart): the span,
-  // its set string fields, its endpoints, and its attributes map (a table, and a node per
-  // entry holding key and value). The map's sizes are protobuf's internals, measured;
-  // agent/span_buffer_test.cc checks the whole against what mallinfo2 counts.
-  constexpr size_t kMapTable = 96;
-  // A node: a link and the key and value strings in one allocation.
-  constexpr size_t kMapNode = Chunk(2 * sizeof(std::string) + sizeof(void*));
-  size_t bytes = Chunk(sizeof(v1::Span)) + sizeof(void*);  // and its slot in the batch
-  bytes += FieldBytes(span.service()) + FieldBytes(span.node()) + FieldBytes(span.process()) +
-           FieldBytes(span.name()) + FieldBytes(span.status_message());
-  for (const v1::Endpoint* end : {&span.local(), &span.peer()}) {
-    if (end == &v1::Endpoint::default_instance()) continue;  // not set
-    bytes += Chunk(sizeof(v1::Endpoint)) + FieldBytes(end->ip());
-  }
-  if (!span.attributes().empty()) {
-    bytes += kMapTable;
-    for (const auto& [key, value] : span.attributes()) {
-      bytes += kMapNode + BufferBytes(key) + BufferBytes(value);
-    }
-  }
-  return bytes;
+v1::SpanBatch ToSpanBatch(const SealedBatch& batch) {
+  v1::SpanBatch message;
+  if (!message.ParseFromString(batch.wire)) message.Clear();
+  return message;
 }
 
 SpanBuffer::SpanBuffer(SpanBufferOptions options, CounterSet* counters)
     : options_(options), counters_(counters) {}
 
-bool SpanBuffer::Add(v1::Span span, absl::Time now) {
-  const size_t bytes = ApproximateMemory(span);
+bool SpanBuffer::Add(const v1::Span& span, absl::Time now) {
+  using google::protobuf::io::CodedOutputStream;
+  const size_t span_bytes = SpanWireSize(span);
+  const size_t entry_bytes =
+      1 + CodedOutputStream::VarintSize64(span_bytes) + span_bytes;
   absl::MutexLock lock(&mu_);
-  if (sealed_spans_ + open_.size() >= options_.max_spans ||
-      sealed_bytes_ + open_bytes_ + bytes > options_.max_bytes) {
+  // The open batch's heap once the span is in: its string, grown as libstdc++ grows it,
+  // with room for the batch_id field written in front of it when it is sealed.
+  const size_t open_needed =
+      (open_spans_ == 0 ? 1 + kMaxVarint64 : open_.size()) + entry_bytes;
+  const size_t open_bytes =
+      StringHeap(GrownCapacity(open_.capacity(), open_needed)) + kBatchOverhead;
+  if (sealed_spans_ + open_spans_ >= options_.max_spans ||
+      sealed_bytes_ + open_bytes > options_.max_bytes) {
     counters_->spans_dropped.fetch_add(1);
     return false;
   }
-  if (open_.empty()) open_since_ = now;
-  open_.push_back(std::move(span));
-  open_bytes_ += bytes;
-  if (open_.size() >= options_.batch_max_spans) SealLocked();
+  if (open_spans_ == 0) {
+    open_since_ = now;
+    // Room for the batch_id field, filled in (right-aligned) when the batch is sealed.
+    open_.assign(1 + kMaxVarint64, '\0');
+  }
+  const size_t at = open_.size();
+  open_.resize(at + entry_bytes);
+  auto* out = reinterpret_cast<uint8_t*>(&open_[at]);
+  *out++ = kSpansTag;
+  out = CodedOutputStream::WriteVarint64ToArray(span_bytes, out);
+  WriteSpanWire(span, out);
+  ++open_spans_;
+  if (open_spans_ >= options_.batch_max_spans) SealLocked();
   return true;
 }
 
 void SpanBuffer::SealLocked() {
-  if (open_.empty()) return;
-  auto batch = std::make_shared<v1::SpanBatch>();
-  batch->set_batch_id(next_batch_id_++);
-  batch->mutable_spans()->Reserve(static_cast<int>(open_.size()));
-  for (v1::Span& span : open_) *batch->add_spans() = std::move(span);
-  sealed_spans_ += open_.size();
-  sealed_bytes_ += open_bytes_;
-  open_.clear();
-  sealed_.push_back(Batch{std::move(batch), open_bytes_, false});
-  open_bytes_ = 0;
+  if (open_spans_ == 0) return;
+  auto batch = std::make_shared<SealedBatch>();
+  batch->batch_id = next_batch_id_++;
+  batch->spans = open_spans_;
+  // The batch_id field goes right before the spans, in the room left for it: the batch is
+  // its string from there, without a copy.
+  uint8_t field[1 + kMaxVarint64];
+  field[0] = kBatchIdTag;
+  const size_t field_bytes =
+      google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(batch->batch_id,
+                                                                     field + 1) -
+      field;
+  const size_t skip = 1 + kMaxVarint64 - field_bytes;
+  std::memcpy(&open_[skip], field, field_bytes);
+  const size_t bytes = StringHeap(open_.capacity()) + kBatchOverhead;
+  batch->wire = std::move(open_);
+  batch->wire.erase(0, skip);  // a memmove within the same allocation
+  open_ = std::string();
+  sealed_spans_ += open_spans_;
+  sealed_bytes_ += bytes;
+  open_spans_ = 0;
+  sealed_.push_back(Batch{std::move(batch), bytes, false});
   cv_.SignalAll();
 }
 
 void SpanBuffer::SealDue(absl::Time now) {
   absl::MutexLock lock(&mu_);
-  if (!open_.empty() && now - open_since_ >= options_.batch_interval) SealLocked();
+  if (open_spans_ > 0 && now - open_since_ >= options_.batch_interval) SealLocked();
 }
 
 void SpanBuffer::SealNow() {
@@ -92,11 +116,11 @@ void SpanBuffer::SealNow() {
   SealLocked();
 }
 
-std::shared_ptr<v1::SpanBatch> SpanBuffer::NextToSend() {
+std::shared_ptr<const SealedBatch> SpanBuffer::NextToSend() {
   absl::MutexLock lock(&mu_);
   for (Batch& b : sealed_) {
-    if (b.batch->batch_id() < next_to_send_) continue;
-    next_to_send_ = b.batch->batch_id() + 1;
+    if (b.batch->batch_id < next_to_send_) continue;
+    next_to_send_ = b.batch->batch_id + 1;
     counters_->batches_sent.fetch_add(1);
     if (b.handed_out) counters_->batches_resent.fetch_add(1);
     b.handed_out = true;
@@ -105,18 +129,18 @@ std::shared_ptr<v1::SpanBatch> SpanBuffer::NextToSend() {
   return nullptr;
 }
 
-std::shared_ptr<v1::SpanBatch> SpanBuffer::WaitNextToSend(absl::Duration timeout) {
+std::shared_ptr<const SealedBatch> SpanBuffer::WaitNextToSend(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   {
     absl::MutexLock lock(&mu_);
     const uint64_t generation = wake_generation_;
     while (true) {
       const absl::Time now = absl::Now();
-      if (!open_.empty() && now - open_since_ >= options_.batch_interval) SealLocked();
-      const bool due = !sealed_.empty() && sealed_.back().batch->batch_id() >= next_to_send_;
+      if (open_spans_ > 0 && now - open_since_ >= options_.batch_interval) SealLocked();
+      const bool due = !sealed_.empty() && sealed_.back().batch->batch_id >= next_to_send_;
       if (due || wake_generation_ != generation || now >= deadline) break;
       absl::Time wake_at = deadline;
-      if (!open_.empty()) wake_at = std::min(wake_at, open_since_ + options_.batch_interval);
+      if (open_spans_ > 0) wake_at = std::min(wake_at, open_since_ + options_.batch_interval);
       cv_.WaitWithDeadline(&mu_, wake_at);
     }
   }
@@ -132,9 +156,9 @@ void SpanBuffer::Wake() {
 void SpanBuffer::Ack(uint64_t batch_id) {
   absl::MutexLock lock(&mu_);
   auto it = std::find_if(sealed_.begin(), sealed_.end(),
-                         [&](const Batch& b) { return b.batch->batch_id() == batch_id; });
+                         [&](const Batch& b) { return b.batch->batch_id == batch_id; });
   if (it == sealed_.end()) return;
-  sealed_spans_ -= static_cast<size_t>(it->batch->spans_size());
+  sealed_spans_ -= it->batch->spans;
   sealed_bytes_ -= it->bytes;
   sealed_.erase(it);
   counters_->batches_acked.fetch_add(1);
@@ -143,7 +167,7 @@ void SpanBuffer::Ack(uint64_t batch_id) {
 
 void SpanBuffer::RewindForResend() {
   absl::MutexLock lock(&mu_);
-  next_to_send_ = sealed_.empty() ? next_batch_id_ : sealed_.front().batch->batch_id();
+  next_to_send_ = sealed_.empty() ? next_batch_id_ : sealed_.front().batch->batch_id;
 }
 
 size_t SpanBuffer::unacked_batches() const {
@@ -153,17 +177,19 @@ size_t SpanBuffer::unacked_batches() const {
 
 size_t SpanBuffer::spans_held() const {
   absl::MutexLock lock(&mu_);
-  return sealed_spans_ + open_.size();
+  return sealed_spans_ + open_spans_;
 }
 
 size_t SpanBuffer::bytes_held() const {
   absl::MutexLock lock(&mu_);
-  return sealed_bytes_ + open_bytes_;
+  const size_t open_bytes =
+      open_spans_ > 0 ? StringHeap(open_.capacity()) + kBatchOverhead : 0;
+  return sealed_bytes_ + open_bytes;
 }
 
 bool SpanBuffer::empty() const {
   absl::MutexLock lock(&mu_);
-  return sealed_.empty() && open_.empty();
+  return sealed_.empty() && open_spans_ == 0;
 }
 
 }  // namespace reptrace

@@ -3,8 +3,13 @@
 // Spans are grouped into batches: a batch is sealed when it holds `batch_max_spans`
 // spans, or when its first span is `batch_interval` old. Sealed batches get increasing ids
 // from 1 and stay until the controller acknowledges them. At most `max_spans` spans
-// (sealed and open), taking at most `max_bytes` of memory (ApproximateMemory), are held;
+// (sealed and open), taking at most `max_bytes` of memory (bytes_held()), are held;
 // a span added beyond either is dropped and counted (spans_dropped). Thread-safe.
+//
+// A span is kept as its wire bytes, appended to its batch's one string when it is added:
+// a batch is then one allocation, serialized once, sent as it is and freed at once (held
+// as messages, each span was a dozen allocations, moved twice, serialized on sending and
+// freed one field at a time when acknowledged: most of the agent's CPU per span).
 //
 // Sending: NextToSend() hands out each sealed, unacknowledged batch once per stream, in id
 // order (counting batches_sent, and batches_resent when the batch had been handed out
@@ -15,7 +20,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <vector>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -25,10 +30,16 @@
 
 namespace reptrace {
 
-// The heap `span` takes in a batch, estimated from its fields (within a few percent of
-// what glibc's malloc counts; protobuf's SpaceUsedLong() walks the message by reflection,
-// costs more than building the span did, and leaves out malloc's headers).
-size_t ApproximateMemory(const v1::Span& span);
+// A sealed batch: the wire bytes of a v1::SpanBatch holding its batch_id and its spans
+// (everything but the counters, which the uploader adds as it sends it).
+struct SealedBatch {
+  uint64_t batch_id = 0;
+  size_t spans = 0;
+  std::string wire;
+};
+
+// The v1::SpanBatch a sealed batch is, with `counters`, as the controller receives it.
+v1::SpanBatch ToSpanBatch(const SealedBatch& batch);
 
 struct SpanBufferOptions {
   size_t max_spans = 100000;
@@ -44,19 +55,18 @@ class SpanBuffer {
   SpanBuffer& operator=(const SpanBuffer&) = delete;
 
   // Adds `span` to the open batch (opened at `now` if new); false if it was dropped.
-  bool Add(v1::Span span, absl::Time now);
+  bool Add(const v1::Span& span, absl::Time now);
   // Seals the open batch if it is non-empty and at least batch_interval old at `now`.
   void SealDue(absl::Time now);
   // Seals the open batch if it is non-empty.
   void SealNow();
 
   // The next sealed batch not yet handed out on the current stream, or nullptr. The buffer
-  // never changes a sealed batch; its one consumer (the uploader's thread) may set its
-  // counters field before sending it.
-  std::shared_ptr<v1::SpanBatch> NextToSend();
+  // never changes a sealed batch.
+  std::shared_ptr<const SealedBatch> NextToSend();
   // Like NextToSend(), but first seals a due batch (by absl::Now()) and waits up to
   // `timeout` for one; returns nullptr on timeout or Wake().
-  std::shared_ptr<v1::SpanBatch> WaitNextToSend(absl::Duration timeout);
+  std::shared_ptr<const SealedBatch> WaitNextToSend(absl::Duration timeout);
   // Makes waiters of WaitNextToSend() return.
   void Wake();
 
@@ -67,13 +77,15 @@ class SpanBuffer {
 
   size_t unacked_batches() const;
   size_t spans_held() const;          // sealed and open
-  size_t bytes_held() const;          // their ApproximateMemory()
+  // The heap they take: each batch's string and the buffer's records of it, as glibc's
+  // malloc counts them (headers and rounding included).
+  size_t bytes_held() const;
   bool empty() const;                 // nothing sealed, nothing open
 
  private:
   struct Batch {
-    std::shared_ptr<v1::SpanBatch> batch;
-    size_t bytes = 0;         // ApproximateMemory of its spans
+    std::shared_ptr<const SealedBatch> batch;
+    size_t bytes = 0;         // the heap it takes
     bool handed_out = false;  // on any stream so far
   };
 
@@ -84,10 +96,11 @@ class SpanBuffer {
   mutable absl::Mutex mu_;
   absl::CondVar cv_;
   std::deque<Batch> sealed_ ABSL_GUARDED_BY(mu_);  // ordered by id
-  std::vector<v1::Span> open_ ABSL_GUARDED_BY(mu_);
+  // The open batch: its spans' wire bytes after its batch_id field.
+  std::string open_ ABSL_GUARDED_BY(mu_);
+  size_t open_spans_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time open_since_ ABSL_GUARDED_BY(mu_);
   size_t sealed_spans_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t open_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t sealed_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_batch_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_to_send_ ABSL_GUARDED_BY(mu_) = 1;  // lowest id not handed out on this stream

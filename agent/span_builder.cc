@@ -181,14 +181,15 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
       // A non-blocking connect that was in progress failed (the program polled connect()
       // again or read SO_ERROR): the span runs from the connect() call to the failure.
       was.exchanged = true;
-      v1::Span span = NewSpan(process, was, event.conn_id, was.connect_tid, was.connect_wall_ns);
+      v1::Span span;
+      InitSpan(process, was, event.conn_id, was.connect_tid, was.connect_wall_ns, &span);
       span.set_parent_span_id(ClientParent(process, was, was.connect_tid,
                                            /*first_exchange=*/true));
       span.set_end_ns(static_cast<int64_t>(event.mono_ns + process.wall_minus_mono));
       span.set_status(v1::SPAN_STATUS_ERROR);
       span.set_status_message(ErrnoText(event.error));
       ++spans_built_;
-      sink_(std::move(span));
+      sink_(span);
       process.connections.erase(existing);
       return;
     }
@@ -302,42 +303,71 @@ uint64_t SpanBuilder::ClientParent(const Process& process, const Connection& con
   return conn.connect_parent;
 }
 
-v1::Span SpanBuilder::NewSpan(const Process& process, const Connection& conn,
-                              uint64_t conn_id, uint32_t tid, uint64_t start_wall_ns) const {
-  v1::Span span;
-  span.set_span_id(NewRandomId());
-  span.set_kind(conn.role == SocketRole::kClient ? v1::SPAN_KIND_CLIENT
-                                                 : v1::SPAN_KIND_SERVER);
-  span.set_service(process.service);
-  span.set_process(process.process);
-  span.set_pid(process.pid);
-  span.set_node(node_);
-  span.set_tid(tid);
-  span.set_start_ns(static_cast<int64_t>(start_wall_ns));
-  span.set_connection_id(conn_id);
-  *span.mutable_local() = conn.local;
-  *span.mutable_peer() = conn.peer;
-  span.set_name(conn.fallback_name);
-  if (!conn.unix_name.empty()) (*span.mutable_attributes())["net.unix.path"] = conn.unix_name;
-  return span;
+void SpanBuilder::InitSpan(const Process& process, const Connection& conn, uint64_t conn_id,
+                           uint32_t tid, uint64_t start_wall_ns, v1::Span* span) const {
+  span->set_span_id(NewRandomId());
+  span->set_kind(conn.role == SocketRole::kClient ? v1::SPAN_KIND_CLIENT
+                                                  : v1::SPAN_KIND_SERVER);
+  span->set_service(process.service);
+  span->set_process(process.process);
+  span->set_pid(process.pid);
+  span->set_node(node_);
+  span->set_tid(tid);
+  span->set_start_ns(static_cast<int64_t>(start_wall_ns));
+  span->set_connection_id(conn_id);
+  *span->mutable_local() = conn.local;
+  *span->mutable_peer() = conn.peer;
+  span->set_name(conn.fallback_name);
+  if (!conn.unix_name.empty()) (*span->mutable_attributes())["net.unix.path"] = conn.unix_name;
 }
 
-SpanBuilder::OpenSpan SpanBuilder::StartSpan(Process& process, Connection& conn,
-                                             const Transfer& t) {
+void SpanBuilder::OpenSpan::Reset() {
+  // Clear() would delete the endpoints: they are taken out and put back.
+  v1::Endpoint* local = span.release_local();
+  v1::Endpoint* peer = span.release_peer();
+  span.Clear();
+  span.set_allocated_local(local);
+  span.set_allocated_peer(peer);
+  in_response = false;
+  request_end = 0;
+  response_end = 0;
+  last_request_wall_ns = 0;
+  last_response_wall_ns = 0;
+  request_head.clear();
+  response_head.clear();
+  request_hash_from_head = false;
+  response_hash_from_head = false;
+}
+
+void SpanBuilder::Recycle(std::unique_ptr<OpenSpan> open) {
+  if (spare_spans_.size() >= kMaxSpareSpans) return;
+  open->Reset();
+  spare_spans_.push_back(std::move(open));
+}
+
+std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
+                                                              Connection& conn,
+                                                              const Transfer& t) {
   const bool first_exchange = !conn.exchanged;
   conn.exchanged = true;
-  OpenSpan open;
-  open.span = NewSpan(process, conn, t.conn_id, t.tid, t.wall_ns);
-  v1::Span& span = open.span;
+  std::unique_ptr<OpenSpan> open;
+  if (spare_spans_.empty()) {
+    open = std::make_unique<OpenSpan>();
+  } else {
+    open = std::move(spare_spans_.back());
+    spare_spans_.pop_back();
+  }
+  v1::Span& span = open->span;
+  InitSpan(process, conn, t.conn_id, t.tid, t.wall_ns, &span);
   if (conn.role == SocketRole::kClient) {
     span.set_parent_span_id(ClientParent(process, conn, t.tid, first_exchange));
   }
   span.set_request_offset(t.offset);
-  open.request_end = t.offset;
+  open->request_end = t.offset;
   if (t.message_start) {
     span.set_request_hash(t.hash);
-    open.request_hash_from_head = t.hash_from_capture;
-    open.request_head.assign(t.capture.data(), t.capture.size());
+    open->request_hash_from_head = t.hash_from_capture;
+    open->request_head.assign(t.capture.data(), t.capture.size());
   }
   return open;
 }
@@ -379,12 +409,15 @@ void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
 
 void SpanBuilder::FinishSpan(Connection& conn) {
   Emit(conn, *conn.open);
-  conn.open.reset();
+  Recycle(std::move(conn.open));
 }
 
 void SpanBuilder::FinishAllOf(Connection& conn) {
   if (conn.open) FinishSpan(conn);
-  for (auto& [id, open] : conn.dns_pending) Emit(conn, open);
+  for (auto& [id, open] : conn.dns_pending) {
+    Emit(conn, *open);
+    Recycle(std::move(open));
+  }
   conn.dns_pending.clear();
 }
 
@@ -398,19 +431,21 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
     const uint16_t id = *query->exchange_id;
     // A query sent again under the same id (a retry) ends the earlier one, unanswered.
     if (auto again = conn.dns_pending.find(id); again != conn.dns_pending.end()) {
-      Emit(conn, again->second);
+      Emit(conn, *again->second);
+      Recycle(std::move(again->second));
       conn.dns_pending.erase(again);
     }
     if (conn.dns_pending.size() >= kMaxPendingDnsQueries) {
-      Emit(conn, conn.dns_pending.begin()->second);
+      Emit(conn, *conn.dns_pending.begin()->second);
+      Recycle(std::move(conn.dns_pending.begin()->second));
       conn.dns_pending.erase(conn.dns_pending.begin());
     }
-    OpenSpan open = StartSpan(process, conn, t);
+    std::unique_ptr<OpenSpan> open = StartSpan(process, conn, t);
     if (conn.role == SocketRole::kServer) {
-      process.thread_server_span[t.tid] = open.span.span_id();
+      process.thread_server_span[t.tid] = open->span.span_id();
     }
-    open.request_end = end_offset;
-    open.last_request_wall_ns = t.wall_ns;
+    open->request_end = end_offset;
+    open->last_request_wall_ns = t.wall_ns;
     conn.dns_pending.emplace(id, std::move(open));
     return true;
   }
@@ -419,7 +454,7 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
   if (!answer || !answer->exchange_id) return false;
   auto it = conn.dns_pending.find(*answer->exchange_id);
   if (it == conn.dns_pending.end()) return true;  // the answer to a query we did not see
-  OpenSpan& open = it->second;
+  OpenSpan& open = *it->second;
   open.in_response = true;
   open.span.set_response_offset(t.offset);
   open.span.set_response_hash(t.hash);
@@ -427,6 +462,7 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
   open.response_head.assign(t.capture.data(), t.capture.size());
   open.last_response_wall_ns = t.wall_ns;
   Emit(conn, open);
+  Recycle(std::move(it->second));
   conn.dns_pending.erase(it);
   return true;
 }
@@ -450,19 +486,20 @@ void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
   }
   if (span.status() == v1::SPAN_STATUS_UNSET) span.set_status(v1::SPAN_STATUS_OK);
   ++spans_built_;
-  sink_(std::move(span));
+  sink_(span);
 }
 
 void SpanBuilder::EmitFailedClientSpan(Process& process, const Connection& conn,
                                        uint64_t conn_id, uint32_t tid, uint64_t wall_ns,
                                        int error, uint64_t parent) {
-  v1::Span span = NewSpan(process, conn, conn_id, tid, wall_ns);
+  v1::Span span;
+  InitSpan(process, conn, conn_id, tid, wall_ns, &span);
   span.set_parent_span_id(parent);
   span.set_end_ns(static_cast<int64_t>(wall_ns));
   span.set_status(v1::SPAN_STATUS_ERROR);
   span.set_status_message(ErrnoText(error));
   ++spans_built_;
-  sink_(std::move(span));
+  sink_(span);
 }
 
 void SpanBuilder::OnProcessGone(uint64_t process_key) {
@@ -494,7 +531,10 @@ void SpanBuilder::ExpireIdle(absl::Time now) {
       if (now - conn.last_activity < idle_timeout_) continue;
       if (conn.open && conn.open->in_response) FinishSpan(conn);
       // DNS queries still unanswered on a socket quiet that long have timed out.
-      for (auto& [id, open] : conn.dns_pending) Emit(conn, open);
+      for (auto& [id, open] : conn.dns_pending) {
+        Emit(conn, *open);
+        Recycle(std::move(open));
+      }
       conn.dns_pending.clear();
     }
   }

@@ -43,9 +43,11 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "common/event_record.h"
@@ -55,7 +57,8 @@ namespace reptrace {
 
 class SpanBuilder {
  public:
-  using Sink = std::function<void(v1::Span span)>;
+  // The span is the builder's: valid during the call only (its object is reused).
+  using Sink = std::function<void(const v1::Span& span)>;
 
   // `node` is copied into every span; `sink` receives each finished span.
   SpanBuilder(std::string node, Sink sink, absl::Duration idle_timeout = absl::Seconds(2));
@@ -124,6 +127,10 @@ class SpanBuilder {
     // bytes came in on either end (else: of the first call's bytes, as the hook hashed them).
     bool request_hash_from_head = false;
     bool response_hash_from_head = false;
+
+    // Cleared for its next span, keeping what it allocated (its strings' buffers, its
+    // endpoints): building a span's message anew was a dozen allocations and frees.
+    void Reset();
   };
   struct Connection {
     SocketRole role = SocketRole::kUnknown;
@@ -138,10 +145,10 @@ class SpanBuilder {
     uint64_t connect_wall_ns = 0;  // when connect() was called
     uint32_t connect_tid = 0;
     bool exchanged = false;       // a span was started on it, or it was reported as failed
-    std::optional<OpenSpan> open;
+    std::unique_ptr<OpenSpan> open;
     // DNS over UDP: queries waiting for their answer, by DNS id (a resolver sends several
     // on one socket, A and AAAA at once); each query and its answer is a span.
-    std::map<uint16_t, OpenSpan> dns_pending;
+    std::map<uint16_t, std::unique_ptr<OpenSpan>> dns_pending;
     absl::Time last_activity;
   };
   struct Process {
@@ -168,7 +175,9 @@ class SpanBuilder {
   void OnBytes(Process& process, Connection& conn, const Transfer& t, absl::Time now);
   void OnFailedCall(Process& process, Connection& conn, const Transfer& t);
   // A span whose request begins with `t` (the connection's parent rules applied).
-  OpenSpan StartSpan(Process& process, Connection& conn, const Transfer& t);
+  std::unique_ptr<OpenSpan> StartSpan(Process& process, Connection& conn, const Transfer& t);
+  // A finished span's object, kept for a later one (up to kMaxSpareSpans).
+  void Recycle(std::unique_ptr<OpenSpan> open);
   void FinishSpan(Connection& conn);
   // Finishes `open`, a span of `conn`, and hands it to the sink.
   void Emit(const Connection& conn, OpenSpan& open);
@@ -184,8 +193,9 @@ class SpanBuilder {
                             uint32_t tid, uint64_t wall_ns, int error, uint64_t parent);
   uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid,
                         bool first_exchange) const;
-  v1::Span NewSpan(const Process& process, const Connection& conn, uint64_t conn_id,
-                   uint32_t tid, uint64_t start_wall_ns) const;
+  // Sets what every span of `conn` starts with in `span`, a cleared message.
+  void InitSpan(const Process& process, const Connection& conn, uint64_t conn_id,
+                uint32_t tid, uint64_t start_wall_ns, v1::Span* span) const;
 
   const std::string node_;
   const Sink sink_;
@@ -195,6 +205,9 @@ class SpanBuilder {
   std::unordered_map<uint32_t, EndedProcess> ended_;   // by pid
   uint64_t spans_built_ = 0;
   uint64_t events_without_connection_ = 0;
+  // Finished spans' objects, reset, for the next spans to start (any connection's).
+  static constexpr size_t kMaxSpareSpans = 256;
+  std::vector<std::unique_ptr<OpenSpan>> spare_spans_;
 };
 
 }  // namespace reptrace

@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/version.h"
+#include "google/protobuf/unknown_field_set.h"
 
 namespace reptrace {
 
@@ -22,6 +23,22 @@ std::string NewAgentId() {
   char text[37];
   uuid_unparse_lower(uuid, text);
   return text;
+}
+
+v1::AgentMessage BatchMessage(const SealedBatch& batch, const v1::AgentCounters& counters) {
+  // The batch is already wire bytes (its batch_id and spans): the message carries them
+  // as an unknown field with the number of its `batch` field, and serializing it writes
+  // exactly what a message with that field set would, without parsing and serializing
+  // every span again. The counters are the batch's last field, as protobuf orders them.
+  v1::SpanBatch counters_only;
+  *counters_only.mutable_counters() = counters;
+  v1::AgentMessage message;
+  std::string* field = message.GetReflection()->MutableUnknownFields(&message)
+                           ->AddLengthDelimited(v1::AgentMessage::kBatchFieldNumber);
+  field->reserve(batch.wire.size() + counters_only.ByteSizeLong());
+  field->append(batch.wire);
+  counters_only.AppendToString(field);
+  return message;
 }
 
 Uploader::Uploader(UploaderOptions options, SpanBuffer* buffer, CounterSet* counters)
@@ -124,16 +141,8 @@ absl::Status Uploader::RunStream() {
     if (Done()) break;
     const absl::Duration wait =
         std::clamp(next_counters - absl::Now(), absl::ZeroDuration(), absl::Milliseconds(50));
-    if (std::shared_ptr<v1::SpanBatch> batch = buffer_->WaitNextToSend(wait)) {
-      *batch->mutable_counters() = counters_->Snapshot();
-      // The message borrows the batch rather than copying it (a deep copy of every span
-      // was a sizeable part of the agent's CPU per span), and gives it back before it is
-      // destroyed: Write() has serialized it by the time it returns.
-      v1::AgentMessage message;
-      message.unsafe_arena_set_allocated_batch(batch.get());
-      const bool written = stream->Write(message);
-      message.unsafe_arena_release_batch();
-      if (!written) {
+    if (std::shared_ptr<const SealedBatch> batch = buffer_->WaitNextToSend(wait)) {
+      if (!stream->Write(BatchMessage(*batch, counters_->Snapshot()))) {
         failed = true;
         break;
       }

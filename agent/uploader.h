@@ -38,6 +38,10 @@ struct UploaderOptions {
   absl::Duration max_backoff = absl::Seconds(5);
 };
 
+// The message that sends `batch` with `counters`: the same bytes as an AgentMessage whose
+// `batch` field is ToSpanBatch(batch) with its counters set.
+v1::AgentMessage BatchMessage(const SealedBatch& batch, const v1::AgentCounters& counters);
+
 // A random UUID (libuuid), lower-case: the id of this agent process.
 std::string NewAgentId();
 

@@ -55,6 +55,25 @@ TEST(NewAgentId, IsALowerCaseUuid) {
   EXPECT_NE(NewAgentId(), id);
 }
 
+TEST(BatchMessage, IsTheMessageWithTheBatchFieldSet) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 2, absl::Hours(1)}, &counters);
+  buffer.Add(SpanNumber(1), absl::Now());
+  buffer.Add(SpanNumber(2), absl::Now());
+  auto batch = buffer.NextToSend();
+  ASSERT_NE(batch, nullptr);
+  v1::AgentCounters snapshot;
+  snapshot.set_events_received(17);
+  snapshot.set_batches_sent(1);
+  v1::AgentMessage expected;
+  v1::SpanBatch& set = *expected.mutable_batch();
+  set.set_batch_id(1);
+  *set.add_spans() = SpanNumber(1);
+  *set.add_spans() = SpanNumber(2);
+  *set.mutable_counters() = snapshot;
+  EXPECT_EQ(BatchMessage(*batch, snapshot).SerializeAsString(), expected.SerializeAsString());
+}
+
 TEST(Uploader, SendsHelloThenBatchesAndForgetsAcknowledgedOnes) {
   TestController controller(/*ack=*/true);
   ASSERT_TRUE(controller.started());

@@ -21,6 +21,8 @@ pg-floor, all.
   CPU of agent, controller and PostgreSQL (what the node pays), and requests/s.
 - redis: redis-server under redis-benchmark GET and SET, the same figures; and a check that
   the server's answers are byte-identical with and without the hook.
+  --agents A,B (nginx, redis): every round runs each agent binary in turn on the same
+  controller and PostgreSQL, to compare an agent change with its baseline.
 - flood: 8 hooked processes flood one agent (socket_flood); the agent's CPU per event,
   its peak RSS, and what the hooks dropped.
 - idle: 300 quiet hooked processes (each with its ring) and one busy one; the agent's CPU,
@@ -178,17 +180,27 @@ class Stack:
             raise RuntimeError("controller did not start")
         self.socket = os.path.join(self.dir, "agent.sock")
         self.agent_log = os.path.join(self.dir, "agent.log")
+        self.agent = None
+        self.start_agent(os.path.join(self.build, "agent/reptrace-agent"))
+        return self
+
+    def start_agent(self, binary):
+        """(Re)starts the agent from `binary` on the same socket and controller."""
+        if self.agent is not None:
+            self.agent.terminate()
+            self.agent.wait()
+            self.procs.remove(self.agent)
+            if os.path.exists(self.socket):
+                os.unlink(self.socket)
         self.agent = subprocess.Popen(
-            [os.path.join(self.build, "agent/reptrace-agent"), "--socket", self.socket,
-             "--controller", self.controller_addr, "--node", "bench"] + self.agent_flags,
-            stderr=open(self.agent_log, "w"))
+            [binary, "--socket", self.socket, "--controller", self.controller_addr, "--node",
+             "bench"] + self.agent_flags, stderr=open(self.agent_log, "a"))
         self.procs.append(self.agent)
         deadline = time.time() + 20
         while not os.path.exists(self.socket):
             if time.time() > deadline:
                 raise RuntimeError("agent did not start")
             time.sleep(0.05)
-        return self
 
     def postmaster_pid(self):
         with open(os.path.join(self.pg_dir, "data", "postmaster.pid")) as f:
@@ -761,33 +773,59 @@ def run_servers(args, which):
     work = tempfile.mkdtemp(prefix="reptrace-bench.")
     os.chmod(work, 0o755)
     stack = Stack(args.build, work).start()
+    # --agents A,B: each round runs every agent binary in turn (plain and hooked, back to
+    # back), so the agents are compared under the same drifts of a noisy machine.
+    agents = args.agents.split(",") if args.agents else [None]
+    label = lambda i: "" if len(agents) == 1 else f" [agent {i + 1}]"
     rows = []
+    per_run = []
+
+    def for_agent(i):
+        if agents[i] is not None:
+            stack.start_agent(agents[i])
+
     try:
         if "nginx" in which:
-            runs = []
+            runs = [[] for _ in agents]
             for _ in range(args.rounds):
-                plain = one_nginx_run(args, stack, False, work)
-                hooked = one_nginx_run(args, stack, True, work)
-                runs.append((plain, hooked))
-            rows += summarize("nginx", runs)
+                for i in range(len(agents)):
+                    for_agent(i)
+                    plain = one_nginx_run(args, stack, False, work)
+                    hooked = one_nginx_run(args, stack, True, work)
+                    runs[i].append((plain, hooked))
+                    per_run.append(["nginx" + label(i), hooked])
+            for i in range(len(agents)):
+                rows += summarize("nginx" + label(i), runs[i])
         if "redis" in which:
             for test in ("get", "set"):
-                runs = []
+                runs = [[] for _ in agents]
                 for _ in range(args.rounds):
-                    plain = one_redis_run(args, stack, False, test, work)
-                    hooked = one_redis_run(args, stack, True, test, work)
-                    if plain["answers"] != hooked["answers"]:
-                        raise RuntimeError("redis answered differently under the hook")
-                    runs.append((plain, hooked))
-                rows += summarize(f"redis {test.upper()}", runs)
-                rows.append([f"redis {test.upper()}", "answers byte-identical with hook",
-                             "yes", "yes"])
+                    for i in range(len(agents)):
+                        for_agent(i)
+                        plain = one_redis_run(args, stack, False, test, work)
+                        hooked = one_redis_run(args, stack, True, test, work)
+                        if plain["answers"] != hooked["answers"]:
+                            raise RuntimeError("redis answered differently under the hook")
+                        runs[i].append((plain, hooked))
+                        per_run.append([f"redis {test.upper()}" + label(i), hooked])
+                for i in range(len(agents)):
+                    rows += summarize(f"redis {test.upper()}" + label(i), runs[i])
+                    rows.append([f"redis {test.upper()}" + label(i),
+                                 "answers byte-identical with hook", "yes", "yes"])
     finally:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)
     print_table(f"servers under load, hooked vs plain (median of {args.rounds} A/B rounds, "
                 f"{args.seconds:g} s each, {args.connections} client connections)",
                 ["server", "figure", "value", "target"], rows)
+    if len(agents) > 1:
+        for i, a in enumerate(agents):
+            print(f"agent {i + 1}: {a}")
+        print_table("every hooked run, in the order run", ["server", "agent µs/req",
+                                                             "node µs/req", "requests"],
+                    [[name, f"{h['node']['agent'] / h['requests'] * 1e6:.2f}",
+                      f"{sum(h['node'][k] for k in ('agent', 'controller', 'postgres')) / h['requests'] * 1e6:.2f}",
+                      str(h["requests"])] for name, h in per_run])
 
 
 # ----------------------------------------------------------------------------------------
@@ -925,6 +963,9 @@ def main():
     parser.add_argument("--controllers", default="",
                         help="ingest: controller binaries to alternate, comma-separated "
                              "(default: the build's)")
+    parser.add_argument("--agents", default="",
+                        help="nginx, redis: agent binaries to alternate in every round, "
+                             "comma-separated (default: the build's)")
     parser.add_argument("--batches", type=int, default=100,
                         help="ingest, pg-floor: batches of 500 spans per stream and run "
                              "(default 100)")

@@ -12,6 +12,7 @@ std::optional<Request> ParseHttpRequest(absl::string_view head, const ParseOptio
   if (!line) return std::nullopt;
   // http_head admits only printable ASCII in the method and target.
   Request request{Protocol::kHttp, absl::StrCat(line->method, " ", line->path), {}, {}};
+  request.attributes.reserve(3);  // one allocation, not one per attribute
   request.attributes.push_back({"http.request.method", line->method});
   request.attributes.push_back({"url.path", line->path});
   if (options.http_query && !line->query.empty()) {
