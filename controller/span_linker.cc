@@ -506,7 +506,8 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
       has_stored_child.push_back(row[1].as<int64_t>());
       continue;
     }
-    const bool server = row[2].as<int>() == v1::SPAN_KIND_SERVER;
+    const int kind = row[2].as<int>();
+    const bool server = kind == v1::SPAN_KIND_SERVER;
     const pqxx::binarystring local_ip_bytes(row[6]);
     const pqxx::binarystring peer_ip_bytes(row[8]);
     const absl::string_view local_ip(local_ip_bytes.get(), local_ip_bytes.size());
@@ -537,7 +538,7 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
         in_window(member.start_ns) &&
         (server ? member.parent == 0 && member.local_parent == 0 &&
                       contains(client_keys, member.client_key)
-                : contains(server_keys, member.client_key));
+                : kind == v1::SPAN_KIND_CLIENT && contains(server_keys, member.client_key));
     if (!same_flow && !by_end) continue;
     const size_t at = kStoredBase + stored.size();
     stored.push_back(std::move(member));
