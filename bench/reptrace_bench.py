@@ -3,11 +3,15 @@
 
   bench/reptrace_bench.py [--build DIR] [--rounds N] [--seconds S] WHAT...
 
-WHAT is any of: micro, instructions, server-instructions, nginx, redis, flood, idle, ingest,
+WHAT is any of: micro, call-cpu, instructions, server-instructions, nginx, redis, flood, idle, ingest,
 pg-floor, all.
 
 - micro: bench/hook_call_bench (Google Benchmark) plain and under LD_PRELOAD, alternating,
   N rounds; the added ns per call on a traced TCP socket and on a non-socket fd (eventfd).
+- call-cpu: bench/socket_flood (64-byte request/response on loopback TCP, and the same loop
+  on an eventfd) plain and hooked, alternating, N rounds of --seconds: the CPU per call from
+  the process's user and system times (the hook works in user space: what it adds is user
+  time; the loopback TCP calls' kernel time, which makes wall-clock figures swing, is apart).
 - instructions: the same two kinds of call counted in instructions by valgrind's
   callgrind (deterministic, unlike time on a shared 2-core machine): instructions per call
   in the calling thread, plain vs hooked, and in the process's other threads per call (the
@@ -467,6 +471,55 @@ def run_micro(args):
                      f"{median(added):+.1f}", f"≤ {target}"])
     print_table("hook: time per call, ns (median of %d alternating rounds)" % args.rounds,
                 ["call on", "plain", "hooked", "added", "target"], rows)
+
+
+def run_call_cpu(args):
+    """The CPU a traced call costs, from the process's own user and system times rather
+    than wall time: the hook works in user space and makes no system call per call, so
+    what it adds shows in user time, apart from the kernel's loopback TCP time that makes
+    wall-clock figures swing by hundreds of ns here."""
+    flood = os.path.join(args.build, "bench/socket_flood")
+    hook = os.path.join(args.build, "hook/libreptrace.so")
+    work = tempfile.mkdtemp(prefix="reptrace-callcpu.")
+    agent, agent_sock = start_bare_agent(args.build, work)
+    kinds = (("traced TCP socket (64 B request/response)", ["64"], 4, 100),
+             ("non-socket fd (eventfd)", ["eventfd"], 2, 5))
+    per_call = {(label, mode): [] for label, *_ in kinds for mode in ("plain", "hooked")}
+    try:
+        for _ in range(args.rounds):
+            for label, extra, calls_per_iteration, _target in kinds:
+                for mode in ("plain", "hooked"):
+                    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+                    if mode == "hooked":
+                        env["LD_PRELOAD"] = hook
+                        env["REPTRACE_SOCKET"] = agent_sock
+                    proc = subprocess.Popen([flood, str(args.seconds)] + extra, env=env,
+                                            stdout=subprocess.PIPE, text=True)
+                    out = proc.stdout.read()
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"socket_flood failed ({proc.returncode})")
+                    calls = int(out.split()[1]) * calls_per_iteration
+                    per_call[(label, mode)].append(
+                        (usage.ru_utime * 1e9 / calls, usage.ru_stime * 1e9 / calls))
+    finally:
+        agent.terminate()
+        agent.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for label, _extra, _calls, target in kinds:
+        plain, hooked = per_call[(label, "plain")], per_call[(label, "hooked")]
+        added_user = [h[0] - p[0] for p, h in zip(plain, hooked)]
+        added_sys = [h[1] - p[1] for p, h in zip(plain, hooked)]
+        rows.append([label, f"{median([p[0] for p in plain]):.1f}",
+                     f"{median([h[0] for h in hooked]):.1f}", f"{median(added_user):+.1f}",
+                     " ".join(f"{x:+.0f}" for x in added_user),
+                     f"{median(added_sys):+.1f}", f"≤ {target}"])
+    print_table(f"hook: CPU per call, ns (user time; median of {args.rounds} alternating "
+                f"rounds of {args.seconds:g} s)",
+                ["call on", "plain user", "hooked user", "added user", "added, each round",
+                 "added system", "target"], rows)
 
 
 def callgrind_totals(prefix):
@@ -953,7 +1006,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="+",
-                        choices=["micro", "instructions", "server-instructions", "nginx",
+                        choices=["micro", "call-cpu", "instructions", "server-instructions", "nginx",
                                  "redis", "flood", "idle", "ingest", "pg-floor", "all"])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--rounds", type=int, default=5)
@@ -974,11 +1027,13 @@ def main():
     args = parser.parse_args()
     what = set(args.what)
     if "all" in what:
-        what = {"micro", "instructions", "server-instructions", "nginx", "redis", "flood"}
+        what = {"micro", "call-cpu", "instructions", "server-instructions", "nginx", "redis", "flood"}
     print(f"machine: {os.uname().nodename}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     if "micro" in what:
         run_micro(args)
+    if "call-cpu" in what:
+        run_call_cpu(args)
     if "instructions" in what:
         run_instructions(args)
     if "server-instructions" in what:
