@@ -8,7 +8,9 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -379,6 +381,77 @@ int Unix(const char* path) {
   return 0;
 }
 
+// Socket calls from a signal handler, on a traced connection of their own, while the main
+// flow does traced request/response on another: a timer interrupts the program every
+// 20 µs, often inside the hook. Every byte must arrive intact both ways.
+int g_signal_client = -1;
+int g_signal_server = -1;
+volatile sig_atomic_t g_signals_handled = 0;
+volatile sig_atomic_t g_signal_failed = 0;
+
+void OnAlarm(int) {
+  const int saved = errno;
+  char out[8], in[8];
+  std::memcpy(out, "signal!!", 8);
+  if (write(g_signal_client, out, sizeof(out)) != sizeof(out) ||
+      !ReadExactly(g_signal_server, in, sizeof(in)) || std::memcmp(in, out, 8) != 0) {
+    g_signal_failed = 1;
+  }
+  g_signals_handled = g_signals_handled + 1;
+  errno = saved;
+}
+
+bool WriteAll(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t written = write(fd, data, n);
+    if (written < 0 && errno == EINTR) continue;
+    if (written <= 0) return false;
+    data += written;
+    n -= static_cast<size_t>(written);
+  }
+  return true;
+}
+
+int Signals() {
+  int client, server;
+  if (!LoopbackTcpPair(&client, &server) ||
+      !LoopbackTcpPair(&g_signal_client, &g_signal_server)) {
+    return Fail("tcp pairs");
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnAlarm;
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  if (sigaction(SIGALRM, &action, nullptr) != 0) return Fail("sigaction");
+  itimerval timer = {};
+  timer.it_interval.tv_usec = 20;
+  timer.it_value.tv_usec = 20;
+  if (setitimer(ITIMER_REAL, &timer, nullptr) != 0) return Fail("setitimer");
+  char request[64], reply[64];
+  for (int i = 0; i < 1000; ++i) {
+    std::snprintf(request, sizeof(request), "request %08d %046d", i, i);
+    if (!WriteAll(client, request, sizeof(request)) ||
+        !ReadExactly(server, reply, sizeof(reply)) ||
+        std::memcmp(request, reply, sizeof(request)) != 0) {
+      return Fail("request/response under signals");
+    }
+  }
+  timer = {};
+  setitimer(ITIMER_REAL, &timer, nullptr);
+  if (g_signal_failed) return Fail("socket calls in the signal handler");
+  if (g_signals_handled < 50) {
+    std::fprintf(stderr, "hook_coverage_peer: only %d signals\n",
+                 static_cast<int>(g_signals_handled));
+    return 1;
+  }
+  close(client);
+  close(server);
+  close(g_signal_client);
+  close(g_signal_server);
+  std::printf("ok\n");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -394,6 +467,7 @@ int main(int argc, char** argv) {
   if (mode == "exec") return Exec(argv[0]);
   if (mode == "unix" && argc > 2) return Unix(argv[2]);
   if (mode == "exec-child") return ExecChild();
+  if (mode == "signals") return Signals();
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 1;
 }
