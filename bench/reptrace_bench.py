@@ -104,6 +104,18 @@ def postgres_cpu_seconds(postmaster):
             sum(cpu_seconds(c) for c in children(postmaster)))
 
 
+def wait_child(pid, timeout=20):
+    """The first child of `pid`, waiting for it: nginx's master opens its port before it
+    forks the worker."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = children(pid)
+        if found:
+            return found[0]
+        time.sleep(0.02)
+    raise RuntimeError(f"process {pid} started no child")
+
+
 def children(pid):
     out = []
     for entry in os.listdir("/proc"):
@@ -758,7 +770,7 @@ def one_nginx_run(args, stack, hooked, work):
                               stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        worker = children(master.pid)[0]
+        worker = wait_child(master.pid)
         wrk(port, 1, args.connections)  # warm-up
         if hooked:
             stack.wait_drained()  # the warm-up's spans are not counted
