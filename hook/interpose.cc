@@ -1003,15 +1003,21 @@ REPTRACE_EXPORT ssize_t __recvfrom_chk(int fd, void* __restrict buf, size_t n, s
   });
 }
 
-REPTRACE_EXPORT ssize_t readv(int fd, const iovec* iov, int iovcnt) {
-  ConnectionState* state = g_table.Find(fd);
-  if (state == nullptr || t_in_hook) return RealReadv(fd, iov, iovcnt);
+// readv/writev: split as Receive/Send are (the untraced path a look-up and a jump).
+static __attribute__((noinline)) ssize_t TracedReadv(ConnectionState* state, int fd,
+                                                     const iovec* iov, int iovcnt) {
   const ssize_t result = RealReadv(fd, iov, iovcnt);
   Bytes bytes;
   bytes.iov = iov;
   bytes.iovcnt = iovcnt;
-  AfterReceive(state, fd, bytes, IovecBytes(iov, iovcnt), result);
+  AfterReceiveInline(state, fd, bytes, IovecBytes(iov, iovcnt), result);
   return result;
+}
+
+REPTRACE_EXPORT ssize_t readv(int fd, const iovec* iov, int iovcnt) {
+  ConnectionState* state = g_table.Find(fd);
+  if (state == nullptr || t_in_hook) return RealReadv(fd, iov, iovcnt);
+  return TracedReadv(state, fd, iov, iovcnt);
 }
 
 REPTRACE_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
@@ -1042,26 +1048,31 @@ REPTRACE_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags,
   return result;
 }
 
-REPTRACE_EXPORT ssize_t writev(int fd, const iovec* iov, int iovcnt) {
-  ConnectionState* state = g_table.Find(fd);
-  if (state == nullptr || t_in_hook) return RealWritev(fd, iov, iovcnt);
+static __attribute__((noinline)) ssize_t TracedWritev(ConnectionState* state, int fd,
+                                                      const iovec* iov, int iovcnt) {
   const Clock clock = Now();
   const ssize_t result = RealWritev(fd, iov, iovcnt);
   Bytes bytes;
   bytes.iov = iov;
   bytes.iovcnt = iovcnt;
-  AfterSend(state, fd, bytes, result, clock);
+  AfterSendInline(state, fd, bytes, result, clock);
   return result;
+}
+
+REPTRACE_EXPORT ssize_t writev(int fd, const iovec* iov, int iovcnt) {
+  ConnectionState* state = g_table.Find(fd);
+  if (state == nullptr || t_in_hook) return RealWritev(fd, iov, iovcnt);
+  return TracedWritev(state, fd, iov, iovcnt);
 }
 
 REPTRACE_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) noexcept {
   // Nothing to capture (the bytes come from a file), but the offsets count.
-  return Send(out_fd, nullptr, [&] { return RealSendfile(out_fd, in_fd, offset, count); });
+  return Send(out_fd, nullptr, [=] { return RealSendfile(out_fd, in_fd, offset, count); });
 }
 
 REPTRACE_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t* offset,
                                    size_t count) noexcept {
-  return Send(out_fd, nullptr, [&] { return RealSendfile64(out_fd, in_fd, offset, count); });
+  return Send(out_fd, nullptr, [=] { return RealSendfile64(out_fd, in_fd, offset, count); });
 }
 
 REPTRACE_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
