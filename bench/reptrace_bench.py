@@ -671,9 +671,12 @@ def run_server_instructions(args):
             client = lambda: subprocess.run(
                 ["redis-benchmark", "-p", str(port), "-q", "-t", "get", "-n", str(n), "-c",
                  "1"], capture_output=True, check=True)
+            # --hz 1: redis's timer work scales with the run's wall time (long under
+            # valgrind, and longer on a busy machine), not with requests; at the default
+            # 10 Hz it made the per-GET figure wander between runs.
             return server_instructions(
                 ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-                 "--dir", work], env_for(mode), port, client,
+                 "--hz", "1", "--dir", work], env_for(mode), port, client,
                 os.path.join(work, f"cg-redis-{port}"))
 
         for name, run in (("nginx worker (static 612 B, keep-alive)", nginx_run),
