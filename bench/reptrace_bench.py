@@ -20,6 +20,10 @@ pg-floor, all.
   (agent running), serving a fixed number of requests on one connection: instructions per
   request of the whole server process (all its threads), taken
   as the difference between a short and a long run so start-up cancels out.
+- agent-instructions: the agent's instructions per traced request (callgrind, all its
+  threads, a real controller and PostgreSQL behind it): hooked nginx serving N requests on
+  a keep-alive connection, hooked redis-server answering N GETs, a short and a long run
+  each under a fresh agent. --agents A,B compares agent builds.
 - nginx: nginx (1 worker, 612-byte static file) under wrk, plain vs hooked with a running
   agent + controller + PostgreSQL; per request: CPU of the nginx worker (hooked/plain),
   CPU of agent, controller and PostgreSQL (what the node pays), and requests/s.
@@ -200,23 +204,30 @@ class Stack:
         self.start_agent(os.path.join(self.build, "agent/reptrace-agent"))
         return self
 
-    def start_agent(self, binary):
-        """(Re)starts the agent from `binary` on the same socket and controller."""
-        if self.agent is not None:
-            self.agent.terminate()
-            self.agent.wait()
-            self.procs.remove(self.agent)
-            if os.path.exists(self.socket):
-                os.unlink(self.socket)
+    def start_agent(self, binary, wrapper=()):
+        """(Re)starts the agent from `binary` on the same socket and controller, run by
+        `wrapper` (e.g. valgrind) if given."""
+        self.stop_agent()
         self.agent = subprocess.Popen(
-            [binary, "--socket", self.socket, "--controller", self.controller_addr, "--node",
-             "bench"] + self.agent_flags, stderr=open(self.agent_log, "a"))
+            list(wrapper) + [binary, "--socket", self.socket, "--controller",
+                             self.controller_addr, "--node", "bench"] + self.agent_flags,
+            stderr=open(self.agent_log, "a"))
         self.procs.append(self.agent)
-        deadline = time.time() + 20
+        deadline = time.time() + (120 if wrapper else 20)
         while not os.path.exists(self.socket):
             if time.time() > deadline:
                 raise RuntimeError("agent did not start")
             time.sleep(0.05)
+
+    def stop_agent(self):
+        if self.agent is None:
+            return
+        self.agent.terminate()
+        self.agent.wait()
+        self.procs.remove(self.agent)
+        self.agent = None
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
 
     def postmaster_pid(self):
         with open(os.path.join(self.pg_dir, "data", "postmaster.pid")) as f:
@@ -694,6 +705,102 @@ def run_server_instructions(args):
                 rows)
 
 
+PACED_REDIS_GETS = r"""
+import socket, sys, time
+port, n, rate = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+c = socket.create_connection(("127.0.0.1", port))
+c.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nabc\r\n"); c.recv(64)
+start = time.time()
+for i in range(n):
+    c.sendall(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+    if c.recv(64) != b"$3\r\nabc\r\n":
+        sys.exit("unexpected answer")
+    delay = start + (i + 1) / rate - time.time()
+    if delay > 0:
+        time.sleep(delay)
+"""
+
+
+def run_agent_instructions(args):
+    """The agent's instructions per traced request (callgrind, all its threads), with a
+    real controller and PostgreSQL behind it: a hooked nginx serving N requests on one
+    keep-alive connection, and a hooked redis-server answering N GETs, each run under a
+    fresh agent; the difference between a short and a long run leaves out start-up and
+    the idle time of waiting for the spans to be stored. Deterministic where the timed
+    `nginx`/`redis` figures swing with the machine."""
+    if shutil.which("valgrind") is None:
+        print("\n(agent-instructions: valgrind is not installed; skipped)")
+        return
+    work = tempfile.mkdtemp(prefix="reptrace-ainstr.")
+    os.chmod(work, 0o755)
+    stack = Stack(args.build, work).start()
+    agents = (args.agents.split(",") if args.agents
+              else [os.path.join(args.build, "agent/reptrace-agent")])
+    short, long = 300, 3300
+    # Paced: under valgrind the agent drains ~50 times slower, and unpaced load would fill
+    # the hooked process's ring (the records beyond it dropped, as the hook must).
+    rate = 1000
+    rows = []
+
+    def nginx_load(n):
+        port = free_port()
+        prefix = os.path.join(work, f"nginx-{port}")
+        conf = static_nginx_conf(prefix, port)
+        server = subprocess.Popen(["nginx", "-p", prefix, "-c", conf], env=stack.hook_env(),
+                                  stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            subprocess.run(["curl", "-s", "--rate", f"{rate}/s"] +
+                           [f"http://127.0.0.1:{port}/index.html"] * n,
+                           stdout=subprocess.DEVNULL, check=True)
+        finally:
+            server.send_signal(signal.SIGQUIT)
+            server.wait()
+
+    def redis_load(n):
+        port = free_port()
+        server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
+                                   "--appendonly", "no", "--dir", work], env=stack.hook_env(),
+                                  stdout=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            subprocess.run([sys.executable, "-c", PACED_REDIS_GETS, str(port), str(n),
+                            str(rate)], check=True)
+        finally:
+            server.terminate()
+            server.wait()
+
+    try:
+        for i, binary in enumerate(agents):
+            for name, load in (("nginx (static 612 B, keep-alive)", nginx_load),
+                               ("redis-server (GET)", redis_load)):
+                runs = []
+                for n in (short, long):
+                    prefix = os.path.join(work, f"cg-agent-{i}-{len(rows)}-{n}")
+                    stack.start_agent(binary, ["valgrind", "--tool=callgrind",
+                                               "--separate-threads=yes",
+                                               f"--callgrind-out-file={prefix}"])
+                    before = stack.spans_stored()
+                    load(n)
+                    stored = stack.wait_drained() - before
+                    stack.stop_agent()
+                    runs.append((sum(callgrind_totals(prefix)), stored))
+                (i1, s1), (i2, s2) = runs
+                rows.append([name + ("" if len(agents) == 1 else f" [agent {i + 1}]"),
+                             f"{(i2 - i1) / (long - short):.0f}",
+                             f"{(s2 - s1) / (long - short):.2f}",
+                             f"{(i2 - i1) / max(s2 - s1, 1):.0f}"])
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    for i, a in enumerate(agents):
+        if len(agents) > 1:
+            print(f"agent {i + 1}: {a}")
+    print_table(f"agent: instructions per traced request (callgrind, all threads; {rate} "
+                "requests/s; controller and PostgreSQL running)", ["server", "instructions/request",
+                                            "spans stored/request", "instructions/span"], rows)
+
+
 # ----------------------------------------------------------------------------------------
 # nginx and redis
 
@@ -1030,7 +1137,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="+",
-                        choices=["micro", "call-cpu", "instructions", "server-instructions", "nginx",
+                        choices=["micro", "call-cpu", "instructions", "server-instructions",
+                                 "agent-instructions", "nginx",
                                  "redis", "flood", "idle", "ingest", "pg-floor", "all"])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--rounds", type=int, default=5)
@@ -1041,7 +1149,8 @@ def main():
                         help="ingest: controller binaries to alternate, comma-separated "
                              "(default: the build's)")
     parser.add_argument("--agents", default="",
-                        help="nginx, redis: agent binaries to alternate in every round, "
+                        help="nginx, redis, agent-instructions: agent binaries to alternate in "
+                             "every round, "
                              "comma-separated (default: the build's)")
     parser.add_argument("--batches", type=int, default=100,
                         help="ingest, pg-floor: batches of 500 spans per stream and run "
@@ -1054,7 +1163,8 @@ def main():
     args = parser.parse_args()
     what = set(args.what)
     if "all" in what:
-        what = {"micro", "call-cpu", "instructions", "server-instructions", "nginx", "redis", "flood"}
+        what = {"micro", "call-cpu", "instructions", "server-instructions", "agent-instructions",
+                "nginx", "redis", "flood"}
     print(f"machine: {os.uname().nodename}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     if "micro" in what:
@@ -1065,6 +1175,8 @@ def main():
         run_instructions(args)
     if "server-instructions" in what:
         run_server_instructions(args)
+    if "agent-instructions" in what:
+        run_agent_instructions(args)
     if what & {"nginx", "redis"}:
         run_servers(args, what)
     if "flood" in what:
