@@ -54,6 +54,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -853,21 +854,31 @@ def measure_load(stack, hooked, server_pid, load):
     """Runs load() (which returns how many requests it made) against a server; returns
     requests, requests/s, the server's CPU seconds, and for a hooked run what the node
     (agent, controller, PostgreSQL) spent until it had stored the run's spans."""
+    stored_before = stack.spans_stored() if hooked else 0
     before = cpu_seconds(server_pid)
     before_node = stack.node_cpu()
-    stored_before = stack.spans_stored() if hooked else 0
+    children_before = children_cpu_seconds()
     t0 = time.time()
     requests = load()
     elapsed = time.time() - t0
+    client_cpu = children_cpu_seconds() - children_before  # the load generator, reaped
     server_cpu = cpu_seconds(server_pid) - before
+    during = stack.node_cpu()
     node = {}
+    node_during = sum(during.values()) - sum(before_node.values())
     if hooked:
         stack.wait_drained()
         after = stack.node_cpu()
         node = {k: after[k] - before_node[k] for k in after}
         node["spans"] = stack.spans_stored() - stored_before
-    return {"requests": requests, "rps": requests / elapsed, "worker_cpu": server_cpu,
+    return {"requests": requests, "rps": requests / elapsed, "elapsed": elapsed,
+            "worker_cpu": server_cpu, "client_cpu": client_cpu, "node_during": node_during,
             "node": node}
+
+
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def one_nginx_run(args, stack, hooked, work):
@@ -938,6 +949,13 @@ def summarize(name, runs, target_ratio=1.02):
     stored = [h["node"]["spans"] / h["requests"] for _, h in runs]
     plain_us = median([p["worker_cpu"] / p["requests"] * 1e6 for p, _ in runs])
     hooked_us = median([h["worker_cpu"] / h["requests"] * 1e6 for _, h in runs])
+    # What the machine did during the load: the server, the load generator and (hooked)
+    # the node, per request and in cores. If the plain run keeps both cores busy, requests/s
+    # hooked/plain should come out near the ratio of those CPU totals per request.
+    busy = lambda r: r["worker_cpu"] + r["client_cpu"] + r["node_during"]
+    client_us = lambda r: r["client_cpu"] / r["requests"] * 1e6
+    cores = lambda r: busy(r) / r["elapsed"]
+    predicted = [(busy(p) / p["requests"]) / (busy(h) / h["requests"]) for p, h in runs]
     return [
         [name, "server CPU/request, µs (plain → hooked)", f"{plain_us:.2f} → {hooked_us:.2f}", ""],
         [name, "server CPU/request, hooked/plain", f"{median(cpu_ratio):.3f}",
@@ -947,8 +965,16 @@ def summarize(name, runs, target_ratio=1.02):
         [name, "PostgreSQL CPU/request, µs", f"{median(per_req('postgres')):.2f}", ""],
         [name, "agent+controller+PostgreSQL CPU/request, µs", f"{median(node_total):.2f}",
          "≤ 10"],
+        [name, "load generator CPU/request, µs (plain → hooked)",
+         f"{median([client_us(p) for p, _ in runs]):.2f} → "
+         f"{median([client_us(h) for _, h in runs]):.2f}", ""],
+        [name, "cores busy during the load (plain → hooked)",
+         f"{median([cores(p) for p, _ in runs]):.2f} → {median([cores(h) for _, h in runs]):.2f}",
+         "(of 2)"],
         [name, "requests/s, hooked/plain", f"{median(rps_ratio):.3f}",
          f"(plain {median([p['rps'] for p, _ in runs]):.0f}/s)"],
+        [name, "requests/s, hooked/plain, predicted from CPU per request", f"{median(predicted):.3f}",
+         "(if CPU-bound)"],
         [name, "spans stored per request", f"{median(stored):.2f}", "1"],
     ]
 
