@@ -1,5 +1,5 @@
 // What one socket call costs, to be run once plainly and once under LD_PRELOAD=libreptrace.so
-// (bench/run_micro.py does both, alternating, and prints the difference per call).
+// (`bench/reptrace_bench.py micro` does both, alternating, and prints the difference per call).
 //
 // BM_TracedTcpWriteRead: a 64-byte write on a connected loopback TCP socket and the read of
 //   those bytes on the accepted end, in one thread: two traced calls per iteration.
