@@ -105,6 +105,11 @@ size_t Gather(const Bytes& bytes, size_t n, uint8_t* out) {
     std::memcpy(out, bytes.buf, n);
     return n;
   }
+  if (bytes.iov != nullptr && bytes.iovcnt > 0 && bytes.iov[0].iov_len >= n) {
+    // The common case (a response's headers in the first buffer): one copy, no loop.
+    std::memcpy(out, bytes.iov[0].iov_base, n);
+    return n;
+  }
   size_t copied = 0;
   for (int i = 0; bytes.iov != nullptr && i < bytes.iovcnt && copied < n; ++i) {
     size_t take = bytes.iov[i].iov_len;
