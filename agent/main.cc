@@ -100,7 +100,7 @@ int Run(int argc, char** argv) {
 
   CounterSet counters;
   SpanBuffer buffer(buffer_options, &counters);
-  SpanBuilder builder(node, [&](const v1::Span& span) {
+  SpanBuilder builder(node, [&](const SpanRecord& span) {
     counters.spans_built.fetch_add(1);
     buffer.Add(span, absl::Now());
   });

@@ -47,7 +47,7 @@ v1::SpanBatch ToSpanBatch(const SealedBatch& batch) {
 SpanBuffer::SpanBuffer(SpanBufferOptions options, CounterSet* counters)
     : options_(options), counters_(counters) {}
 
-bool SpanBuffer::Add(const v1::Span& span, absl::Time now) {
+bool SpanBuffer::Add(const SpanRecord& span, absl::Time now) {
   using google::protobuf::io::CodedOutputStream;
   const size_t span_bytes = SpanWireSize(span);
   const size_t entry_bytes =

@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/counter_set.h"
+#include "agent/span_record.h"
 #include "proto/reptrace.pb.h"
 
 namespace reptrace {
@@ -55,7 +56,7 @@ class SpanBuffer {
   SpanBuffer& operator=(const SpanBuffer&) = delete;
 
   // Adds `span` to the open batch (opened at `now` if new); false if it was dropped.
-  bool Add(const v1::Span& span, absl::Time now);
+  bool Add(const SpanRecord& span, absl::Time now);
   // Seals the open batch if it is non-empty and at least batch_interval old at `now`.
   void SealDue(absl::Time now);
   // Seals the open batch if it is non-empty.
