@@ -97,8 +97,11 @@ class SpanBuffer {
   mutable absl::Mutex mu_;
   absl::CondVar cv_;
   std::deque<Batch> sealed_ ABSL_GUARDED_BY(mu_);  // ordered by id
-  // The open batch: its spans' wire bytes after its batch_id field.
+  // The open batch: its batch_id field and its spans' wire bytes, the first open_used_
+  // bytes of open_ (which is as long as its capacity).
   std::string open_ ABSL_GUARDED_BY(mu_);
+  size_t open_used_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t open_id_ ABSL_GUARDED_BY(mu_) = 0;
   size_t open_spans_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time open_since_ ABSL_GUARDED_BY(mu_);
   size_t sealed_spans_ ABSL_GUARDED_BY(mu_) = 0;

@@ -121,6 +121,19 @@ TEST(SpanBuffer, RewindWithNothingUnackedSendsOnlyNewBatches) {
   EXPECT_TRUE(buffer.empty());
 }
 
+// A batch takes its id when it opens: a rewind meanwhile must not skip it.
+TEST(SpanBuffer, ABatchOpenDuringARewindIsSentWhenSealed) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 2, absl::Seconds(10)}, &counters);
+  buffer.Add(SpanNumber(1), kT0);
+  buffer.RewindForResend();
+  buffer.SealNow();
+  auto batch = buffer.NextToSend();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->batch_id, 1u);
+  EXPECT_EQ(SpanIds(*batch), (std::vector<uint64_t>{1}));
+}
+
 TEST(SpanBuffer, WaitNextToSendSealsByTimeAndWakes) {
   CounterSet counters;
   SpanBuffer buffer({100, 500, absl::Milliseconds(30)}, &counters);
