@@ -104,9 +104,9 @@ class HookServerTest : public ::testing::Test {
   absl::Mutex mu_;
   std::vector<v1::Span> spans_ ABSL_GUARDED_BY(mu_);
   SpanBuilder builder_{"node-a",
-                       [this](v1::Span span) {
+                       [this](const SpanRecord& span) {
                          absl::MutexLock lock(&mu_);
-                         spans_.push_back(std::move(span));
+                         spans_.push_back(ToSpanProto(span));
                        },
                        absl::Milliseconds(300)};
   HookServer server_{socket_path_, &builder_, &counters_, absl::Milliseconds(20)};

@@ -1,6 +1,7 @@
 #include "agent/record_decoder.h"
 
 #include <cstring>
+#include <variant>
 
 #include "absl/strings/str_format.h"
 
@@ -122,26 +123,29 @@ absl::Status RecordDecoder::DecodeBody(const char* data, const RecordHeader& hea
       out->emplace_back(hello);
       return absl::OkStatus();
     }
+    // The two kinds every call makes are copied once, into their place in `out` (and taken
+    // out again if they fail their check).
     case RecordType::kEvent: {
-      EventRecord event;
+      auto& event = std::get<EventRecord>(out->emplace_back(std::in_place_type<EventRecord>));
       std::memcpy(&event, data, sizeof(event));
       absl::Status status = CheckEvent(event);
       if (!status.ok()) {
+        out->pop_back();
         return absl::InvalidArgumentError(
             absl::StrFormat("record %d: %s", records_decoded_, status.message()));
       }
-      out->emplace_back(event);
       return absl::OkStatus();
     }
     case RecordType::kData: {
-      DataRecord record = {};
+      // Value-initialized: the bytes past its wire size are zero.
+      auto& record = std::get<DataRecord>(out->emplace_back(std::in_place_type<DataRecord>));
       std::memcpy(&record, data, header.size);  // <= sizeof(DataRecord): RecordSizeValid
       absl::Status status = CheckData(record, header.size);
       if (!status.ok()) {
+        out->pop_back();
         return absl::InvalidArgumentError(
             absl::StrFormat("record %d: %s", records_decoded_, status.message()));
       }
-      out->emplace_back(record);
       return absl::OkStatus();
     }
     case RecordType::kStats: {
@@ -155,27 +159,43 @@ absl::Status RecordDecoder::DecodeBody(const char* data, const RecordHeader& hea
   return absl::InternalError("unreachable record type");
 }
 
-absl::Status RecordDecoder::Feed(absl::string_view bytes, std::vector<Record>* out) {
-  if (!error_.ok()) return error_;
-  pending_.append(bytes.data(), bytes.size());
+size_t RecordDecoder::DecodeRecords(absl::string_view bytes, std::vector<Record>* out) {
   size_t pos = 0;
-  while (pending_.size() - pos >= sizeof(RecordHeader)) {
+  while (bytes.size() - pos >= sizeof(RecordHeader)) {
     RecordHeader header;
-    std::memcpy(&header, pending_.data() + pos, sizeof(header));
+    std::memcpy(&header, bytes.data() + pos, sizeof(header));
     absl::Status status = CheckHeader(header);
     if (status.ok()) {
-      if (pending_.size() - pos < header.size) break;
-      status = DecodeBody(pending_.data() + pos, header, out);
+      if (bytes.size() - pos < header.size) break;
+      status = DecodeBody(bytes.data() + pos, header, out);
     }
     if (!status.ok()) {
       error_ = status;
-      pending_.clear();
-      return error_;
+      return pos;
     }
     pos += header.size;
     ++records_decoded_;
   }
-  pending_.erase(0, pos);
+  return pos;
+}
+
+absl::Status RecordDecoder::Feed(absl::string_view bytes, std::vector<Record>* out) {
+  if (!error_.ok()) return error_;
+  if (pending_.empty()) {
+    // The common case (a ring's records come whole): decoded where they are, and only a
+    // partial record at the end kept for the next call.
+    const size_t used = DecodeRecords(bytes, out);
+    if (!error_.ok()) return error_;
+    if (used < bytes.size()) pending_.assign(bytes.data() + used, bytes.size() - used);
+    return absl::OkStatus();
+  }
+  pending_.append(bytes.data(), bytes.size());
+  const size_t used = DecodeRecords(pending_, out);
+  if (!error_.ok()) {
+    pending_.clear();
+    return error_;
+  }
+  pending_.erase(0, used);
   return absl::OkStatus();
 }
 

@@ -48,6 +48,9 @@ class RecordDecoder {
 
  private:
   absl::Status CheckHeader(const RecordHeader& header) const;
+  // Decodes the whole records at the start of `bytes` into `out`; returns the bytes they
+  // took. Sets error_ at the first bad record (and stops there).
+  size_t DecodeRecords(absl::string_view bytes, std::vector<Record>* out);
   absl::Status DecodeBody(const char* data, const RecordHeader& header,
                           std::vector<Record>* out);
 

@@ -286,6 +286,28 @@ TEST(RecordDecoder, DecodesDataRecordsOfEverySize) {
 }
 
 // Each check of a data record, the size against its flags and capture_len above all.
+// Records are decoded into their place in the vector: a short one reused a slot whose
+// earlier record had a capture, and still reads zero past its wire size.
+TEST(RecordDecoder, AShortDataRecordIsZeroPastItsWireSize) {
+  HookScript script;
+  script.Accept(1, 7, 1000);
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  ASSERT_TRUE(decoder.Feed(AsBytes(script.Hello()), &records).ok());
+  records.clear();
+  ASSERT_TRUE(decoder.Feed(AsBytes(script.Recv(1, 7, 2000, std::string(300, 'x'))), &records)
+                  .ok());
+  records.clear();
+  DataRecord more = script.Recv(1, 7, 2001, "y");  // a message's second call: 48 bytes
+  ASSERT_EQ(more.header.size, kDataRecordBaseSize);
+  ASSERT_TRUE(decoder.Feed(AsBytes(more), &records).ok());
+  ASSERT_EQ(records.size(), 1u);
+  const DataRecord& decoded = std::get<DataRecord>(records[0]);
+  EXPECT_EQ(decoded.hash, 0u);
+  EXPECT_EQ(decoded.capture[0], 0);
+  EXPECT_EQ(decoded.capture[kCaptureBytes - 1], 0);
+}
+
 TEST(RecordDecoder, RefusesBadDataRecords) {
   struct Case {
     const char* what;

@@ -34,7 +34,6 @@ constexpr size_t kBatchOverhead = Chunk(sizeof(SealedBatch) + 16) + 32;
 // Wire format of the SpanBatch fields the buffer writes.
 constexpr uint8_t kBatchIdTag = (1 << 3) | 0;  // batch_id, varint
 constexpr uint8_t kSpansTag = (2 << 3) | 2;    // spans, length-delimited
-constexpr size_t kMaxVarint64 = 10;
 
 }  // namespace
 
@@ -47,16 +46,14 @@ v1::SpanBatch ToSpanBatch(const SealedBatch& batch) {
 SpanBuffer::SpanBuffer(SpanBufferOptions options, CounterSet* counters)
     : options_(options), counters_(counters) {}
 
-bool SpanBuffer::Add(const v1::Span& span, absl::Time now) {
+bool SpanBuffer::Add(const SpanRecord& span, absl::Time now) {
   using google::protobuf::io::CodedOutputStream;
   const size_t span_bytes = SpanWireSize(span);
-  const size_t entry_bytes =
-      1 + CodedOutputStream::VarintSize64(span_bytes) + span_bytes;
+  const size_t entry_bytes = 1 + CodedOutputStream::VarintSize64(span_bytes) + span_bytes;
   absl::MutexLock lock(&mu_);
-  // The open batch's heap once the span is in: its string, grown as libstdc++ grows it,
-  // with room for the batch_id field written in front of it when it is sealed.
-  const size_t open_needed =
-      (open_spans_ == 0 ? 1 + kMaxVarint64 : open_.size()) + entry_bytes;
+  // The open batch's heap once the span is in: its string, grown as libstdc++ grows it.
+  const size_t batch_id_field = 1 + CodedOutputStream::VarintSize64(next_batch_id_);
+  const size_t open_needed = (open_spans_ == 0 ? batch_id_field : open_used_) + entry_bytes;
   const size_t open_bytes =
       StringHeap(GrownCapacity(open_.capacity(), open_needed)) + kBatchOverhead;
   if (sealed_spans_ + open_spans_ >= options_.max_spans ||
@@ -65,16 +62,27 @@ bool SpanBuffer::Add(const v1::Span& span, absl::Time now) {
     return false;
   }
   if (open_spans_ == 0) {
+    // The batch takes its id now, so that its batch_id field can go first: batches are
+    // sealed in the order they are opened, so the ids still increase as they are sealed.
     open_since_ = now;
-    // Room for the batch_id field, filled in (right-aligned) when the batch is sealed.
-    open_.assign(1 + kMaxVarint64, '\0');
+    open_id_ = next_batch_id_++;
+    open_.resize(open_needed);
+    open_.resize(open_.capacity());
+    auto* out = reinterpret_cast<uint8_t*>(&open_[0]);
+    *out++ = kBatchIdTag;
+    open_used_ = CodedOutputStream::WriteVarint64ToArray(open_id_, out) -
+                 reinterpret_cast<uint8_t*>(&open_[0]);
+  } else if (open_used_ + entry_bytes > open_.size()) {
+    // The string is kept as long as its capacity and written in place: resizing it for
+    // every span was a call into libstdc++ to zero bytes written over at once.
+    open_.resize(open_used_ + entry_bytes);
+    open_.resize(open_.capacity());
   }
-  const size_t at = open_.size();
-  open_.resize(at + entry_bytes);
-  auto* out = reinterpret_cast<uint8_t*>(&open_[at]);
+  auto* out = reinterpret_cast<uint8_t*>(&open_[open_used_]);
   *out++ = kSpansTag;
   out = CodedOutputStream::WriteVarint64ToArray(span_bytes, out);
   WriteSpanWire(span, out);
+  open_used_ += entry_bytes;
   ++open_spans_;
   if (open_spans_ >= options_.batch_max_spans) SealLocked();
   return true;
@@ -83,22 +91,13 @@ bool SpanBuffer::Add(const v1::Span& span, absl::Time now) {
 void SpanBuffer::SealLocked() {
   if (open_spans_ == 0) return;
   auto batch = std::make_shared<SealedBatch>();
-  batch->batch_id = next_batch_id_++;
+  batch->batch_id = open_id_;
   batch->spans = open_spans_;
-  // The batch_id field goes right before the spans, in the room left for it: the batch is
-  // its string from there, without a copy.
-  uint8_t field[1 + kMaxVarint64];
-  field[0] = kBatchIdTag;
-  const size_t field_bytes =
-      google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(batch->batch_id,
-                                                                     field + 1) -
-      field;
-  const size_t skip = 1 + kMaxVarint64 - field_bytes;
-  std::memcpy(&open_[skip], field, field_bytes);
   const size_t bytes = StringHeap(open_.capacity()) + kBatchOverhead;
+  open_.resize(open_used_);  // within its capacity: no copy
   batch->wire = std::move(open_);
-  batch->wire.erase(0, skip);  // a memmove within the same allocation
   open_ = std::string();
+  open_used_ = 0;
   sealed_spans_ += open_spans_;
   sealed_bytes_ += bytes;
   open_spans_ = 0;
@@ -167,7 +166,11 @@ void SpanBuffer::Ack(uint64_t batch_id) {
 
 void SpanBuffer::RewindForResend() {
   absl::MutexLock lock(&mu_);
-  next_to_send_ = sealed_.empty() ? next_batch_id_ : sealed_.front().batch->batch_id;
+  if (!sealed_.empty()) {
+    next_to_send_ = sealed_.front().batch->batch_id;
+  } else {
+    next_to_send_ = open_spans_ > 0 ? open_id_ : next_batch_id_;
+  }
 }
 
 size_t SpanBuffer::unacked_batches() const {

@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/counter_set.h"
+#include "agent/span_record.h"
 #include "proto/reptrace.pb.h"
 
 namespace reptrace {
@@ -55,7 +56,7 @@ class SpanBuffer {
   SpanBuffer& operator=(const SpanBuffer&) = delete;
 
   // Adds `span` to the open batch (opened at `now` if new); false if it was dropped.
-  bool Add(const v1::Span& span, absl::Time now);
+  bool Add(const SpanRecord& span, absl::Time now);
   // Seals the open batch if it is non-empty and at least batch_interval old at `now`.
   void SealDue(absl::Time now);
   // Seals the open batch if it is non-empty.
@@ -96,8 +97,11 @@ class SpanBuffer {
   mutable absl::Mutex mu_;
   absl::CondVar cv_;
   std::deque<Batch> sealed_ ABSL_GUARDED_BY(mu_);  // ordered by id
-  // The open batch: its spans' wire bytes after its batch_id field.
+  // The open batch: its batch_id field and its spans' wire bytes, the first open_used_
+  // bytes of open_ (which is as long as its capacity).
   std::string open_ ABSL_GUARDED_BY(mu_);
+  size_t open_used_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t open_id_ ABSL_GUARDED_BY(mu_) = 0;
   size_t open_spans_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time open_since_ ABSL_GUARDED_BY(mu_);
   size_t sealed_spans_ ABSL_GUARDED_BY(mu_) = 0;

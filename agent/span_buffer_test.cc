@@ -15,9 +15,9 @@ namespace {
 
 const absl::Time kT0 = absl::FromUnixSeconds(1700000000);
 
-v1::Span SpanNumber(uint64_t n) {
-  v1::Span span;
-  span.set_span_id(n);
+SpanRecord SpanNumber(uint64_t n) {
+  SpanRecord span;
+  span.span_id = n;
   return span;
 }
 
@@ -121,6 +121,19 @@ TEST(SpanBuffer, RewindWithNothingUnackedSendsOnlyNewBatches) {
   EXPECT_TRUE(buffer.empty());
 }
 
+// A batch takes its id when it opens: a rewind meanwhile must not skip it.
+TEST(SpanBuffer, ABatchOpenDuringARewindIsSentWhenSealed) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 2, absl::Seconds(10)}, &counters);
+  buffer.Add(SpanNumber(1), kT0);
+  buffer.RewindForResend();
+  buffer.SealNow();
+  auto batch = buffer.NextToSend();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->batch_id, 1u);
+  EXPECT_EQ(SpanIds(*batch), (std::vector<uint64_t>{1}));
+}
+
 TEST(SpanBuffer, WaitNextToSendSealsByTimeAndWakes) {
   CounterSet counters;
   SpanBuffer buffer({100, 500, absl::Milliseconds(30)}, &counters);
@@ -142,7 +155,8 @@ TEST(SpanBuffer, WaitNextToSendSealsByTimeAndWakes) {
 
 // A span as the span builder makes them for an HTTP exchange.
 v1::Span HttpSpan(uint64_t n, const std::string& path) {
-  v1::Span span = SpanNumber(n);
+  v1::Span span;
+  span.set_span_id(n);
   span.set_kind(v1::SPAN_KIND_SERVER);
   span.set_service("checkout-service");
   span.set_process("nginx");
@@ -164,7 +178,7 @@ TEST(SpanBuffer, ASealedBatchIsTheSpanBatchOfItsSpans) {
   std::vector<v1::Span> spans;
   for (uint64_t i = 1; i <= 4; ++i) {
     spans.push_back(HttpSpan(i, "/p" + std::to_string(i)));
-    buffer.Add(spans.back(), kT0);
+    buffer.Add(SpanRecordViewOf(spans.back()), kT0);
   }
   for (uint64_t id = 1; id <= 2; ++id) {
     auto batch = buffer.NextToSend();
@@ -186,7 +200,7 @@ TEST(SpanBuffer, ASealedBatchIsTheSpanBatchOfItsSpans) {
       span.mutable_attributes()->erase("http.response.status_code");
     }
     SpanBuffer single({100, 2, absl::Seconds(10)}, &counters);
-    for (const v1::Span& span : one_attribute.spans()) single.Add(span, kT0);
+    for (const v1::Span& span : one_attribute.spans()) single.Add(SpanRecordViewOf(span), kT0);
     one_attribute.set_batch_id(1);
     EXPECT_EQ(single.NextToSend()->wire, one_attribute.SerializeAsString());
   }
@@ -206,7 +220,7 @@ TEST(SpanBuffer, BytesHeldIsWhatTheHeapHolds) {
       const size_t before = mallinfo2().uordblks;
       auto buffer = std::make_unique<SpanBuffer>(options, &counters);
       const size_t empty = mallinfo2().uordblks - before;
-      for (const v1::Span& span : made) ASSERT_TRUE(buffer->Add(span, kT0));
+      for (const v1::Span& span : made) ASSERT_TRUE(buffer->Add(SpanRecordViewOf(span), kT0));
       const double real = static_cast<double>(mallinfo2().uordblks - before - empty);
       const double held = static_cast<double>(buffer->bytes_held());
       EXPECT_GT(held, real * 0.9) << path << ", " << spans << " spans: heap " << real;
@@ -222,7 +236,9 @@ TEST(SpanBuffer, DropsAndCountsSpansBeyondItsMemoryBound) {
   options.max_bytes = 8 << 10;
   SpanBuffer buffer(options, &counters);
   size_t added = 0;
-  for (uint64_t i = 1; i <= 200; ++i) added += buffer.Add(HttpSpan(i, "/a"), kT0) ? 1 : 0;
+  for (uint64_t i = 1; i <= 200; ++i) {
+    added += buffer.Add(SpanRecordViewOf(HttpSpan(i, "/a")), kT0) ? 1 : 0;
+  }
   EXPECT_GT(added, 8u);
   EXPECT_LT(added, 200u);
   EXPECT_EQ(buffer.spans_held(), added);
@@ -237,7 +253,7 @@ TEST(SpanBuffer, DropsAndCountsSpansBeyondItsMemoryBound) {
   ASSERT_NE(batch, nullptr);
   buffer.Ack(batch->batch_id);
   EXPECT_LT(buffer.bytes_held(), held);
-  EXPECT_TRUE(buffer.Add(HttpSpan(201, "/a"), kT0));
+  EXPECT_TRUE(buffer.Add(SpanRecordViewOf(HttpSpan(201, "/a")), kT0));
 }
 
 }  // namespace

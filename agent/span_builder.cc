@@ -181,13 +181,14 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
       // A non-blocking connect that was in progress failed (the program polled connect()
       // again or read SO_ERROR): the span runs from the connect() call to the failure.
       was.exchanged = true;
-      v1::Span span;
+      SpanRecord span;
       InitSpan(process, was, event.conn_id, was.connect_tid, was.connect_wall_ns, &span);
-      span.set_parent_span_id(ClientParent(process, was, was.connect_tid,
-                                           /*first_exchange=*/true));
-      span.set_end_ns(static_cast<int64_t>(event.mono_ns + process.wall_minus_mono));
-      span.set_status(v1::SPAN_STATUS_ERROR);
-      span.set_status_message(ErrnoText(event.error));
+      span.parent_span_id =
+          ClientParent(process, was, was.connect_tid, /*first_exchange=*/true);
+      span.end_ns = static_cast<int64_t>(event.mono_ns + process.wall_minus_mono);
+      span.status = v1::SPAN_STATUS_ERROR;
+      const std::string error_text = ErrnoText(event.error);
+      span.status_message = error_text;
       ++spans_built_;
       sink_(span);
       process.connections.erase(existing);
@@ -209,6 +210,10 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
   } else {
     EndpointFromRecord(event.local_addr, event.local_port, &conn.local);
     EndpointFromRecord(event.peer_addr, event.peer_port, &conn.peer);
+    conn.span_local.SetIp(conn.local.ip());
+    conn.span_local.port = conn.local.port();
+    conn.span_peer.SetIp(conn.peer.ip());
+    conn.span_peer.port = conn.peer.port();
     conn.fallback_name =
         FormatEndpoint(conn.role == SocketRole::kClient ? conn.peer : conn.local);
   }
@@ -245,29 +250,29 @@ void SpanBuilder::OnBytes(Process& process, Connection& conn, const Transfer& t,
     if (!conn.open) conn.open = StartSpan(process, conn, t);
     OpenSpan& open = *conn.open;
     if (!t.message_start) {
-      GrowHead(&open.request_head, open.span.request_offset(), t.offset, t.capture);
+      GrowHead(&open.request_head, open.span.request_offset, t.offset, t.capture);
     }
     open.request_end = std::max(open.request_end, end_offset);
     open.last_request_wall_ns = t.wall_ns;
     if (conn.role == SocketRole::kServer) {
-      process.thread_server_span[t.tid] = open.span.span_id();
+      process.thread_server_span[t.tid] = open.span.span_id;
     }
     return;
   }
   if (!conn.open) return;  // response bytes with no request (a server greeting, ...)
   OpenSpan& open = *conn.open;
-  v1::Span& span = open.span;
+  SpanRecord& span = open.span;
   if (!open.in_response) {
     open.in_response = true;
-    span.set_response_offset(t.offset);
+    span.response_offset = t.offset;
     open.response_end = t.offset;
     if (t.message_start) {
-      span.set_response_hash(t.hash);
+      span.response_hash = t.hash;
       open.response_hash_from_head = t.hash_from_capture;
       open.response_head.assign(t.capture.data(), t.capture.size());
     }
   } else if (!t.message_start) {
-    GrowHead(&open.response_head, span.response_offset(), t.offset, t.capture);
+    GrowHead(&open.response_head, span.response_offset, t.offset, t.capture);
   }
   open.response_end = std::max(open.response_end, end_offset);
   open.last_response_wall_ns = t.wall_ns;
@@ -276,9 +281,11 @@ void SpanBuilder::OnBytes(Process& process, Connection& conn, const Transfer& t,
 void SpanBuilder::OnFailedCall(Process& process, Connection& conn, const Transfer& t) {
   if (IsTransientError(t.error)) return;
   if (conn.open) {
-    if (!conn.open->in_response) {
-      conn.open->span.set_status(v1::SPAN_STATUS_ERROR);
-      conn.open->span.set_status_message(ErrnoText(t.error));
+    OpenSpan& open = *conn.open;
+    if (!open.in_response) {
+      open.span.status = v1::SPAN_STATUS_ERROR;
+      open.status_message = ErrnoText(t.error);
+      open.span.status_message = open.status_message;
     }
     FinishSpan(conn);
     return;
@@ -304,30 +311,32 @@ uint64_t SpanBuilder::ClientParent(const Process& process, const Connection& con
 }
 
 void SpanBuilder::InitSpan(const Process& process, const Connection& conn, uint64_t conn_id,
-                           uint32_t tid, uint64_t start_wall_ns, v1::Span* span) const {
-  span->set_span_id(NewRandomId());
-  span->set_kind(conn.role == SocketRole::kClient ? v1::SPAN_KIND_CLIENT
-                                                  : v1::SPAN_KIND_SERVER);
-  span->set_service(process.service);
-  span->set_process(process.process);
-  span->set_pid(process.pid);
-  span->set_node(node_);
-  span->set_tid(tid);
-  span->set_start_ns(static_cast<int64_t>(start_wall_ns));
-  span->set_connection_id(conn_id);
-  *span->mutable_local() = conn.local;
-  *span->mutable_peer() = conn.peer;
-  span->set_name(conn.fallback_name);
-  if (!conn.unix_name.empty()) (*span->mutable_attributes())["net.unix.path"] = conn.unix_name;
+                           uint32_t tid, uint64_t start_wall_ns, SpanRecord* span) const {
+  span->span_id = NewRandomId();
+  span->kind = conn.role == SocketRole::kClient ? v1::SPAN_KIND_CLIENT : v1::SPAN_KIND_SERVER;
+  span->service = process.service;
+  span->process = process.process;
+  span->pid = process.pid;
+  span->node = node_;
+  span->tid = tid;
+  span->start_ns = static_cast<int64_t>(start_wall_ns);
+  span->connection_id = conn_id;
+  // Set even when empty (a Unix-domain connection's), as the message's always were.
+  span->local = conn.span_local;
+  span->local.set = true;
+  span->peer = conn.span_peer;
+  span->peer.set = true;
+  span->name = conn.fallback_name;
+  if (!conn.unix_name.empty()) span->SetAttribute("net.unix.path", conn.unix_name);
 }
 
 void SpanBuilder::OpenSpan::Reset() {
-  // Clear() would delete the endpoints: they are taken out and put back.
-  v1::Endpoint* local = span.release_local();
-  v1::Endpoint* peer = span.release_peer();
-  span.Clear();
-  span.set_allocated_local(local);
-  span.set_allocated_peer(peer);
+  span = SpanRecord();
+  service.clear();
+  process.clear();
+  status_message.clear();
+  request.reset();
+  response.reset();
   in_response = false;
   request_end = 0;
   response_end = 0;
@@ -357,15 +366,19 @@ std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
     open = std::move(spare_spans_.back());
     spare_spans_.pop_back();
   }
-  v1::Span& span = open->span;
+  SpanRecord& span = open->span;
   InitSpan(process, conn, t.conn_id, t.tid, t.wall_ns, &span);
+  open->service = process.service;
+  open->process = process.process;
+  span.service = open->service;
+  span.process = open->process;
   if (conn.role == SocketRole::kClient) {
-    span.set_parent_span_id(ClientParent(process, conn, t.tid, first_exchange));
+    span.parent_span_id = ClientParent(process, conn, t.tid, first_exchange);
   }
-  span.set_request_offset(t.offset);
+  span.request_offset = t.offset;
   open->request_end = t.offset;
   if (t.message_start) {
-    span.set_request_hash(t.hash);
+    span.request_hash = t.hash;
     open->request_hash_from_head = t.hash_from_capture;
     open->request_head.assign(t.capture.data(), t.capture.size());
   }
@@ -373,37 +386,37 @@ std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
 }
 
 void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
-  v1::Span& span = open.span;
+  SpanRecord& span = open.span;
   const protocol::Transport transport =
       conn.udp ? protocol::Transport::kUdp : protocol::Transport::kTcp;
   const uint32_t server_port =
       conn.role == SocketRole::kClient ? conn.peer.port() : conn.local.port();
-  std::optional<protocol::Request> request =
+  open.request =
       protocol::ParseRequest(open.request_head, transport, static_cast<uint16_t>(server_port));
-  if (!request) return;  // unknown protocol: the span keeps its endpoint name
-  span.set_name(request->name);
-  auto& attributes = *span.mutable_attributes();
-  for (protocol::Attribute& a : request->attributes) attributes[a.key] = std::move(a.value);
+  if (!open.request) return;  // unknown protocol: the span keeps its endpoint name
+  const protocol::Request& request = *open.request;
+  span.name = request.name;
+  for (const protocol::Attribute& a : request.attributes) span.SetAttribute(a.key, a.value);
   if (!open.in_response) {
     // HTTP, Redis and DNS answer every request: none came (the connection closed, the
     // span was cut short, a DNS query timed out). Other protocols have requests without
     // answers.
-    if ((request->protocol == protocol::Protocol::kHttp ||
-         request->protocol == protocol::Protocol::kRedis ||
-         request->protocol == protocol::Protocol::kDns) &&
-        span.status() == v1::SPAN_STATUS_UNSET) {
-      span.set_status(v1::SPAN_STATUS_ERROR);
-      span.set_status_message("no response");
+    if ((request.protocol == protocol::Protocol::kHttp ||
+         request.protocol == protocol::Protocol::kRedis ||
+         request.protocol == protocol::Protocol::kDns) &&
+        span.status == v1::SPAN_STATUS_UNSET) {
+      span.status = v1::SPAN_STATUS_ERROR;
+      span.status_message = "no response";
     }
     return;
   }
-  std::optional<protocol::Response> response =
-      protocol::ParseResponse(request->protocol, open.response_head, transport);
-  if (!response) return;
-  for (protocol::Attribute& a : response->attributes) attributes[a.key] = std::move(a.value);
-  if (response->error && span.status() == v1::SPAN_STATUS_UNSET) {
-    span.set_status(v1::SPAN_STATUS_ERROR);
-    span.set_status_message(response->status_message);
+  open.response = protocol::ParseResponse(request.protocol, open.response_head, transport);
+  if (!open.response) return;
+  const protocol::Response& response = *open.response;
+  for (const protocol::Attribute& a : response.attributes) span.SetAttribute(a.key, a.value);
+  if (response.error && span.status == v1::SPAN_STATUS_UNSET) {
+    span.status = v1::SPAN_STATUS_ERROR;
+    span.status_message = response.status_message;
   }
 }
 
@@ -442,7 +455,7 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
     }
     std::unique_ptr<OpenSpan> open = StartSpan(process, conn, t);
     if (conn.role == SocketRole::kServer) {
-      process.thread_server_span[t.tid] = open->span.span_id();
+      process.thread_server_span[t.tid] = open->span.span_id;
     }
     open->request_end = end_offset;
     open->last_request_wall_ns = t.wall_ns;
@@ -456,8 +469,8 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
   if (it == conn.dns_pending.end()) return true;  // the answer to a query we did not see
   OpenSpan& open = *it->second;
   open.in_response = true;
-  open.span.set_response_offset(t.offset);
-  open.span.set_response_hash(t.hash);
+  open.span.response_offset = t.offset;
+  open.span.response_hash = t.hash;
   open.response_end = end_offset;
   open.response_head.assign(t.capture.data(), t.capture.size());
   open.last_response_wall_ns = t.wall_ns;
@@ -469,22 +482,21 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
 
 void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
   Describe(conn, open);
-  v1::Span& span = open.span;
+  SpanRecord& span = open.span;
   if (open.request_hash_from_head && !open.request_head.empty()) {
-    span.set_request_hash(Fingerprint64(open.request_head.data(), open.request_head.size()));
+    span.request_hash = Fingerprint64(open.request_head.data(), open.request_head.size());
   }
   if (open.response_hash_from_head && !open.response_head.empty()) {
-    span.set_response_hash(
-        Fingerprint64(open.response_head.data(), open.response_head.size()));
+    span.response_hash = Fingerprint64(open.response_head.data(), open.response_head.size());
   }
-  span.set_request_bytes(open.request_end - span.request_offset());
+  span.request_bytes = open.request_end - span.request_offset;
   if (open.in_response) {
-    span.set_response_bytes(open.response_end - span.response_offset());
-    span.set_end_ns(static_cast<int64_t>(open.last_response_wall_ns));
+    span.response_bytes = open.response_end - span.response_offset;
+    span.end_ns = static_cast<int64_t>(open.last_response_wall_ns);
   } else {
-    span.set_end_ns(static_cast<int64_t>(open.last_request_wall_ns));
+    span.end_ns = static_cast<int64_t>(open.last_request_wall_ns);
   }
-  if (span.status() == v1::SPAN_STATUS_UNSET) span.set_status(v1::SPAN_STATUS_OK);
+  if (span.status == v1::SPAN_STATUS_UNSET) span.status = v1::SPAN_STATUS_OK;
   ++spans_built_;
   sink_(span);
 }
@@ -492,12 +504,13 @@ void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
 void SpanBuilder::EmitFailedClientSpan(Process& process, const Connection& conn,
                                        uint64_t conn_id, uint32_t tid, uint64_t wall_ns,
                                        int error, uint64_t parent) {
-  v1::Span span;
+  SpanRecord span;
   InitSpan(process, conn, conn_id, tid, wall_ns, &span);
-  span.set_parent_span_id(parent);
-  span.set_end_ns(static_cast<int64_t>(wall_ns));
-  span.set_status(v1::SPAN_STATUS_ERROR);
-  span.set_status_message(ErrnoText(error));
+  span.parent_span_id = parent;
+  span.end_ns = static_cast<int64_t>(wall_ns);
+  span.status = v1::SPAN_STATUS_ERROR;
+  const std::string error_text = ErrnoText(error);
+  span.status_message = error_text;
   ++spans_built_;
   sink_(span);
 }

@@ -50,6 +50,8 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "agent/protocol/protocol.h"
+#include "agent/span_record.h"
 #include "common/event_record.h"
 #include "proto/reptrace.pb.h"
 
@@ -57,8 +59,8 @@ namespace reptrace {
 
 class SpanBuilder {
  public:
-  // The span is the builder's: valid during the call only (its object is reused).
-  using Sink = std::function<void(const v1::Span& span)>;
+  // The span and the strings it views are the builder's: valid during the call only.
+  using Sink = std::function<void(const SpanRecord& span)>;
 
   // `node` is copied into every span; `sink` receives each finished span.
   SpanBuilder(std::string node, Sink sink, absl::Duration idle_timeout = absl::Seconds(2));
@@ -112,7 +114,18 @@ class SpanBuilder {
     absl::string_view capture;
   };
   struct OpenSpan {
-    v1::Span span;
+    // Its strings view the members below, the builder's node and its connection (which
+    // outlives its spans).
+    SpanRecord span;
+    // The process's names, copied: a process may say hello again (and change them) while
+    // the span is open.
+    std::string service;
+    std::string process;
+    std::string status_message;  // a failed call's errno text
+    // What the protocol parsers made of the heads (Describe): the span's name and
+    // attributes view them.
+    std::optional<protocol::Request> request;
+    std::optional<protocol::Response> response;
     bool in_response = false;
     uint64_t request_end = 0;   // stream offset just past the last request byte seen
     uint64_t response_end = 0;
@@ -128,14 +141,16 @@ class SpanBuilder {
     bool request_hash_from_head = false;
     bool response_hash_from_head = false;
 
-    // Cleared for its next span, keeping what it allocated (its strings' buffers, its
-    // endpoints): building a span's message anew was a dozen allocations and frees.
+    // Cleared for its next span, keeping what it allocated (its strings' buffers).
     void Reset();
   };
   struct Connection {
     SocketRole role = SocketRole::kUnknown;
     v1::Endpoint local;
     v1::Endpoint peer;
+    // The same, as every span of the connection carries them.
+    SpanEndpoint span_local;
+    SpanEndpoint span_peer;
     // The name of a span whose protocol is unknown ("peer:port" for a client, the local
     // endpoint for a server), formatted once per connection (inet_ntop is not cheap).
     std::string fallback_name;
@@ -193,9 +208,10 @@ class SpanBuilder {
                             uint32_t tid, uint64_t wall_ns, int error, uint64_t parent);
   uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid,
                         bool first_exchange) const;
-  // Sets what every span of `conn` starts with in `span`, a cleared message.
+  // Sets what every span of `conn` starts with in `span`, a cleared record; its service
+  // and process view `process`'s.
   void InitSpan(const Process& process, const Connection& conn, uint64_t conn_id,
-                uint32_t tid, uint64_t start_wall_ns, v1::Span* span) const;
+                uint32_t tid, uint64_t start_wall_ns, SpanRecord* span) const;
 
   const std::string node_;
   const Sink sink_;

@@ -24,7 +24,8 @@ const absl::Time kT0 = absl::FromUnixSeconds(1700000000);
 class SpanBuilderTest : public ::testing::Test {
  protected:
   SpanBuilderTest()
-      : builder_("node-a", [this](v1::Span span) { spans_.push_back(std::move(span)); }) {
+      : builder_("node-a",
+                 [this](const SpanRecord& span) { spans_.push_back(ToSpanProto(span)); }) {
     builder_.OnHello(kProcess, script_.Hello("shop", "shopd"));
   }
 
@@ -253,7 +254,8 @@ TEST_F(SpanBuilderTest, TheFirstRequestOnAConnectionBelongsToTheRequestThatOpene
 }
 
 TEST_F(SpanBuilderTest, BytesThatAreNotUtf8NeverReachASpanString) {
-  SpanBuilder builder("node-a", [this](v1::Span span) { spans_.push_back(std::move(span)); });
+  SpanBuilder builder("node-a",
+                      [this](const SpanRecord& span) { spans_.push_back(ToSpanProto(span)); });
   HookScript script(99);
   builder.OnHello(1, script.Hello("caf\xE9", "bad\xFF"));
   builder.OnEvent(1, script.Accept(1, 7, 100), kT0);
@@ -321,7 +323,7 @@ TEST_F(SpanBuilderTest, ASpanWaitingForItsResponseIsNotIdle) {
 
 TEST_F(SpanBuilderTest, TheIdleTimeoutIsAParameter) {
   std::vector<v1::Span> out;
-  SpanBuilder builder("n", [&](v1::Span s) { out.push_back(std::move(s)); },
+  SpanBuilder builder("n", [&](const SpanRecord& s) { out.push_back(ToSpanProto(s)); },
                       absl::Milliseconds(50));
   builder.OnHello(1, script_.Hello());
   builder.OnEvent(1, script_.Connect(1, 5, 100), kT0);

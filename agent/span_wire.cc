@@ -1,8 +1,8 @@
 #include "agent/span_wire.h"
 
 #include <cstring>
-#include <string>
 
+#include "absl/base/attributes.h"
 #include "google/protobuf/io/coded_stream.h"
 
 namespace reptrace {
@@ -10,146 +10,150 @@ namespace {
 
 using google::protobuf::io::CodedOutputStream;
 
+// The helpers below are forced inline: called with constant field numbers, each folds to
+// a test, a constant tag and the value; left to the compiler, the varint writer was an
+// out-of-line call per field, a third of the writing.
+#define REPTRACE_WIRE_INLINE ABSL_ATTRIBUTE_ALWAYS_INLINE inline
+
 enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2 };
 
 constexpr uint32_t Tag(uint32_t field, WireType type) { return (field << 3) | type; }
 
-size_t TagSize(uint32_t tag) { return CodedOutputStream::VarintSize32(tag); }
+REPTRACE_WIRE_INLINE size_t TagSize(uint32_t tag) { return CodedOutputStream::VarintSize32(tag); }
 
-uint8_t* WriteTag(uint32_t tag, uint8_t* out) {
+REPTRACE_WIRE_INLINE uint8_t* WriteTag(uint32_t tag, uint8_t* out) {
   return CodedOutputStream::WriteVarint32ToArray(tag, out);
 }
 
 // Proto3 leaves out every field at its default (0, empty): the helpers below write nothing
 // then, and count nothing.
 
-size_t Fixed64Size(uint32_t field, uint64_t value) {
+REPTRACE_WIRE_INLINE size_t Fixed64Size(uint32_t field, uint64_t value) {
   return value == 0 ? 0 : TagSize(Tag(field, kFixed64)) + 8;
 }
 
-uint8_t* WriteFixed64(uint32_t field, uint64_t value, uint8_t* out) {
+REPTRACE_WIRE_INLINE uint8_t* WriteFixed64(uint32_t field, uint64_t value, uint8_t* out) {
   if (value == 0) return out;
   out = WriteTag(Tag(field, kFixed64), out);
   return CodedOutputStream::WriteLittleEndian64ToArray(value, out);
 }
 
 // Every integer type as protobuf writes it: int64 and enums sign-extended to 64 bits.
-size_t VarintSize(uint32_t field, uint64_t value) {
+REPTRACE_WIRE_INLINE size_t VarintSize(uint32_t field, uint64_t value) {
   return value == 0 ? 0
                     : TagSize(Tag(field, kVarint)) + CodedOutputStream::VarintSize64(value);
 }
 
-uint8_t* WriteVarint(uint32_t field, uint64_t value, uint8_t* out) {
+REPTRACE_WIRE_INLINE uint8_t* WriteVarint(uint32_t field, uint64_t value, uint8_t* out) {
   if (value == 0) return out;
   out = WriteTag(Tag(field, kVarint), out);
   return CodedOutputStream::WriteVarint64ToArray(value, out);
 }
 
-uint64_t Signed(int64_t value) { return static_cast<uint64_t>(value); }
+REPTRACE_WIRE_INLINE uint64_t Signed(int64_t value) { return static_cast<uint64_t>(value); }
 
-size_t BytesBodySize(const std::string& value) {
+REPTRACE_WIRE_INLINE size_t BytesBodySize(absl::string_view value) {
   return CodedOutputStream::VarintSize64(value.size()) + value.size();
 }
 
-uint8_t* WriteBytesBody(const std::string& value, uint8_t* out) {
+REPTRACE_WIRE_INLINE uint8_t* WriteBytesBody(absl::string_view value, uint8_t* out) {
   out = CodedOutputStream::WriteVarint64ToArray(value.size(), out);
   std::memcpy(out, value.data(), value.size());
   return out + value.size();
 }
 
-size_t StringSize(uint32_t field, const std::string& value) {
+REPTRACE_WIRE_INLINE size_t StringSize(uint32_t field, absl::string_view value) {
   return value.empty() ? 0 : TagSize(Tag(field, kLengthDelimited)) + BytesBodySize(value);
 }
 
-uint8_t* WriteString(uint32_t field, const std::string& value, uint8_t* out) {
+REPTRACE_WIRE_INLINE uint8_t* WriteString(uint32_t field, absl::string_view value, uint8_t* out) {
   if (value.empty()) return out;
   out = WriteTag(Tag(field, kLengthDelimited), out);
   return WriteBytesBody(value, out);
 }
 
-size_t EndpointBodySize(const v1::Endpoint& end) {
-  return StringSize(1, end.ip()) + VarintSize(2, end.port());
+REPTRACE_WIRE_INLINE size_t EndpointBodySize(const SpanEndpoint& end) {
+  return StringSize(1, end.ip_bytes()) + VarintSize(2, end.port);
 }
 
 // A set message field is written even when it is empty.
-size_t EndpointSize(uint32_t field, bool set, const v1::Endpoint& end) {
-  if (!set) return 0;
+REPTRACE_WIRE_INLINE size_t EndpointSize(uint32_t field, const SpanEndpoint& end) {
+  if (!end.set) return 0;
   const size_t body = EndpointBodySize(end);
   return TagSize(Tag(field, kLengthDelimited)) + CodedOutputStream::VarintSize64(body) + body;
 }
 
-uint8_t* WriteEndpoint(uint32_t field, bool set, const v1::Endpoint& end, uint8_t* out) {
-  if (!set) return out;
+REPTRACE_WIRE_INLINE uint8_t* WriteEndpoint(uint32_t field, const SpanEndpoint& end, uint8_t* out) {
+  if (!end.set) return out;
   out = WriteTag(Tag(field, kLengthDelimited), out);
   out = CodedOutputStream::WriteVarint64ToArray(EndpointBodySize(end), out);
-  out = WriteString(1, end.ip(), out);
-  return WriteVarint(2, end.port(), out);
+  out = WriteString(1, end.ip_bytes(), out);
+  return WriteVarint(2, end.port, out);
 }
 
 // A map entry is a message whose key (1) and value (2) are always written.
-size_t EntryBodySize(const std::string& key, const std::string& value) {
+REPTRACE_WIRE_INLINE size_t EntryBodySize(absl::string_view key, absl::string_view value) {
   return 2 + BytesBodySize(key) + BytesBodySize(value);
 }
 
 constexpr uint32_t kAttributesField = 23;
 
+#undef REPTRACE_WIRE_INLINE
+
 }  // namespace
 
-size_t SpanWireSize(const v1::Span& span) {
-  size_t size = Fixed64Size(1, span.span_id()) + Fixed64Size(2, span.parent_span_id()) +
-                VarintSize(3, Signed(span.kind())) + StringSize(4, span.service()) +
-                StringSize(5, span.node()) + VarintSize(6, span.pid()) +
-                VarintSize(7, span.tid()) + StringSize(8, span.process()) +
-                StringSize(9, span.name()) + VarintSize(10, Signed(span.start_ns())) +
-                VarintSize(11, Signed(span.end_ns())) + VarintSize(12, Signed(span.status())) +
-                StringSize(13, span.status_message()) +
-                EndpointSize(14, span.has_local(), span.local()) +
-                EndpointSize(15, span.has_peer(), span.peer()) +
-                VarintSize(16, span.request_offset()) + VarintSize(17, span.request_bytes()) +
-                VarintSize(18, span.response_offset()) +
-                VarintSize(19, span.response_bytes()) + Fixed64Size(20, span.request_hash()) +
-                Fixed64Size(21, span.response_hash()) + VarintSize(22, span.connection_id()) +
-                Fixed64Size(24, span.trace_id());
+size_t SpanWireSize(const SpanRecord& span) {
+  size_t size = Fixed64Size(1, span.span_id) + Fixed64Size(2, span.parent_span_id) +
+                VarintSize(3, Signed(span.kind)) + StringSize(4, span.service) +
+                StringSize(5, span.node) + VarintSize(6, span.pid) + VarintSize(7, span.tid) +
+                StringSize(8, span.process) + StringSize(9, span.name) +
+                VarintSize(10, Signed(span.start_ns)) + VarintSize(11, Signed(span.end_ns)) +
+                VarintSize(12, Signed(span.status)) + StringSize(13, span.status_message) +
+                EndpointSize(14, span.local) + EndpointSize(15, span.peer) +
+                VarintSize(16, span.request_offset) + VarintSize(17, span.request_bytes) +
+                VarintSize(18, span.response_offset) + VarintSize(19, span.response_bytes) +
+                Fixed64Size(20, span.request_hash) + Fixed64Size(21, span.response_hash) +
+                VarintSize(22, span.connection_id) + Fixed64Size(24, span.trace_id);
   const size_t entry_tag = TagSize(Tag(kAttributesField, kLengthDelimited));
-  for (const auto& [key, value] : span.attributes()) {
-    const size_t body = EntryBodySize(key, value);
+  for (const SpanAttribute& a : span.attributes) {
+    const size_t body = EntryBodySize(a.key, a.value);
     size += entry_tag + CodedOutputStream::VarintSize64(body) + body;
   }
   return size;
 }
 
-uint8_t* WriteSpanWire(const v1::Span& span, uint8_t* out) {
-  out = WriteFixed64(1, span.span_id(), out);
-  out = WriteFixed64(2, span.parent_span_id(), out);
-  out = WriteVarint(3, Signed(span.kind()), out);
-  out = WriteString(4, span.service(), out);
-  out = WriteString(5, span.node(), out);
-  out = WriteVarint(6, span.pid(), out);
-  out = WriteVarint(7, span.tid(), out);
-  out = WriteString(8, span.process(), out);
-  out = WriteString(9, span.name(), out);
-  out = WriteVarint(10, Signed(span.start_ns()), out);
-  out = WriteVarint(11, Signed(span.end_ns()), out);
-  out = WriteVarint(12, Signed(span.status()), out);
-  out = WriteString(13, span.status_message(), out);
-  out = WriteEndpoint(14, span.has_local(), span.local(), out);
-  out = WriteEndpoint(15, span.has_peer(), span.peer(), out);
-  out = WriteVarint(16, span.request_offset(), out);
-  out = WriteVarint(17, span.request_bytes(), out);
-  out = WriteVarint(18, span.response_offset(), out);
-  out = WriteVarint(19, span.response_bytes(), out);
-  out = WriteFixed64(20, span.request_hash(), out);
-  out = WriteFixed64(21, span.response_hash(), out);
-  out = WriteVarint(22, span.connection_id(), out);
-  for (const auto& [key, value] : span.attributes()) {
+uint8_t* WriteSpanWire(const SpanRecord& span, uint8_t* out) {
+  out = WriteFixed64(1, span.span_id, out);
+  out = WriteFixed64(2, span.parent_span_id, out);
+  out = WriteVarint(3, Signed(span.kind), out);
+  out = WriteString(4, span.service, out);
+  out = WriteString(5, span.node, out);
+  out = WriteVarint(6, span.pid, out);
+  out = WriteVarint(7, span.tid, out);
+  out = WriteString(8, span.process, out);
+  out = WriteString(9, span.name, out);
+  out = WriteVarint(10, Signed(span.start_ns), out);
+  out = WriteVarint(11, Signed(span.end_ns), out);
+  out = WriteVarint(12, Signed(span.status), out);
+  out = WriteString(13, span.status_message, out);
+  out = WriteEndpoint(14, span.local, out);
+  out = WriteEndpoint(15, span.peer, out);
+  out = WriteVarint(16, span.request_offset, out);
+  out = WriteVarint(17, span.request_bytes, out);
+  out = WriteVarint(18, span.response_offset, out);
+  out = WriteVarint(19, span.response_bytes, out);
+  out = WriteFixed64(20, span.request_hash, out);
+  out = WriteFixed64(21, span.response_hash, out);
+  out = WriteVarint(22, span.connection_id, out);
+  for (const SpanAttribute& a : span.attributes) {
     out = WriteTag(Tag(kAttributesField, kLengthDelimited), out);
-    out = CodedOutputStream::WriteVarint64ToArray(EntryBodySize(key, value), out);
+    out = CodedOutputStream::WriteVarint64ToArray(EntryBodySize(a.key, a.value), out);
     *out++ = Tag(1, kLengthDelimited);
-    out = WriteBytesBody(key, out);
+    out = WriteBytesBody(a.key, out);
     *out++ = Tag(2, kLengthDelimited);
-    out = WriteBytesBody(value, out);
+    out = WriteBytesBody(a.value, out);
   }
-  return WriteFixed64(24, span.trace_id(), out);
+  return WriteFixed64(24, span.trace_id, out);
 }
 
 }  // namespace reptrace

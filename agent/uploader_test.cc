@@ -58,8 +58,8 @@ TEST(NewAgentId, IsALowerCaseUuid) {
 TEST(BatchMessage, IsTheMessageWithTheBatchFieldSet) {
   CounterSet counters;
   SpanBuffer buffer({100, 2, absl::Hours(1)}, &counters);
-  buffer.Add(SpanNumber(1), absl::Now());
-  buffer.Add(SpanNumber(2), absl::Now());
+  buffer.Add(SpanRecordViewOf(SpanNumber(1)), absl::Now());
+  buffer.Add(SpanRecordViewOf(SpanNumber(2)), absl::Now());
   auto batch = buffer.NextToSend();
   ASSERT_NE(batch, nullptr);
   v1::AgentCounters snapshot;
@@ -80,7 +80,7 @@ TEST(Uploader, SendsHelloThenBatchesAndForgetsAcknowledgedOnes) {
   CounterSet counters;
   counters.events_received = 17;
   SpanBuffer buffer({100, 2, absl::Milliseconds(50)}, &counters);
-  for (uint64_t i = 1; i <= 3; ++i) buffer.Add(SpanNumber(i), absl::Now());
+  for (uint64_t i = 1; i <= 3; ++i) buffer.Add(SpanRecordViewOf(SpanNumber(i)), absl::Now());
   UploaderOptions options = Options(controller.address());
   Uploader uploader(options, &buffer, &counters);
   uploader.Start();
@@ -113,14 +113,15 @@ TEST(Uploader, ResendsUnacknowledgedBatchesToAControllerRestartedOnTheSamePort) 
   UploaderOptions options = Options(first->address());
   Uploader uploader(options, &buffer, &counters);
   uploader.Start();
-  for (uint64_t i = 1; i <= 4; ++i) buffer.Add(SpanNumber(i), absl::Now());
+  for (uint64_t i = 1; i <= 4; ++i) buffer.Add(SpanRecordViewOf(SpanNumber(i)), absl::Now());
   ASSERT_TRUE(WaitFor([&] { return first->service().batch_ids().size() == 2; }));
   EXPECT_EQ(buffer.unacked_batches(), 2u);
 
   first->Shutdown();
   TestController second(/*ack=*/true, port);
   ASSERT_TRUE(second.started());
-  buffer.Add(SpanNumber(5), absl::Now());  // batch 3, sealed while the stream is down or up
+  // Batch 3, sealed while the stream is down or up.
+  buffer.Add(SpanRecordViewOf(SpanNumber(5)), absl::Now());
 
   ASSERT_TRUE(WaitFor([&] { return buffer.empty(); }))
       << "unacked batches: " << buffer.unacked_batches();
@@ -163,7 +164,7 @@ TEST(Uploader, StopFlushesTheOpenBatch) {
   SpanBuffer buffer({100, 500, absl::Hours(1)}, &counters);
   Uploader uploader(Options(controller.address()), &buffer, &counters);
   uploader.Start();
-  buffer.Add(SpanNumber(1), absl::Now());
+  buffer.Add(SpanRecordViewOf(SpanNumber(1)), absl::Now());
   uploader.Stop(absl::Seconds(2));
   EXPECT_TRUE(buffer.empty());
   EXPECT_EQ(controller.service().batch_ids(), (std::vector<uint64_t>{1}));
@@ -179,7 +180,7 @@ TEST(Uploader, StopIsBoundedWhenTheControllerIsDown) {
   SpanBuffer buffer({100, 500, absl::Hours(1)}, &counters);
   Uploader uploader(Options(address), &buffer, &counters);
   uploader.Start();
-  buffer.Add(SpanNumber(1), absl::Now());
+  buffer.Add(SpanRecordViewOf(SpanNumber(1)), absl::Now());
   absl::SleepFor(absl::Milliseconds(300));  // a few failed attempts
   EXPECT_FALSE(uploader.connected());
   const absl::Time start = absl::Now();

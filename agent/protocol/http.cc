@@ -1,4 +1,6 @@
 // HTTP/1.x: a thin layer over agent/http_head.h, which the span builder also uses.
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "agent/http_head.h"
 #include "agent/protocol/internal/text.h"
@@ -12,11 +14,10 @@ std::optional<Request> ParseHttpRequest(absl::string_view head, const ParseOptio
   if (!line) return std::nullopt;
   // http_head admits only printable ASCII in the method and target.
   Request request{Protocol::kHttp, absl::StrCat(line->method, " ", line->path), {}, {}};
-  request.attributes.reserve(3);  // one allocation, not one per attribute
-  request.attributes.push_back({"http.request.method", line->method});
-  request.attributes.push_back({"url.path", line->path});
+  request.attributes.push_back({"http.request.method", std::move(line->method)});
+  request.attributes.push_back({"url.path", std::move(line->path)});
   if (options.http_query && !line->query.empty()) {
-    request.attributes.push_back({"url.query", line->query});
+    request.attributes.push_back({"url.query", std::move(line->query)});
   }
   return request;
 }

@@ -83,8 +83,7 @@ std::optional<Response> ParseResponse(Protocol protocol, absl::string_view head,
   return std::nullopt;
 }
 
-std::optional<std::string> FindAttribute(const std::vector<Attribute>& attributes,
-                                         absl::string_view key) {
+std::optional<std::string> FindAttribute(const Attributes& attributes, absl::string_view key) {
   for (const Attribute& attribute : attributes) {
     if (attribute.key == key) return attribute.value;
   }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
 
 namespace reptrace {
@@ -32,11 +33,17 @@ enum class Protocol { kHttp, kRedis, kPostgresql, kDns };
 // "http", "redis", "postgresql", "dns".
 absl::string_view ProtocolName(Protocol protocol);
 
-// An OpenTelemetry-style span attribute ("http.request.method" = "GET").
+// An OpenTelemetry-style span attribute ("http.request.method" = "GET"). Its key is one of
+// the parsers' constants (static storage, never freed): a span can point at it.
 struct Attribute {
-  std::string key;
+  absl::string_view key;
   std::string value;
 };
+
+// A message's attributes, in the order its parser adds them; no parser adds more than
+// kInlineAttributes, so they take no allocation of their own.
+inline constexpr size_t kInlineAttributes = 4;
+using Attributes = absl::InlinedVector<Attribute, kInlineAttributes>;
 
 struct Request {
   Protocol protocol;
@@ -44,7 +51,7 @@ struct Request {
   // "SELECT items" (PostgreSQL, table when known), "DNS A example.com".
   std::string name;
   // In a fixed order per protocol (see the Parse*Request functions).
-  std::vector<Attribute> attributes;
+  Attributes attributes;
   // Pairs a response with its request when several are in flight on one socket: the DNS
   // message id. Unset for the other protocols (their responses come back in order).
   std::optional<uint16_t> exchange_id;
@@ -53,7 +60,7 @@ struct Request {
 struct Response {
   bool error = false;
   std::string status_message;  // why it is an error ("HTTP 503", "SERVFAIL", ...); else empty
-  std::vector<Attribute> attributes;
+  Attributes attributes;
   std::optional<uint16_t> exchange_id;  // as in Request
 };
 
@@ -113,8 +120,7 @@ std::optional<Request> ParseDnsRequest(absl::string_view head, Transport transpo
 std::optional<Response> ParseDnsResponse(absl::string_view head, Transport transport);
 
 // The value of the first attribute named `key`, or nullopt.
-std::optional<std::string> FindAttribute(const std::vector<Attribute>& attributes,
-                                         absl::string_view key);
+std::optional<std::string> FindAttribute(const Attributes& attributes, absl::string_view key);
 
 }  // namespace protocol
 }  // namespace reptrace

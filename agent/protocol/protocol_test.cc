@@ -176,7 +176,7 @@ TEST(Parsers, SurviveRandomGarbage) {
 }
 
 TEST(FindAttribute, FindsTheFirstByKey) {
-  const std::vector<Attribute> attributes = {{"a", "1"}, {"b", "2"}, {"a", "3"}};
+  const Attributes attributes = {{"a", "1"}, {"b", "2"}, {"a", "3"}};
   EXPECT_EQ(FindAttribute(attributes, "a"), "1");
   EXPECT_EQ(FindAttribute(attributes, "b"), "2");
   EXPECT_FALSE(FindAttribute(attributes, "c").has_value());

@@ -21,7 +21,7 @@ inline void Require(bool condition, const char* what) {
   }
 }
 
-inline void CheckAttributes(const std::vector<Attribute>& attributes) {
+inline void CheckAttributes(const Attributes& attributes) {
   for (const Attribute& attribute : attributes) {
     Require(!attribute.key.empty(), "attribute key is not empty");
     Require(internal::IsCleanText(attribute.key), "attribute key is clean text");

@@ -17,9 +17,9 @@ namespace testing {
 
 // Attributes as (key, value) pairs, for gmock's ElementsAre(Pair(...)).
 inline std::vector<std::pair<std::string, std::string>> Pairs(
-    const std::vector<Attribute>& attributes) {
+    const Attributes& attributes) {
   std::vector<std::pair<std::string, std::string>> pairs;
-  for (const Attribute& a : attributes) pairs.emplace_back(a.key, a.value);
+  for (const Attribute& a : attributes) pairs.emplace_back(std::string(a.key), a.value);
   return pairs;
 }
 
