@@ -454,6 +454,10 @@ TEST(StoreQueryTest, TextWithSpecialCharactersIsStoredAsSent) {
   span.set_status_message(std::string("bad\0byte\\", 10));
   (*span.mutable_attributes())["k\"ey\\"] = "v\t\u0001al\n";
   (*span.mutable_attributes())["nul"] = std::string("a\0b", 3);
+  (*span.mutable_attributes())["ctl"] = "\x1f\x7f\\\"";
+  // Numbers at the ends of BIGINT's range (uint64 ids and hashes stored as signed).
+  span.set_request_hash(uint64_t{1} << 63);
+  span.set_response_hash(~uint64_t{0});
   ASSERT_TRUE(writer->WriteBatch("agent", Batch(1, {span})).ok());
 
   auto trace = store->GetTrace(21);
@@ -465,6 +469,9 @@ TEST(StoreQueryTest, TextWithSpecialCharactersIsStoredAsSent) {
   EXPECT_EQ(stored.status_message(), "badbyte\\");
   EXPECT_EQ(stored.attributes().at("k\"ey\\"), "v\t\u0001al\n");
   EXPECT_EQ(stored.attributes().at("nul"), "ab");
+  EXPECT_EQ(stored.attributes().at("ctl"), "\x1f\x7f\\\"");
+  EXPECT_EQ(stored.request_hash(), uint64_t{1} << 63);
+  EXPECT_EQ(stored.response_hash(), ~uint64_t{0});
   EXPECT_EQ(stored.attributes().at("http.method"), "GET");
   auto traces = store->ListTraces("web\\tier\t2", 0);
   ASSERT_TRUE(traces.ok()) << traces.status();

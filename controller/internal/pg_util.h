@@ -40,15 +40,17 @@ class CopyText {
   // A JSON object of string keys and values (JSONB input); NULs dropped.
   template <typename Map>
   void JsonObject(const Map& map) {
-    json_.assign("{");
+    Separate();
+    out_.push_back('{');
+    bool first = true;
     for (const auto& [key, value] : map) {
-      if (json_.size() > 1) json_.push_back(',');
-      AppendJsonString(key, &json_);
-      json_.push_back(':');
-      AppendJsonString(value, &json_);
+      if (!first) out_.push_back(',');
+      first = false;
+      JsonStringField(key);
+      out_.push_back(':');
+      JsonStringField(value);
     }
-    json_.push_back('}');
-    Text(json_);
+    out_.push_back('}');
   }
   void EndRow();
 
@@ -62,7 +64,8 @@ class CopyText {
   }
 
  private:
-  static void AppendJsonString(absl::string_view text, std::string* out);
+  // A JSON string, escaped for JSON and then for COPY, straight into the rows.
+  void JsonStringField(absl::string_view text);
   void Separate() {
     if (in_row_) out_.push_back('\t');
     in_row_ = true;
@@ -70,7 +73,6 @@ class CopyText {
 
   std::string out_;
   bool in_row_ = false;  // a field of the current row is written
-  std::string json_;
 };
 
 // Sends `rows` (CopyText::Finish) to `table` (`columns`) with COPY ... FROM STDIN, in one
