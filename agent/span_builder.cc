@@ -49,7 +49,11 @@ SpanBuilder::SpanBuilder(std::string node, Sink sink, absl::Duration idle_timeou
     : node_(std::move(node)), sink_(std::move(sink)), idle_timeout_(idle_timeout) {}
 
 void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
-  Process& process = processes_[process_key];
+  auto [it, is_new] = processes_.try_emplace(process_key);
+  Process& process = it->second;
+  // Spans view their process's names rather than copy them (a copy per span); a second
+  // hello on one key, which the hook server never passes on, is left to pay for that.
+  if (!is_new) KeepNamesOfOpenSpans(process);
   // Names and paths come from the traced program: anything but UTF-8 would make the
   // controller refuse the span (protobuf strings must be UTF-8).
   process.service =
@@ -64,6 +68,19 @@ void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
     if (context != 0) process.thread_server_span[hello.pid] = context;
   }
   key_by_pid_[hello.pid] = process_key;
+}
+
+void SpanBuilder::KeepNamesOfOpenSpans(Process& process) {
+  auto keep = [](OpenSpan& open) {
+    open.service = std::string(open.span.service);
+    open.process = std::string(open.span.process);
+    open.span.service = open.service;
+    open.span.process = open.process;
+  };
+  for (auto& [conn_id, conn] : process.connections) {
+    if (conn.open) keep(*conn.open);
+    for (auto& [id, open] : conn.dns_pending) keep(*open);
+  }
 }
 
 uint64_t SpanBuilder::ThreadContext(uint32_t pid, uint32_t tid, uint64_t self_key) const {
@@ -371,10 +388,6 @@ std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
   }
   SpanRecord& span = open->span;
   InitSpan(process, conn, t.conn_id, t.tid, t.wall_ns, &span);
-  open->service = process.service;
-  open->process = process.process;
-  span.service = open->service;
-  span.process = open->process;
   if (conn.role == SocketRole::kClient) {
     span.parent_span_id = ClientParent(process, conn, t.tid, first_exchange);
   }

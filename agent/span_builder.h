@@ -114,11 +114,11 @@ class SpanBuilder {
     absl::string_view capture;
   };
   struct OpenSpan {
-    // Its strings view the members below, the builder's node and its connection (which
-    // outlives its spans).
+    // Its strings view the members below, the builder's node, its process's names and its
+    // connection (which outlive its spans).
     SpanRecord span;
-    // The process's names, copied: a process may say hello again (and change them) while
-    // the span is open.
+    // The process's names as they were, when the process said hello again (and changed
+    // them) while the span was open; else empty and unused.
     std::string service;
     std::string process;
     std::string status_message;  // a failed call's errno text
@@ -167,6 +167,7 @@ class SpanBuilder {
     absl::Time last_activity;
   };
   struct Process {
+    // Viewed by its open spans: changed only through OnHello (see KeepNamesOfOpenSpans).
     std::string service;
     std::string process;
     uint32_t pid = 0;
@@ -185,6 +186,9 @@ class SpanBuilder {
   // The server span whose context thread `tid` of process `pid` has, looking at live
   // processes other than `self_key` first, then at ended ones; 0 if none.
   uint64_t ThreadContext(uint32_t pid, uint32_t tid, uint64_t self_key) const;
+  // Gives the open spans of `process`, which view its names, copies of them: it is about to
+  // take new ones.
+  static void KeepNamesOfOpenSpans(Process& process);
   void OnOpen(Process& process, const EventRecord& event, absl::Time now);
   void OnTransfer(Process& process, const Transfer& t, absl::Time now);
   void OnBytes(Process& process, Connection& conn, const Transfer& t, absl::Time now);
