@@ -355,8 +355,6 @@ void SpanBuilder::OpenSpan::Reset() {
   service.clear();
   process.clear();
   status_message.clear();
-  request.reset();
-  response.reset();
   in_response = false;
   request_end = 0;
   response_end = 0;
@@ -401,16 +399,12 @@ std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
   return open;
 }
 
-void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
+void SpanBuilder::Describe(const std::optional<protocol::Request>& parsed_request,
+                           const std::optional<protocol::Response>& parsed_response,
+                           OpenSpan& open) {
   SpanRecord& span = open.span;
-  const protocol::Transport transport =
-      conn.udp ? protocol::Transport::kUdp : protocol::Transport::kTcp;
-  const uint32_t server_port =
-      conn.role == SocketRole::kClient ? conn.peer.port() : conn.local.port();
-  open.request =
-      protocol::ParseRequest(open.request_head, transport, static_cast<uint16_t>(server_port));
-  if (!open.request) return;  // unknown protocol: the span keeps its endpoint name
-  const protocol::Request& request = *open.request;
+  if (!parsed_request) return;  // unknown protocol: the span keeps its endpoint name
+  const protocol::Request& request = *parsed_request;
   span.name = request.name;
   for (const protocol::Attribute& a : request.attributes) span.SetAttribute(a.key, a.value);
   if (!open.in_response) {
@@ -426,9 +420,8 @@ void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
     }
     return;
   }
-  open.response = protocol::ParseResponse(request.protocol, open.response_head, transport);
-  if (!open.response) return;
-  const protocol::Response& response = *open.response;
+  if (!parsed_response) return;
+  const protocol::Response& response = *parsed_response;
   for (const protocol::Attribute& a : response.attributes) span.SetAttribute(a.key, a.value);
   if (response.error && span.status == v1::SPAN_STATUS_UNSET) {
     span.status = v1::SPAN_STATUS_ERROR;
@@ -497,7 +490,20 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
 }
 
 void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
-  Describe(conn, open);
+  // What the parsers make of the heads lives here, until the sink has the span that views
+  // it: initialized by the parsers' results themselves, it is never moved (a move copies
+  // every short string in it).
+  const protocol::Transport transport =
+      conn.udp ? protocol::Transport::kUdp : protocol::Transport::kTcp;
+  const uint32_t server_port =
+      conn.role == SocketRole::kClient ? conn.peer.port() : conn.local.port();
+  const std::optional<protocol::Request> request =
+      protocol::ParseRequest(open.request_head, transport, static_cast<uint16_t>(server_port));
+  const std::optional<protocol::Response> response =
+      request && open.in_response
+          ? protocol::ParseResponse(request->protocol, open.response_head, transport)
+          : std::nullopt;
+  Describe(request, response, open);
   SpanRecord& span = open.span;
   if (open.request_hash_from_head && !open.request_head.empty()) {
     span.request_hash = Fingerprint64(open.request_head.data(), open.request_head.size());

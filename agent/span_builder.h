@@ -122,10 +122,6 @@ class SpanBuilder {
     std::string service;
     std::string process;
     std::string status_message;  // a failed call's errno text
-    // What the protocol parsers made of the heads (Describe): the span's name and
-    // attributes view them.
-    std::optional<protocol::Request> request;
-    std::optional<protocol::Response> response;
     bool in_response = false;
     uint64_t request_end = 0;   // stream offset just past the last request byte seen
     uint64_t response_end = 0;
@@ -205,9 +201,12 @@ class SpanBuilder {
   // A DNS query or answer on a UDP connection, paired by DNS id; false if the datagram
   // is not DNS (the exchange is then tracked like any other).
   bool OnDnsDatagram(Process& process, Connection& conn, const Transfer& t, bool is_request);
-  // Names the span and sets its attributes and status from the heads it put together
-  // (agent/protocol: HTTP/1.x, Redis, PostgreSQL, DNS).
-  static void Describe(const Connection& conn, OpenSpan& open);
+  // Names the span and sets its attributes and status from what the protocol parsers
+  // (agent/protocol: HTTP/1.x, Redis, PostgreSQL, DNS) made of the heads it put together:
+  // `request` (nullopt: an unknown protocol) and `response` (nullopt: none, or not
+  // understood). The span's name and attributes view them.
+  static void Describe(const std::optional<protocol::Request>& request,
+                       const std::optional<protocol::Response>& response, OpenSpan& open);
   void EmitFailedClientSpan(Process& process, const Connection& conn, uint64_t conn_id,
                             uint32_t tid, uint64_t wall_ns, int error, uint64_t parent);
   uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid,
