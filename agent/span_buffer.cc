@@ -173,7 +173,8 @@ void SpanBuffer::Ack(uint64_t batch_id) {
   sealed_bytes_ -= it->bytes;
   sealed_.erase(it);
   counters_->batches_acked.fetch_add(1);
-  cv_.SignalAll();
+  // No signal: an ack makes no batch due, so WaitNextToSend() would only wait again (it
+  // was a wake-up of the sending thread per batch, for nothing).
 }
 
 void SpanBuffer::RewindForResend() {
