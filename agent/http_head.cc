@@ -48,7 +48,7 @@ HttpRequestLine SplitTarget(absl::string_view method, absl::string_view target) 
     target = target.substr(0, question);
   }
   if (target.empty()) target = "/";
-  return HttpRequestLine{std::string(method), std::string(target), std::string(query)};
+  return HttpRequestLine{method, target, query};
 }
 
 }  // namespace

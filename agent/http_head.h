@@ -4,16 +4,16 @@
 #define REPTRACE_AGENT_HTTP_HEAD_H_
 
 #include <optional>
-#include <string>
 
 #include "absl/strings/string_view.h"
 
 namespace reptrace {
 
+// Views of the parsed `head` (valid while it is), so that parsing copies nothing.
 struct HttpRequestLine {
-  std::string method;  // "GET"
-  std::string path;    // "/api/items": no query string, no fragment, no scheme/authority
-  std::string query;   // "id=3&x=1": what follows '?' up to '#' (possibly cut short), or ""
+  absl::string_view method;  // "GET"
+  absl::string_view path;    // "/api/items": no query string, no fragment, no scheme/authority
+  absl::string_view query;   // "id=3&x=1": what follows '?' up to '#' (possibly cut short), or ""
 };
 
 // Parses "METHOD target HTTP/1.x" at the start of `head`. A well-known method

@@ -103,6 +103,7 @@ class SpanBuffer {
   size_t open_used_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t open_id_ ABSL_GUARDED_BY(mu_) = 0;
   size_t open_spans_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t last_batch_used_ ABSL_GUARDED_BY(mu_) = 0;  // the bytes of the last batch sealed
   absl::Time open_since_ ABSL_GUARDED_BY(mu_);
   size_t sealed_spans_ ABSL_GUARDED_BY(mu_) = 0;
   size_t sealed_bytes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -49,7 +49,11 @@ SpanBuilder::SpanBuilder(std::string node, Sink sink, absl::Duration idle_timeou
     : node_(std::move(node)), sink_(std::move(sink)), idle_timeout_(idle_timeout) {}
 
 void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
-  Process& process = processes_[process_key];
+  auto [it, is_new] = processes_.try_emplace(process_key);
+  Process& process = it->second;
+  // Spans view their process's names rather than copy them (a copy per span); a second
+  // hello on one key, which the hook server never passes on, is left to pay for that.
+  if (!is_new) KeepNamesOfOpenSpans(process);
   // Names and paths come from the traced program: anything but UTF-8 would make the
   // controller refuse the span (protobuf strings must be UTF-8).
   process.service =
@@ -64,6 +68,19 @@ void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
     if (context != 0) process.thread_server_span[hello.pid] = context;
   }
   key_by_pid_[hello.pid] = process_key;
+}
+
+void SpanBuilder::KeepNamesOfOpenSpans(Process& process) {
+  auto keep = [](OpenSpan& open) {
+    open.service = std::string(open.span.service);
+    open.process = std::string(open.span.process);
+    open.span.service = open.service;
+    open.span.process = open.process;
+  };
+  for (auto& [conn_id, conn] : process.connections) {
+    if (conn.open) keep(*conn.open);
+    for (auto& [id, open] : conn.dns_pending) keep(*open);
+  }
 }
 
 uint64_t SpanBuilder::ThreadContext(uint32_t pid, uint32_t tid, uint64_t self_key) const {
@@ -338,8 +355,6 @@ void SpanBuilder::OpenSpan::Reset() {
   service.clear();
   process.clear();
   status_message.clear();
-  request.reset();
-  response.reset();
   in_response = false;
   request_end = 0;
   response_end = 0;
@@ -371,10 +386,6 @@ std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
   }
   SpanRecord& span = open->span;
   InitSpan(process, conn, t.conn_id, t.tid, t.wall_ns, &span);
-  open->service = process.service;
-  open->process = process.process;
-  span.service = open->service;
-  span.process = open->process;
   if (conn.role == SocketRole::kClient) {
     span.parent_span_id = ClientParent(process, conn, t.tid, first_exchange);
   }
@@ -388,16 +399,12 @@ std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
   return open;
 }
 
-void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
+void SpanBuilder::Describe(const std::optional<protocol::Request>& parsed_request,
+                           const std::optional<protocol::Response>& parsed_response,
+                           OpenSpan& open) {
   SpanRecord& span = open.span;
-  const protocol::Transport transport =
-      conn.udp ? protocol::Transport::kUdp : protocol::Transport::kTcp;
-  const uint32_t server_port =
-      conn.role == SocketRole::kClient ? conn.peer.port() : conn.local.port();
-  open.request =
-      protocol::ParseRequest(open.request_head, transport, static_cast<uint16_t>(server_port));
-  if (!open.request) return;  // unknown protocol: the span keeps its endpoint name
-  const protocol::Request& request = *open.request;
+  if (!parsed_request) return;  // unknown protocol: the span keeps its endpoint name
+  const protocol::Request& request = *parsed_request;
   span.name = request.name;
   for (const protocol::Attribute& a : request.attributes) span.SetAttribute(a.key, a.value);
   if (!open.in_response) {
@@ -413,9 +420,8 @@ void SpanBuilder::Describe(const Connection& conn, OpenSpan& open) {
     }
     return;
   }
-  open.response = protocol::ParseResponse(request.protocol, open.response_head, transport);
-  if (!open.response) return;
-  const protocol::Response& response = *open.response;
+  if (!parsed_response) return;
+  const protocol::Response& response = *parsed_response;
   for (const protocol::Attribute& a : response.attributes) span.SetAttribute(a.key, a.value);
   if (response.error && span.status == v1::SPAN_STATUS_UNSET) {
     span.status = v1::SPAN_STATUS_ERROR;
@@ -484,7 +490,20 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
 }
 
 void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
-  Describe(conn, open);
+  // What the parsers make of the heads lives here, until the sink has the span that views
+  // it: initialized by the parsers' results themselves, it is never moved (a move copies
+  // every short string in it).
+  const protocol::Transport transport =
+      conn.udp ? protocol::Transport::kUdp : protocol::Transport::kTcp;
+  const uint32_t server_port =
+      conn.role == SocketRole::kClient ? conn.peer.port() : conn.local.port();
+  const std::optional<protocol::Request> request =
+      protocol::ParseRequest(open.request_head, transport, static_cast<uint16_t>(server_port));
+  const std::optional<protocol::Response> response =
+      request && open.in_response
+          ? protocol::ParseResponse(request->protocol, open.response_head, transport)
+          : std::nullopt;
+  Describe(request, response, open);
   SpanRecord& span = open.span;
   if (open.request_hash_from_head && !open.request_head.empty()) {
     span.request_hash = Fingerprint64(open.request_head.data(), open.request_head.size());

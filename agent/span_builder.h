@@ -114,18 +114,14 @@ class SpanBuilder {
     absl::string_view capture;
   };
   struct OpenSpan {
-    // Its strings view the members below, the builder's node and its connection (which
-    // outlives its spans).
+    // Its strings view the members below, the builder's node, its process's names and its
+    // connection (which outlive its spans).
     SpanRecord span;
-    // The process's names, copied: a process may say hello again (and change them) while
-    // the span is open.
+    // The process's names as they were, when the process said hello again (and changed
+    // them) while the span was open; else empty and unused.
     std::string service;
     std::string process;
     std::string status_message;  // a failed call's errno text
-    // What the protocol parsers made of the heads (Describe): the span's name and
-    // attributes view them.
-    std::optional<protocol::Request> request;
-    std::optional<protocol::Response> response;
     bool in_response = false;
     uint64_t request_end = 0;   // stream offset just past the last request byte seen
     uint64_t response_end = 0;
@@ -167,6 +163,7 @@ class SpanBuilder {
     absl::Time last_activity;
   };
   struct Process {
+    // Viewed by its open spans: changed only through OnHello (see KeepNamesOfOpenSpans).
     std::string service;
     std::string process;
     uint32_t pid = 0;
@@ -185,6 +182,9 @@ class SpanBuilder {
   // The server span whose context thread `tid` of process `pid` has, looking at live
   // processes other than `self_key` first, then at ended ones; 0 if none.
   uint64_t ThreadContext(uint32_t pid, uint32_t tid, uint64_t self_key) const;
+  // Gives the open spans of `process`, which view its names, copies of them: it is about to
+  // take new ones.
+  static void KeepNamesOfOpenSpans(Process& process);
   void OnOpen(Process& process, const EventRecord& event, absl::Time now);
   void OnTransfer(Process& process, const Transfer& t, absl::Time now);
   void OnBytes(Process& process, Connection& conn, const Transfer& t, absl::Time now);
@@ -201,9 +201,12 @@ class SpanBuilder {
   // A DNS query or answer on a UDP connection, paired by DNS id; false if the datagram
   // is not DNS (the exchange is then tracked like any other).
   bool OnDnsDatagram(Process& process, Connection& conn, const Transfer& t, bool is_request);
-  // Names the span and sets its attributes and status from the heads it put together
-  // (agent/protocol: HTTP/1.x, Redis, PostgreSQL, DNS).
-  static void Describe(const Connection& conn, OpenSpan& open);
+  // Names the span and sets its attributes and status from what the protocol parsers
+  // (agent/protocol: HTTP/1.x, Redis, PostgreSQL, DNS) made of the heads it put together:
+  // `request` (nullopt: an unknown protocol) and `response` (nullopt: none, or not
+  // understood). The span's name and attributes view them.
+  static void Describe(const std::optional<protocol::Request>& request,
+                       const std::optional<protocol::Response>& response, OpenSpan& open);
   void EmitFailedClientSpan(Process& process, const Connection& conn, uint64_t conn_id,
                             uint32_t tid, uint64_t wall_ns, int error, uint64_t parent);
   uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid,

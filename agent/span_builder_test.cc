@@ -529,6 +529,22 @@ TEST_F(SpanBuilderTest, ResponseBytesBeforeAnyRequestAreIgnored) {
   EXPECT_EQ(spans_[0].response_bytes(), 8u);
 }
 
+// Names are the process's when its span started: a second hello on the same hook
+// connection (new names) does not rename the spans already open, and names the next ones.
+TEST_F(SpanBuilderTest, AHelloAgainRenamesOnlyTheSpansThatStartAfterIt) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /a HTTP/1.1\r\n\r\n"));
+  builder_.OnHello(kProcess, script_.Hello("cart", "cartd"));
+  Feed(script_.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Recv(1, 7, 400, "GET /b HTTP/1.1\r\n\r\n"));
+  Feed(script_.Close(1, 7, 500));
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[0].service(), "shop");
+  EXPECT_EQ(spans_[0].process(), "shopd");
+  EXPECT_EQ(spans_[1].service(), "cart");
+  EXPECT_EQ(spans_[1].process(), "cartd");
+}
+
 TEST_F(SpanBuilderTest, ProcessesAreKeptApart) {
   HookScript other(5151);
   builder_.OnHello(78, other.Hello("cart", "cartd"));

@@ -29,13 +29,16 @@ void SpanEndpoint::SetIp(absl::string_view bytes) {
 }
 
 void SpanRecord::SetAttribute(absl::string_view key, absl::string_view value) {
-  auto at = std::lower_bound(
-      attributes.begin(), attributes.end(), key,
-      [](const SpanAttribute& a, absl::string_view k) { return a.key < k; });
-  if (at != attributes.end() && at->key == key) {
-    at->value = value;
+  // A span has a handful of attributes, mostly set in key order: looked for from the end,
+  // a key is usually appended (InlinedVector's insert was most of the cost).
+  size_t at = attributes.size();
+  while (at > 0 && key < attributes[at - 1].key) --at;
+  if (at > 0 && attributes[at - 1].key == key) {
+    attributes[at - 1].value = value;
+  } else if (at == attributes.size()) {
+    attributes.push_back(SpanAttribute{key, value});
   } else {
-    attributes.insert(at, SpanAttribute{key, value});
+    attributes.insert(attributes.begin() + at, SpanAttribute{key, value});
   }
 }
 

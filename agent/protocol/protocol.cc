@@ -57,15 +57,15 @@ absl::string_view ProtocolName(Protocol protocol) {
 std::optional<Request> ParseRequest(absl::string_view head, Transport transport,
                                     uint16_t server_port, const ParseOptions& options) {
   if (transport == Transport::kUdp) return ParseDnsRequest(head, Transport::kUdp);
-  const std::optional<Protocol> hinted = ProtocolOfPort(server_port);
-  if (hinted) {
-    if (std::optional<Request> request = ParseTcpRequest(*hinted, head, options)) return request;
-  }
+  const Protocol first = ProtocolOfPort(server_port).value_or(kTcpOrder[0]);
+  // One result, returned as it is: the request the first parser recognises (the common
+  // case) is never moved (a move copies every short string in it).
+  std::optional<Request> request = ParseTcpRequest(first, head, options);
   for (Protocol protocol : kTcpOrder) {
-    if (protocol == hinted) continue;
-    if (std::optional<Request> request = ParseTcpRequest(protocol, head, options)) return request;
+    if (request) break;
+    if (protocol != first) request = ParseTcpRequest(protocol, head, options);
   }
-  return std::nullopt;
+  return request;
 }
 
 std::optional<Response> ParseResponse(Protocol protocol, absl::string_view head,

@@ -98,14 +98,18 @@ std::optional<absl::string_view> ReadBulkString(absl::string_view head, size_t* 
   return value;
 }
 
-Request CommandRequest(absl::string_view command, absl::string_view subcommand) {
-  std::string name = internal::AsciiUpper(command);
+// Built where it is returned: a Request moved into an optional is a copy of every short
+// string in it.
+std::optional<Request> CommandRequest(absl::string_view command, absl::string_view subcommand) {
+  std::optional<Request> request(std::in_place);
+  request->protocol = Protocol::kRedis;
+  std::string& name = request->name;
+  name = internal::AsciiUpper(command);
   if (!subcommand.empty() && Contains(kContainerCommands, name)) {
     absl::StrAppend(&name, " ", internal::AsciiUpper(subcommand));
   }
-  Request request{Protocol::kRedis, name, {}, {}};
-  request.attributes.push_back({"db.system", "redis"});
-  request.attributes.push_back({"db.operation", name});
+  request->attributes.push_back({"db.system", "redis"});
+  request->attributes.push_back({"db.operation", name});
   return request;
 }
 
