@@ -39,7 +39,8 @@ TEST(RecordDecoder, DecodesAGoodStreamSplitAtEveryByte) {
     ASSERT_TRUE(std::holds_alternative<DataRecord>(records[2]));
     EXPECT_EQ(std::get<DataRecord>(records[2]).result, 18);
     EXPECT_EQ(std::get<DataRecord>(records[2]).capture_len, 18);
-    EXPECT_EQ(std::string(reinterpret_cast<const char*>(std::get<DataRecord>(records[2]).capture), 18),
+    const auto& data = std::get<DataRecord>(records[2]);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(data.capture), 18),
               "GET / HTTP/1.1\r\n\r\n");
     EXPECT_TRUE(std::holds_alternative<StatsRecord>(records[4]));
     EXPECT_EQ(std::get<EventRecord>(records[5]).kind, static_cast<uint8_t>(EventKind::kClose));

@@ -225,14 +225,15 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
         std::min<size_t>(event.capture_len, kCaptureBytes)));
     conn.fallback_name = absl::StrCat("unix:", conn.unix_name);
   } else {
-    EndpointFromRecord(event.local_addr, event.local_port, &conn.local);
-    EndpointFromRecord(event.peer_addr, event.peer_port, &conn.peer);
-    conn.span_local.SetIp(conn.local.ip());
-    conn.span_local.port = conn.local.port();
-    conn.span_peer.SetIp(conn.peer.ip());
-    conn.span_peer.port = conn.peer.port();
-    conn.fallback_name =
-        FormatEndpoint(conn.role == SocketRole::kClient ? conn.peer : conn.local);
+    v1::Endpoint local;
+    v1::Endpoint peer;
+    EndpointFromRecord(event.local_addr, event.local_port, &local);
+    EndpointFromRecord(event.peer_addr, event.peer_port, &peer);
+    conn.local.SetIp(local.ip());
+    conn.local.port = local.port();
+    conn.peer.SetIp(peer.ip());
+    conn.peer.port = peer.port();
+    conn.fallback_name = FormatEndpoint(conn.role == SocketRole::kClient ? peer : local);
   }
   conn.last_activity = now;
   if (reannounced) {
@@ -339,9 +340,9 @@ void SpanBuilder::InitSpan(const Process& process, const Connection& conn, uint6
   span->start_ns = static_cast<int64_t>(start_wall_ns);
   span->connection_id = conn_id;
   // Set even when empty (a Unix-domain connection's), as the message's always were.
-  span->local = conn.span_local;
+  span->local = conn.local;
   span->local.set = true;
-  span->peer = conn.span_peer;
+  span->peer = conn.peer;
   span->peer.set = true;
   span->name = conn.fallback_name;
   if (!conn.unix_name.empty()) span->SetAttribute("net.unix.path", conn.unix_name);
@@ -496,7 +497,7 @@ void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
   const protocol::Transport transport =
       conn.udp ? protocol::Transport::kUdp : protocol::Transport::kTcp;
   const uint32_t server_port =
-      conn.role == SocketRole::kClient ? conn.peer.port() : conn.local.port();
+      conn.role == SocketRole::kClient ? conn.peer.port : conn.local.port;
   const std::optional<protocol::Request> request =
       protocol::ParseRequest(open.request_head, transport, static_cast<uint16_t>(server_port));
   const std::optional<protocol::Response> response =

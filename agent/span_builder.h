@@ -34,8 +34,8 @@
 // dns.rcode; SERVFAIL, REFUSED are errors). DNS over UDP pairs each query with its answer
 // by DNS id (a resolver sends A and AAAA at once on one socket); a query unanswered when
 // the socket has been quiet for the idle timeout has timed out. An HTTP, Redis or DNS
-// request that got no response at all is an error. Otherwise the name is the peer endpoint (client) or local
-// endpoint (server). A failed connect (other than
+// request that got no response at all is an error. Otherwise the name is the peer endpoint
+// (client) or local endpoint (server). A failed connect (other than
 // EINPROGRESS) is a client span with status ERROR and the strerror text.
 #ifndef REPTRACE_AGENT_SPAN_BUILDER_H_
 #define REPTRACE_AGENT_SPAN_BUILDER_H_
@@ -142,11 +142,9 @@ class SpanBuilder {
   };
   struct Connection {
     SocketRole role = SocketRole::kUnknown;
-    v1::Endpoint local;
-    v1::Endpoint peer;
-    // The same, as every span of the connection carries them.
-    SpanEndpoint span_local;
-    SpanEndpoint span_peer;
+    // As every span of the connection carries them (no address for a Unix-domain one).
+    SpanEndpoint local;
+    SpanEndpoint peer;
     // The name of a span whose protocol is unknown ("peer:port" for a client, the local
     // endpoint for a server), formatted once per connection (inet_ntop is not cheap).
     std::string fallback_name;
