@@ -48,51 +48,53 @@ std::string WithoutNul(const std::string& text) {
   return out;
 }
 
-// The COPY rows of `spans`, in the order of SpanColumns.
-const std::string& SpanRows(const std::string& agent_id, uint64_t batch_id,
-                            const std::vector<NewSpan>& spans, internal::CopyText* rows) {
+// The COPY rows of `spans`, in the order of SpanColumns, each field in its column's type.
+absl::string_view SpanRows(const std::string& agent_id, uint64_t batch_id,
+                           const std::vector<NewSpan>& spans, internal::CopyBinary* rows) {
+  static const int16_t kFields = static_cast<int16_t>(SpanColumns().size());
   rows->Clear();
   for (const NewSpan& s : spans) {
     const v1::Span& span = *s.span;
-    rows->Int(s.id);
-    rows->Int(s.trace_id);
+    rows->StartRow(kFields);
+    rows->Int8(s.id);
+    rows->Int8(s.trace_id);
     if (s.parent == 0) {
       rows->Null();
     } else {
-      rows->Int(s.parent);
+      rows->Int8(s.parent);
     }
     if (const int64_t key = SpanLinker::ClientKey(span); key != 0) {
-      rows->Int(key);
+      rows->Int8(key);
     } else {
       rows->Null();
     }
-    rows->Int(ToBigint(span.parent_span_id()));
-    rows->Int(span.kind());
+    rows->Int8(ToBigint(span.parent_span_id()));
+    // kind and status are enum values validation checked; ports are at most 65535.
+    rows->Int2(static_cast<int16_t>(span.kind()));
     rows->Text(span.service());
     rows->Text(span.node());
-    rows->Int(span.pid());
-    rows->Int(span.tid());
+    rows->Int8(span.pid());
+    rows->Int8(span.tid());
     rows->Text(span.process());
     rows->Text(span.name());
-    rows->Int(span.start_ns());
-    rows->Int(span.end_ns());
-    rows->Int(span.status());
+    rows->Int8(span.start_ns());
+    rows->Int8(span.end_ns());
+    rows->Int2(static_cast<int16_t>(span.status()));
     rows->Text(span.status_message());
     rows->Bytea(span.local().ip());
-    rows->Int(span.local().port());
+    rows->Int4(static_cast<int32_t>(span.local().port()));
     rows->Bytea(span.peer().ip());
-    rows->Int(span.peer().port());
-    rows->Int(ToBigint(span.request_offset()));
-    rows->Int(ToBigint(span.request_bytes()));
-    rows->Int(ToBigint(span.response_offset()));
-    rows->Int(ToBigint(span.response_bytes()));
-    rows->Int(ToBigint(span.request_hash()));
-    rows->Int(ToBigint(span.response_hash()));
-    rows->Int(ToBigint(span.connection_id()));
-    rows->JsonObject(span.attributes());
+    rows->Int4(static_cast<int32_t>(span.peer().port()));
+    rows->Int8(ToBigint(span.request_offset()));
+    rows->Int8(ToBigint(span.request_bytes()));
+    rows->Int8(ToBigint(span.response_offset()));
+    rows->Int8(ToBigint(span.response_bytes()));
+    rows->Int8(ToBigint(span.request_hash()));
+    rows->Int8(ToBigint(span.response_hash()));
+    rows->Int8(ToBigint(span.connection_id()));
+    rows->JsonbObject(span.attributes());
     rows->Text(agent_id);
-    rows->Int(ToBigint(batch_id));
-    rows->EndRow();
+    rows->Int8(ToBigint(batch_id));
   }
   return rows->Finish();
 }
@@ -392,7 +394,7 @@ WriteOutcome SpanWriter::WriteNewSpans(const std::string& agent, const v1::SpanB
     // id stored before makes the COPY fail (unique_violation): the caller then takes the
     // staged way.
     internal::CopyRows(tx, kSpansTable, SpanColumns(),
-                       SpanRows(agent, batch.batch_id(), spans, &copy_text_));
+                       SpanRows(agent, batch.batch_id(), spans, &copy_rows_));
     SpanLinker::Link(tx, agent, batch.batch_id(), spans, /*prelinked=*/true);
   }
   tx.commit();
@@ -421,7 +423,7 @@ WriteOutcome SpanWriter::WriteStaged(const std::string& agent, const v1::SpanBat
   }
   if (!unlinked.empty()) {
     internal::CopyRows(tx, kSpansStagingTable, SpanColumns(),
-                       SpanRows(agent, batch.batch_id(), unlinked, &copy_text_));
+                       SpanRows(agent, batch.batch_id(), unlinked, &copy_rows_));
   }
   std::unordered_set<int64_t> inserted;
   for (const auto& row : tx.exec_prepared(kInsertStagedStatement)) {

@@ -82,7 +82,7 @@ class SpanWriter {
 
   std::unique_ptr<pqxx::connection> conn_;
   bool staging_ready_ = false;  // the temporary staging table exists on conn_
-  internal::CopyText copy_text_;  // one batch's rows; its memory is reused
+  internal::CopyBinary copy_rows_;  // one batch's rows; its memory is reused
 };
 
 class Store {

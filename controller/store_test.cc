@@ -1,12 +1,14 @@
 #include "controller/store.h"
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <google/protobuf/util/message_differencer.h>
 #include <pqxx/pqxx>
 
 #include "controller/schema.h"
@@ -477,6 +479,81 @@ TEST(StoreQueryTest, TextWithSpecialCharactersIsStoredAsSent) {
   ASSERT_TRUE(traces.ok()) << traces.status();
   ASSERT_EQ(traces->size(), 1u);
   EXPECT_EQ(traces->front().root_name(), "GET /a\nb\r\\N \"q\" \xc3\xa9");
+}
+
+// Every field comes back as sent, at the ends of its column's range (the rows go to
+// PostgreSQL in COPY's binary format, each field in its column's exact type).
+TEST(StoreQueryTest, EveryFieldIsStoredAsSentAtTheEndsOfItsRange) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  v1::Span sent;
+  sent.set_span_id(~uint64_t{0});
+  sent.set_trace_id(~uint64_t{0});
+  sent.set_kind(v1::SPAN_KIND_CLIENT);
+  sent.set_service("svc");
+  sent.set_node("node-1");
+  sent.set_pid(~uint32_t{0});
+  sent.set_tid(1);
+  sent.set_process("proc --flag");
+  sent.set_name("SET");
+  sent.set_start_ns(1);
+  sent.set_end_ns(std::numeric_limits<int64_t>::max() / 4);
+  sent.set_status(v1::SPAN_STATUS_ERROR);
+  sent.set_status_message("timeout");
+  sent.mutable_local()->set_ip(std::string("\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x01", 16));
+  sent.mutable_local()->set_port(65535);
+  sent.mutable_peer()->set_ip(std::string("\0\0\0\0", 4));
+  sent.mutable_peer()->set_port(0);
+  sent.set_request_offset(~uint64_t{0} - 1);
+  sent.set_request_bytes(uint64_t{1} << 32);
+  sent.set_response_offset(uint64_t{1} << 63);
+  sent.set_response_bytes(0);
+  sent.set_request_hash(1);
+  sent.set_response_hash(uint64_t{1} << 62);
+  sent.set_connection_id(~uint64_t{0} >> 1);
+  (*sent.mutable_attributes())["db.system"] = "redis";
+  (*sent.mutable_attributes())[""] = "";
+  ASSERT_TRUE(writer->WriteBatch("agent", Batch(1, {sent})).ok());
+
+  auto trace = store->GetTrace(~uint64_t{0});
+  ASSERT_TRUE(trace.ok()) << trace.status();
+  ASSERT_EQ(trace->spans_size(), 1);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(trace->spans(0), sent))
+      << "stored:\n" << trace->spans(0).DebugString() << "sent:\n" << sent.DebugString();
+}
+
+// A COPY that fails for any reason but a stored span id (here a constraint) is an error
+// for that batch, and the writer's connection is usable again for the next one.
+TEST(StoreTest, ACopyThatFailsIsAnErrorAndTheWriterGoesOn) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  {
+    pqxx::connection conn(db.conninfo());
+    pqxx::nontransaction tx(conn);
+    tx.exec0("ALTER TABLE spans ADD CONSTRAINT test_refuse CHECK (name <> 'refuse me')");
+  }
+  const Flow flow{Ipv4(10, 0, 0, 1, 40000), Ipv4(10, 0, 0, 2, 80)};
+  const v1::Span refused = ServerSpan({.span_id = 31, .service = "nginx", .flow = flow,
+                                       .start_ns = kT0, .name = "refuse me"});
+  const v1::Span fine = ServerSpan({.span_id = 32, .service = "nginx", .flow = flow,
+                                    .request_offset = 78, .start_ns = kT0 + kMs});
+
+  auto failed = writer->WriteBatch("agent", Batch(1, {refused, fine}));
+  auto next = writer->WriteBatch("agent", Batch(2, {fine}));
+
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(failed.status().message()), ::testing::HasSubstr("test_refuse"));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->spans_inserted, 1);
+  EXPECT_EQ(CountRows(db, "SELECT count(*) FROM spans"), 1);
+  EXPECT_EQ(CountRows(db, "SELECT count(*) FROM ingested_batches"), 1);
 }
 
 TEST(SpanLinkingTest, KeepAliveExchangesOnOneConnectionAreSeparateTraces) {

@@ -1,10 +1,11 @@
 #include "controller/internal/pg_util.h"
 
+#include <algorithm>
 #include <array>
-#include <charconv>
 #include <utility>
 
-#include <pqxx/tablewriter>
+#include <libpq-fe.h>
+#include <pqxx/largeobject>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -37,122 +38,127 @@ absl::Status DatabaseError(absl::string_view what, const std::exception& e) {
 
 namespace {
 
-// Characters that need more than themselves: in COPY's text format (backslash, tab,
-// newline, carriage return; NUL, which PostgreSQL text cannot hold, is dropped), and in a
-// JSON string (quote, backslash, controls; NUL dropped). Looked up per character so that
-// the runs between them are appended whole: a row's texts are mostly one such run.
-constexpr std::array<bool, 256> CharTable(absl::string_view special, bool controls) {
+// Characters that need more than themselves in a JSON string: quote, backslash and the
+// controls (NUL, which JSONB cannot hold, is dropped). Looked up per character so that
+// the runs between them are appended whole: an attribute is mostly one such run.
+constexpr std::array<bool, 256> JsonSpecialTable() {
   std::array<bool, 256> table{};
-  for (int c = 0; c < 256; ++c) table[c] = controls && c < 0x20;
-  for (char c : special) table[static_cast<unsigned char>(c)] = true;
+  for (int c = 0; c < 0x20; ++c) table[c] = true;
+  table['"'] = true;
+  table['\\'] = true;
   return table;
 }
-constexpr std::array<bool, 256> kCopySpecial =
-    CharTable(absl::string_view("\\\t\n\r\0", 5), false);
-constexpr std::array<bool, 256> kJsonSpecial = CharTable("\"\\", true);
+constexpr std::array<bool, 256> kJsonSpecial = JsonSpecialTable();
 
 constexpr char kHex[] = "0123456789abcdef";
 
+// The binary format's signature, flags (none) and header extension length (0).
+constexpr char kCopyHeader[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+constexpr size_t kCopyHeaderSize = sizeof(kCopyHeader) - 1;
+static_assert(kCopyHeaderSize == 19);
+
+// The COPY's result, as libpqxx would report it.
+[[noreturn]] void ThrowCopyError(PGresult* result, const std::string& statement) {
+  const char* state = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+  const std::string message = PQresultErrorMessage(result);
+  const std::string sqlstate = state == nullptr ? "" : state;
+  PQclear(result);
+  if (sqlstate == "23505") throw pqxx::unique_violation(message, statement, sqlstate.c_str());
+  throw pqxx::sql_error(message, statement, sqlstate.empty() ? nullptr : sqlstate.c_str());
+}
+
+// libpqxx 6 keeps its libpq connection to itself, except for pqxx::largeobject, which
+// hands it to its subclasses: the one way to reach it without libpqxx's internals, for
+// the binary COPY that libpqxx cannot do.
+class RawConnection : private pqxx::largeobject {
+ public:
+  static PGconn* Of(const pqxx::dbtransaction& tx) { return raw_connection(tx); }
+};
+
 }  // namespace
 
-void CopyText::Int(int64_t value) {
-  Separate();
-  // std::to_chars into a stack buffer, appended once: absl::StrAppend spent as much again
-  // on its generic append as on the digits, ~18 times a row.
-  char digits[24];
-  const auto result = std::to_chars(digits, digits + sizeof(digits), value);
-  out_.append(digits, static_cast<size_t>(result.ptr - digits));
+CopyBinary::CopyBinary() { Clear(); }
+
+void CopyBinary::Clear() {
+  used_ = 0;
+  Append(absl::string_view(kCopyHeader, kCopyHeaderSize));
 }
 
-void CopyText::Null() {
-  Separate();
-  out_.append("\\N");
+void CopyBinary::Grow(size_t size) {
+  out_.resize(std::max(used_ + size, 2 * out_.size()));
 }
 
-void CopyText::Text(absl::string_view text) {
-  Separate();
-  size_t i = 0;
-  while (true) {
-    const size_t run = i;
-    while (i < text.size() && !kCopySpecial[static_cast<unsigned char>(text[i])]) ++i;
-    out_.append(text.data() + run, i - run);
-    if (i == text.size()) return;
-    switch (text[i++]) {
-      case '\\':
-        out_.append("\\\\");
-        break;
-      case '\t':
-        out_.append("\\t");
-        break;
-      case '\n':
-        out_.append("\\n");
-        break;
-      case '\r':
-        out_.append("\\r");
-        break;
-      default:  // NUL: dropped
-        break;
-    }
+void CopyBinary::Text(absl::string_view text) {
+  if (text.find('\0') == absl::string_view::npos) {
+    Bytes(text);
+    return;
   }
-}
-
-void CopyText::Bytea(absl::string_view bytes) {
-  Separate();
-  out_.append("\\\\x");  // bytea's hex prefix \x, its backslash escaped for COPY
-  for (char c : bytes) {
-    const auto byte = static_cast<unsigned char>(c);
-    out_.push_back(kHex[byte >> 4]);
-    out_.push_back(kHex[byte & 15]);
+  const size_t length_at = BeginField();
+  for (char c : text) {
+    if (c != '\0') *Room(1) = c;
   }
+  EndField(length_at);
 }
 
-void CopyText::JsonStringField(absl::string_view text) {
-  // The JSON escapes are written already escaped for COPY: a JSON string's escapes turn
-  // every control character (tab, newline, carriage return among them) into \uXXXX, so
-  // the backslashes they add are the only characters COPY needs escaped in it.
-  out_.push_back('"');
+void CopyBinary::JsonString(absl::string_view text) {
+  Append("\"");
   size_t i = 0;
   while (true) {
     const size_t run = i;
     while (i < text.size() && !kJsonSpecial[static_cast<unsigned char>(text[i])]) ++i;
-    out_.append(text.data() + run, i - run);
+    Append(text.substr(run, i - run));
     if (i == text.size()) break;
     const auto byte = static_cast<unsigned char>(text[i++]);
     if (byte == '"') {
-      out_.append("\\\\\"");  // JSON \" , its backslash doubled for COPY
+      Append("\\\"");
     } else if (byte == '\\') {
-      out_.append("\\\\\\\\");  // JSON \\ , each backslash doubled
+      Append("\\\\");
     } else if (byte != 0) {  // NUL: dropped
-      out_.append("\\\\u00");  // JSON \u00XX
-      out_.push_back(kHex[byte >> 4]);
-      out_.push_back(kHex[byte & 15]);
+      char* at = Room(6);
+      std::memcpy(at, "\\u00", 4);
+      at[4] = kHex[byte >> 4];
+      at[5] = kHex[byte & 15];
     }
   }
-  out_.push_back('"');
+  Append("\"");
 }
 
-void CopyText::EndRow() {
-  out_.push_back('\n');
-  in_row_ = false;
+absl::string_view CopyBinary::Finish() {
+  Put16(Room(2), static_cast<uint16_t>(-1));  // the trailer
+  return absl::string_view(out_.data(), used_);
 }
 
-const std::string& CopyText::Finish() {
-  if (!out_.empty() && out_.back() == '\n') out_.pop_back();
-  in_row_ = false;
-  return out_;
-}
-
-void CopyRows(pqxx::transaction_base& tx, const std::string& table,
-              const std::vector<std::string>& columns, const std::string& rows) {
-  // stream_to cannot send a line it did not escape itself; tablewriter, deprecated in
-  // favour of stream_to, can. Its "line" may hold many rows: pqxx sends it with one
-  // PQputCopyData and ends it with a newline.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-  pqxx::tablewriter writer(tx, table, columns.begin(), columns.end());
-  writer.write_raw_line(rows);
-  writer.complete();
-#pragma GCC diagnostic pop
+void CopyRows(pqxx::dbtransaction& tx, const std::string& table,
+              const std::vector<std::string>& columns, absl::string_view rows) {
+  const std::string statement = absl::StrCat("COPY ", tx.quote_name(table), " (",
+                                             absl::StrJoin(columns, ", "),
+                                             ") FROM STDIN (FORMAT binary)");
+  // libpqxx runs the statement and accepts the COPY IN state it leaves; the data and its
+  // end then go through libpq directly, and libpqxx sees the connection idle again.
+  tx.exec(statement);
+  PGconn* conn = RawConnection::Of(tx);
+  if (PQputCopyData(conn, rows.data(), static_cast<int>(rows.size())) != 1 ||
+      PQputCopyEnd(conn, nullptr) != 1) {
+    throw pqxx::broken_connection(absl::StrCat("COPY into ", table, ": ",
+                                               OneLine(PQerrorMessage(conn))));
+  }
+  // Every result up to the null one must be read for the connection to be usable again.
+  PGresult* failed = nullptr;
+  while (PGresult* result = PQgetResult(conn)) {
+    const ExecStatusType status = PQresultStatus(result);
+    if (status == PGRES_COMMAND_OK || failed != nullptr) {
+      PQclear(result);
+    } else {
+      failed = result;
+    }
+    // Still copying (the end did not reach the server): libpq would return this forever.
+    if (status == PGRES_COPY_IN || status == PGRES_COPY_BOTH) break;
+  }
+  if (failed != nullptr) ThrowCopyError(failed, statement);
+  if (PQstatus(conn) != CONNECTION_OK) {
+    throw pqxx::broken_connection(absl::StrCat("COPY into ", table, ": ",
+                                               OneLine(PQerrorMessage(conn))));
+  }
 }
 
 }  // namespace reptrace::controller::internal
