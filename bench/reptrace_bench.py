@@ -41,7 +41,8 @@ pg-floor, all.
   stored span. --controllers A,B alternates two controller binaries (each on its own
   database of one PostgreSQL cluster), to compare a change with its baseline.
 - pg-floor: what PostgreSQL alone costs to store span rows, without any linking: the spans
-  an ingest run stored are COPYed again (from a client, as the controller sends them) into
+  an ingest run stored are COPYed again (from a client, in the binary format the
+  controller sends them in) into
   a bare copy of the spans table, then with each index a span needs added in turn (its id,
   its linking key, the listing of roots by service and time, and the two partial indexes
   of the table as it is); the backend's CPU per row, median of N rounds.
@@ -387,7 +388,7 @@ def backend_copy_cpu(conninfo, table, path):
         psql.stdin.flush()
         backend = int(psql.stdout.readline())
         before = cpu_seconds(backend)
-        psql.stdin.write(f"\\copy {table} from '{path}'\nSELECT 'done';\n")
+        psql.stdin.write(f"\\copy {table} from '{path}' with (format binary)\nSELECT 'done';\n")
         psql.stdin.flush()
         while psql.stdout.readline().strip() != "done":
             pass
@@ -403,7 +404,7 @@ def run_pg_floor(args):
     stack = IngestStack(work, [os.path.join(args.build, "controller/reptrace-controller")])
     stack.start()
     load = os.path.join(args.build, "bench/ingest_load")
-    rows_path = os.path.join(work, "spans.copy")
+    rows_path = os.path.join(work, "spans.copy")  # COPY's binary format, as the controller sends
     try:
         subprocess.run([load, "--controller", stack.addrs[0], "--batches", str(args.batches),
                         "--seed", "1"], check=True, capture_output=True)
@@ -411,7 +412,8 @@ def run_pg_floor(args):
             ["bash", os.path.join(ROOT, "deploy/local/pg-cluster.sh"), "conninfo",
              stack.pg_dir], check=True, capture_output=True, text=True).stdout.strip()
         db = conninfo.replace("dbname=postgres", "dbname=ingest0")
-        subprocess.run(["psql", db, "-qc", f"\\copy spans to '{rows_path}'"], check=True)
+        subprocess.run(["psql", db, "-qc", f"\\copy spans to '{rows_path}' with (format binary)"],
+                       check=True)
         rows = int(subprocess.run(["psql", db, "-qAtc", "SELECT count(*) FROM spans"],
                                   check=True, capture_output=True, text=True).stdout)
         steps = [
