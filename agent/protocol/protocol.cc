@@ -85,7 +85,7 @@ std::optional<Response> ParseResponse(Protocol protocol, absl::string_view head,
 
 std::optional<std::string> FindAttribute(const Attributes& attributes, absl::string_view key) {
   for (const Attribute& attribute : attributes) {
-    if (attribute.key == key) return attribute.value;
+    if (attribute.key == key) return std::string(attribute.value.view());
   }
   return std::nullopt;
 }
