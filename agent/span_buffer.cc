@@ -53,9 +53,19 @@ SpanBuffer::SpanBuffer(SpanBufferOptions options, CounterSet* counters)
 
 bool SpanBuffer::Add(const SpanRecord& span, absl::Time now) {
   using google::protobuf::io::CodedOutputStream;
-  const size_t span_bytes = SpanWireSize(span);
-  const size_t entry_bytes = 1 + CodedOutputStream::VarintSize64(span_bytes) + span_bytes;
+  const size_t bound = SpanWireSizeBound(span);
   absl::MutexLock lock(&mu_);
+  // The span is written once, into scratch_, whose end gives its size, and copied into the
+  // batch if it fits: computing the size apart, field by field, cost a third of writing it.
+  if (bound > scratch_capacity_) {
+    scratch_capacity_ = std::max(bound, 2 * scratch_capacity_);
+    scratch_ = NewBuffer(scratch_capacity_);
+  }
+  const auto* span_begin = reinterpret_cast<uint8_t*>(scratch_.get());
+  const size_t span_bytes =
+      static_cast<size_t>(WriteSpanWire(span, reinterpret_cast<uint8_t*>(scratch_.get())) -
+                          span_begin);
+  const size_t entry_bytes = 1 + CodedOutputStream::VarintSize64(span_bytes) + span_bytes;
   // The open batch's heap once the span is in.
   const size_t batch_id_field = 1 + CodedOutputStream::VarintSize64(next_batch_id_);
   const size_t open_needed = (open_spans_ == 0 ? batch_id_field : open_used_) + entry_bytes;
@@ -95,7 +105,7 @@ bool SpanBuffer::Add(const SpanRecord& span, absl::Time now) {
   auto* out = reinterpret_cast<uint8_t*>(open_.get() + open_used_);
   *out++ = kSpansTag;
   out = CodedOutputStream::WriteVarint64ToArray(span_bytes, out);
-  WriteSpanWire(span, out);
+  std::memcpy(out, span_begin, span_bytes);
   open_used_ += entry_bytes;
   ++open_spans_;
   if (open_spans_ >= options_.batch_max_spans) SealLocked();

@@ -112,6 +112,9 @@ class SpanBuffer {
   uint64_t open_id_ ABSL_GUARDED_BY(mu_) = 0;
   size_t open_spans_ ABSL_GUARDED_BY(mu_) = 0;
   size_t last_batch_used_ ABSL_GUARDED_BY(mu_) = 0;  // the bytes of the last batch sealed
+  // Where Add() writes a span before it is copied into the open batch.
+  std::unique_ptr<char[]> scratch_ ABSL_GUARDED_BY(mu_);
+  size_t scratch_capacity_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time open_since_ ABSL_GUARDED_BY(mu_);
   size_t sealed_spans_ ABSL_GUARDED_BY(mu_) = 0;
   size_t sealed_bytes_ ABSL_GUARDED_BY(mu_) = 0;

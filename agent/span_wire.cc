@@ -98,6 +98,17 @@ REPTRACE_WIRE_INLINE size_t EntryBodySize(absl::string_view key, absl::string_vi
 
 constexpr uint32_t kAttributesField = 23;
 
+// The most a field takes besides its string's bytes: a tag (field numbers up to 2047 take
+// two bytes) and a 64-bit varint (a value or a length).
+constexpr size_t kMaxFieldBytes = 2 + 10;
+// Every field that is not a string, and the tag and length of every string field, taken at
+// their most: the 24 fields of a span (the attributes' tags apart), and the two fields of
+// each endpoint with its 16 address bytes.
+constexpr size_t kMaxFixedBytes = 24 * kMaxFieldBytes + 2 * (2 * kMaxFieldBytes + 16);
+// An attribute's entry besides its key's and value's bytes: its own tag and length, then
+// the key's and the value's.
+constexpr size_t kMaxEntryBytes = 3 * kMaxFieldBytes;
+
 #undef REPTRACE_WIRE_INLINE
 
 }  // namespace
@@ -118,6 +129,15 @@ size_t SpanWireSize(const SpanRecord& span) {
   for (const SpanAttribute& a : span.attributes) {
     const size_t body = EntryBodySize(a.key, a.value);
     size += entry_tag + CodedOutputStream::VarintSize64(body) + body;
+  }
+  return size;
+}
+
+size_t SpanWireSizeBound(const SpanRecord& span) {
+  size_t size = kMaxFixedBytes + span.service.size() + span.node.size() + span.process.size() +
+                span.name.size() + span.status_message.size();
+  for (const SpanAttribute& a : span.attributes) {
+    size += kMaxEntryBytes + a.key.size() + a.value.size();
   }
   return size;
 }

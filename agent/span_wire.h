@@ -17,6 +17,11 @@ namespace reptrace {
 // The number of bytes WriteSpanWire writes for `span`.
 size_t SpanWireSize(const SpanRecord& span);
 
+// At least SpanWireSize(span), found without encoding anything (its strings' sizes and
+// the most every other field can take): the room WriteSpanWire needs, when the exact size
+// can wait until the bytes are written.
+size_t SpanWireSizeBound(const SpanRecord& span);
+
 // Writes the span's wire bytes at `out` (SpanWireSize(span) of them); returns their end.
 uint8_t* WriteSpanWire(const SpanRecord& span, uint8_t* out);
 

@@ -130,6 +130,30 @@ TEST(SpanWire, WritesAttributesInKeyOrder) {
   EXPECT_EQ(parsed.DebugString(), span.DebugString());
 }
 
+TEST(SpanWire, TheSizeBoundIsAtLeastTheSize) {
+  v1::Span full = Full();
+  (*full.mutable_attributes())["k"] = std::string(20000, 'v');  // a three-byte length
+  (*full.mutable_attributes())[""] = "";
+  for (const v1::Span& span : {v1::Span(), Full(), full}) {
+    const SpanRecord record = SpanRecordViewOf(span);
+    EXPECT_GE(SpanWireSizeBound(record), SpanWireSize(record));
+  }
+  // Every number at its widest.
+  SpanRecord widest;
+  widest.span_id = widest.parent_span_id = widest.request_hash = widest.response_hash =
+      widest.trace_id = ~uint64_t{0};
+  widest.kind = static_cast<v1::SpanKind>(-1);
+  widest.status = static_cast<v1::SpanStatus>(-1);
+  widest.pid = widest.tid = ~uint32_t{0};
+  widest.start_ns = widest.end_ns = -1;
+  widest.request_offset = widest.request_bytes = widest.response_offset =
+      widest.response_bytes = widest.connection_id = ~uint64_t{0};
+  widest.local.SetIp(std::string(16, '\xff'));
+  widest.local.port = ~uint32_t{0};
+  widest.peer = widest.local;
+  EXPECT_GE(SpanWireSizeBound(widest), SpanWireSize(widest));
+}
+
 TEST(SpanRecord, SetAttributeKeepsKeysUniqueAndInOrder) {
   SpanRecord record;
   record.SetAttribute("url.path", "/a");
