@@ -1,6 +1,10 @@
 #include "agent/span_wire.h"
 
+#include <deque>
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -165,6 +169,24 @@ TEST(SpanRecord, SetAttributeKeepsKeysUniqueAndInOrder) {
   EXPECT_EQ(record.attributes[1].key, "http.request.method");
   EXPECT_EQ(record.attributes[2].key, "url.path");
   EXPECT_EQ(record.attributes[2].value, "/b");
+}
+
+TEST(SpanRecord, SetAttributeInsertsAnywhereAsAMapWould) {
+  // More keys than are stored inline, in an order that inserts at the front, the middle
+  // and the end.
+  const std::vector<std::string> keys = {"m", "c", "x", "a", "p", "d", "z", "b", "n", "c", "y"};
+  std::deque<std::string> values;  // the record views them: a deque never moves them
+  SpanRecord record;
+  std::map<std::string, std::string> map;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    values.push_back(std::to_string(i));
+    record.SetAttribute(keys[i], values.back());
+    map[keys[i]] = values.back();
+  }
+  using Pairs = std::vector<std::pair<std::string, std::string>>;
+  Pairs got;
+  for (const SpanAttribute& a : record.attributes) got.emplace_back(a.key, a.value);
+  EXPECT_EQ(got, Pairs(map.begin(), map.end()));
 }
 
 }  // namespace
