@@ -211,12 +211,23 @@ TEST(ParseRequest, NamesWhatIsNotInTheHeadAsItIsWithItsOwnText) {
 
 TEST(ParseRequest, ARequestFoundByALaterParserStillViewsTheHead) {
   // No port hint: HTTP is tried first, and the Redis parser's result replaces its nullopt.
-  std::optional<Request> request = ParseRequest(testing::kRedisGetUser, Transport::kTcp);
+  const std::string inline_command = "PING\r\n";
+  std::optional<Request> request = ParseRequest(inline_command, Transport::kTcp);
   ASSERT_TRUE(request.has_value());
-  EXPECT_EQ(request->name, "GET");
-  EXPECT_TRUE(Views(testing::kRedisGetUser, request->name));
-  EXPECT_EQ(FindAttribute(request->attributes, "db.operation"), "GET");
+  EXPECT_EQ(request->name, "PING");
+  EXPECT_TRUE(Views(inline_command, request->name));
+  EXPECT_EQ(FindAttribute(request->attributes, "db.operation"), "PING");
   EXPECT_EQ(FindAttribute(request->attributes, "db.system"), "redis");
+}
+
+TEST(ParseRequest, ARedisArrayIsRecognisedWhateverThePortSays) {
+  for (uint16_t port : {0, 80, 8080, 5432, 53, 6379}) {
+    std::optional<Request> request = ParseRequest(testing::kRedisGetUser, Transport::kTcp, port);
+    ASSERT_TRUE(request.has_value()) << port;
+    EXPECT_EQ(request->protocol, Protocol::kRedis) << port;
+    EXPECT_EQ(request->name, "GET") << port;
+    EXPECT_TRUE(Views(testing::kRedisGetUser, request->name)) << port;
+  }
 }
 
 TEST(Text, AViewIsTheTextItViews) {
