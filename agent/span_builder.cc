@@ -62,6 +62,7 @@ void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
       ToValidUtf8(absl::string_view(hello.process, strnlen(hello.process, kNameBytes)));
   process.pid = hello.pid;
   process.wall_minus_mono = hello.start_wall_ns - hello.start_mono_ns;
+  for (auto& [conn_id, conn] : process.connections) EncodeConnectionFields(process, conn);
   if (hello.cause_pid != 0) {
     // The main thread continues the forking (or exec'ing) thread: its tid is the pid.
     const uint64_t context = ThreadContext(hello.cause_pid, hello.cause_tid, process_key);
@@ -76,6 +77,8 @@ void SpanBuilder::KeepNamesOfOpenSpans(Process& process) {
     open.process = std::string(open.span.process);
     open.span.service = open.service;
     open.span.process = open.process;
+    // Its connection's bytes are about to be encoded again, with the new names.
+    open.span.connection_wire = nullptr;
   };
   for (auto& [conn_id, conn] : process.connections) {
     if (conn.open) keep(*conn.open);
@@ -235,6 +238,7 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
     conn.peer.port = peer.port();
     conn.fallback_name = FormatEndpoint(conn.role == SocketRole::kClient ? peer : local);
   }
+  EncodeConnectionFields(process, conn);
   conn.last_activity = now;
   if (reannounced) {
     // Opened before this agent connection saw it: the parent of its first exchange is
@@ -328,22 +332,34 @@ uint64_t SpanBuilder::ClientParent(const Process& process, const Connection& con
   return conn.connect_parent;
 }
 
-void SpanBuilder::InitSpan(const Process& process, const Connection& conn, uint64_t conn_id,
-                           uint32_t tid, uint64_t start_wall_ns, SpanRecord* span) const {
-  span->span_id = NewRandomId();
+void SpanBuilder::SetConnectionFields(const Process& process, const Connection& conn,
+                                      SpanRecord* span) const {
   span->kind = conn.role == SocketRole::kClient ? v1::SPAN_KIND_CLIENT : v1::SPAN_KIND_SERVER;
   span->service = process.service;
   span->process = process.process;
   span->pid = process.pid;
   span->node = node_;
-  span->tid = tid;
-  span->start_ns = static_cast<int64_t>(start_wall_ns);
-  span->connection_id = conn_id;
   // Set even when empty (a Unix-domain connection's), as the message's always were.
   span->local = conn.local;
   span->local.set = true;
   span->peer = conn.peer;
   span->peer.set = true;
+}
+
+void SpanBuilder::EncodeConnectionFields(const Process& process, Connection& conn) const {
+  SpanRecord fields;
+  SetConnectionFields(process, conn, &fields);
+  conn.wire = EncodeConnectionWire(fields);
+}
+
+void SpanBuilder::InitSpan(const Process& process, const Connection& conn, uint64_t conn_id,
+                           uint32_t tid, uint64_t start_wall_ns, SpanRecord* span) const {
+  span->span_id = NewRandomId();
+  SetConnectionFields(process, conn, span);
+  span->connection_wire = &conn.wire;
+  span->tid = tid;
+  span->start_ns = static_cast<int64_t>(start_wall_ns);
+  span->connection_id = conn_id;
   span->name = conn.fallback_name;
   if (!conn.unix_name.empty()) span->SetAttribute("net.unix.path", conn.unix_name);
 }

@@ -1,6 +1,7 @@
 #include "agent/span_wire.h"
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -156,6 +157,49 @@ TEST(SpanWire, TheSizeBoundIsAtLeastTheSize) {
   widest.local.port = ~uint32_t{0};
   widest.peer = widest.local;
   EXPECT_GE(SpanWireSizeBound(widest), SpanWireSize(widest));
+}
+
+TEST(SpanWire, ASpanCarryingItsConnectionsBytesIsWrittenTheSame) {
+  v1::Span unix_domain = Full();
+  unix_domain.mutable_local()->Clear();  // set, but empty
+  unix_domain.mutable_peer()->Clear();
+  for (const v1::Span& span : {v1::Span(), Full(), unix_domain}) {
+    SpanRecord record = SpanRecordViewOf(span);
+    const ConnectionWire connection = EncodeConnectionWire(record);
+    record.connection_wire = &connection;
+    EXPECT_EQ(Wire(record), Deterministic(span));
+  }
+}
+
+TEST(SpanWire, AConnectionsBytesChangeWithEachOfItsFields) {
+  const v1::Span full = Full();
+  const SpanRecord base = SpanRecordViewOf(full);
+  const ConnectionWire before = EncodeConnectionWire(base);
+  const std::vector<std::function<void(SpanRecord&)>> changes = {
+      [](SpanRecord& r) { r.kind = v1::SPAN_KIND_CLIENT; },
+      [](SpanRecord& r) { r.service = "other-service"; },
+      [](SpanRecord& r) { r.node = "node-b"; },
+      [](SpanRecord& r) { r.pid = 4194305; },
+      [](SpanRecord& r) { r.local.SetIp(std::string("\x0a\x00\x00\x03", 4)); },
+      [](SpanRecord& r) { r.local.port = 8081; },
+      [](SpanRecord& r) { r.peer.port = 1; },
+      [](SpanRecord& r) { r.peer.set = false; },
+  };
+  for (size_t i = 0; i < changes.size(); ++i) {
+    SpanRecord changed = base;
+    changes[i](changed);
+    const ConnectionWire after = EncodeConnectionWire(changed);
+    EXPECT_TRUE(after.kind_to_pid != before.kind_to_pid || after.endpoints != before.endpoints)
+        << "change " << i;
+  }
+  // The fields of the span itself are not the connection's.
+  SpanRecord other_span = base;
+  other_span.tid = 8;
+  other_span.process = "other";
+  other_span.name = "GET /";
+  const ConnectionWire same = EncodeConnectionWire(other_span);
+  EXPECT_EQ(same.kind_to_pid, before.kind_to_pid);
+  EXPECT_EQ(same.endpoints, before.endpoints);
 }
 
 TEST(SpanRecord, SetAttributeKeepsKeysUniqueAndInOrder) {
