@@ -217,8 +217,10 @@ TEST(SpanRecord, SetAttributeKeepsKeysUniqueAndInOrder) {
 
 TEST(SpanRecord, SetAttributeInsertsAnywhereAsAMapWould) {
   // More keys than are stored inline, in an order that inserts at the front, the middle
-  // and the end.
-  const std::vector<std::string> keys = {"m", "c", "x", "a", "p", "d", "z", "b", "n", "c", "y"};
+  // and the end, some with a first byte in common.
+  // Bytes past 0x7f order after ASCII, as in a std::string's comparison.
+  const std::vector<std::string> keys = {"m",  "c", "x",        "a",  "p",      "d",  "z",
+                                         "b",  "n", "\xc3\xa9", "ab", "\x7f", "c", "y"};
   std::deque<std::string> values;  // the record views them: a deque never moves them
   SpanRecord record;
   std::map<std::string, std::string> map;
