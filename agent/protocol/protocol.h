@@ -99,7 +99,8 @@ class Text {
   }
 
  private:
-  // No view of owned_ is ever kept: a Text moves and copies as its members do.
+  // view_ is only ever a view of the head or of a constant, never of owned_: a copy or a
+  // move needs no fixing up.
   absl::string_view view_;
   std::string owned_;
   bool is_view_ = false;
