@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -16,15 +17,19 @@ namespace {
 // rounded up to 16 bytes.
 constexpr size_t Chunk(size_t request) { return (request + 8 + 15) & ~size_t{15}; }
 
-// The heap a string with `capacity` takes (none within libstdc++'s 15-character
-// small-string buffer).
-constexpr size_t StringHeap(size_t capacity) { return capacity > 15 ? Chunk(capacity + 1) : 0; }
+// The heap a batch buffer of `capacity` bytes takes (new char[capacity] is a malloc of it).
+constexpr size_t BufferHeap(size_t capacity) { return capacity > 0 ? Chunk(capacity) : 0; }
 
-// The capacity libstdc++ gives a string of `capacity` that must hold `needed`: at least
-// double (std::string::_M_create).
+// The capacity the open batch grows to from `capacity` to hold `needed`: at least double,
+// as a std::string grows.
 size_t GrownCapacity(size_t capacity, size_t needed) {
   if (needed <= capacity) return capacity;
   return std::max(needed, 2 * capacity);
+}
+
+// Uninitialized room (std::make_unique<char[]> would zero it, and it is all written over).
+std::unique_ptr<char[]> NewBuffer(size_t capacity) {
+  return std::unique_ptr<char[]>(new char[capacity]);
 }
 
 // A sealed batch's own records: its shared SealedBatch (control block included) and its
@@ -39,7 +44,7 @@ constexpr uint8_t kSpansTag = (2 << 3) | 2;    // spans, length-delimited
 
 v1::SpanBatch ToSpanBatch(const SealedBatch& batch) {
   v1::SpanBatch message;
-  if (!message.ParseFromString(batch.wire)) message.Clear();
+  if (!message.ParseFromArray(batch.bytes.get(), static_cast<int>(batch.size))) message.Clear();
   return message;
 }
 
@@ -48,25 +53,33 @@ SpanBuffer::SpanBuffer(SpanBufferOptions options, CounterSet* counters)
 
 bool SpanBuffer::Add(const SpanRecord& span, absl::Time now) {
   using google::protobuf::io::CodedOutputStream;
-  const size_t span_bytes = SpanWireSize(span);
-  const size_t entry_bytes = 1 + CodedOutputStream::VarintSize64(span_bytes) + span_bytes;
+  const size_t bound = SpanWireSizeBound(span);
   absl::MutexLock lock(&mu_);
-  // The open batch's heap once the span is in: its string, grown as libstdc++ grows it.
+  // The span is written once, into scratch_, whose end gives its size, and copied into the
+  // batch if it fits: computing the size apart, field by field, cost a third of writing it.
+  if (bound > scratch_capacity_) {
+    scratch_capacity_ = std::max(bound, 2 * scratch_capacity_);
+    scratch_ = NewBuffer(scratch_capacity_);
+  }
+  const auto* span_begin = reinterpret_cast<uint8_t*>(scratch_.get());
+  const size_t span_bytes =
+      static_cast<size_t>(WriteSpanWire(span, reinterpret_cast<uint8_t*>(scratch_.get())) -
+                          span_begin);
+  const size_t entry_bytes = 1 + CodedOutputStream::VarintSize64(span_bytes) + span_bytes;
+  // The open batch's heap once the span is in.
   const size_t batch_id_field = 1 + CodedOutputStream::VarintSize64(next_batch_id_);
   const size_t open_needed = (open_spans_ == 0 ? batch_id_field : open_used_) + entry_bytes;
   // A new batch is given at once the room the last one took, and a little more: grown from
-  // nothing by doubling, a batch's bytes were copied and zeroed about twice over (a fifth
-  // of the cost of adding a span). Not when that room would not fit in the bound: the
-  // span is then dropped only if its own bytes do not fit.
-  size_t open_capacity = GrownCapacity(open_.capacity(), open_needed);
+  // nothing by doubling, a batch's bytes were copied about twice over. Not when that room
+  // would not fit in the bound: the span is then dropped only if its own bytes do not fit.
+  size_t open_capacity = GrownCapacity(open_capacity_, open_needed);
   if (open_spans_ == 0) {
-    const size_t room = GrownCapacity(
-        open_.capacity(), std::max(open_needed, last_batch_used_ + last_batch_used_ / 8));
-    if (sealed_bytes_ + StringHeap(room) + kBatchOverhead <= options_.max_bytes) {
+    const size_t room = std::max(open_needed, last_batch_used_ + last_batch_used_ / 8);
+    if (sealed_bytes_ + BufferHeap(room) + kBatchOverhead <= options_.max_bytes) {
       open_capacity = room;
     }
   }
-  const size_t open_bytes = StringHeap(open_capacity) + kBatchOverhead;
+  const size_t open_bytes = BufferHeap(open_capacity) + kBatchOverhead;
   if (sealed_spans_ + open_spans_ >= options_.max_spans ||
       sealed_bytes_ + open_bytes > options_.max_bytes) {
     counters_->spans_dropped.fetch_add(1);
@@ -77,22 +90,22 @@ bool SpanBuffer::Add(const SpanRecord& span, absl::Time now) {
     // sealed in the order they are opened, so the ids still increase as they are sealed.
     open_since_ = now;
     open_id_ = next_batch_id_++;
-    open_.reserve(open_capacity);
-    open_.resize(open_.capacity());
-    auto* out = reinterpret_cast<uint8_t*>(&open_[0]);
+    open_ = NewBuffer(open_capacity);
+    open_capacity_ = open_capacity;
+    auto* out = reinterpret_cast<uint8_t*>(open_.get());
     *out++ = kBatchIdTag;
     open_used_ = CodedOutputStream::WriteVarint64ToArray(open_id_, out) -
-                 reinterpret_cast<uint8_t*>(&open_[0]);
-  } else if (open_used_ + entry_bytes > open_.size()) {
-    // The string is kept as long as its capacity and written in place: resizing it for
-    // every span was a call into libstdc++ to zero bytes written over at once.
-    open_.resize(open_used_ + entry_bytes);
-    open_.resize(open_.capacity());
+                 reinterpret_cast<uint8_t*>(open_.get());
+  } else if (open_capacity > open_capacity_) {
+    std::unique_ptr<char[]> grown = NewBuffer(open_capacity);
+    std::memcpy(grown.get(), open_.get(), open_used_);
+    open_ = std::move(grown);
+    open_capacity_ = open_capacity;
   }
-  auto* out = reinterpret_cast<uint8_t*>(&open_[open_used_]);
+  auto* out = reinterpret_cast<uint8_t*>(open_.get() + open_used_);
   *out++ = kSpansTag;
   out = CodedOutputStream::WriteVarint64ToArray(span_bytes, out);
-  WriteSpanWire(span, out);
+  std::memcpy(out, span_begin, span_bytes);
   open_used_ += entry_bytes;
   ++open_spans_;
   if (open_spans_ >= options_.batch_max_spans) SealLocked();
@@ -104,11 +117,11 @@ void SpanBuffer::SealLocked() {
   auto batch = std::make_shared<SealedBatch>();
   batch->batch_id = open_id_;
   batch->spans = open_spans_;
-  const size_t bytes = StringHeap(open_.capacity()) + kBatchOverhead;
-  open_.resize(open_used_);  // within its capacity: no copy
+  const size_t bytes = BufferHeap(open_capacity_) + kBatchOverhead;
   last_batch_used_ = open_used_;
-  batch->wire = std::move(open_);
-  open_ = std::string();
+  batch->bytes = std::move(open_);
+  batch->size = open_used_;
+  open_capacity_ = 0;
   open_used_ = 0;
   sealed_spans_ += open_spans_;
   sealed_bytes_ += bytes;
@@ -199,7 +212,7 @@ size_t SpanBuffer::spans_held() const {
 size_t SpanBuffer::bytes_held() const {
   absl::MutexLock lock(&mu_);
   const size_t open_bytes =
-      open_spans_ > 0 ? StringHeap(open_.capacity()) + kBatchOverhead : 0;
+      open_spans_ > 0 ? BufferHeap(open_capacity_) + kBatchOverhead : 0;
   return sealed_bytes_ + open_bytes;
 }
 

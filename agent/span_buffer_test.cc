@@ -190,7 +190,7 @@ TEST(SpanBuffer, ASealedBatchIsTheSpanBatchOfItsSpans) {
     *expected.add_spans() = spans[2 * (id - 1)];
     *expected.add_spans() = spans[2 * (id - 1) + 1];
     v1::SpanBatch parsed;
-    ASSERT_TRUE(parsed.ParseFromString(batch->wire));
+    ASSERT_TRUE(parsed.ParseFromString(std::string(batch->wire())));
     EXPECT_EQ(parsed.DebugString(), expected.DebugString());
     // Byte for byte what protobuf writes (a span's one attribute makes its map's order
     // moot).
@@ -202,7 +202,7 @@ TEST(SpanBuffer, ASealedBatchIsTheSpanBatchOfItsSpans) {
     SpanBuffer single({100, 2, absl::Seconds(10)}, &counters);
     for (const v1::Span& span : one_attribute.spans()) single.Add(SpanRecordViewOf(span), kT0);
     one_attribute.set_batch_id(1);
-    EXPECT_EQ(single.NextToSend()->wire, one_attribute.SerializeAsString());
+    EXPECT_EQ(single.NextToSend()->wire(), one_attribute.SerializeAsString());
   }
 }
 

@@ -43,6 +43,13 @@ void GrowHead(std::string* head, uint64_t message_offset, uint64_t offset,
   head->append(capture.data(), std::min(room, capture.size()));
 }
 
+// Sets a head to a message's first capture. Cleared and appended to: assign is libstdc++'s
+// general replace, twice the instructions.
+void SetHead(std::string* head, absl::string_view capture) {
+  head->clear();
+  head->append(capture.data(), capture.size());
+}
+
 }  // namespace
 
 SpanBuilder::SpanBuilder(std::string node, Sink sink, absl::Duration idle_timeout)
@@ -62,6 +69,7 @@ void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
       ToValidUtf8(absl::string_view(hello.process, strnlen(hello.process, kNameBytes)));
   process.pid = hello.pid;
   process.wall_minus_mono = hello.start_wall_ns - hello.start_mono_ns;
+  for (auto& [conn_id, conn] : process.connections) EncodeConnectionFields(process, conn);
   if (hello.cause_pid != 0) {
     // The main thread continues the forking (or exec'ing) thread: its tid is the pid.
     const uint64_t context = ThreadContext(hello.cause_pid, hello.cause_tid, process_key);
@@ -76,6 +84,8 @@ void SpanBuilder::KeepNamesOfOpenSpans(Process& process) {
     open.process = std::string(open.span.process);
     open.span.service = open.service;
     open.span.process = open.process;
+    // Its connection's bytes are about to be encoded again, with the new names.
+    open.span.connection_wire = nullptr;
   };
   for (auto& [conn_id, conn] : process.connections) {
     if (conn.open) keep(*conn.open);
@@ -235,6 +245,7 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
     conn.peer.port = peer.port();
     conn.fallback_name = FormatEndpoint(conn.role == SocketRole::kClient ? peer : local);
   }
+  EncodeConnectionFields(process, conn);
   conn.last_activity = now;
   if (reannounced) {
     // Opened before this agent connection saw it: the parent of its first exchange is
@@ -287,7 +298,7 @@ void SpanBuilder::OnBytes(Process& process, Connection& conn, const Transfer& t,
     if (t.message_start) {
       span.response_hash = t.hash;
       open.response_hash_from_head = t.hash_from_capture;
-      open.response_head.assign(t.capture.data(), t.capture.size());
+      SetHead(&open.response_head, t.capture);
     }
   } else if (!t.message_start) {
     GrowHead(&open.response_head, span.response_offset, t.offset, t.capture);
@@ -328,22 +339,34 @@ uint64_t SpanBuilder::ClientParent(const Process& process, const Connection& con
   return conn.connect_parent;
 }
 
-void SpanBuilder::InitSpan(const Process& process, const Connection& conn, uint64_t conn_id,
-                           uint32_t tid, uint64_t start_wall_ns, SpanRecord* span) const {
-  span->span_id = NewRandomId();
+void SpanBuilder::SetConnectionFields(const Process& process, const Connection& conn,
+                                      SpanRecord* span) const {
   span->kind = conn.role == SocketRole::kClient ? v1::SPAN_KIND_CLIENT : v1::SPAN_KIND_SERVER;
   span->service = process.service;
   span->process = process.process;
   span->pid = process.pid;
   span->node = node_;
-  span->tid = tid;
-  span->start_ns = static_cast<int64_t>(start_wall_ns);
-  span->connection_id = conn_id;
   // Set even when empty (a Unix-domain connection's), as the message's always were.
   span->local = conn.local;
   span->local.set = true;
   span->peer = conn.peer;
   span->peer.set = true;
+}
+
+void SpanBuilder::EncodeConnectionFields(const Process& process, Connection& conn) const {
+  SpanRecord fields;
+  SetConnectionFields(process, conn, &fields);
+  conn.wire = EncodeConnectionWire(fields);
+}
+
+void SpanBuilder::InitSpan(const Process& process, const Connection& conn, uint64_t conn_id,
+                           uint32_t tid, uint64_t start_wall_ns, SpanRecord* span) const {
+  span->span_id = NewRandomId();
+  SetConnectionFields(process, conn, span);
+  span->connection_wire = &conn.wire;
+  span->tid = tid;
+  span->start_ns = static_cast<int64_t>(start_wall_ns);
+  span->connection_id = conn_id;
   span->name = conn.fallback_name;
   if (!conn.unix_name.empty()) span->SetAttribute("net.unix.path", conn.unix_name);
 }
@@ -395,7 +418,7 @@ std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
   if (t.message_start) {
     span.request_hash = t.hash;
     open->request_hash_from_head = t.hash_from_capture;
-    open->request_head.assign(t.capture.data(), t.capture.size());
+    SetHead(&open->request_head, t.capture);
   }
   return open;
 }
@@ -482,7 +505,7 @@ bool SpanBuilder::OnDnsDatagram(Process& process, Connection& conn, const Transf
   open.span.response_offset = t.offset;
   open.span.response_hash = t.hash;
   open.response_end = end_offset;
-  open.response_head.assign(t.capture.data(), t.capture.size());
+  SetHead(&open.response_head, t.capture);
   open.last_response_wall_ns = t.wall_ns;
   Emit(conn, open);
   Recycle(std::move(it->second));

@@ -52,6 +52,7 @@
 #include "absl/time/time.h"
 #include "agent/protocol/protocol.h"
 #include "agent/span_record.h"
+#include "agent/span_wire.h"
 #include "common/event_record.h"
 #include "proto/reptrace.pb.h"
 
@@ -149,6 +150,9 @@ class SpanBuilder {
     // endpoint for a server), formatted once per connection (inet_ntop is not cheap).
     std::string fallback_name;
     std::string unix_name;  // a Unix-domain socket's name (path, or '@' + abstract name)
+    // The wire bytes of what its spans have alike (SetConnectionFields), which they carry:
+    // encoded when it opens and again when its process says hello again.
+    ConnectionWire wire;
     uint64_t connect_parent = 0;  // server span of the connecting thread at connect time
     bool udp = false;              // a UDP conversation (else TCP or Unix-domain stream)
     uint64_t connect_wall_ns = 0;  // when connect() was called
@@ -209,8 +213,14 @@ class SpanBuilder {
                             uint32_t tid, uint64_t wall_ns, int error, uint64_t parent);
   uint64_t ClientParent(const Process& process, const Connection& conn, uint32_t tid,
                         bool first_exchange) const;
+  // Sets the fields every span of `conn` has alike (kind, service, node, pid, process,
+  // endpoints) in `span`; its service and process view `process`'s.
+  void SetConnectionFields(const Process& process, const Connection& conn,
+                           SpanRecord* span) const;
+  // Encodes conn.wire from those fields.
+  void EncodeConnectionFields(const Process& process, Connection& conn) const;
   // Sets what every span of `conn` starts with in `span`, a cleared record; its service
-  // and process view `process`'s.
+  // and process view `process`'s, and it carries conn.wire.
   void InitSpan(const Process& process, const Connection& conn, uint64_t conn_id,
                 uint32_t tid, uint64_t start_wall_ns, SpanRecord* span) const;
 

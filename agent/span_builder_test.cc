@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/span_wire.h"
 #include "agent/testing/hook_script.h"
 #include "common/endpoint.h"
 #include "gtest/gtest.h"
@@ -18,6 +19,23 @@ namespace {
 
 using testing::HookScript;
 
+std::string WireOf(const SpanRecord& span) {
+  std::string out(SpanWireSize(span), '\0');
+  WriteSpanWire(span, reinterpret_cast<uint8_t*>(&out[0]));
+  return out;
+}
+
+// What every test's sink checks: a span that carries its connection's wire bytes is
+// written exactly as it is field by field (the bytes are those of its fields).
+v1::Span Checked(const SpanRecord& span) {
+  if (span.connection_wire != nullptr) {
+    SpanRecord field_by_field = span;
+    field_by_field.connection_wire = nullptr;
+    EXPECT_EQ(WireOf(span), WireOf(field_by_field)) << span.name;
+  }
+  return ToSpanProto(span);
+}
+
 constexpr uint64_t kProcess = 77;
 const absl::Time kT0 = absl::FromUnixSeconds(1700000000);
 
@@ -25,7 +43,10 @@ class SpanBuilderTest : public ::testing::Test {
  protected:
   SpanBuilderTest()
       : builder_("node-a",
-                 [this](const SpanRecord& span) { spans_.push_back(ToSpanProto(span)); }) {
+                 [this](const SpanRecord& span) {
+                   spans_.push_back(Checked(span));
+                   if (span.connection_wire != nullptr) ++spans_with_connection_wire_;
+                 }) {
     builder_.OnHello(kProcess, script_.Hello("shop", "shopd"));
   }
 
@@ -41,6 +62,7 @@ class SpanBuilderTest : public ::testing::Test {
 
   HookScript script_{4242};
   std::vector<v1::Span> spans_;
+  size_t spans_with_connection_wire_ = 0;
   SpanBuilder builder_;
 };
 
@@ -255,7 +277,7 @@ TEST_F(SpanBuilderTest, TheFirstRequestOnAConnectionBelongsToTheRequestThatOpene
 
 TEST_F(SpanBuilderTest, BytesThatAreNotUtf8NeverReachASpanString) {
   SpanBuilder builder("node-a",
-                      [this](const SpanRecord& span) { spans_.push_back(ToSpanProto(span)); });
+                      [this](const SpanRecord& span) { spans_.push_back(Checked(span)); });
   HookScript script(99);
   builder.OnHello(1, script.Hello("caf\xE9", "bad\xFF"));
   builder.OnEvent(1, script.Accept(1, 7, 100), kT0);
@@ -323,7 +345,7 @@ TEST_F(SpanBuilderTest, ASpanWaitingForItsResponseIsNotIdle) {
 
 TEST_F(SpanBuilderTest, TheIdleTimeoutIsAParameter) {
   std::vector<v1::Span> out;
-  SpanBuilder builder("n", [&](const SpanRecord& s) { out.push_back(ToSpanProto(s)); },
+  SpanBuilder builder("n", [&](const SpanRecord& s) { out.push_back(Checked(s)); },
                       absl::Milliseconds(50));
   builder.OnHello(1, script_.Hello());
   builder.OnEvent(1, script_.Connect(1, 5, 100), kT0);
@@ -543,6 +565,22 @@ TEST_F(SpanBuilderTest, AHelloAgainRenamesOnlyTheSpansThatStartAfterIt) {
   EXPECT_EQ(spans_[0].process(), "shopd");
   EXPECT_EQ(spans_[1].service(), "cart");
   EXPECT_EQ(spans_[1].process(), "cartd");
+  // The second span carried its connection's bytes encoded again with the new names (the
+  // sink checks that they are its fields').
+  EXPECT_EQ(spans_with_connection_wire_, 1u);
+}
+
+TEST_F(SpanBuilderTest, SpansCarryTheirConnectionsWireBytes) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Recv(1, 7, 200, "GET /a HTTP/1.1\r\n\r\n"));
+  Feed(script_.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Connect(2, 8, 310));
+  Feed(script_.Send(2, 8, 320, "*1\r\n$4\r\nPING\r\n"));
+  Feed(script_.Recv(2, 8, 330, "+PONG\r\n"));
+  Feed(script_.Close(2, 8, 340));
+  Feed(script_.Close(1, 7, 500));
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_with_connection_wire_, 2u);
 }
 
 TEST_F(SpanBuilderTest, ProcessesAreKeptApart) {

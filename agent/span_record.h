@@ -38,6 +38,8 @@ struct SpanAttribute {
   absl::string_view value;
 };
 
+struct ConnectionWire;  // span_wire.h
+
 struct SpanRecord {
   // Attributes a span of one of the known protocols has at most (see agent/protocol).
   static constexpr size_t kInlineAttributes = 8;
@@ -70,6 +72,10 @@ struct SpanRecord {
   // one message to the next).
   absl::InlinedVector<SpanAttribute, kInlineAttributes> attributes;
   uint64_t trace_id = 0;
+  // Optional: the wire bytes of its fields that every span of its connection has alike
+  // (EncodeConnectionWire of this record, span_wire.h), which WriteSpanWire then copies
+  // as they are. Whoever sets it keeps them exactly those of the record's fields.
+  const ConnectionWire* connection_wire = nullptr;
 
   // Sets the value of `key`, replacing one it had (as a map's operator[] does).
   void SetAttribute(absl::string_view key, absl::string_view value);

@@ -62,6 +62,12 @@ REPTRACE_WIRE_INLINE uint8_t* WriteBytesBody(absl::string_view value, uint8_t* o
   return out + value.size();
 }
 
+// Bytes already encoded.
+REPTRACE_WIRE_INLINE uint8_t* WriteRaw(absl::string_view bytes, uint8_t* out) {
+  std::memcpy(out, bytes.data(), bytes.size());
+  return out + bytes.size();
+}
+
 REPTRACE_WIRE_INLINE size_t StringSize(uint32_t field, absl::string_view value) {
   return value.empty() ? 0 : TagSize(Tag(field, kLengthDelimited)) + BytesBodySize(value);
 }
@@ -98,18 +104,53 @@ REPTRACE_WIRE_INLINE size_t EntryBodySize(absl::string_view key, absl::string_vi
 
 constexpr uint32_t kAttributesField = 23;
 
+// The most a field takes besides its string's bytes: a tag (field numbers up to 2047 take
+// two bytes) and a 64-bit varint (a value or a length).
+constexpr size_t kMaxFieldBytes = 2 + 10;
+// Every field that is not a string, and the tag and length of every string field, taken at
+// their most: the 24 fields of a span (the attributes' tags apart), and the two fields of
+// each endpoint with its 16 address bytes.
+constexpr size_t kMaxFixedBytes = 24 * kMaxFieldBytes + 2 * (2 * kMaxFieldBytes + 16);
+// An attribute's entry besides its key's and value's bytes: its own tag and length, then
+// the key's and the value's.
+constexpr size_t kMaxEntryBytes = 3 * kMaxFieldBytes;
+
 #undef REPTRACE_WIRE_INLINE
 
 }  // namespace
 
+ConnectionWire EncodeConnectionWire(const SpanRecord& span) {
+  // Once per connection: written into room for the most the fields can take.
+  ConnectionWire wire;
+  wire.kind_to_pid.resize(4 * kMaxFieldBytes + span.service.size() + span.node.size());
+  auto* begin = reinterpret_cast<uint8_t*>(&wire.kind_to_pid[0]);
+  uint8_t* out = WriteVarint(3, Signed(span.kind), begin);
+  out = WriteString(4, span.service, out);
+  out = WriteString(5, span.node, out);
+  out = WriteVarint(6, span.pid, out);
+  wire.kind_to_pid.resize(static_cast<size_t>(out - begin));
+  wire.endpoints.resize(2 * (3 * kMaxFieldBytes + SpanEndpoint::kMaxIpBytes));
+  begin = reinterpret_cast<uint8_t*>(&wire.endpoints[0]);
+  out = WriteEndpoint(14, span.local, begin);
+  out = WriteEndpoint(15, span.peer, out);
+  wire.endpoints.resize(static_cast<size_t>(out - begin));
+  return wire;
+}
+
 size_t SpanWireSize(const SpanRecord& span) {
+  const ConnectionWire* connection = span.connection_wire;
   size_t size = Fixed64Size(1, span.span_id) + Fixed64Size(2, span.parent_span_id) +
-                VarintSize(3, Signed(span.kind)) + StringSize(4, span.service) +
-                StringSize(5, span.node) + VarintSize(6, span.pid) + VarintSize(7, span.tid) +
-                StringSize(8, span.process) + StringSize(9, span.name) +
-                VarintSize(10, Signed(span.start_ns)) + VarintSize(11, Signed(span.end_ns)) +
-                VarintSize(12, Signed(span.status)) + StringSize(13, span.status_message) +
-                EndpointSize(14, span.local) + EndpointSize(15, span.peer) +
+                (connection != nullptr
+                     ? connection->kind_to_pid.size()
+                     : VarintSize(3, Signed(span.kind)) + StringSize(4, span.service) +
+                           StringSize(5, span.node) + VarintSize(6, span.pid)) +
+                VarintSize(7, span.tid) + StringSize(8, span.process) +
+                StringSize(9, span.name) + VarintSize(10, Signed(span.start_ns)) +
+                VarintSize(11, Signed(span.end_ns)) + VarintSize(12, Signed(span.status)) +
+                StringSize(13, span.status_message) +
+                (connection != nullptr
+                     ? connection->endpoints.size()
+                     : EndpointSize(14, span.local) + EndpointSize(15, span.peer)) +
                 VarintSize(16, span.request_offset) + VarintSize(17, span.request_bytes) +
                 VarintSize(18, span.response_offset) + VarintSize(19, span.response_bytes) +
                 Fixed64Size(20, span.request_hash) + Fixed64Size(21, span.response_hash) +
@@ -122,13 +163,26 @@ size_t SpanWireSize(const SpanRecord& span) {
   return size;
 }
 
+size_t SpanWireSizeBound(const SpanRecord& span) {
+  size_t size = kMaxFixedBytes + span.service.size() + span.node.size() + span.process.size() +
+                span.name.size() + span.status_message.size();
+  for (const SpanAttribute& a : span.attributes) {
+    size += kMaxEntryBytes + a.key.size() + a.value.size();
+  }
+  return size;
+}
+
 uint8_t* WriteSpanWire(const SpanRecord& span, uint8_t* out) {
   out = WriteFixed64(1, span.span_id, out);
   out = WriteFixed64(2, span.parent_span_id, out);
-  out = WriteVarint(3, Signed(span.kind), out);
-  out = WriteString(4, span.service, out);
-  out = WriteString(5, span.node, out);
-  out = WriteVarint(6, span.pid, out);
+  if (span.connection_wire != nullptr) {
+    out = WriteRaw(span.connection_wire->kind_to_pid, out);
+  } else {
+    out = WriteVarint(3, Signed(span.kind), out);
+    out = WriteString(4, span.service, out);
+    out = WriteString(5, span.node, out);
+    out = WriteVarint(6, span.pid, out);
+  }
   out = WriteVarint(7, span.tid, out);
   out = WriteString(8, span.process, out);
   out = WriteString(9, span.name, out);
@@ -136,8 +190,12 @@ uint8_t* WriteSpanWire(const SpanRecord& span, uint8_t* out) {
   out = WriteVarint(11, Signed(span.end_ns), out);
   out = WriteVarint(12, Signed(span.status), out);
   out = WriteString(13, span.status_message, out);
-  out = WriteEndpoint(14, span.local, out);
-  out = WriteEndpoint(15, span.peer, out);
+  if (span.connection_wire != nullptr) {
+    out = WriteRaw(span.connection_wire->endpoints, out);
+  } else {
+    out = WriteEndpoint(14, span.local, out);
+    out = WriteEndpoint(15, span.peer, out);
+  }
   out = WriteVarint(16, span.request_offset, out);
   out = WriteVarint(17, span.request_bytes, out);
   out = WriteVarint(18, span.response_offset, out);

@@ -9,13 +9,31 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "agent/span_record.h"
 
 namespace reptrace {
 
+// The wire bytes of the fields every span of one connection has alike, encoded once per
+// connection: a span carrying them (SpanRecord::connection_wire) is written with a copy of
+// each run instead of field by field. Each run is a run of consecutive field numbers, so
+// the bytes stay in protobuf's order.
+struct ConnectionWire {
+  std::string kind_to_pid;  // kind, service, node, pid (fields 3 to 6)
+  std::string endpoints;    // local, peer (14, 15)
+};
+
+// The bytes of those fields of `span`.
+ConnectionWire EncodeConnectionWire(const SpanRecord& span);
+
 // The number of bytes WriteSpanWire writes for `span`.
 size_t SpanWireSize(const SpanRecord& span);
+
+// At least SpanWireSize(span), found without encoding anything (its strings' sizes and
+// the most every other field can take): the room WriteSpanWire needs, when the exact size
+// can wait until the bytes are written.
+size_t SpanWireSizeBound(const SpanRecord& span);
 
 // Writes the span's wire bytes at `out` (SpanWireSize(span) of them); returns their end.
 uint8_t* WriteSpanWire(const SpanRecord& span, uint8_t* out);

@@ -1,6 +1,11 @@
 #include "agent/span_wire.h"
 
+#include <deque>
+#include <functional>
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -130,6 +135,73 @@ TEST(SpanWire, WritesAttributesInKeyOrder) {
   EXPECT_EQ(parsed.DebugString(), span.DebugString());
 }
 
+TEST(SpanWire, TheSizeBoundIsAtLeastTheSize) {
+  v1::Span full = Full();
+  (*full.mutable_attributes())["k"] = std::string(20000, 'v');  // a three-byte length
+  (*full.mutable_attributes())[""] = "";
+  for (const v1::Span& span : {v1::Span(), Full(), full}) {
+    const SpanRecord record = SpanRecordViewOf(span);
+    EXPECT_GE(SpanWireSizeBound(record), SpanWireSize(record));
+  }
+  // Every number at its widest.
+  SpanRecord widest;
+  widest.span_id = widest.parent_span_id = widest.request_hash = widest.response_hash =
+      widest.trace_id = ~uint64_t{0};
+  widest.kind = static_cast<v1::SpanKind>(-1);
+  widest.status = static_cast<v1::SpanStatus>(-1);
+  widest.pid = widest.tid = ~uint32_t{0};
+  widest.start_ns = widest.end_ns = -1;
+  widest.request_offset = widest.request_bytes = widest.response_offset =
+      widest.response_bytes = widest.connection_id = ~uint64_t{0};
+  widest.local.SetIp(std::string(16, '\xff'));
+  widest.local.port = ~uint32_t{0};
+  widest.peer = widest.local;
+  EXPECT_GE(SpanWireSizeBound(widest), SpanWireSize(widest));
+}
+
+TEST(SpanWire, ASpanCarryingItsConnectionsBytesIsWrittenTheSame) {
+  v1::Span unix_domain = Full();
+  unix_domain.mutable_local()->Clear();  // set, but empty
+  unix_domain.mutable_peer()->Clear();
+  for (const v1::Span& span : {v1::Span(), Full(), unix_domain}) {
+    SpanRecord record = SpanRecordViewOf(span);
+    const ConnectionWire connection = EncodeConnectionWire(record);
+    record.connection_wire = &connection;
+    EXPECT_EQ(Wire(record), Deterministic(span));
+  }
+}
+
+TEST(SpanWire, AConnectionsBytesChangeWithEachOfItsFields) {
+  const v1::Span full = Full();
+  const SpanRecord base = SpanRecordViewOf(full);
+  const ConnectionWire before = EncodeConnectionWire(base);
+  const std::vector<std::function<void(SpanRecord&)>> changes = {
+      [](SpanRecord& r) { r.kind = v1::SPAN_KIND_CLIENT; },
+      [](SpanRecord& r) { r.service = "other-service"; },
+      [](SpanRecord& r) { r.node = "node-b"; },
+      [](SpanRecord& r) { r.pid = 4194305; },
+      [](SpanRecord& r) { r.local.SetIp(std::string("\x0a\x00\x00\x03", 4)); },
+      [](SpanRecord& r) { r.local.port = 8081; },
+      [](SpanRecord& r) { r.peer.port = 1; },
+      [](SpanRecord& r) { r.peer.set = false; },
+  };
+  for (size_t i = 0; i < changes.size(); ++i) {
+    SpanRecord changed = base;
+    changes[i](changed);
+    const ConnectionWire after = EncodeConnectionWire(changed);
+    EXPECT_TRUE(after.kind_to_pid != before.kind_to_pid || after.endpoints != before.endpoints)
+        << "change " << i;
+  }
+  // The fields of the span itself are not the connection's.
+  SpanRecord other_span = base;
+  other_span.tid = 8;
+  other_span.process = "other";
+  other_span.name = "GET /";
+  const ConnectionWire same = EncodeConnectionWire(other_span);
+  EXPECT_EQ(same.kind_to_pid, before.kind_to_pid);
+  EXPECT_EQ(same.endpoints, before.endpoints);
+}
+
 TEST(SpanRecord, SetAttributeKeepsKeysUniqueAndInOrder) {
   SpanRecord record;
   record.SetAttribute("url.path", "/a");
@@ -141,6 +213,26 @@ TEST(SpanRecord, SetAttributeKeepsKeysUniqueAndInOrder) {
   EXPECT_EQ(record.attributes[1].key, "http.request.method");
   EXPECT_EQ(record.attributes[2].key, "url.path");
   EXPECT_EQ(record.attributes[2].value, "/b");
+}
+
+TEST(SpanRecord, SetAttributeInsertsAnywhereAsAMapWould) {
+  // More keys than are stored inline, in an order that inserts at the front, the middle
+  // and the end, some with a first byte in common.
+  // Bytes past 0x7f order after ASCII, as in a std::string's comparison.
+  const std::vector<std::string> keys = {"m",  "c", "x",        "a",  "p",      "d",  "z",
+                                         "b",  "n", "\xc3\xa9", "ab", "\x7f", "c", "y"};
+  std::deque<std::string> values;  // the record views them: a deque never moves them
+  SpanRecord record;
+  std::map<std::string, std::string> map;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    values.push_back(std::to_string(i));
+    record.SetAttribute(keys[i], values.back());
+    map[keys[i]] = values.back();
+  }
+  using Pairs = std::vector<std::pair<std::string, std::string>>;
+  Pairs got;
+  for (const SpanAttribute& a : record.attributes) got.emplace_back(a.key, a.value);
+  EXPECT_EQ(got, Pairs(map.begin(), map.end()));
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <uuid/uuid.h>
 
 #include <algorithm>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
@@ -13,7 +15,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/version.h"
-#include "google/protobuf/unknown_field_set.h"
+#include "google/protobuf/io/coded_stream.h"
 
 namespace reptrace {
 
@@ -25,20 +27,57 @@ std::string NewAgentId() {
   return text;
 }
 
-v1::AgentMessage BatchMessage(const SealedBatch& batch, const v1::AgentCounters& counters) {
-  // The batch is already wire bytes (its batch_id and spans): the message carries them
-  // as an unknown field with the number of its `batch` field, and serializing it writes
-  // exactly what a message with that field set would, without parsing and serializing
-  // every span again. The counters are the batch's last field, as protobuf orders them.
+namespace {
+
+// The stream is IngestService.Connect writing the AgentMessages' bytes (grpc::ByteBuffer)
+// rather than messages, so that a batch, already wire bytes, goes out as it is: written as
+// a v1::AgentMessage, it was copied into the message and again by gRPC's serializer. The
+// call is made as the generated stub makes it (reptrace.grpc.pb.cc), with the ByteBuffer
+// serialization gRPC has built in.
+using AgentStream = grpc::ClientReaderWriter<grpc::ByteBuffer, v1::ControllerMessage>;
+
+std::unique_ptr<AgentStream> OpenAgentStream(const std::shared_ptr<grpc::Channel>& channel,
+                                             grpc::ClientContext* context) {
+  static const std::string* const kConnect =
+      new std::string(absl::StrCat("/", v1::IngestService::service_full_name(), "/Connect"));
+  const grpc::internal::RpcMethod method(kConnect->c_str(),
+                                         grpc::internal::RpcMethod::BIDI_STREAMING, channel);
+  return std::unique_ptr<AgentStream>(
+      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, v1::ControllerMessage>::Create(
+          channel.get(), method, context));
+}
+
+grpc::ByteBuffer MessageBytes(const v1::AgentMessage& message) {
+  grpc::Slice slice(message.SerializeAsString());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+// A slice's reference to the batch whose bytes it is.
+void ReleaseBatch(void* batch) { delete static_cast<std::shared_ptr<const SealedBatch>*>(batch); }
+
+}  // namespace
+
+grpc::ByteBuffer BatchMessage(std::shared_ptr<const SealedBatch> batch,
+                              const v1::AgentCounters& counters) {
+  using google::protobuf::io::CodedOutputStream;
+  // The batch field is the batch's bytes (its batch_id and spans) followed by its counters,
+  // the SpanBatch's last field, as protobuf orders them.
   v1::SpanBatch counters_only;
   *counters_only.mutable_counters() = counters;
-  v1::AgentMessage message;
-  std::string* field = message.GetReflection()->MutableUnknownFields(&message)
-                           ->AddLengthDelimited(v1::AgentMessage::kBatchFieldNumber);
-  field->reserve(batch.wire.size() + counters_only.ByteSizeLong());
-  field->append(batch.wire);
-  counters_only.AppendToString(field);
-  return message;
+  const std::string counters_field = counters_only.SerializeAsString();
+  constexpr size_t kMaxVarintBytes = 10;
+  uint8_t head[1 + kMaxVarintBytes];  // the field's tag and length
+  head[0] = (v1::AgentMessage::kBatchFieldNumber << 3) | 2;  // length-delimited
+  const uint8_t* head_end =
+      CodedOutputStream::WriteVarint64ToArray(batch->size + counters_field.size(), head + 1);
+  const absl::string_view wire = batch->wire();
+  // gRPC only reads the bytes (a slice's buffer is not const in its API).
+  const grpc::Slice slices[] = {
+      grpc::Slice(head, static_cast<size_t>(head_end - head)),
+      grpc::Slice(const_cast<char*>(wire.data()), wire.size(), &ReleaseBatch,
+                  new std::shared_ptr<const SealedBatch>(std::move(batch))),
+      grpc::Slice(counters_field)};
+  return grpc::ByteBuffer(slices, 3);
 }
 
 Uploader::Uploader(UploaderOptions options, SpanBuffer* buffer, CounterSet* counters)
@@ -92,7 +131,6 @@ absl::Status Uploader::RunStream() {
               static_cast<int>(absl::ToInt64Milliseconds(options_.max_backoff)));
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
       options_.controller, grpc::InsecureChannelCredentials(), args);
-  std::unique_ptr<v1::IngestService::Stub> stub = v1::IngestService::NewStub(channel);
 
   grpc::ClientContext context;
   {
@@ -104,15 +142,14 @@ absl::Status Uploader::RunStream() {
     absl::MutexLock lock(&mu_);
     current_context_ = nullptr;
   };
-  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>> stream =
-      stub->Connect(&context);
+  std::unique_ptr<AgentStream> stream = OpenAgentStream(channel, &context);
 
   v1::AgentMessage hello;
   hello.mutable_hello()->set_node(options_.node);
   hello.mutable_hello()->set_agent_version(kVersion);
   hello.mutable_hello()->set_agent_id(options_.agent_id);
   hello.mutable_hello()->set_hostname(options_.hostname);
-  if (!stream->Write(hello)) {
+  if (!stream->Write(MessageBytes(hello))) {
     grpc::Status st = stream->Finish();
     forget_context();
     return absl::UnavailableError(absl::StrCat("hello not sent: ", st.error_message()));
@@ -142,7 +179,7 @@ absl::Status Uploader::RunStream() {
     const absl::Duration wait =
         std::clamp(next_counters - absl::Now(), absl::ZeroDuration(), absl::Milliseconds(50));
     if (std::shared_ptr<const SealedBatch> batch = buffer_->WaitNextToSend(wait)) {
-      if (!stream->Write(BatchMessage(*batch, counters_->Snapshot()))) {
+      if (!stream->Write(BatchMessage(std::move(batch), counters_->Snapshot()))) {
         failed = true;
         break;
       }
@@ -150,7 +187,7 @@ absl::Status Uploader::RunStream() {
     if (absl::Now() >= next_counters) {
       v1::AgentMessage message;
       *message.mutable_counters() = counters_->Snapshot();
-      if (!stream->Write(message)) {
+      if (!stream->Write(MessageBytes(message))) {
         failed = true;
         break;
       }

@@ -14,6 +14,8 @@
 #include <string>
 #include <thread>
 
+#include <grpcpp/support/byte_buffer.h>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -38,9 +40,12 @@ struct UploaderOptions {
   absl::Duration max_backoff = absl::Seconds(5);
 };
 
-// The message that sends `batch` with `counters`: the same bytes as an AgentMessage whose
-// `batch` field is ToSpanBatch(batch) with its counters set.
-v1::AgentMessage BatchMessage(const SealedBatch& batch, const v1::AgentCounters& counters);
+// The message that sends `batch` with `counters`: the bytes of an AgentMessage whose `batch`
+// field is ToSpanBatch(*batch) with its counters set. The batch's own bytes are not copied:
+// the message refers to them, and keeps `batch` alive for as long as it (or a copy gRPC
+// took of it) does.
+grpc::ByteBuffer BatchMessage(std::shared_ptr<const SealedBatch> batch,
+                              const v1::AgentCounters& counters);
 
 // A random UUID (libuuid), lower-case: the id of this agent process.
 std::string NewAgentId();

@@ -55,6 +55,26 @@ TEST(NewAgentId, IsALowerCaseUuid) {
   EXPECT_NE(NewAgentId(), id);
 }
 
+std::string BytesOf(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(buffer.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return bytes;
+}
+
+v1::AgentMessage ExpectedBatchMessage(const v1::AgentCounters& counters) {
+  v1::AgentMessage expected;
+  v1::SpanBatch& set = *expected.mutable_batch();
+  set.set_batch_id(1);
+  *set.add_spans() = SpanNumber(1);
+  *set.add_spans() = SpanNumber(2);
+  *set.mutable_counters() = counters;
+  return expected;
+}
+
 TEST(BatchMessage, IsTheMessageWithTheBatchFieldSet) {
   CounterSet counters;
   SpanBuffer buffer({100, 2, absl::Hours(1)}, &counters);
@@ -65,13 +85,40 @@ TEST(BatchMessage, IsTheMessageWithTheBatchFieldSet) {
   v1::AgentCounters snapshot;
   snapshot.set_events_received(17);
   snapshot.set_batches_sent(1);
-  v1::AgentMessage expected;
-  v1::SpanBatch& set = *expected.mutable_batch();
-  set.set_batch_id(1);
-  *set.add_spans() = SpanNumber(1);
-  *set.add_spans() = SpanNumber(2);
-  *set.mutable_counters() = snapshot;
-  EXPECT_EQ(BatchMessage(*batch, snapshot).SerializeAsString(), expected.SerializeAsString());
+  EXPECT_EQ(BytesOf(BatchMessage(batch, snapshot)),
+            ExpectedBatchMessage(snapshot).SerializeAsString());
+}
+
+TEST(BatchMessage, KeepsTheBatchAliveOnceTheBufferForgetsIt) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 2, absl::Hours(1)}, &counters);
+  buffer.Add(SpanRecordViewOf(SpanNumber(1)), absl::Now());
+  buffer.Add(SpanRecordViewOf(SpanNumber(2)), absl::Now());
+  std::shared_ptr<const SealedBatch> batch = buffer.NextToSend();
+  ASSERT_NE(batch, nullptr);
+  std::weak_ptr<const SealedBatch> watch = batch;
+  grpc::ByteBuffer message = BatchMessage(std::move(batch), v1::AgentCounters());
+  buffer.Ack(1);
+  ASSERT_FALSE(watch.expired());
+
+  const grpc::ByteBuffer copy = message;  // as gRPC takes it
+  message.Clear();
+  EXPECT_EQ(BytesOf(copy), ExpectedBatchMessage(v1::AgentCounters()).SerializeAsString());
+  EXPECT_FALSE(watch.expired());
+}
+
+TEST(BatchMessage, ReleasesTheBatchWithItsLastCopy) {
+  CounterSet counters;
+  SpanBuffer buffer({100, 1, absl::Hours(1)}, &counters);
+  buffer.Add(SpanRecordViewOf(SpanNumber(1)), absl::Now());
+  std::shared_ptr<const SealedBatch> batch = buffer.NextToSend();
+  std::weak_ptr<const SealedBatch> watch = batch;
+  {
+    grpc::ByteBuffer message = BatchMessage(std::move(batch), v1::AgentCounters());
+    const grpc::ByteBuffer copy = message;
+    buffer.Ack(1);
+  }
+  EXPECT_TRUE(watch.expired());
 }
 
 TEST(Uploader, SendsHelloThenBatchesAndForgetsAcknowledgedOnes) {

@@ -202,9 +202,13 @@ std::optional<Statement> SummarizeSql(absl::string_view sql, bool complete) {
 }
 
 Request StatementRequest(const Statement& statement) {
-  Request request{Protocol::kPostgresql, statement.operation, {}, {}};
-  if (!statement.table.empty()) absl::StrAppend(&request.name, " ", statement.table);
-  request.attributes.push_back({"db.system", "postgresql"});
+  Request request{Protocol::kPostgresql,
+                  statement.table.empty()
+                      ? statement.operation
+                      : absl::StrCat(statement.operation, " ", statement.table),
+                  {},
+                  {}};
+  request.attributes.push_back({"db.system", Text::View("postgresql")});
   request.attributes.push_back({"db.operation", statement.operation});
   if (!statement.table.empty()) request.attributes.push_back({"db.sql.table", statement.table});
   return request;
@@ -270,7 +274,7 @@ std::optional<Request> ParseUntypedMessage(absl::string_view head) {
   }
   Request request = NamedRequest("STARTUP");
   // The database defaults to the user's name; only what the client said is reported.
-  if (!database.empty()) absl::StrAppend(&request.name, " ", database);
+  if (!database.empty()) request.name = absl::StrCat(request.name.view(), " ", database);
   if (!user.empty()) request.attributes.push_back({"db.user", user});
   if (!database.empty()) request.attributes.push_back({"db.name", database});
   return request;

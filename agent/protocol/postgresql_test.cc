@@ -28,7 +28,7 @@ std::string SimpleQuery(const std::string& sql) {
 
 std::string NameOf(const std::string& head) {
   std::optional<Request> request = ParsePostgresqlRequest(head);
-  return request ? request->name : "<nullopt>";
+  return request ? std::string(request->name.view()) : "<nullopt>";
 }
 
 TEST(ParsePostgresqlRequest, SimpleQueriesByKindAndTable) {

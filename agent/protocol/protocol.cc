@@ -38,6 +38,23 @@ std::optional<Request> ParseTcpRequest(Protocol protocol, absl::string_view head
   return std::nullopt;
 }
 
+// Built where it is returned when the first parser tried recognises it: `request` is the
+// only thing returned (a result returned otherwise too made GCC move it out, a copy of
+// every short string in it), and a later parser's result replaces it (a move).
+std::optional<Request> RecogniseTcpRequest(absl::string_view head, uint16_t server_port,
+                                           const ParseOptions& options) {
+  Protocol first = ProtocolOfPort(server_port).value_or(kTcpOrder[0]);
+  // An HTTP request never starts with '*', a Redis array always does: trying Redis first
+  // then gives the same result, and spares the move.
+  if (first == Protocol::kHttp && !head.empty() && head[0] == '*') first = Protocol::kRedis;
+  std::optional<Request> request = ParseTcpRequest(first, head, options);
+  for (Protocol protocol : kTcpOrder) {
+    if (request) break;
+    if (protocol != first) request = ParseTcpRequest(protocol, head, options);
+  }
+  return request;
+}
+
 }  // namespace
 
 absl::string_view ProtocolName(Protocol protocol) {
@@ -57,15 +74,7 @@ absl::string_view ProtocolName(Protocol protocol) {
 std::optional<Request> ParseRequest(absl::string_view head, Transport transport,
                                     uint16_t server_port, const ParseOptions& options) {
   if (transport == Transport::kUdp) return ParseDnsRequest(head, Transport::kUdp);
-  const Protocol first = ProtocolOfPort(server_port).value_or(kTcpOrder[0]);
-  // One result, returned as it is: the request the first parser recognises (the common
-  // case) is never moved (a move copies every short string in it).
-  std::optional<Request> request = ParseTcpRequest(first, head, options);
-  for (Protocol protocol : kTcpOrder) {
-    if (request) break;
-    if (protocol != first) request = ParseTcpRequest(protocol, head, options);
-  }
-  return request;
+  return RecogniseTcpRequest(head, server_port, options);
 }
 
 std::optional<Response> ParseResponse(Protocol protocol, absl::string_view head,
@@ -85,7 +94,7 @@ std::optional<Response> ParseResponse(Protocol protocol, absl::string_view head,
 
 std::optional<std::string> FindAttribute(const Attributes& attributes, absl::string_view key) {
   for (const Attribute& attribute : attributes) {
-    if (attribute.key == key) return attribute.value;
+    if (attribute.key == key) return std::string(attribute.value.view());
   }
   return std::nullopt;
 }

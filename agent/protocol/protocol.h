@@ -8,14 +8,18 @@
 // Every function here is pure and total: it reads only the bytes of `head` (at most the first
 // kMaxInspectedBytes of them, so work is bounded whatever the caller passes), allocates only
 // its result, throws nothing, and never crashes on garbage. Every string it returns is valid
-// UTF-8 without control characters, so it can go into a protobuf string field as is.
+// UTF-8 without control characters, so it can go into a protobuf string field as is. A
+// result may view `head` (see Text): keep `head` alive, unchanged, while you use it.
 #ifndef REPTRACE_AGENT_PROTOCOL_PROTOCOL_H_
 #define REPTRACE_AGENT_PROTOCOL_PROTOCOL_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <ostream>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
@@ -33,11 +37,80 @@ enum class Protocol { kHttp, kRedis, kPostgresql, kDns };
 // "http", "redis", "postgresql", "dns".
 absl::string_view ProtocolName(Protocol protocol);
 
+// Text a parser returns: a view of the parsed `head` (or of a constant) where the text is
+// there as it is (an HTTP method and path, a Redis command in upper case), else a string of
+// its own. Copying the text out of the head was most of what naming a request cost.
+class Text {
+  template <typename T>
+  using IfText = std::enable_if_t<std::is_convertible<const T&, absl::string_view>::value>;
+
+ public:
+  Text() = default;
+  // A string of its own. Implicit, so that a parser can assign the string it made.
+  Text(std::string text) : owned_(std::move(text)) {}  // NOLINT(google-explicit-constructor)
+  Text(const char* text) : owned_(text) {}  // NOLINT(google-explicit-constructor)
+  // A view of `text`: of the parsed head or of a constant, which outlive the result.
+  static Text View(absl::string_view text) {
+    Text viewing;
+    viewing.view_ = text;
+    viewing.is_view_ = true;
+    return viewing;
+  }
+
+  // A view copies and moves as a string_view does: its (empty) string is left alone, as
+  // moving a std::string copies its inline buffer, a call to memcpy.
+  Text(const Text& other) : view_(other.view_), is_view_(other.is_view_) {
+    if (!is_view_) owned_ = other.owned_;
+  }
+  Text(Text&& other) noexcept : view_(other.view_), is_view_(other.is_view_) {
+    if (!is_view_) owned_ = std::move(other.owned_);
+  }
+  Text& operator=(const Text& other) {
+    view_ = other.view_;
+    is_view_ = other.is_view_;
+    if (!is_view_) owned_ = other.owned_;
+    return *this;
+  }
+  Text& operator=(Text&& other) noexcept {
+    view_ = other.view_;
+    is_view_ = other.is_view_;
+    if (!is_view_) owned_ = std::move(other.owned_);
+    return *this;
+  }
+
+  absl::string_view view() const { return is_view_ ? view_ : absl::string_view(owned_); }
+  // Implicit, as a std::string converts to a string_view.
+  operator absl::string_view() const { return view(); }  // NOLINT(google-explicit-constructor)
+  bool empty() const { return view().empty(); }
+
+  // Compares as its text does, with a Text or anything a string_view converts from.
+  friend bool operator==(const Text& a, const Text& b) { return a.view() == b.view(); }
+  friend bool operator!=(const Text& a, const Text& b) { return !(a == b); }
+  template <typename T, typename = IfText<T>>
+  friend bool operator==(const Text& a, const T& b) { return a.view() == absl::string_view(b); }
+  template <typename T, typename = IfText<T>>
+  friend bool operator==(const T& a, const Text& b) { return b == a; }
+  template <typename T, typename = IfText<T>>
+  friend bool operator!=(const Text& a, const T& b) { return !(a == b); }
+  template <typename T, typename = IfText<T>>
+  friend bool operator!=(const T& a, const Text& b) { return !(b == a); }
+  friend std::ostream& operator<<(std::ostream& out, const Text& text) {
+    return out << text.view();
+  }
+
+ private:
+  // view_ is only ever a view of the head or of a constant, never of owned_: a copy or a
+  // move needs no fixing up.
+  absl::string_view view_;
+  std::string owned_;
+  bool is_view_ = false;
+};
+
 // An OpenTelemetry-style span attribute ("http.request.method" = "GET"). Its key is one of
 // the parsers' constants (static storage, never freed): a span can point at it.
 struct Attribute {
   absl::string_view key;
-  std::string value;
+  Text value;
 };
 
 // A message's attributes, in the order its parser adds them; no parser adds more than
@@ -49,7 +122,7 @@ struct Request {
   Protocol protocol;
   // Low-cardinality span name: "GET /api/items", "GET" (Redis), "CLIENT SETNAME",
   // "SELECT items" (PostgreSQL, table when known), "DNS A example.com".
-  std::string name;
+  Text name;
   // In a fixed order per protocol (see the Parse*Request functions).
   Attributes attributes;
   // Pairs a response with its request when several are in flight on one socket: the DNS

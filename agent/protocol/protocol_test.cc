@@ -175,6 +175,80 @@ TEST(Parsers, SurviveRandomGarbage) {
   EXPECT_EQ(recognised, 0);
 }
 
+// True if `text` lies within `head` (a view of it, not a copy).
+bool Views(absl::string_view head, const Text& text) {
+  const absl::string_view v = text.view();
+  return v.data() >= head.data() && v.data() + v.size() <= head.data() + head.size();
+}
+
+TEST(ParseRequest, NamesAnHttpRequestByViewsOfItsHead) {
+  const std::string head = "GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n";
+  std::optional<Request> request = ParseRequest(head, Transport::kTcp);
+  ASSERT_TRUE(request.has_value());
+  EXPECT_EQ(request->name, "GET /index.html");
+  EXPECT_TRUE(Views(head, request->name));
+  for (const Attribute& a : request->attributes) EXPECT_TRUE(Views(head, a.value)) << a.key;
+  std::optional<Response> response =
+      ParseResponse(Protocol::kHttp, "HTTP/1.1 404 Not Found\r\n", Transport::kTcp);
+  ASSERT_TRUE(response.has_value());
+  EXPECT_EQ(FindAttribute(response->attributes, "http.response.status_code"), "404");
+}
+
+TEST(ParseRequest, NamesWhatIsNotInTheHeadAsItIsWithItsOwnText) {
+  // An absolute-form target is named by its path: "GET /a" is not in the head as it is.
+  const std::string http = "GET http://host/a?b=c HTTP/1.1\r\n";
+  std::optional<Request> request = ParseRequest(http, Transport::kTcp);
+  ASSERT_TRUE(request.has_value());
+  EXPECT_EQ(request->name, "GET /a");
+  EXPECT_FALSE(Views(http, request->name));
+  // A Redis command in lower case is named in upper case.
+  const std::string redis = "*1\r\n$4\r\nping\r\n";
+  request = ParseRequest(redis, Transport::kTcp);
+  ASSERT_TRUE(request.has_value());
+  EXPECT_EQ(request->name, "PING");
+  EXPECT_EQ(FindAttribute(request->attributes, "db.operation"), "PING");
+}
+
+TEST(ParseRequest, ARequestFoundByALaterParserStillViewsTheHead) {
+  // No port hint: HTTP is tried first, and the Redis parser's result replaces its nullopt.
+  const std::string inline_command = "PING\r\n";
+  std::optional<Request> request = ParseRequest(inline_command, Transport::kTcp);
+  ASSERT_TRUE(request.has_value());
+  EXPECT_EQ(request->name, "PING");
+  EXPECT_TRUE(Views(inline_command, request->name));
+  EXPECT_EQ(FindAttribute(request->attributes, "db.operation"), "PING");
+  EXPECT_EQ(FindAttribute(request->attributes, "db.system"), "redis");
+}
+
+TEST(ParseRequest, ARedisArrayIsRecognisedWhateverThePortSays) {
+  for (uint16_t port : {0, 80, 8080, 5432, 53, 6379}) {
+    std::optional<Request> request = ParseRequest(testing::kRedisGetUser, Transport::kTcp, port);
+    ASSERT_TRUE(request.has_value()) << port;
+    EXPECT_EQ(request->protocol, Protocol::kRedis) << port;
+    EXPECT_EQ(request->name, "GET") << port;
+    EXPECT_TRUE(Views(testing::kRedisGetUser, request->name)) << port;
+  }
+}
+
+TEST(Text, AViewIsTheTextItViews) {
+  const std::string head = "abc";
+  const Text text = Text::View(head);
+  EXPECT_EQ(text, "abc");
+  EXPECT_EQ(text.view().data(), head.data());
+}
+
+TEST(Text, AnOwnedTextKeepsItsTextWhenCopiedOrMoved) {
+  std::optional<Text> original(Text(std::string(40, 'x')));
+  const Text copy = *original;
+  Text moved = std::move(*original);
+  original.reset();
+  EXPECT_EQ(copy, std::string(40, 'x'));
+  EXPECT_EQ(moved, std::string(40, 'x'));
+  Text short_one = Text(std::string("ab"));  // in std::string's inline buffer
+  const Text short_moved = std::move(short_one);
+  EXPECT_EQ(short_moved, "ab");
+}
+
 TEST(FindAttribute, FindsTheFirstByKey) {
   const Attributes attributes = {{"a", "1"}, {"b", "2"}, {"a", "3"}};
   EXPECT_EQ(FindAttribute(attributes, "a"), "1");

@@ -103,13 +103,17 @@ std::optional<absl::string_view> ReadBulkString(absl::string_view head, size_t* 
 std::optional<Request> CommandRequest(absl::string_view command, absl::string_view subcommand) {
   std::optional<Request> request(std::in_place);
   request->protocol = Protocol::kRedis;
-  std::string& name = request->name;
-  name = internal::AsciiUpper(command);
-  if (!subcommand.empty() && Contains(kContainerCommands, name)) {
-    absl::StrAppend(&name, " ", internal::AsciiUpper(subcommand));
+  // A command in upper case, as clients mostly write them, is named by its view.
+  if (std::none_of(command.begin(), command.end(), internal::IsAsciiLower)) {
+    request->name = Text::View(command);
+  } else {
+    request->name = internal::AsciiUpper(command);
   }
-  request->attributes.push_back({"db.system", "redis"});
-  request->attributes.push_back({"db.operation", name});
+  if (!subcommand.empty() && Contains(kContainerCommands, request->name.view())) {
+    request->name = absl::StrCat(request->name.view(), " ", internal::AsciiUpper(subcommand));
+  }
+  request->attributes.push_back({"db.system", Text::View("redis")});
+  request->attributes.push_back({"db.operation", request->name});
   return request;
 }
 
@@ -261,7 +265,7 @@ std::optional<Response> ParseRedisResponse(absl::string_view head) {
       break;
   }
   if (!valid) return std::nullopt;
-  return Response{};
+  return std::optional<Response>(std::in_place);  // not a Response moved in
 }
 
 }  // namespace protocol
