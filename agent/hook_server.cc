@@ -40,16 +40,23 @@ constexpr size_t kMaxDescriptors = 4;
 constexpr size_t kRingBudget = 4096;
 // Records popped before they go to the decoder together.
 constexpr size_t kRingChunk = 256;
-// The loop's wait while rings are mapped: short after a pass that found records, doubling
-// up to the longest while passes find none (a record waits at most that long).
+// The loop's wait while rings are mapped (NextRingWaitMs): a record waits at most the
+// longest; a busy ring is left to fill to this share of its capacity between passes.
 constexpr int kRingWaitMinMs = 1;
 constexpr int kRingWaitMaxMs = 10;
+constexpr double kRingFillBetweenPasses = 1.0 / 8;
 // A quiet ring is looked at less often by periodic passes, down to every 10 ms.
 constexpr int64_t kRingPollMinNs = 1000 * 1000;
 constexpr int64_t kRingPollMaxNs = 10 * 1000 * 1000;
 
 std::string HelloBytes(const HelloRecord& hello) {
   return std::string(reinterpret_cast<const char*>(&hello), sizeof(hello));
+}
+
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace
@@ -158,10 +165,21 @@ void HookServer::Stop() {
   }
 }
 
+int NextRingWaitMs(size_t taken, double fullest, int64_t since_last_pass_ns,
+                   int last_wait_ms) {
+  if (taken == 0) return std::min(2 * std::max(last_wait_ms, kRingWaitMinMs), kRingWaitMaxMs);
+  if (fullest <= 0 || since_last_pass_ns <= 0) return kRingWaitMinMs;
+  const double wait_ms = static_cast<double>(since_last_pass_ns) / 1e6 *
+                         (kRingFillBetweenPasses / fullest);
+  return static_cast<int>(std::clamp(wait_ms, static_cast<double>(kRingWaitMinMs),
+                                     static_cast<double>(kRingWaitMaxMs)));
+}
+
 void HookServer::Loop() {
   epoll_event events[64];
   const int tick_ms = static_cast<int>(absl::ToInt64Milliseconds(tick_));
   int ring_wait_ms = kRingWaitMinMs;
+  int64_t last_pass_ns = SteadyNowNs();
   absl::Time next_expiry = absl::Now() + tick_;
   while (!stopping_.load()) {
     const int timeout_ms = rings_ > 0 ? std::min(tick_ms, ring_wait_ms) : tick_ms;
@@ -179,8 +197,11 @@ void HookServer::Loop() {
       }
     }
     if (rings_ > 0) {
-      ring_wait_ms = DrainRings(kRingBudget) > 0 ? kRingWaitMinMs
-                                                 : std::min(2 * ring_wait_ms, kRingWaitMaxMs);
+      const int64_t pass_ns = SteadyNowNs();
+      double fullest = 0;
+      const size_t taken = DrainRings(kRingBudget, &fullest);
+      ring_wait_ms = NextRingWaitMs(taken, fullest, pass_ns - last_pass_ns, ring_wait_ms);
+      last_pass_ns = pass_ns;
     }
     counters_->events_without_connection.store(builder_->events_without_connection());
     // At most once a tick: it looks at every connection.
@@ -471,14 +492,10 @@ size_t HookServer::DrainRing(uint64_t key, Connection& conn, size_t budget, bool
   return taken;
 }
 
-size_t HookServer::DrainRings(size_t budget) {
+size_t HookServer::DrainRings(size_t budget, double* fullest) {
   const bool periodic = budget != 0;
   // Monotonic: a wall clock set back would leave quiet rings unread until it caught up.
-  const int64_t now_ns =
-      periodic ? std::chrono::duration_cast<std::chrono::nanoseconds>(
-                     std::chrono::steady_clock::now().time_since_epoch())
-                     .count()
-               : 0;
+  const int64_t now_ns = periodic ? SteadyNowNs() : 0;
   // Keys first: a malformed ring closes its connection on the way.
   ring_keys_.clear();
   for (const auto& [key, conn] : conns_) {
@@ -494,6 +511,9 @@ size_t HookServer::DrainRings(size_t budget) {
     bool closed = false;
     const size_t n = DrainRing(key, conn, periodic ? budget : conn.ring_capacity, &closed);
     taken += n;
+    if (fullest != nullptr && !closed && conn.ring_capacity > 0) {
+      *fullest = std::max(*fullest, static_cast<double>(n) / conn.ring_capacity);
+    }
     if (closed || !periodic) continue;
     if (n > 0) {
       conn.ring_poll_interval_ns = 0;

@@ -112,6 +112,23 @@ class HookServerTest : public ::testing::Test {
   HookServer server_{socket_path_, &builder_, &counters_, absl::Milliseconds(20)};
 };
 
+TEST(NextRingWaitMsTest, ABusyRingIsLeftToFillAnEighthBetweenPasses) {
+  constexpr int64_t kMs = 1'000'000;
+  // nginx at ~46 k requests/s: ~92 of a ring's 4 096 records a millisecond.
+  EXPECT_EQ(NextRingWaitMs(92, 92.0 / 4096, 1 * kMs, 1), 5);
+  // The rate holds at the longer wait: the wait holds too.
+  EXPECT_EQ(NextRingWaitMs(511, 511.0 / 4096, 5 * kMs, 5), 5);
+  // A flooding process fills an eighth in under a millisecond: the shortest wait.
+  EXPECT_EQ(NextRingWaitMs(4096, 1.0, 2 * kMs, 2), 1);
+  // A trickle: the longest.
+  EXPECT_EQ(NextRingWaitMs(2, 2.0 / 4096, 1 * kMs, 1), 10);
+  // Nothing taken: doubling up to the longest.
+  EXPECT_EQ(NextRingWaitMs(0, 0, 1 * kMs, 1), 2);
+  EXPECT_EQ(NextRingWaitMs(0, 0, 8 * kMs, 8), 10);
+  // No time measured (a clock that did not move): the shortest.
+  EXPECT_EQ(NextRingWaitMs(5, 5.0 / 4096, 0, 4), 1);
+}
+
 TEST_F(HookServerTest, AHookedProcessesExchangeBecomesASpan) {
   ASSERT_TRUE(server_.Start().ok());
   struct stat st;
