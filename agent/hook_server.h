@@ -12,11 +12,11 @@
 // memfd (SCM_RIGHTS) holding the process's record ring. The server checks and maps it and
 // drains every mapped ring from the loop: while records come, as often as lets the fullest
 // ring fill to an eighth of its capacity at the rate of the last pass (every 1 to 10 ms:
-// NextRingWaitMs), backing off to 10 ms while they do not; completely before it handles a new hello (the new process's
-// causal parent may have written the records it depends on), when a process's socket
-// ends (what it wrote before it exited is still in the ring), and on Stop(). Any other
-// file descriptor a process sends is closed at once. Records on the socket are read as
-// before, for both wire versions 2 and 3.
+// NextRingWaitMs), backing off to 10 ms while they do not; completely before it handles a
+// new hello (the new process's causal parent may have written the records it depends
+// on), when a process's socket ends (what it wrote before it exited is still in the
+// ring), and on Stop(). Any other file descriptor a process sends is closed at once.
+// Records on the socket are read as before, for both wire versions 2 and 3.
 #ifndef REPTRACE_AGENT_HOOK_SERVER_H_
 #define REPTRACE_AGENT_HOOK_SERVER_H_
 

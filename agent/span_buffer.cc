@@ -61,10 +61,8 @@ bool SpanBuffer::Add(const SpanRecord& span, absl::Time now) {
     scratch_capacity_ = std::max(bound, 2 * scratch_capacity_);
     scratch_ = NewBuffer(scratch_capacity_);
   }
-  const auto* span_begin = reinterpret_cast<uint8_t*>(scratch_.get());
-  const size_t span_bytes =
-      static_cast<size_t>(WriteSpanWire(span, reinterpret_cast<uint8_t*>(scratch_.get())) -
-                          span_begin);
+  auto* span_begin = reinterpret_cast<uint8_t*>(scratch_.get());
+  const size_t span_bytes = static_cast<size_t>(WriteSpanWire(span, span_begin) - span_begin);
   const size_t entry_bytes = 1 + CodedOutputStream::VarintSize64(span_bytes) + span_bytes;
   // The open batch's heap once the span is in.
   const size_t batch_id_field = 1 + CodedOutputStream::VarintSize64(next_batch_id_);

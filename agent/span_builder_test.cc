@@ -20,8 +20,9 @@ namespace {
 using testing::HookScript;
 
 std::string WireOf(const SpanRecord& span) {
-  std::string out(SpanWireSize(span), '\0');
-  WriteSpanWire(span, reinterpret_cast<uint8_t*>(&out[0]));
+  std::string out(SpanWireSizeBound(span), '\0');
+  auto* begin = reinterpret_cast<uint8_t*>(&out[0]);
+  out.resize(static_cast<size_t>(WriteSpanWire(span, begin) - begin));
   return out;
 }
 

@@ -19,7 +19,9 @@ enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2 };
 
 constexpr uint32_t Tag(uint32_t field, WireType type) { return (field << 3) | type; }
 
-REPTRACE_WIRE_INLINE size_t TagSize(uint32_t tag) { return CodedOutputStream::VarintSize32(tag); }
+REPTRACE_WIRE_INLINE size_t TagSize(uint32_t tag) {
+  return CodedOutputStream::VarintSize32(tag);
+}
 
 REPTRACE_WIRE_INLINE uint8_t* WriteTag(uint32_t tag, uint8_t* out) {
   return CodedOutputStream::WriteVarint32ToArray(tag, out);
@@ -27,10 +29,6 @@ REPTRACE_WIRE_INLINE uint8_t* WriteTag(uint32_t tag, uint8_t* out) {
 
 // Proto3 leaves out every field at its default (0, empty): the helpers below write nothing
 // then, and count nothing.
-
-REPTRACE_WIRE_INLINE size_t Fixed64Size(uint32_t field, uint64_t value) {
-  return value == 0 ? 0 : TagSize(Tag(field, kFixed64)) + 8;
-}
 
 REPTRACE_WIRE_INLINE uint8_t* WriteFixed64(uint32_t field, uint64_t value, uint8_t* out) {
   if (value == 0) return out;
@@ -72,7 +70,8 @@ REPTRACE_WIRE_INLINE size_t StringSize(uint32_t field, absl::string_view value) 
   return value.empty() ? 0 : TagSize(Tag(field, kLengthDelimited)) + BytesBodySize(value);
 }
 
-REPTRACE_WIRE_INLINE uint8_t* WriteString(uint32_t field, absl::string_view value, uint8_t* out) {
+REPTRACE_WIRE_INLINE uint8_t* WriteString(uint32_t field, absl::string_view value,
+                                         uint8_t* out) {
   if (value.empty()) return out;
   out = WriteTag(Tag(field, kLengthDelimited), out);
   return WriteBytesBody(value, out);
@@ -83,13 +82,8 @@ REPTRACE_WIRE_INLINE size_t EndpointBodySize(const SpanEndpoint& end) {
 }
 
 // A set message field is written even when it is empty.
-REPTRACE_WIRE_INLINE size_t EndpointSize(uint32_t field, const SpanEndpoint& end) {
-  if (!end.set) return 0;
-  const size_t body = EndpointBodySize(end);
-  return TagSize(Tag(field, kLengthDelimited)) + CodedOutputStream::VarintSize64(body) + body;
-}
-
-REPTRACE_WIRE_INLINE uint8_t* WriteEndpoint(uint32_t field, const SpanEndpoint& end, uint8_t* out) {
+REPTRACE_WIRE_INLINE uint8_t* WriteEndpoint(uint32_t field, const SpanEndpoint& end,
+                                           uint8_t* out) {
   if (!end.set) return out;
   out = WriteTag(Tag(field, kLengthDelimited), out);
   out = CodedOutputStream::WriteVarint64ToArray(EndpointBodySize(end), out);
@@ -135,32 +129,6 @@ ConnectionWire EncodeConnectionWire(const SpanRecord& span) {
   out = WriteEndpoint(15, span.peer, out);
   wire.endpoints.resize(static_cast<size_t>(out - begin));
   return wire;
-}
-
-size_t SpanWireSize(const SpanRecord& span) {
-  const ConnectionWire* connection = span.connection_wire;
-  size_t size = Fixed64Size(1, span.span_id) + Fixed64Size(2, span.parent_span_id) +
-                (connection != nullptr
-                     ? connection->kind_to_pid.size()
-                     : VarintSize(3, Signed(span.kind)) + StringSize(4, span.service) +
-                           StringSize(5, span.node) + VarintSize(6, span.pid)) +
-                VarintSize(7, span.tid) + StringSize(8, span.process) +
-                StringSize(9, span.name) + VarintSize(10, Signed(span.start_ns)) +
-                VarintSize(11, Signed(span.end_ns)) + VarintSize(12, Signed(span.status)) +
-                StringSize(13, span.status_message) +
-                (connection != nullptr
-                     ? connection->endpoints.size()
-                     : EndpointSize(14, span.local) + EndpointSize(15, span.peer)) +
-                VarintSize(16, span.request_offset) + VarintSize(17, span.request_bytes) +
-                VarintSize(18, span.response_offset) + VarintSize(19, span.response_bytes) +
-                Fixed64Size(20, span.request_hash) + Fixed64Size(21, span.response_hash) +
-                VarintSize(22, span.connection_id) + Fixed64Size(24, span.trace_id);
-  const size_t entry_tag = TagSize(Tag(kAttributesField, kLengthDelimited));
-  for (const SpanAttribute& a : span.attributes) {
-    const size_t body = EntryBodySize(a.key, a.value);
-    size += entry_tag + CodedOutputStream::VarintSize64(body) + body;
-  }
-  return size;
 }
 
 size_t SpanWireSizeBound(const SpanRecord& span) {

@@ -27,15 +27,13 @@ struct ConnectionWire {
 // The bytes of those fields of `span`.
 ConnectionWire EncodeConnectionWire(const SpanRecord& span);
 
-// The number of bytes WriteSpanWire writes for `span`.
-size_t SpanWireSize(const SpanRecord& span);
-
-// At least SpanWireSize(span), found without encoding anything (its strings' sizes and
-// the most every other field can take): the room WriteSpanWire needs, when the exact size
-// can wait until the bytes are written.
+// At least the number of bytes WriteSpanWire writes for `span`, found without encoding
+// anything (its strings' sizes and the most every other field can take): the room it
+// needs. The exact size is where the bytes end.
 size_t SpanWireSizeBound(const SpanRecord& span);
 
-// Writes the span's wire bytes at `out` (SpanWireSize(span) of them); returns their end.
+// Writes the span's wire bytes at `out` (at most SpanWireSizeBound(span) of them); returns
+// their end.
 uint8_t* WriteSpanWire(const SpanRecord& span, uint8_t* out);
 
 }  // namespace reptrace

@@ -1184,8 +1184,9 @@ REPTRACE_EXPORT int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags
       Bytes bytes;
       bytes.iov = msg.msg_iov;
       bytes.iovcnt = static_cast<int>(msg.msg_iovlen);
-      RecordTransfer(state, fd, reptrace::EventKind::kSend, bytes, static_cast<ssize_t>(msgs[i].msg_len),
-                     0, clock, false, static_cast<const sockaddr*>(msg.msg_name),
+      RecordTransfer(state, fd, reptrace::EventKind::kSend, bytes,
+                     static_cast<ssize_t>(msgs[i].msg_len), 0, clock, false,
+                     static_cast<const sockaddr*>(msg.msg_name),
                      msg.msg_name != nullptr ? msg.msg_namelen : 0);
     }
   }

@@ -137,10 +137,13 @@ void CopyRows(pqxx::dbtransaction& tx, const std::string& table,
   // end then go through libpq directly, and libpqxx sees the connection idle again.
   tx.exec(statement);
   PGconn* conn = RawConnection::Of(tx);
+  const auto broken = [&] {
+    return pqxx::broken_connection(
+        absl::StrCat("COPY into ", table, ": ", OneLine(PQerrorMessage(conn))));
+  };
   if (PQputCopyData(conn, rows.data(), static_cast<int>(rows.size())) != 1 ||
       PQputCopyEnd(conn, nullptr) != 1) {
-    throw pqxx::broken_connection(absl::StrCat("COPY into ", table, ": ",
-                                               OneLine(PQerrorMessage(conn))));
+    throw broken();
   }
   // Every result up to the null one must be read for the connection to be usable again.
   PGresult* failed = nullptr;
@@ -155,10 +158,7 @@ void CopyRows(pqxx::dbtransaction& tx, const std::string& table,
     if (status == PGRES_COPY_IN || status == PGRES_COPY_BOTH) break;
   }
   if (failed != nullptr) ThrowCopyError(failed, statement);
-  if (PQstatus(conn) != CONNECTION_OK) {
-    throw pqxx::broken_connection(absl::StrCat("COPY into ", table, ": ",
-                                               OneLine(PQerrorMessage(conn))));
-  }
+  if (PQstatus(conn) != CONNECTION_OK) throw broken();
 }
 
 }  // namespace reptrace::controller::internal

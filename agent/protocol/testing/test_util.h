@@ -19,7 +19,9 @@ namespace testing {
 inline std::vector<std::pair<std::string, std::string>> Pairs(
     const Attributes& attributes) {
   std::vector<std::pair<std::string, std::string>> pairs;
-  for (const Attribute& a : attributes) pairs.emplace_back(std::string(a.key), std::string(a.value.view()));
+  for (const Attribute& a : attributes) {
+    pairs.emplace_back(std::string(a.key), std::string(a.value.view()));
+  }
   return pairs;
 }
 
