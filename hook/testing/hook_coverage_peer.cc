@@ -382,12 +382,23 @@ int Unix(const char* path) {
 }
 
 // Socket calls from a signal handler, on a traced connection of their own, while the main
-// flow does traced request/response on another: a timer interrupts the program every
-// 20 µs, often inside the hook. Every byte must arrive intact both ways.
+// flow does traced request/response on another: a timer interrupts the program 20 µs
+// after each handler returns, often inside the hook. Every byte must arrive intact both
+// ways. The timer is one-shot, re-armed by the handler: a periodic one livelocks the
+// program when a handler (two socket calls) takes longer than the period, as it does on a
+// loaded machine, and the main flow then never finishes.
 int g_signal_client = -1;
 int g_signal_server = -1;
 volatile sig_atomic_t g_signals_handled = 0;
 volatile sig_atomic_t g_signal_failed = 0;
+volatile sig_atomic_t g_signal_rearm = 0;
+constexpr suseconds_t kSignalGapUs = 20;
+
+void ArmSignalTimer() {
+  itimerval timer = {};
+  timer.it_value.tv_usec = kSignalGapUs;
+  setitimer(ITIMER_REAL, &timer, nullptr);  // async-signal-safe
+}
 
 void OnAlarm(int) {
   const int saved = errno;
@@ -398,6 +409,7 @@ void OnAlarm(int) {
     g_signal_failed = 1;
   }
   g_signals_handled = g_signals_handled + 1;
+  if (g_signal_rearm) ArmSignalTimer();
   errno = saved;
 }
 
@@ -423,9 +435,9 @@ int Signals() {
   action.sa_flags = SA_RESTART;
   sigemptyset(&action.sa_mask);
   if (sigaction(SIGALRM, &action, nullptr) != 0) return Fail("sigaction");
+  g_signal_rearm = 1;
   itimerval timer = {};
-  timer.it_interval.tv_usec = 20;
-  timer.it_value.tv_usec = 20;
+  timer.it_value.tv_usec = kSignalGapUs;
   if (setitimer(ITIMER_REAL, &timer, nullptr) != 0) return Fail("setitimer");
   char request[64], reply[64];
   for (int i = 0; i < 1000; ++i) {
@@ -436,6 +448,7 @@ int Signals() {
       return Fail("request/response under signals");
     }
   }
+  g_signal_rearm = 0;
   timer = {};
   setitimer(ITIMER_REAL, &timer, nullptr);
   if (g_signal_failed) return Fail("socket calls in the signal handler");
