@@ -34,7 +34,8 @@ inline constexpr uint32_t kRecordMagic = 0x31545052;  // "RPT1" in little-endian
 // 2: DataRecord, HelloRecord::start_mono_ns; times are CLOCK_MONOTONIC (see HelloRecord).
 // 3: records in a ring shared with the agent (common/shared_ring.h, kHelloFlagRing); only
 //    the hello travels on the socket. The agent still reads records sent on the socket.
-inline constexpr uint16_t kWireVersion = 3;
+// 4: InbandRecord (in-band mode). The agent reads versions 2 to 4.
+inline constexpr uint16_t kWireVersion = 4;
 
 // HelloRecord::flags.
 // The hello comes with a file descriptor (SCM_RIGHTS, on the hello's first byte): a sealed
@@ -46,6 +47,7 @@ enum class RecordType : uint16_t {
   kEvent = 2,
   kStats = 3,
   kData = 4,
+  kInband = 5,
 };
 
 struct RecordHeader {
@@ -222,7 +224,38 @@ struct StatsRecord {
   uint64_t events_dropped;   // events lost: ring full, or no agent to send them to
 };
 
+// In-band mode (hook/inband.h): what a frame header said about the span that the bytes of
+// a connection from `offset` on (in the record's direction) belong to. Published before the
+// DataRecord of the call that moved those bytes.
+enum class InbandEvent : uint8_t {
+  // This process (the client of the connection) began a request at `offset` of its send
+  // stream and framed it: `span_id` is the id the hook chose for that request's client
+  // span (the agent gives the span this id), `trace_id` the trace the hook put in the frame.
+  kSent = 1,
+  // This process (the server) received a request framed by a hooked client, its first byte
+  // at `offset` of its receive stream: `span_id` is the client span that sent it (the
+  // parent of the server span), `trace_id` the client's trace.
+  kReceived = 2,
+  // This process framed its requests on this connection, but the peer answered without
+  // frames: it is not hooked. Framing stopped; `offset` is the receive offset it was seen
+  // at, the ids are 0.
+  kPeerNotHooked = 3,
+};
+
+struct InbandRecord {
+  RecordHeader header;  // type kInband, size sizeof(InbandRecord)
+  uint8_t event;        // InbandEvent
+  uint8_t reserved[3];
+  uint32_t tid;         // the thread that made the call
+  uint64_t conn_id;     // as in the connection's open EventRecord
+  uint64_t offset;      // payload bytes (what the program sees), as DataRecord::offset
+  uint64_t trace_id;
+  uint64_t span_id;
+};
+
 static_assert(std::is_trivially_copyable_v<HelloRecord>);
+static_assert(std::is_trivially_copyable_v<InbandRecord>);
+static_assert(sizeof(InbandRecord) == 48);
 static_assert(std::is_trivially_copyable_v<EventRecord>);
 static_assert(std::is_trivially_copyable_v<StatsRecord>);
 static_assert(std::is_trivially_copyable_v<DataRecord>);
@@ -240,6 +273,7 @@ constexpr size_t RecordSizeFor(uint16_t type) {
     case RecordType::kEvent: return sizeof(EventRecord);
     case RecordType::kStats: return sizeof(StatsRecord);
     case RecordType::kData: return 0;  // variable: see RecordSizeValid
+    case RecordType::kInband: return sizeof(InbandRecord);
   }
   return 0;
 }
