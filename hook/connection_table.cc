@@ -68,7 +68,8 @@ void ConnectionTable::NoteFd(int fd) {
 }
 
 bool ConnectionTable::Start(int fd, uint64_t conn_id, uint8_t role,
-                            const Endpoints& endpoints, uint32_t announced) {
+                            const Endpoints& endpoints, uint32_t announced,
+                            inband::Mode send_mode, inband::Mode receive_mode) {
   if (fd < 0 || !Map()) return false;
   std::atomic<ConnectionState*>* slots = slots_.load(std::memory_order_acquire);
   if (static_cast<size_t>(fd) >= size_.load(std::memory_order_acquire)) return false;
@@ -83,6 +84,7 @@ bool ConnectionTable::Start(int fd, uint64_t conn_id, uint8_t role,
   state->role = role;
   state->announced.store(announced, std::memory_order_relaxed);
   state->endpoints = endpoints;
+  state->inband.Reset(send_mode, receive_mode);
   state->conn_id.store(conn_id, std::memory_order_release);
   NoteFd(fd);
   ConnectionState* previous = slots[fd].exchange(state, std::memory_order_acq_rel);

@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "hook/inband.h"
+
 namespace reptrace::hook {
 
 // Who the two ends of a connection are, as they go into an EventRecord.
@@ -45,6 +47,8 @@ struct ConnectionState {
   // 0: it never did (the ring was full).
   std::atomic<uint32_t> announced;
   Endpoints endpoints;
+  // In-band mode (hook/inband.h): framing and stripping of the connection's bytes.
+  inband::State inband;
 };
 
 class ConnectionTable {
@@ -66,11 +70,12 @@ class ConnectionTable {
   }
 
   // Starts tracing `fd` as a new connection `conn_id` (non-zero), with zeroed counters,
-  // announced under link generation `announced`. Maps the table on first use. False if
+  // announced under link generation `announced`, its in-band state in these modes. Maps the table on first use. False if
   // `fd` is out of range or no record is free. If `fd` was traced, that reference is
   // dropped (callers Stop() it first to report it).
   bool Start(int fd, uint64_t conn_id, uint8_t role, const Endpoints& endpoints,
-             uint32_t announced);
+             uint32_t announced, inband::Mode send_mode = inband::Mode::kPlain,
+             inband::Mode receive_mode = inband::Mode::kPlain);
 
   // `new_fd` is now a duplicate of `old_fd`: both name the same connection. False (and
   // `new_fd` untraced) if `old_fd` is not traced.

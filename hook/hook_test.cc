@@ -32,14 +32,17 @@ namespace {
 using std::chrono::milliseconds;
 using testing::AgentStream;
 using testing::CaptureOf;
+using testing::Child;
 using testing::ChildOptions;
 using testing::ContiguousTotal;
 using testing::Env;
 using testing::EventsOf;
 using testing::FakeAgent;
+using testing::HookEnv;
 using testing::MessageStarts;
 using testing::NameOf;
 using testing::Process;
+using testing::TempDir;
 
 constexpr char kPython[] = "/usr/bin/python3";
 constexpr char kCurl[] = "/usr/bin/curl";
@@ -86,58 +89,6 @@ os.waitpid(pid, 0)
 second, _ = listener.accept(); second.recv(100); accepted.recv(100)
 print(pid, flush=True)
 )";
-
-class TempDir {
- public:
-  TempDir() : path_(testing::MakeTempDir("reptrace-hook-test")) {}
-  ~TempDir() { testing::RemoveTree(path_); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string File(const std::string& name, const std::string& content) const {
-    const std::string p = path_ + "/" + name;
-    std::ofstream(p) << content;
-    return p;
-  }
-
- private:
-  std::string path_;
-};
-
-Env HookEnv(const std::string& socket_path, const Env& extra = {}) {
-  Env env = {{"LD_PRELOAD", REPTRACE_HOOK_PATH}, {"REPTRACE_SOCKET", socket_path}};
-  env.insert(extra.begin(), extra.end());
-  return env;
-}
-
-// A child process whose stdout (a file) we read while it runs; stopped on destruction.
-class Child {
- public:
-  Child(const std::vector<std::string>& argv, const Env& env)
-      : dir_(testing::MakeTempDir("reptrace-hook-test-child")), stdout_path_(dir_ + "/stdout") {
-    process_ = Process(argv, ChildOptions(env, stdout_path_));
-  }
-  ~Child() {
-    process_ = Process();  // stops it
-    testing::RemoveTree(dir_);
-  }
-  pid_t pid() const { return process_.pid(); }
-
-  // Its first line of output ("" if it exits without one or the time-out passes).
-  std::string ReadLine(absl::Duration timeout) {
-    return testing::WaitForLine(process_, stdout_path_, "", timeout);
-  }
-
-  // Waits for exit; the exit status, 128 + signal, or -1 on timeout.
-  int Wait(absl::Duration timeout) { return process_.Wait(timeout).value_or(-1); }
-  // Stops it (as the destructor does) and waits for it.
-  void Stop() { process_ = Process(); }
-
- private:
-  const std::string dir_;
-  const std::string stdout_path_;
-  Process process_;
-};
 
 struct RunResult {
   int exit_code;

@@ -30,6 +30,7 @@
 #include "hook/agent_link.h"
 #include "hook/connection_table.h"
 #include "hook/exec_env.h"
+#include "hook/inband_calls.h"
 #include "hook/interposed.h"
 #include "hook/process_state.h"
 #include "hook/real_calls.h"
@@ -506,7 +507,12 @@ void StartConnection(int fd, EventKind kind, SocketRole role, const Endpoints& e
   // The generation of the ring the record went into (0: dropped): if the agent connection
   // is lost after that, the generation moves on and the data calls re-announce.
   const uint32_t announced = PublishAnnouncement(&r, sizeof(r));
-  if (keep) g_table.Start(fd, conn_id, static_cast<uint8_t>(role), endpoints, announced);
+  if (keep) {
+    inband::Mode send_mode, receive_mode;
+    InbandModesFor(static_cast<uint8_t>(role), endpoints, &send_mode, &receive_mode);
+    g_table.Start(fd, conn_id, static_cast<uint8_t>(role), endpoints, announced, send_mode,
+                  receive_mode);
+  }
 }
 
 // Set-up has finished: connections seen before (from another library's constructor) are
@@ -615,6 +621,7 @@ void ChildAfterFork() {
   }
   g_pid.store(static_cast<uint32_t>(syscall(SYS_getpid)), std::memory_order_relaxed);
   t_tid = 0;
+  ReseedInbandAfterFork();
   // Inherited connections stay traced, with their offsets: a forking server (PostgreSQL's
   // postmaster, sshd, socketserver.ForkingMixIn) accepts and its child serves. They are
   // announced again on the child's own agent connection when it first uses them (the
@@ -631,6 +638,7 @@ __attribute__((constructor(101))) void ReptraceInit() {
   uint64_t wall_ns, mono_ns;
   ReadStartClocks(&wall_ns, &mono_ns);
   g_capture_bytes = CaptureBytesFromEnv();
+  ConfigureInband();
   ConfigureAgentLink(wall_ns, mono_ns);
   pthread_atfork(BeforeFork, nullptr, ChildAfterFork);
   // Last: a non-zero pid is what lets connect/accept start tracing (see Ready()).
@@ -654,25 +662,42 @@ __attribute__((destructor(101))) void ReptraceFini() {
 template <typename Call>
 __attribute__((noinline)) ssize_t TracedReceive(ConnectionState* state, int fd, void* buf,
                                                 size_t n, int flags, Call call) {
-  const ssize_t result = call();
+  ssize_t result;
+  if (InbandActive(state)) {
+    iovec iov = {buf, n};
+    result = InbandReceive(state, fd, &iov, 1, flags, nullptr);
+    if ((flags & MSG_PEEK) != 0) return result;  // a peek moves nothing: not recorded
+  } else {
+    result = call();
+  }
   Bytes bytes;
   if ((flags & MSG_TRUNC) == 0) bytes.buf = buf;  // MSG_TRUNC: bytes discarded, not in buf
   AfterReceiveInline(state, fd, bytes, n, result);
   return result;
 }
 
+// `overflow`: a fortified call's buffer is smaller than `n` (the real call aborts).
 template <typename Call>
-ssize_t Receive(int fd, void* buf, size_t n, int flags, Call call) {
+ssize_t Receive(int fd, void* buf, size_t n, int flags, Call call, bool overflow = false) {
   ConnectionState* state = g_table.Find(fd);
-  if (state == nullptr || t_in_hook || (flags & MSG_PEEK) != 0) return call();
+  if (state == nullptr || t_in_hook || overflow ||
+      ((flags & MSG_PEEK) != 0 && !InbandActive(state))) {
+    return call();
+  }
   return TracedReceive(state, fd, buf, n, flags, call);
 }
 
 template <typename Call>
 __attribute__((noinline)) ssize_t TracedSend(ConnectionState* state, int fd, const void* buf,
-                                             Call call) {
+                                             size_t n, int flags, Call call) {
   const Clock clock = Now();
-  const ssize_t result = call();
+  ssize_t result;
+  if (InbandActive(state)) {
+    iovec iov = {const_cast<void*>(buf), n};
+    result = InbandSend(state, fd, &iov, 1, flags, nullptr);
+  } else {
+    result = call();
+  }
   Bytes bytes;
   bytes.buf = buf;
   AfterSendInline(state, fd, bytes, result, clock);
@@ -680,10 +705,10 @@ __attribute__((noinline)) ssize_t TracedSend(ConnectionState* state, int fd, con
 }
 
 template <typename Call>
-ssize_t Send(int fd, const void* buf, Call call) {
+ssize_t Send(int fd, const void* buf, size_t n, int flags, Call call) {
   ConnectionState* state = g_table.Find(fd);
   if (state == nullptr || t_in_hook) return call();
-  return TracedSend(state, fd, buf, call);
+  return TracedSend(state, fd, buf, n, flags, call);
 }
 
 
@@ -855,6 +880,13 @@ void RecordReceivedMessage(ConnectionState* state, int fd, const msghdr* msg, in
 
 }  // namespace
 
+void EnsureAnnounced(ConnectionState* state, int fd) {
+  const uint64_t conn_id = state->conn_id.load(std::memory_order_acquire);
+  if (conn_id != 0 && state->announced.load(std::memory_order_relaxed) != LinkGeneration()) {
+    Reannounce(state, fd, conn_id, Now());
+  }
+}
+
 // What the SSL_* wrappers (tls.cc) use of the socket tracing: see tls.h.
 TlsTime TlsTimeNow() { return {Now().mono_ns}; }
 bool TlsTracingReady() { return Ready(); }
@@ -951,11 +983,14 @@ REPTRACE_EXPORT ssize_t read(int fd, void* buf, size_t n) {
 }
 
 REPTRACE_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
-  return Receive(fd, buf, n, 0, [=]() -> ssize_t {
-    if (g_real.read_chk != nullptr) return g_real.read_chk(fd, buf, n, buflen);
-    if (n > buflen) abort();  // what __chk_fail would do
-    return RealRead(fd, buf, n);
-  });
+  return Receive(
+      fd, buf, n, 0,
+      [=]() -> ssize_t {
+        if (g_real.read_chk != nullptr) return g_real.read_chk(fd, buf, n, buflen);
+        if (n > buflen) abort();  // what __chk_fail would do
+        return RealRead(fd, buf, n);
+      },
+      n > buflen);
 }
 
 REPTRACE_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
@@ -963,11 +998,31 @@ REPTRACE_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
 }
 
 REPTRACE_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
-  return Receive(fd, buf, n, flags, [=]() -> ssize_t {
-    if (g_real.recv_chk != nullptr) return g_real.recv_chk(fd, buf, n, buflen, flags);
-    if (n > buflen) abort();
-    return RealRecv(fd, buf, n, flags);
-  });
+  return Receive(
+      fd, buf, n, flags,
+      [=]() -> ssize_t {
+        if (g_real.recv_chk != nullptr) return g_real.recv_chk(fd, buf, n, buflen, flags);
+        if (n > buflen) abort();
+        return RealRecv(fd, buf, n, flags);
+      },
+      n > buflen);
+}
+
+// recvfrom on a connection whose in-band state is active (a TCP stream: no peer to report).
+static __attribute__((noinline)) ssize_t InbandReceiveFrom(ConnectionState* state, int fd,
+                                                           void* buf, size_t n, int flags,
+                                                           sockaddr* addr, socklen_t* len) {
+  iovec iov = {buf, n};
+  msghdr msg = {};
+  msg.msg_name = addr;
+  msg.msg_namelen = addr != nullptr && len != nullptr ? *len : 0;
+  const ssize_t result = InbandReceive(state, fd, &iov, 1, flags, &msg);
+  if (result >= 0 && addr != nullptr && len != nullptr) *len = msg.msg_namelen;
+  if ((flags & MSG_PEEK) != 0) return result;
+  Bytes bytes;
+  if ((flags & MSG_TRUNC) == 0) bytes.buf = buf;
+  AfterReceive(state, fd, bytes, n, result);
+  return result;
 }
 
 // recvfrom and __recvfrom_chk: the datagram's peer; an untraced UDP server socket is
@@ -976,6 +1031,9 @@ template <typename Call>
 static ssize_t ReceiveFrom(int fd, void* buf, size_t n, int flags, sockaddr* addr,
                            socklen_t* len, Call call) {
   ConnectionState* state = g_table.Find(fd);
+  if (!t_in_hook && state != nullptr && InbandActive(state)) {
+    return InbandReceiveFrom(state, fd, buf, n, flags, addr, len);
+  }
   if (t_in_hook || (flags & MSG_PEEK) != 0 || (state == nullptr && addr == nullptr)) {
     return call();
   }
@@ -999,6 +1057,9 @@ REPTRACE_EXPORT ssize_t recvfrom(int fd, void* __restrict buf, size_t n, int fla
 REPTRACE_EXPORT ssize_t __recvfrom_chk(int fd, void* __restrict buf, size_t n, size_t buflen,
                                        int flags, sockaddr* __restrict addr,
                                        socklen_t* __restrict len) {
+  if (n > buflen && g_real.recvfrom_chk != nullptr) {  // the real call aborts
+    return g_real.recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
+  }
   return ReceiveFrom(fd, buf, n, flags, addr, len, [&]() -> ssize_t {
     if (g_real.recvfrom_chk != nullptr) {
       return g_real.recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
@@ -1011,7 +1072,9 @@ REPTRACE_EXPORT ssize_t __recvfrom_chk(int fd, void* __restrict buf, size_t n, s
 // readv/writev: split as Receive/Send are (the untraced path a look-up and a jump).
 static __attribute__((noinline)) ssize_t TracedReadv(ConnectionState* state, int fd,
                                                      const iovec* iov, int iovcnt) {
-  const ssize_t result = RealReadv(fd, iov, iovcnt);
+  const ssize_t result = InbandActive(state) && iovcnt >= 0 && iov != nullptr
+                             ? InbandReceive(state, fd, iov, iovcnt, 0, nullptr)
+                             : RealReadv(fd, iov, iovcnt);
   Bytes bytes;
   bytes.iov = iov;
   bytes.iovcnt = iovcnt;
@@ -1026,11 +1089,11 @@ REPTRACE_EXPORT ssize_t readv(int fd, const iovec* iov, int iovcnt) {
 }
 
 REPTRACE_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
-  return Send(fd, buf, [=] { return RealWrite(fd, buf, n); });
+  return Send(fd, buf, n, 0, [=] { return RealWrite(fd, buf, n); });
 }
 
 REPTRACE_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
-  return Send(fd, buf, [=] { return RealSend(fd, buf, n, flags); });
+  return Send(fd, buf, n, flags, [=] { return RealSend(fd, buf, n, flags); });
 }
 
 REPTRACE_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags,
@@ -1044,7 +1107,16 @@ REPTRACE_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags,
   const bool start = state == nullptr && PrepareUdp(fd, addr, len, &endpoints, &role);
   if (state == nullptr && !start) return RealSendto(fd, buf, n, flags, addr, len);
   const Clock clock = Now();
-  const ssize_t result = RealSendto(fd, buf, n, flags, addr, len);
+  ssize_t result;
+  if (state != nullptr && InbandActive(state)) {
+    iovec iov = {const_cast<void*>(buf), n};
+    msghdr msg = {};
+    msg.msg_name = const_cast<sockaddr*>(addr);
+    msg.msg_namelen = addr != nullptr ? len : 0;
+    result = InbandSend(state, fd, &iov, 1, flags, &msg);
+  } else {
+    result = RealSendto(fd, buf, n, flags, addr, len);
+  }
   if (start) state = StartUdpAfterFirstSend(fd, endpoints, role, clock);
   if (state == nullptr) return result;
   Bytes bytes;
@@ -1056,7 +1128,9 @@ REPTRACE_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags,
 static __attribute__((noinline)) ssize_t TracedWritev(ConnectionState* state, int fd,
                                                       const iovec* iov, int iovcnt) {
   const Clock clock = Now();
-  const ssize_t result = RealWritev(fd, iov, iovcnt);
+  const ssize_t result = InbandActive(state) && iovcnt >= 0 && iov != nullptr
+                             ? InbandSend(state, fd, iov, iovcnt, 0, nullptr)
+                             : RealWritev(fd, iov, iovcnt);
   Bytes bytes;
   bytes.iov = iov;
   bytes.iovcnt = iovcnt;
@@ -1070,18 +1144,47 @@ REPTRACE_EXPORT ssize_t writev(int fd, const iovec* iov, int iovcnt) {
   return TracedWritev(state, fd, iov, iovcnt);
 }
 
-REPTRACE_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) noexcept {
+// sendfile/sendfile64: a framed connection's header goes first (InbandSendfile).
+template <typename Call>
+static ssize_t SendFile(int out_fd, int in_fd, off64_t* offset, size_t count, Call call) {
+  ConnectionState* state = g_table.Find(out_fd);
+  if (state == nullptr || t_in_hook) return call();
+  const Clock clock = Now();
+  const ssize_t result = InbandActive(state)
+                             ? InbandSendfile(state, out_fd, in_fd, offset, count)
+                             : call();
   // Nothing to capture (the bytes come from a file), but the offsets count.
-  return Send(out_fd, nullptr, [=] { return RealSendfile(out_fd, in_fd, offset, count); });
+  AfterSend(state, out_fd, Bytes(), result, clock);
+  return result;
+}
+
+REPTRACE_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) noexcept {
+  static_assert(sizeof(off_t) == sizeof(off64_t), "a 64-bit off_t");
+  return SendFile(out_fd, in_fd, reinterpret_cast<off64_t*>(offset), count,
+                  [=] { return RealSendfile(out_fd, in_fd, offset, count); });
 }
 
 REPTRACE_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t* offset,
                                    size_t count) noexcept {
-  return Send(out_fd, nullptr, [=] { return RealSendfile64(out_fd, in_fd, offset, count); });
+  return SendFile(out_fd, in_fd, offset, count,
+                  [=] { return RealSendfile64(out_fd, in_fd, offset, count); });
 }
 
 REPTRACE_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   ConnectionState* state = g_table.Find(fd);
+  if (!t_in_hook && msg != nullptr && state != nullptr && InbandActive(state)) {
+    const ssize_t result = InbandReceive(state, fd, msg->msg_iov,
+                                         static_cast<int>(msg->msg_iovlen), flags, msg);
+    if ((flags & MSG_PEEK) != 0) return result;
+    Bytes bytes;
+    if ((flags & MSG_TRUNC) == 0) {
+      bytes.iov = msg->msg_iov;
+      bytes.iovcnt = static_cast<int>(msg->msg_iovlen);
+    }
+    AfterReceive(state, fd, bytes, IovecBytes(msg->msg_iov, static_cast<int>(msg->msg_iovlen)),
+                 result);
+    return result;
+  }
   if (t_in_hook || (flags & MSG_PEEK) != 0 || msg == nullptr ||
       (state == nullptr && msg->msg_name == nullptr)) {
     return RealRecvmsg(fd, msg, flags);
@@ -1114,7 +1217,10 @@ REPTRACE_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
       state == nullptr && PrepareUdp(fd, addr, msg->msg_namelen, &endpoints, &role);
   if (state == nullptr && !start) return RealSendmsg(fd, msg, flags);
   const Clock clock = Now();
-  const ssize_t result = RealSendmsg(fd, msg, flags);
+  const ssize_t result =
+      state != nullptr && InbandActive(state)
+          ? InbandSend(state, fd, msg->msg_iov, static_cast<int>(msg->msg_iovlen), flags, msg)
+          : RealSendmsg(fd, msg, flags);
   if (start) state = StartUdpAfterFirstSend(fd, endpoints, role, clock);
   if (state == nullptr) return result;
   Bytes bytes;
@@ -1128,6 +1234,13 @@ REPTRACE_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
 REPTRACE_EXPORT int recvmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags,
                              timespec* timeout) {
   ConnectionState* state = g_table.Find(fd);
+  if (!t_in_hook && msgs != nullptr && vlen > 0 && state != nullptr && InbandActive(state)) {
+    // A framed stream: one message per call (recvmmsg may always return fewer).
+    const ssize_t result = recvmsg(fd, &msgs[0].msg_hdr, flags & ~MSG_WAITFORONE);
+    if (result < 0) return -1;
+    msgs[0].msg_len = static_cast<unsigned int>(result);
+    return 1;
+  }
   if (t_in_hook || (flags & MSG_PEEK) != 0 || msgs == nullptr || vlen == 0 ||
       (state == nullptr && msgs[0].msg_hdr.msg_name == nullptr)) {
     return RealRecvmmsg(fd, msgs, vlen, flags, timeout);
@@ -1159,6 +1272,13 @@ REPTRACE_EXPORT int recvmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags
 
 REPTRACE_EXPORT int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags) {
   ConnectionState* state = g_table.Find(fd);
+  if (!t_in_hook && msgs != nullptr && vlen > 0 && state != nullptr && InbandActive(state)) {
+    // A framed stream: one message per call (sendmmsg may always send fewer).
+    const ssize_t result = sendmsg(fd, &msgs[0].msg_hdr, flags);
+    if (result < 0) return -1;
+    msgs[0].msg_len = static_cast<unsigned int>(result);
+    return 1;
+  }
   if (t_in_hook || msgs == nullptr || vlen == 0 ||
       (state == nullptr && msgs[0].msg_hdr.msg_name == nullptr)) {
     return RealSendmmsg(fd, msgs, vlen, flags);

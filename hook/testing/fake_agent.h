@@ -1,10 +1,10 @@
 // FakeAgent: for tests of libreptrace.so. Binds a Unix socket where the hooked programs'
 // REPTRACE_SOCKET points, takes the ring each hello hands over (common/shared_ring.h),
 // drains it as the agent does, and decodes HelloRecord / EventRecord / DataRecord /
-// StatsRecord streams exactly as the agent must (one AgentStream per hooked process
-// connection). When a connection ends, its ring is drained to the end and the stream gets
-// a StatsRecord with the ring header's counts (what the hook pushed and dropped): the
-// sign, for tests, that the process is done and everything it recorded has been read.
+// InbandRecord / StatsRecord streams exactly as the agent must (one AgentStream per hooked
+// process connection). When a connection ends, its ring is drained to the end and the
+// stream gets a StatsRecord with the ring header's counts (what the hook pushed and
+// dropped): the sign, for tests, that the process is done and everything it recorded has been read.
 //
 // So that tests can look at every socket call alike, a DataRecord is turned into the
 // EventRecord the agent reconstructs from it: role, fd, addresses, family and protocol of
@@ -51,6 +51,7 @@ struct AgentStream {
   std::vector<EventRecord> events;  // DataRecords included, as EventRecords (see above)
   size_t data_records = 0;          // how many of `events` came as DataRecords
   std::vector<StatsRecord> stats;
+  std::vector<InbandRecord> inband;  // in-band mode's records, in order
   bool ring = false;  // the hello handed over a ring
   std::string error;  // a malformed record, if any
 };
@@ -293,6 +294,17 @@ class FakeAgent {
           std::memcpy(e.capture, d.capture, sizeof(e.capture));
           stream.events.push_back(e);
           ++stream.data_records;
+          break;
+        }
+        case RecordType::kInband: {
+          InbandRecord r;
+          std::memcpy(&r, b.data(), sizeof(r));
+          if (client->opened.count(r.conn_id) == 0) {
+            stream.error = "in-band record of connection " + std::to_string(r.conn_id) +
+                           " before its open record";
+            break;
+          }
+          stream.inband.push_back(r);
           break;
         }
         case RecordType::kStats: {

@@ -1,5 +1,6 @@
-// Helpers shared by the tests of libreptrace.so (hook_test.cc, tls_test.cc): how a hooked
-// child is started, and look-ups over the records a FakeAgent decoded.
+// Helpers shared by the tests of libreptrace.so (hook_test.cc, tls_test.cc,
+// inband_hook_test.cc): how a hooked child is started, and look-ups over the records a
+// FakeAgent decoded.
 #ifndef REPTRACE_HOOK_TESTING_RECORDS_H_
 #define REPTRACE_HOOK_TESTING_RECORDS_H_
 
@@ -7,10 +8,13 @@
 
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "common/event_record.h"
 #include "hook/testing/fake_agent.h"
 #include "tests/testing/process.h"
@@ -37,6 +41,68 @@ inline ProcessOptions ChildOptions(const Env& extra,
   options.stderr_path = "";
   return options;
 }
+
+// A fresh directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() : path_(MakeTempDir("reptrace-hook-test")) {}
+  ~TempDir() { RemoveTree(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name, const std::string& content) const {
+    const std::string p = path_ + "/" + name;
+    std::ofstream(p) << content;
+    return p;
+  }
+
+ private:
+  std::string path_;
+};
+
+#ifdef REPTRACE_HOOK_PATH
+// The environment of a child under the hook, its records going to `socket_path`.
+inline Env HookEnv(const std::string& socket_path, const Env& extra = {}) {
+  Env env = {{"LD_PRELOAD", REPTRACE_HOOK_PATH}, {"REPTRACE_SOCKET", socket_path}};
+  env.insert(extra.begin(), extra.end());
+  return env;
+}
+#endif
+
+// A child process whose stdout (a file) we read while it runs; stopped on destruction.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const Env& env)
+      : dir_(MakeTempDir("reptrace-hook-test-child")), stdout_path_(dir_ + "/stdout") {
+    process_ = Process(argv, ChildOptions(env, stdout_path_));
+  }
+  ~Child() {
+    process_ = Process();  // stops it
+    RemoveTree(dir_);
+  }
+  pid_t pid() const { return process_.pid(); }
+
+  // Its first line of output ("" if it exits without one or the time-out passes).
+  std::string ReadLine(absl::Duration timeout) {
+    return WaitForLine(process_, stdout_path_, "", timeout);
+  }
+
+  // Everything it has printed so far.
+  std::string Output() const {
+    std::ifstream in(stdout_path_);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+
+  // Waits for exit; the exit status, 128 + signal, or -1 on timeout.
+  int Wait(absl::Duration timeout) { return process_.Wait(timeout).value_or(-1); }
+  // Stops it (as the destructor does) and waits for it.
+  void Stop() { process_ = Process(); }
+
+ private:
+  const std::string dir_;
+  const std::string stdout_path_;
+  Process process_;
+};
 
 inline std::string CaptureOf(const EventRecord& e) {
   return std::string(reinterpret_cast<const char*>(e.capture), e.capture_len);
