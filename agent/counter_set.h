@@ -20,6 +20,7 @@ struct CounterSet {
   std::atomic<uint64_t> batches_acked{0};
   std::atomic<uint64_t> batches_resent{0};
   std::atomic<uint64_t> events_without_connection{0};  // copied from the SpanBuilder
+  std::atomic<uint64_t> inband_peers_not_hooked{0};    // copied from the SpanBuilder
 
   v1::AgentCounters Snapshot() const {
     v1::AgentCounters c;
@@ -33,6 +34,7 @@ struct CounterSet {
     c.set_batches_acked(batches_acked.load());
     c.set_batches_resent(batches_resent.load());
     c.set_events_without_connection(events_without_connection.load());
+    c.set_inband_peers_not_hooked(inband_peers_not_hooked.load());
     return c;
   }
 };

@@ -204,6 +204,7 @@ void HookServer::Loop() {
       last_pass_ns = pass_ns;
     }
     counters_->events_without_connection.store(builder_->events_without_connection());
+    counters_->inband_peers_not_hooked.store(builder_->inband_peers_not_hooked());
     // At most once a tick: it looks at every connection.
     const absl::Time now = absl::Now();
     if (now >= next_expiry) {
@@ -215,6 +216,7 @@ void HookServer::Loop() {
   DrainRings(0);
   while (!conns_.empty()) Close(conns_.begin()->first);
   counters_->events_without_connection.store(builder_->events_without_connection());
+  counters_->inband_peers_not_hooked.store(builder_->inband_peers_not_hooked());
 }
 
 void HookServer::Accept() {
@@ -341,6 +343,9 @@ bool HookServer::Dispatch(uint64_t key, Connection& conn,
     } else if (const auto* event = std::get_if<EventRecord>(&record)) {
       counters_->events_received.fetch_add(1);
       builder_->OnEvent(key, *event, now);
+    } else if (const auto* inband = std::get_if<InbandRecord>(&record)) {
+      counters_->events_received.fetch_add(1);
+      builder_->OnInband(key, *inband, now);
     } else if (const auto* hello = std::get_if<HelloRecord>(&record)) {
       // A fork child's or an exec'd program's hello names its causal parent's thread,
       // whose records may still wait in the parent's ring: the builder gets them first.

@@ -16,7 +16,9 @@
 // new hello (the new process's causal parent may have written the records it depends
 // on), when a process's socket ends (what it wrote before it exited is still in the
 // ring), and on Stop(). Any other file descriptor a process sends is closed at once.
-// Records on the socket are read as before, for both wire versions 2 and 3.
+// Records on the socket are read as before, for wire versions 2 to 4. In-band records
+// (version 4) go to SpanBuilder::OnInband from the ring and from the socket alike, and
+// count in events_received like the other records of a socket call.
 #ifndef REPTRACE_AGENT_HOOK_SERVER_H_
 #define REPTRACE_AGENT_HOOK_SERVER_H_
 

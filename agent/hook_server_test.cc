@@ -317,6 +317,48 @@ TEST_F(HookServerTest, RecordsInTheRingAfterTheHelloBecomeSpans) {
   EXPECT_TRUE(WaitFor([&] { return server_.connections() == 0; }));
 }
 
+// In-band records reach the span builder from the ring and from the socket alike: each
+// server span gets the parent its frame named, and an unframed answer is counted where
+// the controller sees it.
+TEST_F(HookServerTest, InbandRecordsFromTheRingAndTheSocketReachTheSpans) {
+  ASSERT_TRUE(server_.Start().ok());
+  TestRing ring(64, "reptrace-test-ring-inband");
+  ASSERT_TRUE(ring.ok());
+  const int ring_fd = ConnectUnix(socket_path_);
+  const int socket_fd = ConnectUnix(socket_path_);
+  ASSERT_GE(ring_fd, 0);
+  ASSERT_GE(socket_fd, 0);
+  HookScript ring_script(1001);
+  HookScript socket_script(1002);
+  ASSERT_TRUE(SendWithDescriptors(ring_fd, AsBytes(RingHello(ring_script, "web")),
+                                  {ring.fd()}));
+  ASSERT_TRUE(WaitFor([&] { return counters_.processes_connected.load() == 1; }));
+  ASSERT_TRUE(ring.Push(ring_script.Accept(1, 7, 1000)));
+  ASSERT_TRUE(ring.Push(ring_script.Inband(InbandEvent::kReceived, 1, 7, 0xa, 0x111)));
+  ASSERT_TRUE(ring.Push(ring_script.Recv(1, 7, 2000, "GET /ring HTTP/1.1\r\n\r\n")));
+  ASSERT_TRUE(ring.Push(ring_script.Send(1, 7, 3000, "HTTP/1.1 200 OK\r\n\r\n")));
+  ASSERT_TRUE(ring.Push(ring_script.Close(1, 7, 4000)));
+  std::string bytes = AsBytes(socket_script.Hello("api", "apid", 2));
+  bytes += AsBytes(socket_script.Accept(1, 7, 1000));
+  bytes += AsBytes(socket_script.Inband(InbandEvent::kReceived, 1, 7, 0xb, 0x222));
+  bytes += AsBytes(socket_script.Recv(1, 7, 2000, "GET /socket HTTP/1.1\r\n\r\n"));
+  bytes += AsBytes(socket_script.Send(1, 7, 3000, "HTTP/1.1 200 OK\r\n\r\n"));
+  bytes += AsBytes(socket_script.Inband(InbandEvent::kPeerNotHooked, 1, 7, 0, 0));
+  bytes += AsBytes(socket_script.Close(1, 7, 4000));
+  ASSERT_TRUE(WriteAll(socket_fd, bytes));
+
+  ASSERT_TRUE(WaitFor([&] { return SpanCount() == 2; }));
+  std::set<std::pair<std::string, uint64_t>> parents;
+  for (const v1::Span& span : Spans()) parents.emplace(span.name(), span.parent_span_id());
+  EXPECT_EQ(parents, (std::set<std::pair<std::string, uint64_t>>{{"GET /ring", 0x111},
+                                                                 {"GET /socket", 0x222}}));
+  ASSERT_TRUE(WaitFor([&] { return counters_.inband_peers_not_hooked.load() == 1; }));
+  EXPECT_EQ(counters_.Snapshot().inband_peers_not_hooked(), 1u);
+  EXPECT_EQ(counters_.records_malformed.load(), 0u);
+  close(ring_fd);
+  close(socket_fd);
+}
+
 // A process writes its last records and exits: they are still in the memfd, and the agent
 // takes them all when the socket ends, more than one drain pass would take.
 TEST_F(HookServerTest, WhatAProcessWroteBeforeItsSocketClosedIsDrained) {

@@ -132,9 +132,11 @@ int Run(int argc, char** argv) {
   uploader.Stop(kFinalFlushTimeout);
   const v1::AgentCounters c = counters.Snapshot();
   LogInfo("stopped: %d events, %d spans built, %d dropped, %d batches sent, %d acked, "
-          "%d spans not delivered, %d events without a connection",
+          "%d spans not delivered, %d events without a connection, %d in-band peers not "
+          "hooked",
           c.events_received(), c.spans_built(), c.spans_dropped(), c.batches_sent(),
-          c.batches_acked(), buffer.spans_held(), c.events_without_connection());
+          c.batches_acked(), buffer.spans_held(), c.events_without_connection(),
+          c.inband_peers_not_hooked());
   return 0;
 }
 

@@ -78,6 +78,23 @@ absl::Status CheckData(const DataRecord& data, size_t size) {
   return absl::OkStatus();
 }
 
+absl::Status CheckInband(const InbandRecord& inband) {
+  if (inband.event < static_cast<uint8_t>(InbandEvent::kSent) ||
+      inband.event > static_cast<uint8_t>(InbandEvent::kPeerNotHooked)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("in-band record of unknown event %d", inband.event));
+  }
+  if (inband.reserved[0] != 0 || inband.reserved[1] != 0 || inband.reserved[2] != 0) {
+    return absl::InvalidArgumentError("in-band record with non-zero reserved bytes");
+  }
+  if (inband.span_id == 0 &&
+      inband.event != static_cast<uint8_t>(InbandEvent::kPeerNotHooked)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("in-band record of event %d with span id 0", inband.event));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RecordDecoder::CheckHeader(const RecordHeader& header) const {
@@ -146,6 +163,17 @@ absl::Status RecordDecoder::DecodeBody(const char* data, const RecordHeader& hea
         return absl::InvalidArgumentError(
             absl::StrFormat("record %d: %s", records_decoded_, status.message()));
       }
+      return absl::OkStatus();
+    }
+    case RecordType::kInband: {
+      InbandRecord inband;
+      std::memcpy(&inband, data, sizeof(inband));
+      absl::Status status = CheckInband(inband);
+      if (!status.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("record %d: %s", records_decoded_, status.message()));
+      }
+      out->emplace_back(inband);
       return absl::OkStatus();
     }
     case RecordType::kStats: {

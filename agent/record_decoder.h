@@ -15,18 +15,22 @@
 namespace reptrace {
 
 // A DataRecord is handed out in its in-memory form: the bytes past its wire size zeroed.
-using Record = std::variant<HelloRecord, EventRecord, DataRecord, StatsRecord>;
+using Record =
+    std::variant<HelloRecord, EventRecord, DataRecord, StatsRecord, InbandRecord>;
 
 // One decoder per hooked-process connection. Feed it the bytes as they arrive, in any
 // segmentation. Records are checked before they are handed out:
 //   - every header: magic, known type, a size the type allows (RecordSizeValid);
-//   - the first record is a HelloRecord of wire version 2 or kWireVersion (3), with no
-//     flag but kHelloFlagRing in version 3, and no other Hello follows it;
+//   - the first record is a HelloRecord of wire version 2 to kWireVersion (4), with no
+//     flag but kHelloFlagRing from version 3 on, and no other Hello follows it;
 //   - HelloRecord names are NUL-terminated;
 //   - EventRecord: known kind and role, family 4 or 6, capture_len <= kCaptureBytes;
 //   - DataRecord: kind kSend or kRecv, no flag but kFlagMessageStart, capture_len 0 unless
 //     a message starts, <= kCaptureBytes, and a size of exactly
-//     DataRecordWireSize(flags, capture_len).
+//     DataRecordWireSize(flags, capture_len);
+//   - InbandRecord: a known event (kSent, kReceived, kPeerNotHooked), reserved bytes zero,
+//     and a non-zero span_id for kSent and kReceived (the id a span is given or named
+//     by). Not tied to the hello's version: a version 2 or 3 hook never sends one.
 // The first violation is an InvalidArgument error, and the decoder stays failed: the
 // caller is expected to close the connection.
 class RecordDecoder {

@@ -142,9 +142,9 @@ TEST(RecordDecoder, RefusesAnotherWireVersion) {
   EXPECT_NE(status.message().find("version"), absl::string_view::npos) << status;
 }
 
-TEST(RecordDecoder, ReadsWireVersions2And3Only) {
+TEST(RecordDecoder, ReadsWireVersions2To4Only) {
   HookScript script;
-  for (uint16_t version : {2, 3}) {
+  for (uint16_t version : {2, 3, 4}) {
     RecordDecoder decoder;
     std::vector<Record> records;
     EXPECT_TRUE(decoder.Feed(AsBytes(script.Hello("a", "b", version)) +
@@ -154,7 +154,7 @@ TEST(RecordDecoder, ReadsWireVersions2And3Only) {
         << version;
     EXPECT_EQ(records.size(), 2u) << version;
   }
-  for (uint16_t version : {0, 1, 4}) {
+  for (uint16_t version : {0, 1, 5}) {
     RecordDecoder decoder;
     std::vector<Record> records;
     absl::Status status = decoder.Feed(AsBytes(script.Hello("a", "b", version)), &records);
@@ -184,6 +184,69 @@ TEST(RecordDecoder, RefusesUnknownHelloFlagsFromVersion3) {
   RecordDecoder decoder;
   std::vector<Record> records;
   EXPECT_TRUE(decoder.Feed(AsBytes(hello), &records).ok());
+}
+
+TEST(RecordDecoder, DecodesAnInbandRecordOfEachEvent) {
+  HookScript script;
+  std::string bytes = AsBytes(script.Hello()) + AsBytes(script.Connect(1, 7, 1000));
+  bytes += AsBytes(script.Inband(InbandEvent::kSent, 1, 7, 0xabc, 0x1234));
+  bytes += AsBytes(script.Send(1, 7, 2000, "GET / HTTP/1.1\r\n\r\n"));
+  bytes += AsBytes(script.Inband(InbandEvent::kPeerNotHooked, 1, 7, 0, 0));
+  bytes += AsBytes(script.Inband(InbandEvent::kReceived, 1, 7, 0xdef, 0x5678));
+  RecordDecoder decoder;
+  std::vector<Record> records;
+  ASSERT_TRUE(decoder.Feed(bytes, &records).ok());
+  EXPECT_TRUE(decoder.Finish().ok());
+
+  ASSERT_EQ(records.size(), 6u);
+  ASSERT_TRUE(std::holds_alternative<InbandRecord>(records[2]));
+  const auto& sent = std::get<InbandRecord>(records[2]);
+  EXPECT_EQ(sent.event, static_cast<uint8_t>(InbandEvent::kSent));
+  EXPECT_EQ(sent.conn_id, 1u);
+  EXPECT_EQ(sent.tid, 7u);
+  EXPECT_EQ(sent.offset, 0u);
+  EXPECT_EQ(sent.trace_id, 0xabcu);
+  EXPECT_EQ(sent.span_id, 0x1234u);
+  EXPECT_EQ(std::get<InbandRecord>(records[4]).event,
+            static_cast<uint8_t>(InbandEvent::kPeerNotHooked));
+  EXPECT_EQ(std::get<InbandRecord>(records[5]).span_id, 0x5678u);
+}
+
+// Each way an InbandRecord can be wrong, and the words its error names.
+TEST(RecordDecoder, RefusesABadInbandRecord) {
+  struct Case {
+    const char* what;
+    void (*spoil)(InbandRecord&);
+    const char* message;
+  };
+  const Case cases[] = {
+      {"event 0", [](InbandRecord& r) { r.event = 0; }, "unknown event 0"},
+      {"event 4", [](InbandRecord& r) { r.event = 4; }, "unknown event 4"},
+      {"reserved[0]", [](InbandRecord& r) { r.reserved[0] = 1; }, "reserved"},
+      {"reserved[2]", [](InbandRecord& r) { r.reserved[2] = 0x80; }, "reserved"},
+      {"kSent without a span id", [](InbandRecord& r) { r.span_id = 0; }, "span id 0"},
+      {"kReceived without a span id",
+       [](InbandRecord& r) {
+         r.event = static_cast<uint8_t>(InbandEvent::kReceived);
+         r.span_id = 0;
+       },
+       "span id 0"},
+      {"a size that is not its own",
+       [](InbandRecord& r) { r.header.size = sizeof(InbandRecord) - 8; }, "size"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    HookScript script;
+    const std::string good = AsBytes(script.Hello()) + AsBytes(script.Connect(1, 7, 1000));
+    InbandRecord inband = script.Inband(InbandEvent::kSent, 1, 7, 0xabc, 0x1234);
+    c.spoil(inband);
+    RecordDecoder decoder;
+    std::vector<Record> records;
+    absl::Status status = decoder.Feed(good + AsBytes(inband), &records);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(status.message().find(c.message), absl::string_view::npos) << status;
+    EXPECT_EQ(records.size(), 2u);  // the good records before it
+  }
 }
 
 TEST(RecordDecoder, RefusesNamesWithoutNul) {

@@ -175,6 +175,75 @@ void SpanBuilder::OnData(uint64_t process_key, const DataRecord& data, absl::Tim
   OnTransfer(process, t, now);
 }
 
+void SpanBuilder::OnInband(uint64_t process_key, const InbandRecord& inband,
+                           absl::Time /*now*/) {
+  auto p = processes_.find(process_key);
+  if (p == processes_.end()) return;
+  Process& process = p->second;
+  auto c = process.connections.find(inband.conn_id);
+  if (c == process.connections.end()) {
+    ++events_without_connection_;  // as OnTransfer
+    return;
+  }
+  Connection& conn = c->second;
+  switch (static_cast<InbandEvent>(inband.event)) {
+    case InbandEvent::kPeerNotHooked:
+      ++inband_peers_not_hooked_;
+      return;
+    case InbandEvent::kSent:
+      if (conn.role != SocketRole::kClient) return;
+      break;
+    case InbandEvent::kReceived:
+      if (conn.role != SocketRole::kServer) return;
+      break;
+    default:
+      return;  // the decoder lets no other through
+  }
+  if (inband.span_id == 0) return;
+  // A span that started there already, or later, is past it: no span can take it.
+  if (conn.open && inband.offset <= conn.open->span.request_offset) return;
+  std::vector<PendingInband>& pending = conn.inband;
+  auto at_offset = [&] {
+    return std::lower_bound(
+        pending.begin(), pending.end(), inband.offset,
+        [](const PendingInband& p, uint64_t offset) { return p.offset < offset; });
+  };
+  auto it = at_offset();
+  const PendingInband entry{inband.offset, inband.trace_id, inband.span_id};
+  if (it != pending.end() && it->offset == inband.offset) {
+    *it = entry;
+    return;
+  }
+  if (pending.size() >= kMaxPendingInband) {
+    if (it == pending.begin()) return;  // it is the lowest: it goes
+    pending.erase(pending.begin());
+    it = at_offset();
+  }
+  pending.insert(it, entry);
+}
+
+void SpanBuilder::ApplyInband(Connection& conn, uint64_t offset, OpenSpan& open) {
+  std::vector<PendingInband>& pending = conn.inband;
+  auto it = pending.begin();
+  while (it != pending.end() && it->offset < offset) ++it;
+  const bool found = it != pending.end() && it->offset == offset;
+  const PendingInband taken = found ? *it : PendingInband{};
+  pending.erase(pending.begin(), found ? it + 1 : it);
+  if (!found) return;
+  SpanRecord& span = open.span;
+  if (conn.role == SocketRole::kClient) {
+    span.span_id = taken.span_id;
+  } else {
+    span.parent_span_id = taken.span_id;
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 16; ++i) {
+    open.inband_trace_id[i] = kHex[(taken.trace_id >> (60 - 4 * i)) & 0xf];
+  }
+  span.SetAttribute("inband.trace_id",
+                    absl::string_view(open.inband_trace_id, sizeof(open.inband_trace_id)));
+}
+
 void SpanBuilder::OnTransfer(Process& process, const Transfer& t, absl::Time now) {
   auto c = process.connections.find(t.conn_id);
   if (c == process.connections.end()) {
@@ -414,6 +483,7 @@ std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
     span.parent_span_id = ClientParent(process, conn, t.tid, first_exchange);
   }
   span.request_offset = t.offset;
+  if (!conn.inband.empty()) ApplyInband(conn, t.offset, *open);
   open->request_end = t.offset;
   if (t.message_start) {
     span.request_hash = t.hash;
@@ -603,6 +673,14 @@ void SpanBuilder::FinishAll() {
   for (auto& [key, process] : processes_) {
     for (auto& [conn_id, conn] : process.connections) FinishAllOf(conn);
   }
+}
+
+size_t SpanBuilder::pending_inband() const {
+  size_t n = 0;
+  for (const auto& [key, process] : processes_) {
+    for (const auto& [conn_id, conn] : process.connections) n += conn.inband.size();
+  }
+  return n;
 }
 
 size_t SpanBuilder::open_spans() const {

@@ -37,6 +37,27 @@
 // request that got no response at all is an error. Otherwise the name is the peer endpoint
 // (client) or local endpoint (server). A failed connect (other than
 // EINPROGRESS) is a client span with status ERROR and the strerror text.
+//
+// In-band mode (InbandRecord, common/event_record.h; the hook frames requests on opted-in
+// ports): the hook reports what it put into or found in a frame header, before the data
+// record of the same call. Per connection, up to kMaxPendingInband such records wait for
+// the span that starts at their offset (a payload offset, as a span's request_offset),
+// kept by offset (a newer one for the same offset replaces the older; when the list is
+// full the lowest offset goes). When a span starts at request offset o, the record at
+// exactly o is taken, and those below o are dropped (records for requests inside an
+// earlier span, e.g. pipelined requests read in one call: a span covers the whole run).
+//   - kSent, on a client connection: the client span gets the record's span_id as its
+//     own id (instead of a random one): the server's hook names it as its parent. Its
+//     parent is still decided by thread causality.
+//   - kReceived, on a server connection: the server span gets the record's span_id as
+//     its parent_span_id, a cross-process parent decided exactly (the controller never
+//     re-parents such a span).
+//   - kPeerNotHooked: counted (inband_peers_not_hooked); the spans are unchanged.
+// A span whose id or parent came in-band carries the attribute inband.trace_id: the
+// record's trace_id as 16 lowercase hex digits. A kSent record on a server connection, a
+// kReceived one on a client connection, or one for an offset where the connection's open
+// span already started (or before it) is ignored. A record of a connection this builder
+// does not know is counted in events_without_connection, like data records.
 #ifndef REPTRACE_AGENT_SPAN_BUILDER_H_
 #define REPTRACE_AGENT_SPAN_BUILDER_H_
 
@@ -74,6 +95,8 @@ class SpanBuilder {
   // `now` is the agent's clock when the record arrived (used for the idle timeout).
   void OnEvent(uint64_t process_key, const EventRecord& event, absl::Time now);
   void OnData(uint64_t process_key, const DataRecord& data, absl::Time now);
+  // What an in-band frame header said (see above). `now` as for OnEvent.
+  void OnInband(uint64_t process_key, const InbandRecord& inband, absl::Time now);
   // The hook connection ended: finishes the process's open spans and forgets it.
   void OnProcessGone(uint64_t process_key);
   // Finishes the spans that have been in their response phase, without events, for at
@@ -90,10 +113,16 @@ class SpanBuilder {
   static constexpr size_t kMaxEndedProcesses = 16384;
   // DNS queries waiting for an answer on one socket; beyond it the oldest is finished.
   static constexpr size_t kMaxPendingDnsQueries = 64;
+  // In-band records waiting, on one connection, for the span that starts at their offset.
+  static constexpr size_t kMaxPendingInband = 8;
   uint64_t spans_built() const { return spans_built_; }
   // Send/receive records of a connection this builder does not know (its open record was
   // lost and not re-announced): ignored, and counted here.
   uint64_t events_without_connection() const { return events_without_connection_; }
+  // kPeerNotHooked records: a client framed, and its server answered unframed.
+  uint64_t inband_peers_not_hooked() const { return inband_peers_not_hooked_; }
+  // In-band records waiting for their span, over every connection (for tests).
+  size_t pending_inband() const;
 
  private:
   // One send or receive, from a DataRecord or a UDP EventRecord.
@@ -137,9 +166,18 @@ class SpanBuilder {
     // bytes came in on either end (else: of the first call's bytes, as the hook hashed them).
     bool request_hash_from_head = false;
     bool response_hash_from_head = false;
+    // The in-band trace id in hex, which the attribute inband.trace_id views (no
+    // allocation: 16 bytes are past std::string's inline capacity).
+    char inband_trace_id[16] = {};
 
     // Cleared for its next span, keeping what it allocated (its strings' buffers).
     void Reset();
+  };
+  // An in-band record's ids, for the span that will start at `offset`.
+  struct PendingInband {
+    uint64_t offset;
+    uint64_t trace_id;
+    uint64_t span_id;
   };
   struct Connection {
     SocketRole role = SocketRole::kUnknown;
@@ -162,6 +200,9 @@ class SpanBuilder {
     // DNS over UDP: queries waiting for their answer, by DNS id (a resolver sends several
     // on one socket, A and AAAA at once); each query and its answer is a span.
     std::map<uint16_t, std::unique_ptr<OpenSpan>> dns_pending;
+    // In-band records waiting for the span starting at their offset, by offset (at most
+    // kMaxPendingInband).
+    std::vector<PendingInband> inband;
     absl::Time last_activity;
   };
   struct Process {
@@ -193,6 +234,9 @@ class SpanBuilder {
   void OnFailedCall(Process& process, Connection& conn, const Transfer& t);
   // A span whose request begins with `t` (the connection's parent rules applied).
   std::unique_ptr<OpenSpan> StartSpan(Process& process, Connection& conn, const Transfer& t);
+  // Gives `open`, a span of `conn` starting at request offset `offset`, the ids of the
+  // in-band record at that offset, if one waits; drops the records below it.
+  static void ApplyInband(Connection& conn, uint64_t offset, OpenSpan& open);
   // A finished span's object, kept for a later one (up to kMaxSpareSpans).
   void Recycle(std::unique_ptr<OpenSpan> open);
   void FinishSpan(Connection& conn);
@@ -232,6 +276,7 @@ class SpanBuilder {
   std::unordered_map<uint32_t, EndedProcess> ended_;   // by pid
   uint64_t spans_built_ = 0;
   uint64_t events_without_connection_ = 0;
+  uint64_t inband_peers_not_hooked_ = 0;
   // Finished spans' objects, reset, for the next spans to start (any connection's).
   static constexpr size_t kMaxSpareSpans = 256;
   std::vector<std::unique_ptr<OpenSpan>> spare_spans_;

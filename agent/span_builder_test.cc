@@ -60,6 +60,9 @@ class SpanBuilderTest : public ::testing::Test {
   void Feed(const DataRecord& data, absl::Time now = kT0) {
     builder_.OnData(kProcess, data, now);
   }
+  void Feed(const InbandRecord& inband, absl::Time now = kT0) {
+    builder_.OnInband(kProcess, inband, now);
+  }
 
   HookScript script_{4242};
   std::vector<v1::Span> spans_;
@@ -839,6 +842,153 @@ TEST_F(SpanBuilderTest, DnsQueriesOnOneUdpSocketArePairedWithTheirAnswersById) {
   EXPECT_EQ(spans_[2].name(), "DNS A cart.example");
   EXPECT_EQ(spans_[2].status(), v1::SPAN_STATUS_ERROR);
   EXPECT_EQ(spans_[2].status_message(), "no response");
+}
+
+// ---------------------------------------------------------------------------------------
+// In-band mode
+
+constexpr uint64_t kInbandTrace = 0x00ab'cdef'0123'4567;
+constexpr uint64_t kInbandSpan = 0xfeed'0000'0000'0001;
+
+TEST_F(SpanBuilderTest, InbandSentGivesTheClientSpanTheFramedSpanId) {
+  Feed(script_.Connect(1, 5, 100));
+  Feed(script_.Inband(InbandEvent::kSent, 1, 5, kInbandTrace, kInbandSpan));
+  Feed(script_.Send(1, 5, 200, "GET /stock HTTP/1.1\r\n\r\n"));
+  Feed(script_.Recv(1, 5, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(1, 5, 400));
+
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].kind(), v1::SPAN_KIND_CLIENT);
+  EXPECT_EQ(spans_[0].span_id(), kInbandSpan);
+  EXPECT_EQ(spans_[0].attributes().at("inband.trace_id"), "00abcdef01234567");
+  EXPECT_EQ(spans_[0].name(), "GET /stock");  // described as usual
+}
+
+TEST_F(SpanBuilderTest, InbandReceivedMakesTheFramingClientSpanTheServerSpansParent) {
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Inband(InbandEvent::kReceived, 1, 7, kInbandTrace, kInbandSpan));
+  Feed(script_.Recv(1, 7, 200, "GET /stock HTTP/1.1\r\n\r\n"));
+  Feed(script_.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(1, 7, 400));
+
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].kind(), v1::SPAN_KIND_SERVER);
+  EXPECT_EQ(spans_[0].parent_span_id(), kInbandSpan);
+  EXPECT_NE(spans_[0].span_id(), kInbandSpan);
+  EXPECT_EQ(spans_[0].attributes().at("inband.trace_id"), "00abcdef01234567");
+}
+
+// Records at offsets where no span starts (inside a request, or for the other role) are
+// ignored: the spans are exactly as without them, and none stays waiting once a later
+// span has started.
+TEST_F(SpanBuilderTest, AnInbandRecordAtNoSpanStartChangesNothing) {
+  const std::string request = "GET /a HTTP/1.1\r\n\r\n";
+  Feed(script_.Accept(1, 7, 100));
+  InbandRecord inside = script_.Inband(InbandEvent::kReceived, 1, 7, kInbandTrace, 11);
+  inside.offset = 5;
+  Feed(inside);
+  // kSent belongs to a client connection.
+  Feed(script_.Inband(InbandEvent::kSent, 1, 7, kInbandTrace, 12));
+  Feed(script_.Recv(1, 7, 200, request));
+  Feed(script_.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Recv(1, 7, 400, request));  // the next span starts past offset 5
+  Feed(script_.Close(1, 7, 500));
+
+  ASSERT_EQ(spans_.size(), 2u);
+  for (const v1::Span& span : spans_) {
+    EXPECT_EQ(span.parent_span_id(), 0u);
+    EXPECT_NE(span.span_id(), 11u);
+    EXPECT_NE(span.span_id(), 12u);
+    EXPECT_EQ(span.attributes().count("inband.trace_id"), 0u);
+  }
+  EXPECT_EQ(builder_.pending_inband(), 0u);
+}
+
+TEST_F(SpanBuilderTest, EachKeepAliveRequestGetsTheParentItsOwnFrameNamed) {
+  const std::string request = "GET /a HTTP/1.1\r\n\r\n";
+  const std::string response = "HTTP/1.1 200 OK\r\n\r\n";
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Inband(InbandEvent::kReceived, 1, 7, 0x71, 101));
+  Feed(script_.Recv(1, 7, 200, request));
+  Feed(script_.Send(1, 7, 300, response));
+  Feed(script_.Inband(InbandEvent::kReceived, 1, 7, 0x72, 102));
+  Feed(script_.Recv(1, 7, 400, request));
+  Feed(script_.Send(1, 7, 500, response));
+  Feed(script_.Close(1, 7, 600));
+
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[0].parent_span_id(), 101u);
+  EXPECT_EQ(spans_[0].attributes().at("inband.trace_id"), "0000000000000071");
+  EXPECT_EQ(spans_[1].request_offset(), request.size());
+  EXPECT_EQ(spans_[1].parent_span_id(), 102u);
+  EXPECT_EQ(spans_[1].attributes().at("inband.trace_id"), "0000000000000072");
+}
+
+// Two pipelined requests read in one call are one span: it takes the first request's
+// parent, and the second's record is dropped when the next span starts past it.
+TEST_F(SpanBuilderTest, PipelinedRequestsInOneSpanTakeTheFirstRequestsParent) {
+  const std::string request = "GET /a HTTP/1.1\r\n\r\n";
+  Feed(script_.Accept(1, 7, 100));
+  Feed(script_.Inband(InbandEvent::kReceived, 1, 7, 0x71, 101));
+  InbandRecord second = script_.Inband(InbandEvent::kReceived, 1, 7, 0x72, 102);
+  second.offset = request.size();
+  Feed(second);
+  Feed(script_.Recv(1, 7, 200, request + request));
+  Feed(script_.Send(1, 7, 300, "HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Inband(InbandEvent::kReceived, 1, 7, 0x73, 103));
+  Feed(script_.Recv(1, 7, 400, request));
+  Feed(script_.Close(1, 7, 500));
+
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[0].parent_span_id(), 101u);
+  EXPECT_EQ(spans_[1].parent_span_id(), 103u);
+  EXPECT_EQ(builder_.pending_inband(), 0u);
+}
+
+TEST_F(SpanBuilderTest, APeerThatAnswersUnframedIsCounted) {
+  Feed(script_.Connect(1, 5, 100));
+  Feed(script_.Inband(InbandEvent::kSent, 1, 5, kInbandTrace, kInbandSpan));
+  Feed(script_.Send(1, 5, 200, "GET / HTTP/1.1\r\n\r\n"));
+  Feed(script_.Inband(InbandEvent::kPeerNotHooked, 1, 5, 0, 0));
+  Feed(script_.Recv(1, 5, 300, "HTTP/1.1 200 OK\r\n\r\n"));
+  Feed(script_.Close(1, 5, 400));
+
+  EXPECT_EQ(builder_.inband_peers_not_hooked(), 1u);
+  ASSERT_EQ(spans_.size(), 1u);
+  EXPECT_EQ(spans_[0].span_id(), kInbandSpan);  // its request was framed all the same
+}
+
+TEST_F(SpanBuilderTest, AnInbandRecordOfAnUnknownConnectionIsCountedAndIgnored) {
+  HookScript other;
+  other.Connect(9, 5, 100);  // never fed
+  Feed(other.Inband(InbandEvent::kSent, 9, 5, kInbandTrace, kInbandSpan));
+  Feed(other.Inband(InbandEvent::kPeerNotHooked, 9, 5, 0, 0));
+
+  EXPECT_EQ(builder_.events_without_connection(), 2u);
+  EXPECT_EQ(builder_.inband_peers_not_hooked(), 0u);
+  EXPECT_EQ(builder_.pending_inband(), 0u);
+}
+
+TEST_F(SpanBuilderTest, InbandRecordsWaitingForTheirSpanAreBounded) {
+  Feed(script_.Accept(1, 7, 100));
+  for (uint64_t offset = 1; offset <= 1000; ++offset) {
+    InbandRecord r = script_.Inband(InbandEvent::kReceived, 1, 7, kInbandTrace, offset);
+    r.offset = offset;
+    Feed(r);
+  }
+  EXPECT_EQ(builder_.pending_inband(), SpanBuilder::kMaxPendingInband);
+
+  // The highest offsets are the ones kept: a request at the last one still gets its
+  // parent, and the others below it go.
+  Feed(script_.Recv(1, 7, 200, std::string(1000, 'x')));
+  Feed(script_.Send(1, 7, 300, "ok"));
+  Feed(script_.Recv(1, 7, 400, "GET / HTTP/1.1\r\n\r\n"));
+  builder_.FinishAll();
+  ASSERT_EQ(spans_.size(), 2u);
+  EXPECT_EQ(spans_[0].parent_span_id(), 0u);
+  EXPECT_EQ(spans_[1].request_offset(), 1000u);
+  EXPECT_EQ(spans_[1].parent_span_id(), 1000u);
+  EXPECT_EQ(builder_.pending_inband(), 0u);
 }
 
 }  // namespace

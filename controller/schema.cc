@@ -182,6 +182,11 @@ DROP INDEX spans_client_key_orphan_idx;
 ALTER TABLE spans DROP COLUMN flow_key;
 )sql";
 
+// Version 6: the agents' count of in-band peers that answered unframed (not hooked).
+constexpr char kMigration6[] = R"sql(
+ALTER TABLE agents ADD COLUMN inband_peers_not_hooked BIGINT NOT NULL DEFAULT 0;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -192,6 +197,7 @@ const std::vector<Migration>& Migrations() {
       {3, "client key: linking through a Service's address translation", kMigration3},
       {4, "agents' count of events without a connection", kMigration4},
       {5, "one client-key index for linking; flow_key no longer stored", kMigration5},
+      {6, "agents' count of in-band peers not hooked", kMigration6},
   };
   return *migrations;
 }

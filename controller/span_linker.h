@@ -21,6 +21,13 @@
 //    yet. A client on the server's own connection arriving later still takes over. When
 //    the source is translated too (SNAT), no endpoint agrees and the spans stay apart:
 //    matching by content alone would guess among identical requests;
+//  - in-band mode: a server span that arrives with a parent_span_id has it from the
+//    agent, which gives one to a server span only when the request came framed in-band
+//    (the frame named the client span that sent it: a cross-process parent decided
+//    exactly). Stored as its local parent, it is kept like any local parent: the two
+//    passive rules above only ever choose for server spans without a local parent (their
+//    choices can change as spans arrive: a nearer client, a client on the server's own
+//    connection), so no client span, before, with or after it, takes such a span over;
 //  - a span's trace id is the span id of its topmost known ancestor. After the links
 //    change, every touched span's root is found and the root's whole subtree relabelled.
 //    Then the summary rows (table traces) of the affected traces are recomputed: a trace

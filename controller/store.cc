@@ -142,7 +142,7 @@ UPDATE agents SET
   processes_connected = $2, events_received = $3, records_malformed = $4,
   hook_events_dropped = $5, spans_built = $6, spans_dropped = $7, batches_sent = $8,
   batches_acked = $9, batches_resent = $10, events_without_connection = $11,
-  last_seen_ns = $12
+  inband_peers_not_hooked = $12, last_seen_ns = $13
 WHERE agent_id = $1
 )sql";
 
@@ -241,7 +241,7 @@ constexpr char kListAgentsSql[] = R"sql(
 SELECT agent_id, node, agent_version, hostname, connected, connected_at_ns, last_seen_ns,
        batches_stored, spans_stored, processes_connected, events_received,
        records_malformed, hook_events_dropped, spans_built, spans_dropped, batches_sent,
-       batches_acked, batches_resent, events_without_connection
+       batches_acked, batches_resent, events_without_connection, inband_peers_not_hooked
   FROM agents
  ORDER BY node, agent_id
 )sql";
@@ -256,7 +256,8 @@ void UpdateCounters(pqxx::transaction_base& tx, const std::string& agent_id,
                    ToBigint(c.hook_events_dropped()), ToBigint(c.spans_built()),
                    ToBigint(c.spans_dropped()), ToBigint(c.batches_sent()),
                    ToBigint(c.batches_acked()), ToBigint(c.batches_resent()),
-                   ToBigint(c.events_without_connection()), now_ns);
+                   ToBigint(c.events_without_connection()),
+                   ToBigint(c.inband_peers_not_hooked()), now_ns);
 }
 
 void SpanFromRow(const pqxx::row& row, v1::Span* span) {
@@ -634,6 +635,7 @@ absl::StatusOr<std::vector<v1::AgentInfo>> Store::ListAgents() {
       c->set_batches_acked(FromBigint(row[16].as<int64_t>()));
       c->set_batches_resent(FromBigint(row[17].as<int64_t>()));
       c->set_events_without_connection(FromBigint(row[18].as<int64_t>()));
+      c->set_inband_peers_not_hooked(FromBigint(row[19].as<int64_t>()));
     }
     tx.commit();
   }));

@@ -207,6 +207,7 @@ TEST(StoreTest, AgentsAreRecordedWithTheirCounters) {
   v1::AgentCounters later;
   later.set_events_received(99);
   later.set_events_without_connection(7);
+  later.set_inband_peers_not_hooked(3);
 
   ASSERT_TRUE(writer->AgentConnected(hello, kT0).ok());
   ASSERT_TRUE(writer->WriteBatch("agent-a", batch, /*spans_rejected=*/2).ok());
@@ -227,6 +228,7 @@ TEST(StoreTest, AgentsAreRecordedWithTheirCounters) {
   EXPECT_EQ(agent.spans_stored(), 1u);
   EXPECT_EQ(agent.counters().events_received(), 99u);
   EXPECT_EQ(agent.counters().events_without_connection(), 7u);
+  EXPECT_EQ(agent.counters().inband_peers_not_hooked(), 3u);
   EXPECT_EQ(CountRows(db, "SELECT spans_rejected FROM agents"), 2);
 }
 
@@ -674,6 +676,119 @@ TEST(SpanLinkingTest, BothEndsThroughAServiceAddressTranslationLinkInEveryOrder)
   uint64_t trace_id = 0;
   EXPECT_EQ(ParentsOf(*store, 12, &trace_id), (std::map<uint64_t, uint64_t>{{11, 0}, {12, 11}}));
   EXPECT_EQ(ParentsOf(*store, 14, &trace_id), (std::map<uint64_t, uint64_t>{{13, 0}, {14, 13}}));
+}
+
+// In-band mode: the server's agent sends the server span with the client span its
+// request's frame named as parent_span_id (a cross-process parent decided exactly). A
+// client span that passive matching would prefer (the same 4-tuple, request offset and
+// fingerprint, nearer in start time; and one through a Service's translation, matching
+// by its end) never takes it over, whether it arrives before the server span, with it
+// or after it; and the server span is in its in-band parent's trace (rooted at the
+// parent's own local parent) whatever the order.
+std::vector<std::pair<std::string, v1::Span>> InbandRequest() {
+  const Flow to_api{Ipv4(10, 0, 0, 1, 43000), Ipv4(10, 0, 0, 2, 8080)};
+  const Flow to_front{Ipv4(10, 0, 0, 9, 50000), Ipv4(10, 0, 0, 1, 80)};
+  const Flow through_service{Ipv4(10, 0, 0, 1, 43000), Ipv4(10, 96, 0, 10, 80)};
+  return {
+      // The web process handles a request (root) and calls the API, framed in-band.
+      {"agent-web", ServerSpan({.span_id = 1, .service = "web", .pid = 10, .flow = to_front,
+                                .start_ns = kT0 - 10 * kSecond - kMs})},
+      {"agent-web", ClientSpan({.span_id = 2, .local_parent_span_id = 1, .service = "web",
+                                .pid = 10, .flow = to_api,
+                                .start_ns = kT0 - 10 * kSecond})},
+      // The API's server span, its parent from the frame.
+      {"agent-api", ServerSpan({.span_id = 3, .local_parent_span_id = 2, .service = "api",
+                                .pid = 20, .flow = to_api, .start_ns = kT0})},
+      // Decoys, nearer in time than the in-band parent: on the same 4-tuple, and through a
+      // Service (the same client end).
+      {"agent-other", ClientSpan({.span_id = 4, .service = "other", .pid = 30,
+                                  .flow = to_api, .start_ns = kT0 + kMs})},
+      {"agent-other", ClientSpan({.span_id = 5, .service = "other", .pid = 30,
+                                  .flow = through_service, .start_ns = kT0 + 2 * kMs})},
+  };
+}
+
+void ExpectInbandParentKept(Store& store) {
+  uint64_t trace_id = 0;
+  EXPECT_EQ(ParentsOf(store, 3, &trace_id),
+            (std::map<uint64_t, uint64_t>{{1, 0}, {2, 1}, {3, 2}}));
+  EXPECT_EQ(trace_id, 1u);
+  EXPECT_EQ(ParentsOf(store, 4, &trace_id), (std::map<uint64_t, uint64_t>{{4, 0}}));
+  EXPECT_EQ(trace_id, 4u);
+  EXPECT_EQ(ParentsOf(store, 5, &trace_id), (std::map<uint64_t, uint64_t>{{5, 0}}));
+  EXPECT_EQ(trace_id, 5u);
+  auto traces = store.ListTraces("", 100);
+  ASSERT_TRUE(traces.ok()) << traces.status();
+  std::vector<std::pair<uint64_t, int>> listed;
+  for (const auto& t : *traces) listed.emplace_back(t.trace_id(), t.span_count());
+  EXPECT_THAT(listed, ::testing::UnorderedElementsAre(std::make_pair(uint64_t{1}, 3),
+                                                      std::make_pair(uint64_t{4}, 1),
+                                                      std::make_pair(uint64_t{5}, 1)));
+}
+
+TEST(SpanLinkingTest, AnInbandParentIsNeverTakenOverByPassiveMatchingInAnyOrder) {
+  const auto spans = InbandRequest();
+  // One span a batch, in every order of the in-band parent, the server span and the
+  // nearer decoy (the root and the translated decoy first, or last).
+  const std::vector<std::vector<size_t>> heads = {{0, 4}, {}};
+  int orders_tried = 0;
+  for (const std::vector<size_t>& head : heads) {
+    std::vector<size_t> middle = {1, 2, 3};
+    do {
+      std::vector<size_t> order = head;
+      order.insert(order.end(), middle.begin(), middle.end());
+      if (head.empty()) order.insert(order.end(), {4, 0});
+      ::testing::Message described;
+      for (size_t i : order) described << i;
+      SCOPED_TRACE(::testing::Message() << "arrival order " << described);
+      reptrace::testing::TestDatabase db;
+      auto store = OpenStore(db);
+      ASSERT_NE(store, nullptr);
+      auto writer = NewWriter(*store);
+      ASSERT_NE(writer, nullptr);
+      std::map<std::string, uint64_t> next_batch_id;
+      for (size_t i : order) {
+        const auto& [agent, span] = spans[i];
+        ASSERT_TRUE(writer->WriteBatch(agent, Batch(++next_batch_id[agent], {span})).ok());
+      }
+      ExpectInbandParentKept(*store);
+      ++orders_tried;
+    } while (std::next_permutation(middle.begin(), middle.end()));
+  }
+  EXPECT_EQ(orders_tried, 12);
+}
+
+TEST(SpanLinkingTest, AnInbandParentIsKeptWhenTheDecoyComesInTheSameBatch) {
+  const auto spans = InbandRequest();
+  // Batches of one agent that sees everything: all in one batch (two orders), or the
+  // server span together with the decoys and the parent before or after them.
+  const std::vector<std::vector<std::vector<size_t>>> arrivals = {
+      {{0, 1, 2, 3, 4}},
+      {{4, 3, 2, 1, 0}},
+      {{0, 1}, {2, 3, 4}},
+      {{3, 2, 4}, {1, 0}},
+  };
+  for (const auto& batches : arrivals) {
+    ::testing::Message described;
+    for (const auto& batch : batches) {
+      described << "[";
+      for (size_t i : batch) described << i;
+      described << "]";
+    }
+    SCOPED_TRACE(::testing::Message() << "batches " << described);
+    reptrace::testing::TestDatabase db;
+    auto store = OpenStore(db);
+    ASSERT_NE(store, nullptr);
+    auto writer = NewWriter(*store);
+    ASSERT_NE(writer, nullptr);
+    uint64_t batch_id = 0;
+    for (const auto& batch : batches) {
+      std::vector<v1::Span> batch_spans;
+      for (size_t i : batch) batch_spans.push_back(spans[i].second);
+      ASSERT_TRUE(writer->WriteBatch("agent-all", Batch(++batch_id, batch_spans)).ok());
+    }
+    ExpectInbandParentKept(*store);
+  }
 }
 
 TEST(SpanLinkingTest, SpansWithoutAPortAreNeverLinkedAcrossProcesses) {

@@ -158,6 +158,22 @@ class HookScript {
     CopyAddresses(conn, &e);
     return e;
   }
+  // In-band mode: what a frame header on connection `conn` said (common/event_record.h),
+  // at the next offset of the event's direction (kSent: the send stream, else the receive
+  // stream): published, as the hook does, before the DataRecord of that call.
+  InbandRecord Inband(InbandEvent event, uint64_t conn, uint32_t tid, uint64_t trace_id,
+                      uint64_t span_id) {
+    InbandRecord r{};
+    r.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kInband),
+                static_cast<uint16_t>(sizeof(InbandRecord))};
+    r.event = static_cast<uint8_t>(event);
+    r.tid = tid;
+    r.conn_id = conn;
+    r.offset = event == InbandEvent::kSent ? conns_[conn].sent : conns_[conn].received;
+    r.trace_id = trace_id;
+    r.span_id = span_id;
+    return r;
+  }
   StatsRecord Stats(uint64_t recorded, uint64_t dropped, uint32_t pid = 0) const {
     StatsRecord s{};
     s.header = {kRecordMagic, static_cast<uint16_t>(RecordType::kStats),
