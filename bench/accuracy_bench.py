@@ -2,6 +2,7 @@
 """How often reptrace's trace of a request is exactly right, on a real three-tier system.
 
   bench/accuracy_bench.py [--build DIR] [--requests N] [--concurrency C ...]
+                          [--modes passive inband]
 
 A hooked client (python3, C threads, one keep-alive connection each, a distinct path per
 request) calls nginx (reverse proxy, one worker, keep-alive upstream connections), which
@@ -19,7 +20,10 @@ with the true one:
 
 "tree" counts traces with exactly these six spans, parents, kinds and services and the
 HTTP names; "names" also requires the two redis spans to be named after the command (GET).
-Prints one table row per concurrency level.
+Prints one table row per mode and concurrency level. Each mode runs on a fresh stack:
+"passive" links the two ends of a connection by addresses, offsets and fingerprints;
+"inband" also sets REPTRACE_INBAND_PORTS in every hooked client (the nginx, backend and
+redis ports), so that each request carries its client span's id in a frame header.
 """
 
 import argparse
@@ -147,12 +151,11 @@ def judge(traces):
     return tree, names
 
 
-def run_level(stack, work, nginx_port, concurrency, requests, tag):
+def run_level(stack, client_env, work, nginx_port, concurrency, requests, tag):
     per_thread = max(1, requests // concurrency)
     script = os.path.join(work, "client.py")
     subprocess.run(["/usr/bin/python3", script, str(nginx_port), str(concurrency),
-                    str(per_thread), tag], env=stack.hook_env("client"), check=True,
-                   timeout=600)
+                    str(per_thread), tag], env=client_env, check=True, timeout=600)
     stack.wait_drained()
     found = client_traces(stack)
     tree = names = 0
@@ -165,6 +168,44 @@ def run_level(stack, work, nginx_port, concurrency, requests, tag):
     return total, tree, names
 
 
+def run_mode(args, work, mode):
+    """Table rows of one mode, on a stack of its own."""
+    stack = Stack(args.build, os.path.join(work, mode)).start()
+    procs = []
+    try:
+        redis_port, backend_port, nginx_port = free_port(), free_port(), free_port()
+
+        def env(service, inband_port):
+            e = stack.hook_env(service)
+            if mode == "inband" and inband_port:
+                e["REPTRACE_INBAND_PORTS"] = str(inband_port)
+            return e
+
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
+             "--dir", work], env=env("redis", None), stdout=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(
+            ["/usr/bin/python3", os.path.join(work, "backend.py"), str(backend_port),
+             str(redis_port)], env=env("backend", redis_port)))
+        conf = nginx_proxy_conf(os.path.join(work, mode, "nginx"), nginx_port, backend_port)
+        procs.append(subprocess.Popen(
+            ["nginx", "-p", os.path.join(work, mode, "nginx"), "-c", conf],
+            env=env("nginx", backend_port), stderr=subprocess.DEVNULL))
+        for port in (redis_port, backend_port, nginx_port):
+            wait_port(port)
+        client_env = env("client", nginx_port)
+        rows = []
+        for level in args.concurrency:
+            total, tree, names = run_level(stack, client_env, work, nginx_port, level,
+                                           args.requests, f"{mode}{level}")
+            rows.append([mode, str(level), str(total), f"{tree} ({100.0 * tree / total:.1f} %)",
+                         f"{names} ({100.0 * names / total:.1f} %)"])
+        return rows
+    finally:
+        terminate_all(procs)
+        stack.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +213,8 @@ def main():
     parser.add_argument("--requests", type=int, default=320,
                         help="requests per concurrency level (default 320)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--modes", nargs="+", choices=["passive", "inband"],
+                        default=["passive", "inband"])
     args = parser.parse_args()
     args.build = os.path.abspath(args.build)
 
@@ -181,33 +224,13 @@ def main():
         f.write(BACKEND)
     with open(os.path.join(work, "client.py"), "w") as f:
         f.write(CLIENT)
-    stack = Stack(args.build, work).start()
-    procs = []
-    try:
-        redis_port, backend_port, nginx_port = free_port(), free_port(), free_port()
-        procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
-             "--dir", work], env=stack.hook_env("redis"), stdout=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(
-            ["/usr/bin/python3", os.path.join(work, "backend.py"), str(backend_port),
-             str(redis_port)], env=stack.hook_env("backend")))
-        conf = nginx_proxy_conf(os.path.join(work, "nginx"), nginx_port, backend_port)
-        procs.append(subprocess.Popen(["nginx", "-p", os.path.join(work, "nginx"), "-c", conf],
-                                      env=stack.hook_env("nginx"), stderr=subprocess.DEVNULL))
-        for port in (redis_port, backend_port, nginx_port):
-            wait_port(port)
-        rows = []
-        for level in args.concurrency:
-            total, tree, names = run_level(stack, work, nginx_port, level, args.requests,
-                                           f"c{level}")
-            rows.append([str(level), str(total), f"{tree} ({100.0 * tree / total:.1f} %)",
-                         f"{names} ({100.0 * names / total:.1f} %)"])
-        print_table(f"Trace accuracy, passive mode ({time.strftime('%Y-%m-%d')})",
-                    ["concurrency", "requests", "tree, services, HTTP names right",
-                     "and redis spans named"], rows)
-    finally:
-        terminate_all(procs)
-        stack.stop()
+    rows = []
+    for mode in args.modes:
+        os.makedirs(os.path.join(work, mode), mode=0o755)
+        rows += run_mode(args, work, mode)
+    print_table(f"Trace accuracy ({time.strftime('%Y-%m-%d')})",
+                ["mode", "concurrency", "requests", "tree, services, HTTP names right",
+                 "and redis spans named"], rows)
 
 
 if __name__ == "__main__":

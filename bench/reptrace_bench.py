@@ -582,21 +582,26 @@ def run_instructions(args):
     agent, agent_sock = start_bare_agent(args.build, work)
     rows = []
     try:
-        for label, extra, calls_per_iteration in (("traced TCP socket (64 B request/response)",
-                                                   ["64"], 4),
-                                                  ("non-socket fd (eventfd)", ["eventfd"], 2)):
+        # In-band: every port framed (both ends are in the one hooked process).
+        for label, extra, calls_per_iteration, inband in (
+                ("traced TCP socket (64 B request/response)", ["64"], 4, False),
+                ("the same, in-band (framed both ways)", ["64"], 4, True),
+                ("non-socket fd (eventfd)", ["eventfd"], 2, False)):
             per_call = {}
             shipper = None
             for mode in ("plain", "hooked"):
-                env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+                env = {k: v for k, v in os.environ.items()
+                       if k != "LD_PRELOAD" and not k.startswith("REPTRACE_")}
                 if mode == "hooked":
                     env["LD_PRELOAD"] = hook
                     env["REPTRACE_SOCKET"] = agent_sock
+                    if inband:
+                        env["REPTRACE_INBAND_PORTS"] = "1-65535"
                 # A short and a long run: their difference leaves out start-up (loading,
                 # the hook's constructor), which would otherwise count as per-call cost.
                 runs = []
                 for seconds in ("0.5", "2"):
-                    prefix = os.path.join(work, f"cg-{mode}-{extra[0]}-{seconds}")
+                    prefix = os.path.join(work, f"cg-{mode}-{extra[0]}-{inband}-{seconds}")
                     out = subprocess.run(["valgrind", "--tool=callgrind",
                                           "--separate-threads=yes",
                                           f"--callgrind-out-file={prefix}", flood, seconds]

@@ -62,6 +62,21 @@ class NatTest : public ::testing::Test {
     ASSERT_TRUE(dnat.ok()) << dnat;
   }
 
+  // In the client's namespace: connections to the server leave from kTranslatedAddress.
+  // The translated source is another address of the client's node (the server's ARP for it
+  // is answered by the client's side of the link), so the server never sees the client's
+  // own address: translating only the port would leave it unchanged whenever the kernel's
+  // ephemeral port already lies in the SNAT range, and the ends would rightly be linked.
+  void AddSourceSnat() {
+    const absl::Status alias = client_ns_->Run(
+        {"ip", "addr", "add", absl::StrCat(kTranslatedAddress, "/32"), "dev", "lo"});
+    ASSERT_TRUE(alias.ok()) << alias;
+    const absl::Status snat = client_ns_->Run({"iptables", "-t", "nat", "-A", "POSTROUTING",
+                                               "-p", "tcp", "-d", kServerAddress, "-j", "SNAT",
+                                               "--to-source", kTranslatedAddress});
+    ASSERT_TRUE(snat.ok()) << snat;
+  }
+
   // python3's http.server, traced, on the server's real address inside its namespace.
   void StartServer() {
     ProcessOptions options;
@@ -82,13 +97,16 @@ class NatTest : public ::testing::Test {
         << ReadFile(stack_.dir() + "/web.err");
   }
 
-  // Each page fetched by a traced curl in the client's namespace, through `address`.
-  void FetchPages(const std::string& address) {
+  // Each page fetched by a traced curl in the client's namespace, through `address`;
+  // `inband_ports`: the curl frames its requests to these ports (REPTRACE_INBAND_PORTS).
+  void FetchPages(const std::string& address, const std::string& inband_ports = "") {
     for (int i = 0; i < 10; ++i) {
-      CommandResult curl = stack_.RunTraced(
-          client_ns_->Wrap({"curl", "-sS", "--fail", "--max-time", "10",
-                            absl::StrCat("http://", address, "/page", i)}),
-          "shop");
+      std::vector<std::string> argv = {"curl", "-sS", "--fail", "--max-time", "10",
+                                       absl::StrCat("http://", address, "/page", i)};
+      if (!inband_ports.empty()) {
+        argv.insert(argv.begin(), {"env", absl::StrCat("REPTRACE_INBAND_PORTS=", inband_ports)});
+      }
+      CommandResult curl = stack_.RunTraced(client_ns_->Wrap(argv), "shop");
       ASSERT_EQ(curl.exit_code, 0) << curl.err;
       ASSERT_EQ(curl.out, absl::StrCat("page ", i));
     }
@@ -159,17 +177,7 @@ TEST_F(NatTest, BothEndsOfAConnectionThroughAServiceVirtualIpAreLinked) {
 // clients would make that a guess, so the ends stay apart rather than be linked wrongly.
 TEST_F(NatTest, WhenTheSourceIsTranslatedTooTheEndsStayApart) {
   AddServiceDnat();
-  // The translated source is another address of the client's node (the server's ARP for it
-  // is answered by the client's side of the link), so the server never sees the client's
-  // own address: translating only the port would leave it unchanged whenever the kernel's
-  // ephemeral port already lies in the SNAT range, and the ends would rightly be linked.
-  const absl::Status alias =
-      client_ns_->Run({"ip", "addr", "add", absl::StrCat(kTranslatedAddress, "/32"), "dev", "lo"});
-  ASSERT_TRUE(alias.ok()) << alias;
-  const absl::Status snat = client_ns_->Run({"iptables", "-t", "nat", "-A", "POSTROUTING",
-                                             "-p", "tcp", "-d", kServerAddress, "-j", "SNAT",
-                                             "--to-source", kTranslatedAddress});
-  ASSERT_TRUE(snat.ok()) << snat;
+  AddSourceSnat();
   StartServer();
   FetchPages(kServiceAddress);
   json client_traces, server_traces;
@@ -189,6 +197,23 @@ TEST_F(NatTest, WhenTheSourceIsTranslatedTooTheEndsStayApart) {
   EXPECT_EQ(server_trace["spans"][0]["peer"].get<std::string>().rfind(kTranslatedAddress, 0),
             0u)
       << server_trace.dump(2);
+}
+
+// In-band mode carries the client span's id in the stream itself: whatever both
+// translations did to the addresses, each server span gets its exact client as parent.
+TEST_F(NatTest, InBandModeLinksTheEndsEvenWhenTheSourceIsTranslatedToo) {
+  AddServiceDnat();
+  AddSourceSnat();
+  StartServer();
+  FetchPages(kServiceAddress, "80");
+  ExpectLinkedTraces(10);
+  json traces = stack_.Traces("shop", 1);
+  json trace = stack_.Trace(traces[0]["trace_id"]);
+  for (const auto& span : trace["spans"]) {
+    if (span["kind"] == "server") {
+      EXPECT_EQ(span["peer"].get<std::string>().rfind(kTranslatedAddress, 0), 0u) << span;
+    }
+  }
 }
 
 }  // namespace
