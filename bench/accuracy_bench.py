@@ -20,6 +20,9 @@ with the true one:
 
 "tree" counts traces with exactly these six spans, parents, kinds and services and the
 HTTP names; "names" also requires the two redis spans to be named after the command (GET).
+The last column counts the HTTP server spans of the level (nginx's and the backend's, two
+per request) whose parent came in a frame header (they carry the attribute
+inband.trace_id).
 Prints one table row per mode and concurrency level. Each mode runs on a fresh stack:
 "passive" links the two ends of a connection by addresses, offsets and fingerprints;
 "inband" also sets REPTRACE_INBAND_PORTS in every hooked client (the nginx, backend and
@@ -151,6 +154,18 @@ def judge(traces):
     return tree, names
 
 
+def inband_parented(stack, tag):
+    """(server spans of this level whose parent came in a frame, server spans of this level),
+    read from the database: the proof that in-band mode was at work."""
+    out = subprocess.run(
+        ["psql", stack.db, "-tAc",
+         "SELECT count(*) FILTER (WHERE attributes ? 'inband.trace_id'), count(*) FROM spans "
+         f"WHERE kind = 2 AND name LIKE 'GET /item/{tag}-%'"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    framed, total = out.split("|")
+    return int(framed), int(total)
+
+
 def run_level(stack, client_env, work, nginx_port, concurrency, requests, tag):
     per_thread = max(1, requests // concurrency)
     script = os.path.join(work, "client.py")
@@ -196,10 +211,12 @@ def run_mode(args, work, mode):
         client_env = env("client", nginx_port)
         rows = []
         for level in args.concurrency:
+            tag = f"{mode}{level}"
             total, tree, names = run_level(stack, client_env, work, nginx_port, level,
-                                           args.requests, f"{mode}{level}")
+                                           args.requests, tag)
+            framed, servers = inband_parented(stack, tag)
             rows.append([mode, str(level), str(total), f"{tree} ({100.0 * tree / total:.1f} %)",
-                         f"{names} ({100.0 * names / total:.1f} %)"])
+                         f"{names} ({100.0 * names / total:.1f} %)", f"{framed} / {servers}"])
         return rows
     finally:
         terminate_all(procs)
@@ -230,7 +247,7 @@ def main():
         rows += run_mode(args, work, mode)
     print_table(f"Trace accuracy ({time.strftime('%Y-%m-%d')})",
                 ["mode", "concurrency", "requests", "tree, services, HTTP names right",
-                 "and redis spans named"], rows)
+                 "and redis spans named", "server spans parented in-band"], rows)
 
 
 if __name__ == "__main__":
