@@ -237,8 +237,9 @@ enum class InbandEvent : uint8_t {
   // parent of the server span), `trace_id` the client's trace.
   kReceived = 2,
   // This process framed its requests on this connection, but the peer answered without
-  // frames: it is not hooked. Framing stopped; `offset` is the receive offset it was seen
-  // at, the ids are 0.
+  // frames: it is not hooked (or it greeted before the first frame reached it). Later
+  // connections to it go unframed; `offset` is the receive offset it was seen at, the
+  // ids are 0.
   kPeerNotHooked = 3,
 };
 

@@ -18,8 +18,10 @@
 // valid header means a hooked client frames (the port the client dialled may differ from
 // the one the server sees, behind a Service's address translation, so the receiving end
 // needs no configuration). A client that framed looks at the server's first bytes: no
-// header means the server is not hooked (it received our header). The client then stops
-// framing, remembers the destination, and reports it (InbandEvent::kPeerNotHooked).
+// header means the server is not hooked (it received our header), or greeted before our
+// first frame reached it. The client remembers the destination (its later connections go
+// unframed) and reports it (InbandEvent::kPeerNotHooked); the connection itself stays
+// framed, since a hooked server that greeted strips our frames all the same.
 //
 // The header's first byte, 0xF5, never starts UTF-8 text, TLS, HTTP/2, RESP or the
 // PostgreSQL protocol; a stream that starts with the whole 4-byte magic and a header whose

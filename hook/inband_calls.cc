@@ -131,10 +131,10 @@ void ReceiveBecomesPlain(ConnectionState* state, int fd) {
   ib.receive.mode = Mode::kPlain;
   if (state->role == static_cast<uint8_t>(SocketRole::kClient)) {
     if (ib.send.mode == Mode::kFramed) {
-      // We framed and the server did not answer in frames: it is not hooked.
-      ib.send.mode = Mode::kPlain;
-      ib.send.pending_len = 0;
-      ib.send.frame_remaining = 0;
+      // We framed and the server did not answer in frames: it is not hooked, or it spoke
+      // before our first frame reached it (a greeting). This connection goes on framed: a
+      // hooked server that greeted first strips our frames, and an unhooked one has had our
+      // header already. The destination's next connections go unframed.
       g_unhooked.Add(inband::UnhookedPeers::Key(state->endpoints.peer_addr,
                                                 state->endpoints.peer_port));
       Report(state, fd, InbandEvent::kPeerNotHooked,

@@ -396,6 +396,44 @@ TEST_F(InbandHookTest, AnUnhookedServerIsDetectedAndLaterConnectionsToItAreNotFr
   EXPECT_EQ(InbandOf(s, InbandEvent::kSent)[0].span_id, headers[0].span_id);
 }
 
+// A hooked server that greets before its client's first frame arrives: the greeting goes
+// unframed, the client keeps framing that connection (the server strips it) and frames no
+// later connection to it.
+TEST_F(InbandHookTest, AServerThatGreetsFirstAndItsClientStillSeeExactlyTheirBytes) {
+  FakeAgent agent(AgentPath());
+  Child server({kPeer, "server", "greet"}, Hooked());
+  const int port = std::atoi(server.ReadLine(absl::Seconds(10)).c_str());
+  ASSERT_GT(port, 0);
+  Child client({kPeer, "client", std::to_string(port), "greeted", "10", "2"},
+               Hooked({{"REPTRACE_INBAND_PORTS", std::to_string(port)}}));
+  ASSERT_EQ(client.Wait(absl::Seconds(60)), 0);
+  const std::vector<std::string> sent = LinesStartingWith(client.Output(), "sent ");
+  ASSERT_EQ(sent.size(), 2u);
+  std::vector<std::string> got;
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        got = LinesStartingWith(server.Output(), "conn ");
+        return got.size() == 2;
+      },
+      absl::Seconds(20), absl::Milliseconds(20)));
+  EXPECT_EQ(got, sent);
+  const pid_t client_pid = client.pid(), server_pid = server.pid();
+  server.Stop();
+  ASSERT_TRUE(agent.WaitFor(
+      [&](const std::vector<AgentStream>& streams) {
+        const AgentStream* c = StreamOfPid(streams, client_pid);
+        const AgentStream* s = StreamOfPid(streams, server_pid);
+        return c != nullptr && s != nullptr && !c->stats.empty() && !s->stats.empty();
+      },
+      absl::Seconds(20)));
+  const std::vector<AgentStream> streams = agent.Streams();
+  const AgentStream* c = StreamOfPid(streams, client_pid);
+  // The first connection's ten requests went framed; the second connection's none.
+  EXPECT_EQ(InbandOf(c, InbandEvent::kSent).size(), 10u);
+  EXPECT_EQ(InbandOf(StreamOfPid(streams, server_pid), InbandEvent::kReceived).size(), 10u);
+  EXPECT_EQ(InbandOf(c, InbandEvent::kPeerNotHooked).size(), 1u);
+}
+
 // Without REPTRACE_INBAND_PORTS (or with one that does not parse) nothing is framed.
 TEST_F(InbandHookTest, WithoutAValidPortListAClientSendsItsBytesAsTheyAre) {
   RawListener listener;

@@ -9,13 +9,15 @@
 //     byte per read), readv (three iovecs of 5, 7 and 4096 bytes), peek (a 16-byte
 //     MSG_PEEK, then a read of what the peek showed), nonblock (O_NONBLOCK, poll, 100-byte
 //     reads; prints "eagain N" with the EAGAINs it got), recvmsg, waitall (MSG_WAITALL
-//     reads of 10 bytes, until the end of the stream).
+//     reads of 10 bytes, until the end of the stream), greet (sends "hello\n" first, then
+//     reads as read does).
 //   inband_peer client PORT STYLE LINES [CONNECTIONS]
 //     Sends LINES lines of sizes from 1 byte to 200 KB on each of CONNECTIONS (default 1)
 //     connections, one at a time, reading each answer; prints "sent BYTES HASH" per
 //     connection; exits 1 at a wrong answer. STYLE, how it writes: write, writev (three
 //     iovecs), sendmsg, sendfile (from a temporary file), nonblock (O_NONBLOCK, a 4 KiB
-//     send buffer, poll on EAGAIN).
+//     send buffer, poll on EAGAIN), greeted (as write, for a greeting server: sends its
+//     first line at once, then reads the greeting, then the answer).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -53,7 +55,7 @@ struct Hash {
 
 // One read in the server's style; returns what the program got (0: end, -1: error).
 ssize_t ReadSome(int fd, const std::string& style, char* buf, size_t size, long* eagains) {
-  if (style == "read") return read(fd, buf, size);
+  if (style == "read" || style == "greet") return read(fd, buf, size);
   if (style == "read1") return read(fd, buf, 1);
   if (style == "readv") {
     iovec iov[3] = {{buf, 5}, {buf + 5, 7}, {buf + 12, 4096}};
@@ -120,6 +122,7 @@ int Server(const std::string& style) {
     const int fd = accept(listener, nullptr, nullptr);
     if (fd < 0) Die("accept");
     if (style == "nonblock") fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (style == "greet" && !WriteAll(fd, "hello\n", 6)) Die("write greeting");
     Hash hash;
     size_t line = 0;
     long eagains = 0;
@@ -162,7 +165,7 @@ std::string Line(int i) {
 bool SendLine(int fd, const std::string& style, const std::string& line) {
   const char* p = line.data();
   size_t n = line.size();
-  if (style == "write") return WriteAll(fd, p, n);
+  if (style == "write" || style == "greeted") return WriteAll(fd, p, n);
   if (style == "writev" || style == "sendmsg") {
     while (n > 0) {
       const size_t a = n / 3, b = n / 3;
@@ -251,6 +254,12 @@ int Client(int port, const std::string& style, int lines, int connections) {
       if (!SendLine(fd, style, line)) Die("send");
       hash.Add(line.data(), line.size());
       std::string answer;
+      if (style == "greeted" && i == 0) {
+        if (!ReadAnswer(fd, false, &answer) || answer != "hello") {
+          fprintf(stderr, "inband_peer: greeting \"%s\"\n", answer.c_str());
+          return 1;
+        }
+      }
       if (!ReadAnswer(fd, style == "nonblock", &answer)) Die("read answer");
       if (answer != "ok " + std::to_string(line.size())) {
         fprintf(stderr, "inband_peer: line %d of %zu bytes answered \"%s\"\n", i, line.size(),
