@@ -9,25 +9,18 @@ namespace {
 
 constexpr size_t kCheckedBytes = kHeaderBytes - 4;
 
-void Put16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v);
-  p[1] = static_cast<uint8_t>(v >> 8);
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the header's fields are stored as this machine stores them: little-endian");
+
+// Little-endian fields at any alignment (memcpy: one load or store each).
+template <typename T>
+void Put(uint8_t* p, T v) {
+  std::memcpy(p, &v, sizeof(v));
 }
-void Put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+template <typename T>
+T Get(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
@@ -41,22 +34,22 @@ void EncodeHeader(const Header& header, uint8_t (&out)[kHeaderBytes]) {
   std::memcpy(out, kMagic, 4);
   out[4] = kVersion;
   out[5] = kHeaderBytes;
-  Put16(out + 6, header.flags);
-  Put32(out + 8, header.payload_len);
-  Put64(out + 12, header.trace_id);
-  Put64(out + 20, header.span_id);
-  Put32(out + 28, Check(out));
+  Put<uint16_t>(out + 6, header.flags);
+  Put<uint32_t>(out + 8, header.payload_len);
+  Put<uint64_t>(out + 12, header.trace_id);
+  Put<uint64_t>(out + 20, header.span_id);
+  Put<uint32_t>(out + 28, Check(out));
 }
 
 bool DecodeHeader(const uint8_t* in, Header* header) {
   if (std::memcmp(in, kMagic, 4) != 0 || in[4] != kVersion || in[5] != kHeaderBytes ||
-      Get32(in + 28) != Check(in)) {
+      Get<uint32_t>(in + 28) != Check(in)) {
     return false;
   }
-  header->flags = Get16(in + 6);
-  header->payload_len = Get32(in + 8);
-  header->trace_id = Get64(in + 12);
-  header->span_id = Get64(in + 20);
+  header->flags = Get<uint16_t>(in + 6);
+  header->payload_len = Get<uint32_t>(in + 8);
+  header->trace_id = Get<uint64_t>(in + 12);
+  header->span_id = Get<uint64_t>(in + 20);
   return true;
 }
 

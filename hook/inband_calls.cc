@@ -104,6 +104,14 @@ void FrameSeen(void* context, size_t payload_at, const Header& header) {
 // `out`; returns the entries written and their bytes in `*bytes`.
 int Slice(const iovec* iov, int iovcnt, size_t skip, size_t limit, iovec* out, int room,
           size_t* bytes) {
+  if (iovcnt == 1 && room > 0 && skip <= iov[0].iov_len) {  // read/write/send/recv
+    size_t len = iov[0].iov_len - skip;
+    if (len > limit) len = limit;
+    *bytes = len;
+    if (len == 0) return 0;
+    out[0] = {static_cast<char*>(iov[0].iov_base) + skip, len};
+    return 1;
+  }
   int n = 0;
   size_t total = 0;
   for (int i = 0; i < iovcnt && n < room && total < limit; ++i) {
