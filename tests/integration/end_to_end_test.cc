@@ -69,30 +69,21 @@ const json* FindSpan(const json& spans, const std::string& service, const std::s
   return nullptr;
 }
 
-TEST_F(EndToEndTest, CurlThroughNginxToPythonIsOneTraceOfFourNestedSpans) {
-  const int python_port = stack_.StartPythonServer(www_);
-  const int nginx_port = stack_.StartNginx(absl::StrCat(
-      "server { listen 127.0.0.1:$PORT; location / { proxy_pass http://127.0.0.1:",
-      python_port, "; } }"));
-  ASSERT_GT(nginx_port, 0);
-
-  CommandResult curl = Curl({absl::StrCat("http://127.0.0.1:", nginx_port, "/index.html")});
-  ASSERT_EQ(curl.exit_code, 0) << curl.err;
-  EXPECT_EQ(curl.out, "hello from python3\n");
-
-  json traces = WaitForTraces("curl", 1, 4);
-  ASSERT_EQ(traces.size(), 1u) << traces.dump(2);
-  EXPECT_EQ(traces[0]["span_count"], 4) << traces.dump(2);
-  json trace = stack_.Trace(traces[0]["trace_id"]);
-  ASSERT_TRUE(trace.is_object()) << "reptracectl trace failed";
+// The trace of one request curl -> nginx -> python3 for `path`: four nested spans, named
+// after the request; returns the trace.
+json ExpectFourNestedSpans(Stack& stack, const json& summary, const std::string& path) {
+  EXPECT_EQ(summary["span_count"], 4) << summary.dump(2);
+  json trace = stack.Trace(summary["trace_id"]);
+  EXPECT_TRUE(trace.is_object()) << "reptracectl trace failed";
+  if (!trace.is_object()) return trace;
   const json& spans = trace["spans"];
-  ASSERT_EQ(spans.size(), 4u) << trace.dump(2);
-
+  EXPECT_EQ(spans.size(), 4u) << trace.dump(2);
   const json* curl_client = FindSpan(spans, "curl", "client");
   const json* nginx_server = FindSpan(spans, "nginx", "server");
   const json* nginx_client = FindSpan(spans, "nginx", "client");
   const json* python_server = FindSpan(spans, "python3", "server");
-  ASSERT_TRUE(curl_client && nginx_server && nginx_client && python_server) << trace.dump(2);
+  EXPECT_TRUE(curl_client && nginx_server && nginx_client && python_server) << trace.dump(2);
+  if (!(curl_client && nginx_server && nginx_client && python_server)) return trace;
 
   // The tree: curl client -> nginx server -> nginx client -> python server.
   EXPECT_TRUE((*curl_client)["parent_span_id"].is_null() ||
@@ -100,8 +91,8 @@ TEST_F(EndToEndTest, CurlThroughNginxToPythonIsOneTraceOfFourNestedSpans) {
   EXPECT_EQ((*nginx_server)["parent_span_id"], (*curl_client)["span_id"]);
   EXPECT_EQ((*nginx_client)["parent_span_id"], (*nginx_server)["span_id"]);
   EXPECT_EQ((*python_server)["parent_span_id"], (*nginx_client)["span_id"]);
-  EXPECT_EQ((*curl_client)["name"], "GET /index.html");
-  EXPECT_EQ((*python_server)["name"], "GET /index.html");
+  EXPECT_EQ((*curl_client)["name"], "GET " + path);
+  EXPECT_EQ((*python_server)["name"], "GET " + path);
 
   // Durations nest: each child lies inside its parent.
   const json* chain[] = {curl_client, nginx_server, nginx_client, python_server};
@@ -116,6 +107,23 @@ TEST_F(EndToEndTest, CurlThroughNginxToPythonIsOneTraceOfFourNestedSpans) {
     EXPECT_LE(child_end, parent_end) << i;
     EXPECT_GT(child["duration_ns"].get<int64_t>(), 0) << i;
   }
+  return trace;
+}
+
+TEST_F(EndToEndTest, CurlThroughNginxToPythonIsOneTraceOfFourNestedSpans) {
+  const int python_port = stack_.StartPythonServer(www_);
+  const int nginx_port = stack_.StartNginx(absl::StrCat(
+      "server { listen 127.0.0.1:$PORT; location / { proxy_pass http://127.0.0.1:",
+      python_port, "; } }"));
+  ASSERT_GT(nginx_port, 0);
+
+  CommandResult curl = Curl({absl::StrCat("http://127.0.0.1:", nginx_port, "/index.html")});
+  ASSERT_EQ(curl.exit_code, 0) << curl.err;
+  EXPECT_EQ(curl.out, "hello from python3\n");
+
+  json traces = WaitForTraces("curl", 1, 4);
+  ASSERT_EQ(traces.size(), 1u) << traces.dump(2);
+  ExpectFourNestedSpans(stack_, traces[0], "/index.html");
 
   // The human waterfall names every span.
   CommandResult waterfall = stack_.Ctl({"trace", traces[0]["trace_id"]});
@@ -123,6 +131,56 @@ TEST_F(EndToEndTest, CurlThroughNginxToPythonIsOneTraceOfFourNestedSpans) {
   for (const char* service : {"curl", "nginx", "python3"}) {
     EXPECT_NE(waterfall.out.find(service), std::string::npos) << waterfall.out;
   }
+}
+
+// In-band mode with real programs: curl frames to nginx, nginx to python3; nginx answers
+// curl framed, a static file through sendfile() included. Every program sees exactly the
+// bytes it would without the hook, and each server span's parent is the client span its
+// request's frame named.
+TEST_F(EndToEndTest, InBandModeThroughNginxGivesTheSameTreeWithParentsFromTheFrames) {
+  std::string big(300 * 1024, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 131 + i / 977) & 0xff);
+  mkdir((www_ + "/static").c_str(), 0755);
+  std::ofstream(www_ + "/static/big.bin", std::ios::binary) << big;
+  const int python_port = stack_.StartPythonServer(www_);
+  const int nginx_port = stack_.StartNginx(
+      absl::StrCat("server { listen 127.0.0.1:$PORT; sendfile on; location /static/ { root ",
+                   www_, "; } location / { proxy_pass http://127.0.0.1:", python_port,
+                   "; } }"),
+      {{"REPTRACE_INBAND_PORTS", std::to_string(python_port)}});
+  ASSERT_GT(nginx_port, 0);
+  auto curl = [&](const std::string& path, const std::string& out) {
+    return stack_.RunTraced({"env", absl::StrCat("REPTRACE_INBAND_PORTS=", nginx_port), "curl",
+                             "-sS", "--fail", "--max-time", "10", "-o", out,
+                             absl::StrCat("http://127.0.0.1:", nginx_port, path)});
+  };
+  const std::string page = stack_.dir() + "/page.out", file = stack_.dir() + "/big.out";
+  CommandResult fetched = curl("/index.html", page);
+  ASSERT_EQ(fetched.exit_code, 0) << fetched.err;
+  fetched = curl("/static/big.bin", file);
+  ASSERT_EQ(fetched.exit_code, 0) << fetched.err;
+  EXPECT_EQ(ReadFile(page), "hello from python3\n");
+  EXPECT_TRUE(ReadFile(file) == big) << "the file sent with sendfile() arrived changed";
+
+  WaitForTraces("python3", 1, 4);  // the proxied request's trace, whole
+  json traces = WaitForTraces("curl", 2, 2);
+  ASSERT_EQ(traces.size(), 2u) << traces.dump(2);
+  for (const auto& summary : traces) {
+    if (summary["root_name"] == "GET /index.html") {
+      ExpectFourNestedSpans(stack_, summary, "/index.html");
+    } else {
+      EXPECT_EQ(summary["root_name"], "GET /static/big.bin");
+      EXPECT_EQ(summary["span_count"], 2) << summary.dump(2);
+    }
+  }
+  // The three server spans' parents came in frames: they carry the frame's trace id.
+  pqxx::connection conn(stack_.db_conninfo());
+  pqxx::read_transaction tx(conn);
+  const pqxx::row row = tx.exec1(
+      "SELECT count(*) FILTER (WHERE attributes ? 'inband.trace_id'), count(*) "
+      "FROM spans WHERE kind = 2");
+  EXPECT_EQ(row[0].as<int>(), 3);
+  EXPECT_EQ(row[1].as<int>(), 3);
 }
 
 TEST_F(EndToEndTest, TenRequestsOnOneKeepAliveConnectionGiveTenTraces) {

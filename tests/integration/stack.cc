@@ -170,7 +170,8 @@ int Stack::StartPythonServer(const std::string& root, const std::string& service
   return port;
 }
 
-int Stack::StartNginx(const std::string& server_block) {
+int Stack::StartNginx(const std::string& server_block,
+                      const std::map<std::string, std::string>& extra_env) {
   const int port = FreePort();
   const std::string prefix = absl::StrCat(dir_, "/nginx.", port);
   mkdir(prefix.c_str(), 0755);
@@ -184,6 +185,7 @@ int Stack::StartNginx(const std::string& server_block) {
   std::ofstream(prefix + "/nginx.conf") << conf;
   ProcessOptions options;
   options.env = HookEnv();
+  options.env.insert(extra_env.begin(), extra_env.end());
   options.unset_env.push_back("REPTRACE_SERVICE");
   options.stderr_path = prefix + "/stderr.log";
   services_.emplace_back(

@@ -53,9 +53,10 @@ class Stack {
   // `extra_args` go after the module name (e.g. "--cgi").
   int StartPythonServer(const std::string& root, const std::string& service = "",
                         const std::vector<std::string>& extra_args = {});
-  // Starts nginx (one worker, traced) with `server_block` inside http {}; the text
-  // "$PORT" in it is replaced by a free port, which is returned.
-  int StartNginx(const std::string& server_block);
+  // Starts nginx (one worker, traced, with `extra_env` too) with `server_block` inside
+  // http {}; the text "$PORT" in it is replaced by a free port, which is returned.
+  int StartNginx(const std::string& server_block,
+                 const std::map<std::string, std::string>& extra_env = {});
 
   // Traces that hold a span of `service`, newest first (reptracectl traces --json).
   nlohmann::json Traces(const std::string& service, int limit = 100);
