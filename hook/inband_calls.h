@@ -11,10 +11,17 @@
 // iovecs, and a read never reads more than the program asked for). The ids a header
 // carries go to the agent as InbandRecords (common/event_record.h).
 //
-// Limits: urgent data (MSG_OOB) passes unframed, and a receiver with SO_OOBINLINE on a
-// framed connection would see it counted wrongly; a connection handed to another program
-// across exec() loses its framing state (the new program's hook does not know the fd);
-// MSG_TRUNC on a framed stream reads at most 4 KiB per call.
+// Limits:
+//  - urgent data (MSG_OOB) passes unframed, and a receiver with SO_OOBINLINE on a framed
+//    connection would see it counted wrongly;
+//  - bytes that reach a framed socket without a libc call the hook interposes (splice,
+//    io_uring) go unframed, and the receiver stops stripping at the first one (a header
+//    that fails its check);
+//  - a connection handed to another program across exec() loses its framing state (the
+//    new program's hook does not know the fd);
+//  - ioctl(FIONREAD) and poll() count header bytes too: a program may find fewer bytes
+//    than announced, or (non-blocking) EAGAIN after a wake-up for a header alone;
+//  - MSG_TRUNC on a framed stream reads at most 4 KiB per call.
 #ifndef REPTRACE_HOOK_INBAND_CALLS_H_
 #define REPTRACE_HOOK_INBAND_CALLS_H_
 
