@@ -82,6 +82,7 @@ nlohmann::json AgentListToJson(const v1::ListAgentsResponse& response) {
              {"batches_acked", c.batches_acked()},
              {"batches_resent", c.batches_resent()},
              {"events_without_connection", c.events_without_connection()},
+             {"inband_peers_not_hooked", c.inband_peers_not_hooked()},
          }},
     });
   }

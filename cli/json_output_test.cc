@@ -136,6 +136,7 @@ TEST(JsonOutputTest, AgentListShape) {
   agent->set_batches_stored(7);
   agent->set_spans_stored(8);
   agent->mutable_counters()->set_hook_events_dropped(9);
+  agent->mutable_counters()->set_inband_peers_not_hooked(11);
   agent->mutable_counters()->set_spans_dropped(10);
 
   nlohmann::json doc = AgentListToJson(response);
@@ -150,8 +151,9 @@ TEST(JsonOutputTest, AgentListShape) {
             (std::set<std::string>{"processes_connected", "events_received", "records_malformed",
                                    "hook_events_dropped", "spans_built", "spans_dropped",
                                    "batches_sent", "batches_acked", "batches_resent",
-                                   "events_without_connection"}));
+                                   "events_without_connection", "inband_peers_not_hooked"}));
   EXPECT_EQ(a["counters"]["hook_events_dropped"], 9);
+  EXPECT_EQ(a["counters"]["inband_peers_not_hooked"], 11);
   EXPECT_EQ(a["counters"]["spans_dropped"], 10);
 }
 

@@ -137,10 +137,12 @@ std::string FormatAgentList(const v1::ListAgentsResponse& response, absl::TimeZo
                     absl::StrCat(counters.hook_events_dropped()),
                     absl::StrCat(counters.spans_dropped()),
                     absl::StrCat(counters.records_malformed()),
-                    absl::StrCat(counters.events_without_connection())});
+                    absl::StrCat(counters.events_without_connection()),
+                    absl::StrCat(counters.inband_peers_not_hooked())});
   }
   return RenderTable({"NODE", "AGENT ID", "VERSION", "CONNECTED", "LAST SEEN", "BATCHES",
-                      "SPANS", "HOOK DROPS", "SPAN DROPS", "MALFORMED", "NO CONNECTION"},
+                      "SPANS", "HOOK DROPS", "SPAN DROPS", "MALFORMED", "NO CONNECTION",
+                      "UNHOOKED PEERS"},
                      rows);
 }
 

@@ -95,12 +95,13 @@ TEST(FormatAgentListTest, ShowsIdentityStateAndDrops) {
   a->mutable_counters()->set_spans_dropped(7);
   a->mutable_counters()->set_records_malformed(8);
   a->mutable_counters()->set_events_without_connection(5);
+  a->mutable_counters()->set_inband_peers_not_hooked(4);
   std::string text = FormatAgentList(response, absl::UTCTimeZone());
   EXPECT_TRUE(absl::StartsWith(text, "NODE    AGENT ID  VERSION  CONNECTED  LAST SEEN")) << text;
   EXPECT_TRUE(absl::StrContains(
       text, "node-a  agent-1   0.1.0    no         2023-11-14 22:13:20.000  12       345    6"))
       << text;
-  EXPECT_TRUE(absl::EndsWith(text, "  7           8          5\n")) << text;
+  EXPECT_TRUE(absl::EndsWith(text, "  7           8          5              4\n")) << text;
   EXPECT_EQ(FormatAgentList(v1::ListAgentsResponse(), absl::UTCTimeZone()), "no agents\n");
 }
 
