@@ -273,6 +273,30 @@ std::vector<std::pair<std::string, v1::Span>> FourSpanRequest(int64_t t0) {
 // Stores `spans` (agent, span) one per batch in every order they could arrive in, each
 // order in a fresh database, each agent numbering its own batches; calls `check` after
 // each order. Returns how many orders were tried.
+// Stores spans[i] for each i of `order`, one per batch, in a fresh database, each agent
+// numbering its own batches; then calls `check`. False if the store could not be opened.
+template <typename Check>
+bool InArrivalOrder(const std::vector<std::pair<std::string, v1::Span>>& spans,
+                    const std::vector<size_t>& order, Check check) {
+  ::testing::Message described;
+  for (size_t i : order) described << i;
+  SCOPED_TRACE(::testing::Message() << "arrival order " << described);
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  EXPECT_NE(store, nullptr);
+  auto writer = store ? NewWriter(*store) : nullptr;
+  EXPECT_NE(writer, nullptr);
+  if (writer == nullptr) return false;
+  std::map<std::string, uint64_t> next_batch_id;
+  for (size_t i : order) {
+    const auto& [agent, span] = spans[i];
+    auto written = writer->WriteBatch(agent, Batch(++next_batch_id[agent], {span}));
+    EXPECT_TRUE(written.ok()) << written.status();
+  }
+  check(*store);
+  return true;
+}
+
 template <typename Check>
 int InEveryArrivalOrder(const std::vector<std::pair<std::string, v1::Span>>& spans,
                         Check check) {
@@ -280,22 +304,7 @@ int InEveryArrivalOrder(const std::vector<std::pair<std::string, v1::Span>>& spa
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   int tried = 0;
   do {
-    ::testing::Message described;
-    for (size_t i : order) described << i;
-    SCOPED_TRACE(::testing::Message() << "arrival order " << described);
-    reptrace::testing::TestDatabase db;
-    auto store = OpenStore(db);
-    EXPECT_NE(store, nullptr);
-    auto writer = store ? NewWriter(*store) : nullptr;
-    EXPECT_NE(writer, nullptr);
-    if (writer == nullptr) return tried;
-    std::map<std::string, uint64_t> next_batch_id;
-    for (size_t i : order) {
-      const auto& [agent, span] = spans[i];
-      auto written = writer->WriteBatch(agent, Batch(++next_batch_id[agent], {span}));
-      EXPECT_TRUE(written.ok()) << written.status();
-    }
-    check(*store);
+    if (!InArrivalOrder(spans, order, check)) return tried;
     ++tried;
   } while (std::next_permutation(order.begin(), order.end()));
   return tried;
@@ -738,20 +747,7 @@ TEST(SpanLinkingTest, AnInbandParentIsNeverTakenOverByPassiveMatchingInAnyOrder)
       std::vector<size_t> order = head;
       order.insert(order.end(), middle.begin(), middle.end());
       if (head.empty()) order.insert(order.end(), {4, 0});
-      ::testing::Message described;
-      for (size_t i : order) described << i;
-      SCOPED_TRACE(::testing::Message() << "arrival order " << described);
-      reptrace::testing::TestDatabase db;
-      auto store = OpenStore(db);
-      ASSERT_NE(store, nullptr);
-      auto writer = NewWriter(*store);
-      ASSERT_NE(writer, nullptr);
-      std::map<std::string, uint64_t> next_batch_id;
-      for (size_t i : order) {
-        const auto& [agent, span] = spans[i];
-        ASSERT_TRUE(writer->WriteBatch(agent, Batch(++next_batch_id[agent], {span})).ok());
-      }
-      ExpectInbandParentKept(*store);
+      ASSERT_TRUE(InArrivalOrder(spans, order, ExpectInbandParentKept));
       ++orders_tried;
     } while (std::next_permutation(middle.begin(), middle.end()));
   }

@@ -86,28 +86,20 @@ void IovBytes::Locate(size_t pos, int* index, size_t* offset) const {
   *offset = pos;
 }
 
-void IovBytes::CopyOut(size_t pos, size_t len, uint8_t* out) const {
+void IovBytes::Copy(size_t pos, size_t len, uint8_t* outside, bool out) const {
   int i;
   size_t off;
   Locate(pos, &i, &off);
   for (; len > 0 && i < iovcnt_; ++i, off = 0) {
     size_t take = iov_[i].iov_len - off;
     if (take > len) take = len;
-    std::memcpy(out, static_cast<const uint8_t*>(iov_[i].iov_base) + off, take);
-    out += take;
-    len -= take;
-  }
-}
-
-void IovBytes::CopyIn(size_t pos, size_t len, const uint8_t* in) const {
-  int i;
-  size_t off;
-  Locate(pos, &i, &off);
-  for (; len > 0 && i < iovcnt_; ++i, off = 0) {
-    size_t take = iov_[i].iov_len - off;
-    if (take > len) take = len;
-    std::memcpy(static_cast<uint8_t*>(iov_[i].iov_base) + off, in, take);
-    in += take;
+    uint8_t* inside = static_cast<uint8_t*>(iov_[i].iov_base) + off;
+    if (out) {
+      std::memcpy(outside, inside, take);
+    } else {
+      std::memcpy(inside, outside, take);
+    }
+    outside += take;
     len -= take;
   }
 }

@@ -121,15 +121,20 @@ class IovBytes {
  public:
   IovBytes(const iovec* iov, int iovcnt) : iov_(iov), iovcnt_(iovcnt) {}
   // Copies `len` bytes from position `pos` out to `out`.
-  void CopyOut(size_t pos, size_t len, uint8_t* out) const;
+  void CopyOut(size_t pos, size_t len, uint8_t* out) const { Copy(pos, len, out, true); }
   // Copies `len` bytes from `in` to position `pos`.
-  void CopyIn(size_t pos, size_t len, const uint8_t* in) const;
+  void CopyIn(size_t pos, size_t len, const uint8_t* in) const {
+    Copy(pos, len, const_cast<uint8_t*>(in), false);
+  }
   // Moves `len` bytes from position `from` down to position `to` (to <= from).
   void MoveDown(size_t to, size_t from, size_t len) const;
 
  private:
   // The iovec holding position `pos`, and the position's offset in it.
   void Locate(size_t pos, int* index, size_t* offset) const;
+  // Copies between positions [pos, pos + len) and `outside`: out of the iovecs if `out`,
+  // else into them (`outside` is then only read).
+  void Copy(size_t pos, size_t len, uint8_t* outside, bool out) const;
   const iovec* iov_;
   int iovcnt_;
 };

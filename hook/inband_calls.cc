@@ -253,6 +253,19 @@ int ReadMoreOfFirstHeader(ConnectionState* state, int fd, int flags) {
   return 1;
 }
 
+// kUndecided with a header prefix held, in a receive: reads more of it (above). -1 with
+// errno: return that to the program (EAGAIN on a non-blocking socket still undecided);
+// 0: go on.
+int ContinueFirstHeader(ConnectionState* state, int fd, int flags) {
+  const int r = ReadMoreOfFirstHeader(state, fd, flags);
+  if (r < 0) return -1;
+  if (r > 0 && state->inband.receive.mode == Mode::kUndecided && NonBlocking(fd, flags)) {
+    errno = EAGAIN;
+    return -1;
+  }
+  return 0;
+}
+
 // A framed stream broke (a header failed its check): nothing after it can be trusted to be
 // framed; it is handed over as it comes.
 void Desynchronized(ConnectionState* state) {
@@ -295,12 +308,7 @@ ssize_t Peek(ConnectionState* state, int fd, const iovec* iov, int iovcnt, int f
         }
         continue;  // kFramed: nothing taken yet; the framed path below
       }
-      const int r = ReadMoreOfFirstHeader(state, fd, flags);
-      if (r < 0) return -1;
-      if (r > 0 && rx.mode == Mode::kUndecided && NonBlocking(fd, flags)) {
-        errno = EAGAIN;
-        return -1;
-      }
+      if (ContinueFirstHeader(state, fd, flags) < 0) return -1;
       continue;
     }
     // Framed: the next header is taken for real (the program never sees it), then the
@@ -411,12 +419,7 @@ ssize_t ReceiveFramed(ConnectionState* state, int fd, const iovec* iov, int iovc
       return RecvInto(fd, prog, progcnt, flags, msg);
     }
     if (rx.mode == Mode::kUndecided && rx.have > 0) {
-      const int r = ReadMoreOfFirstHeader(state, fd, flags);
-      if (r < 0) return -1;
-      if (r > 0 && rx.mode == Mode::kUndecided && NonBlocking(fd, flags)) {
-        errno = EAGAIN;
-        return -1;
-      }
+      if (ContinueFirstHeader(state, fd, flags) < 0) return -1;
       continue;
     }
     iovec v[kMaxIov];

@@ -163,6 +163,33 @@ std::vector<InbandRecord> InbandOf(const AgentStream* stream, InbandEvent event)
   return out;
 }
 
+// The "conn" lines of a server peer once it has printed `n` of them (fewer on timeout).
+std::vector<std::string> WaitForConnections(const Child& server, size_t n) {
+  std::vector<std::string> got;
+  testing::WaitUntil(
+      [&] {
+        got = LinesStartingWith(server.Output(), "conn ");
+        return got.size() >= n;
+      },
+      absl::Seconds(20), absl::Milliseconds(20));
+  return got;
+}
+
+// The agent's streams once every process of `pids` has ended its agent connection (its
+// ring drained to the end: its StatsRecord is there).
+std::vector<AgentStream> StreamsWhenDone(FakeAgent& agent, const std::vector<pid_t>& pids) {
+  EXPECT_TRUE(agent.WaitFor(
+      [&](const std::vector<AgentStream>& streams) {
+        for (pid_t pid : pids) {
+          const AgentStream* s = StreamOfPid(streams, pid);
+          if (s == nullptr || s->stats.empty()) return false;
+        }
+        return true;
+      },
+      absl::Seconds(20)));
+  return agent.Streams();
+}
+
 class InbandHookTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -195,14 +222,8 @@ TEST_P(InbandBothHookedTest, EachProgramSeesExactlyItsPeersBytesAndTheAgentTheId
   ASSERT_EQ(client.Wait(absl::Seconds(60)), 0);
   const std::vector<std::string> sent = LinesStartingWith(client.Output(), "sent ");
   ASSERT_EQ(sent.size(), static_cast<size_t>(connections));
-  std::vector<std::string> got;
-  ASSERT_TRUE(testing::WaitUntil(
-      [&] {
-        got = LinesStartingWith(server.Output(), "conn ");
-        return got.size() == sent.size();
-      },
-      absl::Seconds(20), absl::Milliseconds(20)));
-  EXPECT_EQ(got, sent);  // byte for byte: every header stripped, nothing else touched
+  // Byte for byte: every header stripped, nothing else touched.
+  EXPECT_EQ(WaitForConnections(server, sent.size()), sent);
   if (std::string(server_style) == "nonblock") {
     // The server's reads never spun: at most one EAGAIN per read the program made wait.
     for (const std::string& n : LinesStartingWith(server.Output(), "eagain ")) {
@@ -213,16 +234,10 @@ TEST_P(InbandBothHookedTest, EachProgramSeesExactlyItsPeersBytesAndTheAgentTheId
   // same offsets.
   const pid_t client_pid = client.pid(), server_pid = server.pid();
   server.Stop();
-  ASSERT_TRUE(agent.WaitFor(
-      [&](const std::vector<AgentStream>& streams) {
-        const AgentStream* c = StreamOfPid(streams, client_pid);
-        const AgentStream* s = StreamOfPid(streams, server_pid);
-        return c != nullptr && s != nullptr && !c->stats.empty() && !s->stats.empty();
-      },
-      absl::Seconds(20)));
-  const std::vector<AgentStream> streams = agent.Streams();
+  const std::vector<AgentStream> streams = StreamsWhenDone(agent, {client_pid, server_pid});
   const AgentStream* c = StreamOfPid(streams, client_pid);
   const AgentStream* s = StreamOfPid(streams, server_pid);
+  ASSERT_TRUE(c != nullptr && s != nullptr);
   EXPECT_EQ(c->error, "");
   EXPECT_EQ(s->error, "");
   const std::vector<InbandRecord> sent_ids = InbandOf(c, InbandEvent::kSent);
@@ -295,19 +310,12 @@ TEST_P(InbandCutStreamTest, HeadersSplitOverManyReadsAreStrippedAndTheAnswersFra
   ASSERT_TRUE(Unframe(answers, &answer_payload, &headers)) << answers;
   EXPECT_EQ(answer_payload, "ok 10\nok 10\nok 10\n");
   for (const auto& h : headers) EXPECT_EQ(h.flags, hook::inband::kFlagResponse);
-  ASSERT_TRUE(testing::WaitUntil(
-      [&] { return !LinesStartingWith(server.Output(), "conn ").empty(); }, absl::Seconds(10),
-      absl::Milliseconds(20)));
-  EXPECT_EQ(LinesStartingWith(server.Output(), "conn ")[0], Digest(payload));
+  const std::vector<std::string> got = WaitForConnections(server, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], Digest(payload));
   const pid_t pid = server.pid();
   server.Stop();
-  ASSERT_TRUE(agent.WaitFor(
-      [&](const std::vector<AgentStream>& streams) {
-        const AgentStream* s = StreamOfPid(streams, pid);
-        return s != nullptr && !s->stats.empty();
-      },
-      absl::Seconds(20)));
-  const std::vector<AgentStream> streams = agent.Streams();
+  const std::vector<AgentStream> streams = StreamsWhenDone(agent, {pid});
   const std::vector<InbandRecord> received =
       InbandOf(StreamOfPid(streams, pid), InbandEvent::kReceived);
   ASSERT_EQ(received.size(), 3u);
@@ -345,10 +353,9 @@ TEST_F(InbandHookTest, AnUnhookedClientsBytesPassUntouchedEvenWhenTheyLookLikeAH
       shutdown(fd, SHUT_WR);
       EXPECT_EQ(ReadUntilClosed(fd), "ok " + std::to_string(payload.size()) + "\n") << style;
       close(fd);
-      ASSERT_TRUE(testing::WaitUntil(
-          [&] { return !LinesStartingWith(server.Output(), "conn ").empty(); },
-          absl::Seconds(10), absl::Milliseconds(20)));
-      EXPECT_EQ(LinesStartingWith(server.Output(), "conn ")[0], Digest(payload)) << style;
+      const std::vector<std::string> got = WaitForConnections(server, 1);
+      ASSERT_EQ(got.size(), 1u) << style;
+      EXPECT_EQ(got[0], Digest(payload)) << style;
     }
   }
 }
@@ -383,13 +390,7 @@ TEST_F(InbandHookTest, AnUnhookedServerIsDetectedAndLaterConnectionsToItAreNotFr
   EXPECT_EQ(payload, "\n");
   EXPECT_EQ(received[1], "\n");  // the second did not
   const pid_t pid = client.pid();
-  ASSERT_TRUE(agent.WaitFor(
-      [&](const std::vector<AgentStream>& streams) {
-        const AgentStream* s = StreamOfPid(streams, pid);
-        return s != nullptr && !s->stats.empty();
-      },
-      absl::Seconds(20)));
-  const std::vector<AgentStream> streams = agent.Streams();
+  const std::vector<AgentStream> streams = StreamsWhenDone(agent, {pid});
   const AgentStream* s = StreamOfPid(streams, pid);
   EXPECT_EQ(InbandOf(s, InbandEvent::kPeerNotHooked).size(), 1u);
   ASSERT_EQ(InbandOf(s, InbandEvent::kSent).size(), 1u);
@@ -409,24 +410,10 @@ TEST_F(InbandHookTest, AServerThatGreetsFirstAndItsClientStillSeeExactlyTheirByt
   ASSERT_EQ(client.Wait(absl::Seconds(60)), 0);
   const std::vector<std::string> sent = LinesStartingWith(client.Output(), "sent ");
   ASSERT_EQ(sent.size(), 2u);
-  std::vector<std::string> got;
-  ASSERT_TRUE(testing::WaitUntil(
-      [&] {
-        got = LinesStartingWith(server.Output(), "conn ");
-        return got.size() == 2;
-      },
-      absl::Seconds(20), absl::Milliseconds(20)));
-  EXPECT_EQ(got, sent);
+  EXPECT_EQ(WaitForConnections(server, 2), sent);
   const pid_t client_pid = client.pid(), server_pid = server.pid();
   server.Stop();
-  ASSERT_TRUE(agent.WaitFor(
-      [&](const std::vector<AgentStream>& streams) {
-        const AgentStream* c = StreamOfPid(streams, client_pid);
-        const AgentStream* s = StreamOfPid(streams, server_pid);
-        return c != nullptr && s != nullptr && !c->stats.empty() && !s->stats.empty();
-      },
-      absl::Seconds(20)));
-  const std::vector<AgentStream> streams = agent.Streams();
+  const std::vector<AgentStream> streams = StreamsWhenDone(agent, {client_pid, server_pid});
   const AgentStream* c = StreamOfPid(streams, client_pid);
   // The first connection's ten requests went framed; the second connection's none.
   EXPECT_EQ(InbandOf(c, InbandEvent::kSent).size(), 10u);
