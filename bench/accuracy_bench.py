@@ -2,12 +2,14 @@
 """How often reptrace's trace of a request is exactly right, on a real three-tier system.
 
   bench/accuracy_bench.py [--build DIR] [--requests N] [--concurrency C ...]
-                          [--modes passive inband]
+                          [--modes passive inband] [--backends thread pool]
 
 A hooked client (python3, C threads, one keep-alive connection each, a distinct path per
 request) calls nginx (reverse proxy, one worker, keep-alive upstream connections), which
 calls a python3 backend (a thread per connection), which reads a key from redis-server for
-every request. Everything runs under the hook with a private agent, controller and
+every request: from the handler's own thread ("thread" backend), or handing the call to a
+pool of four worker threads ("pool" backend: work handed between threads, which
+thread-pattern causality cannot follow). Everything runs under the hook with a private agent, controller and
 PostgreSQL. After the run, every request's trace is fetched with reptracectl and compared
 with the true one:
 
@@ -43,9 +45,12 @@ from reptrace_bench import (ROOT, Stack, free_port, nginx_conf, print_table,  # 
                             terminate_all, wait_port)
 
 BACKEND = r'''
-import http.server, socket, sys, threading
+import concurrent.futures, http.server, socket, sys, threading
 
 REDIS_PORT = int(sys.argv[2])
+# "thread": the handler's own thread calls redis. "pool": it hands the call to a pool of
+# four worker threads and waits for the answer (work handed between threads).
+POOL = concurrent.futures.ThreadPoolExecutor(4) if sys.argv[3] == "pool" else None
 local = threading.local()
 
 def redis_get(key):
@@ -63,7 +68,8 @@ def redis_get(key):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
-        body = b"value of " + self.path.encode() + b": " + redis_get(self.path)
+        value = POOL.submit(redis_get, self.path).result() if POOL else redis_get(self.path)
+        body = b"value of " + self.path.encode() + b": " + value
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -183,9 +189,10 @@ def run_level(stack, client_env, work, nginx_port, concurrency, requests, tag):
     return total, tree, names
 
 
-def run_mode(args, work, mode):
-    """Table rows of one mode, on a stack of its own."""
-    stack = Stack(args.build, os.path.join(work, mode)).start()
+def run_mode(args, work, mode, backend):
+    """Table rows of one mode and backend, on a stack of its own."""
+    name = f"{mode}-{backend}"
+    stack = Stack(args.build, os.path.join(work, name)).start()
     procs = []
     try:
         redis_port, backend_port, nginx_port = free_port(), free_port(), free_port()
@@ -201,21 +208,22 @@ def run_mode(args, work, mode):
              "--dir", work], env=env("redis", None), stdout=subprocess.DEVNULL))
         procs.append(subprocess.Popen(
             ["/usr/bin/python3", os.path.join(work, "backend.py"), str(backend_port),
-             str(redis_port)], env=env("backend", redis_port)))
-        conf = nginx_proxy_conf(os.path.join(work, mode, "nginx"), nginx_port, backend_port)
+             str(redis_port), backend], env=env("backend", redis_port)))
+        conf = nginx_proxy_conf(os.path.join(work, name, "nginx"), nginx_port, backend_port)
         procs.append(subprocess.Popen(
-            ["nginx", "-p", os.path.join(work, mode, "nginx"), "-c", conf],
+            ["nginx", "-p", os.path.join(work, name, "nginx"), "-c", conf],
             env=env("nginx", backend_port), stderr=subprocess.DEVNULL))
         for port in (redis_port, backend_port, nginx_port):
             wait_port(port)
         client_env = env("client", nginx_port)
         rows = []
         for level in args.concurrency:
-            tag = f"{mode}{level}"
+            tag = f"{mode}{backend}{level}"
             total, tree, names = run_level(stack, client_env, work, nginx_port, level,
                                            args.requests, tag)
             framed, servers = inband_parented(stack, tag)
-            rows.append([mode, str(level), str(total), f"{tree} ({100.0 * tree / total:.1f} %)",
+            rows.append([mode, backend, str(level), str(total),
+                         f"{tree} ({100.0 * tree / total:.1f} %)",
                          f"{names} ({100.0 * names / total:.1f} %)", f"{framed} / {servers}"])
         return rows
     finally:
@@ -232,6 +240,8 @@ def main():
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--modes", nargs="+", choices=["passive", "inband"],
                         default=["passive", "inband"])
+    parser.add_argument("--backends", nargs="+", choices=["thread", "pool"],
+                        default=["thread", "pool"])
     args = parser.parse_args()
     args.build = os.path.abspath(args.build)
 
@@ -242,12 +252,14 @@ def main():
     with open(os.path.join(work, "client.py"), "w") as f:
         f.write(CLIENT)
     rows = []
-    for mode in args.modes:
-        os.makedirs(os.path.join(work, mode), mode=0o755)
-        rows += run_mode(args, work, mode)
+    for backend in args.backends:
+        for mode in args.modes:
+            os.makedirs(os.path.join(work, f"{mode}-{backend}"), mode=0o755)
+            rows += run_mode(args, work, mode, backend)
     print_table(f"Trace accuracy ({time.strftime('%Y-%m-%d')})",
-                ["mode", "concurrency", "requests", "tree, services, HTTP names right",
-                 "and redis spans named", "server spans parented in-band"], rows)
+                ["mode", "backend", "concurrency", "requests",
+                 "tree, services, HTTP names right", "and redis spans named",
+                 "server spans parented in-band"], rows)
 
 
 if __name__ == "__main__":

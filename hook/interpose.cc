@@ -666,10 +666,10 @@ __attribute__((noinline)) ssize_t TracedReceive(ConnectionState* state, int fd, 
   if (InbandActive(state)) {
     iovec iov = {buf, n};
     result = InbandReceive(state, fd, &iov, 1, flags, nullptr);
-    if ((flags & MSG_PEEK) != 0) return result;  // a peek moves nothing: not recorded
   } else {
     result = call();
   }
+  if ((flags & MSG_PEEK) != 0) return result;  // a peek moves nothing: not recorded
   Bytes bytes;
   if ((flags & MSG_TRUNC) == 0) bytes.buf = buf;  // MSG_TRUNC: bytes discarded, not in buf
   AfterReceiveInline(state, fd, bytes, n, result);
