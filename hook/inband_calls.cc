@@ -223,7 +223,9 @@ inband::Detected DetectInPlace(ConnectionState* state, int fd, const inband::Iov
 
 // kUndecided with a header prefix held: reads more of it into rx.header (never into the
 // program's buffers, which could not take the held bytes back if they are the program's).
-// Returns -1 with errno, 0 at end of stream, else 1; decides the mode when it can.
+// Returns -1 with errno, 0 at end of stream, 1 if it got fewer bytes than it asked for
+// (the socket is drained), 2 if it got them all (more may be waiting); decides the mode
+// when it can.
 int ReadMoreOfFirstHeader(ConnectionState* state, int fd, int flags) {
   inband::ReceiveState& rx = state->inband.receive;
   // Up to the magic first, so that a plain stream gives up at most 4 bytes.
@@ -236,6 +238,7 @@ int ReadMoreOfFirstHeader(ConnectionState* state, int fd, int flags) {
     return 0;
   }
   rx.have = static_cast<uint8_t>(rx.have + k);
+  const int drained = static_cast<size_t>(k) < want ? 1 : 2;
   if (!inband::MagicPrefix(rx.header, rx.have)) {
     ReceiveBecomesPlain(state, fd);
   } else if (rx.have == kHeaderBytes) {
@@ -250,16 +253,17 @@ int ReadMoreOfFirstHeader(ConnectionState* state, int fd, int flags) {
       ReceiveBecomesPlain(state, fd);
     }
   }
-  return 1;
+  return drained;
 }
 
 // kUndecided with a header prefix held, in a receive: reads more of it (above). -1 with
-// errno: return that to the program (EAGAIN on a non-blocking socket still undecided);
-// 0: go on.
+// errno: return that to the program (EAGAIN on a non-blocking socket still undecided and
+// drained: a program on edge-triggered epoll waits for new bytes only after an EAGAIN
+// that means the socket is empty); 0: go on.
 int ContinueFirstHeader(ConnectionState* state, int fd, int flags) {
   const int r = ReadMoreOfFirstHeader(state, fd, flags);
   if (r < 0) return -1;
-  if (r > 0 && state->inband.receive.mode == Mode::kUndecided && NonBlocking(fd, flags)) {
+  if (r == 1 && state->inband.receive.mode == Mode::kUndecided && NonBlocking(fd, flags)) {
     errno = EAGAIN;
     return -1;
   }
@@ -301,7 +305,8 @@ ssize_t Peek(ConnectionState* state, int fd, const iovec* iov, int iovcnt, int f
             ReceiveBecomesPlain(state, fd);
             continue;
           }
-          if (NonBlocking(fd, flags)) {
+          // EAGAIN only if the peek found the socket drained (see ContinueFirstHeader).
+          if (static_cast<size_t>(r) < total && NonBlocking(fd, flags)) {
             errno = EAGAIN;
             return -1;
           }

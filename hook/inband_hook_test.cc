@@ -274,6 +274,7 @@ INSTANTIATE_TEST_SUITE_P(
                       std::make_tuple("sendmsg", "readv", 10),
                       std::make_tuple("sendfile", "peek", 8),
                       std::make_tuple("nonblock", "nonblock", 10),
+                      std::make_tuple("write", "edge", 10),
                       std::make_tuple("write", "recvmsg", 10)),
     [](const auto& info) {
       return std::string(std::get<0>(info.param)) + "_" + std::get<1>(info.param);
@@ -330,7 +331,7 @@ TEST_P(InbandCutStreamTest, HeadersSplitOverManyReadsAreStrippedAndTheAnswersFra
 
 INSTANTIATE_TEST_SUITE_P(ReadStyles, InbandCutStreamTest,
                          ::testing::Values("read", "read1", "readv", "peek", "nonblock",
-                                           "recvmsg", "waitall"));
+                                           "recvmsg", "waitall", "edge"));
 
 // An unhooked client's bytes reach the hooked server untouched, even when they begin like
 // a frame header.
@@ -339,7 +340,7 @@ TEST_F(InbandHookTest, AnUnhookedClientsBytesPassUntouchedEvenWhenTheyLookLikeAH
        {std::string("GET / HTTP/1.1\n"), std::string("\xF5RPX not a header\n"),
         std::string("\xF5") + "R" + std::string(40, 'P') + "\n",
         Frame("x", 1, 1).substr(0, 31) + "y\n"}) {
-    for (const char* style : {"read", "read1", "peek"}) {
+    for (const char* style : {"read", "read1", "peek", "edge"}) {
       Child server({kPeer, "server", style}, Hooked());
       const int port = std::atoi(server.ReadLine(absl::Seconds(10)).c_str());
       ASSERT_GT(port, 0);

@@ -10,7 +10,9 @@
 //     MSG_PEEK, then a read of what the peek showed), nonblock (O_NONBLOCK, poll, 100-byte
 //     reads; prints "eagain N" with the EAGAINs it got), recvmsg, waitall (MSG_WAITALL
 //     reads of 10 bytes, until the end of the stream), greet (sends "hello\n" first, then
-//     reads as read does).
+//     reads as read does), edge (nginx's way: O_NONBLOCK, edge-triggered epoll, a 1-byte
+//     MSG_PEEK, then 100-byte reads until EAGAIN, and only then a wait: it stalls, and
+//     exits 4, if an EAGAIN ever came while bytes were still waiting).
 //   inband_peer client PORT STYLE LINES [CONNECTIONS]
 //     Sends LINES lines of sizes from 1 byte to 200 KB on each of CONNECTIONS (default 1)
 //     connections, one at a time, reading each answer; prints "sent BYTES HASH" per
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -52,6 +55,9 @@ struct Hash {
   fprintf(stderr, "inband_peer: %s: %s\n", what, strerror(errno));
   exit(2);
 }
+
+// The edge style's epoll instance, watching the connection being served.
+int g_edge_epoll = -1;
 
 // One read in the server's style; returns what the program got (0: end, -1: error).
 ssize_t ReadSome(int fd, const std::string& style, char* buf, size_t size, long* eagains) {
@@ -89,6 +95,20 @@ ssize_t ReadSome(int fd, const std::string& style, char* buf, size_t size, long*
     return recvmsg(fd, &msg, 0);
   }
   if (style == "waitall") return recv(fd, buf, 10, MSG_WAITALL);
+  if (style == "edge") {
+    for (;;) {
+      char first;
+      ssize_t r = recv(fd, &first, 1, MSG_PEEK);
+      if (r > 0) r = read(fd, buf, 100);
+      if (r >= 0 || errno != EAGAIN) return r;
+      ++*eagains;
+      epoll_event ev;
+      if (epoll_wait(g_edge_epoll, &ev, 1, 5000) == 0) {
+        fprintf(stderr, "inband_peer: stalled: no new bytes after EAGAIN for 5 s\n");
+        exit(4);
+      }
+    }
+  }
   fprintf(stderr, "inband_peer: unknown style %s\n", style.c_str());
   exit(2);
 }
@@ -121,7 +141,17 @@ int Server(const std::string& style) {
   for (;;) {
     const int fd = accept(listener, nullptr, nullptr);
     if (fd < 0) Die("accept");
-    if (style == "nonblock") fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (style == "nonblock" || style == "edge") {
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    }
+    if (style == "edge") {  // a fresh instance per connection (fd numbers are reused)
+      if (g_edge_epoll >= 0) close(g_edge_epoll);
+      g_edge_epoll = epoll_create1(0);
+      epoll_event ev = {};
+      ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+      ev.data.fd = fd;
+      if (epoll_ctl(g_edge_epoll, EPOLL_CTL_ADD, fd, &ev) != 0) Die("epoll_ctl");
+    }
     if (style == "greet" && !WriteAll(fd, "hello\n", 6)) Die("write greeting");
     Hash hash;
     size_t line = 0;
@@ -137,7 +167,7 @@ int Server(const std::string& style) {
         char answer[32];
         const int k = snprintf(answer, sizeof(answer), "ok %zu\n", line);
         line = 0;
-        if (style == "nonblock") {
+        if (style == "nonblock" || style == "edge") {
           // A small answer into an empty send buffer: one write takes it whole.
           if (write(fd, answer, static_cast<size_t>(k)) != k) Die("write answer");
         } else if (!WriteAll(fd, answer, static_cast<size_t>(k))) {

@@ -1,10 +1,14 @@
 // HTTPS on the whole data path: curl and nginx both use libssl dynamically, so the hook
 // records their plaintext (hook/tls.h) and the agent and controller link the request
-// exactly as they link plain HTTP.
+// exactly as they link plain HTTP. In in-band mode the frames go around the TLS records
+// (below libssl), and the spans, named from the plaintext, get their parents from them.
 #include <sys/stat.h>
 
 #include <fstream>
 #include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -15,7 +19,10 @@ namespace {
 
 using nlohmann::json;
 
-TEST(TlsEndToEndTest, HttpsCurlToNginxIsOneTraceOfTwoSpansNamedByThePlaintextRequest) {
+class TlsEndToEndTest : public ::testing::TestWithParam<bool> {};  // in-band mode?
+
+TEST_P(TlsEndToEndTest, HttpsCurlToNginxIsOneTraceOfTwoSpansNamedByThePlaintextRequest) {
+  const bool inband = GetParam();
   Stack stack;
   ASSERT_TRUE(stack.StartController());
   ASSERT_TRUE(stack.StartAgent());
@@ -31,9 +38,12 @@ TEST(TlsEndToEndTest, HttpsCurlToNginxIsOneTraceOfTwoSpansNamedByThePlaintextReq
       "ssl_certificate_key ", stack.dir(), "/key.pem; location / { root ", www, "; } }"));
   ASSERT_GT(port, 0);
 
-  const CommandResult curl = stack.RunTraced(
-      {"curl", "-sS", "-k", "--fail", "--max-time", "10",
-       absl::StrCat("https://127.0.0.1:", port, "/file")});
+  std::vector<std::string> argv = {"curl", "-sS", "-k", "--fail", "--max-time", "10",
+                                   absl::StrCat("https://127.0.0.1:", port, "/file")};
+  if (inband) {
+    argv.insert(argv.begin(), {"env", absl::StrCat("REPTRACE_INBAND_PORTS=", port)});
+  }
+  const CommandResult curl = stack.RunTraced(argv);
   ASSERT_EQ(curl.exit_code, 0) << curl.err;
   EXPECT_EQ(curl.out, "served over TLS\n");
 
@@ -62,7 +72,18 @@ TEST(TlsEndToEndTest, HttpsCurlToNginxIsOneTraceOfTwoSpansNamedByThePlaintextReq
   EXPECT_EQ((*server)["parent_span_id"], (*client)["span_id"]);
   EXPECT_EQ((*client)["name"], "GET /file");
   EXPECT_EQ((*server)["name"], "GET /file");
+  // In in-band mode the server span's parent came in a frame (it carries the frame's
+  // trace id); otherwise from the connection's addresses and offsets.
+  pqxx::connection conn(stack.db_conninfo());
+  pqxx::read_transaction tx(conn);
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM spans WHERE kind = 2 AND "
+                     "attributes ? 'inband.trace_id'")[0]
+                .as<int>(),
+            inband ? 1 : 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Modes, TlsEndToEndTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "InBand" : "Passive"; });
 
 }  // namespace
 }  // namespace reptrace::testing
