@@ -2,7 +2,8 @@
 
 #include <algorithm>
 #include <exception>
-#include <memory>
+#include <functional>
+#include <string>
 #include <utility>
 
 #include <pqxx/pqxx>
