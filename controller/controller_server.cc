@@ -12,7 +12,11 @@
 
 namespace reptrace::controller {
 
-ControllerServer::ControllerServer(Store& store) : ingest_(store), query_(store) {}
+ControllerServer::ControllerServer(Store& store)
+    : ingest_(store),
+      query_(store),
+      config_watcher_(store.conninfo()),
+      config_(store, config_watcher_) {}
 
 ControllerServer::~ControllerServer() {
   if (!shut_down_) Shutdown(absl::ZeroDuration());
@@ -36,6 +40,7 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   builder.RegisterService(&server->ingest_);
   builder.RegisterService(&server->query_);
+  builder.RegisterService(&server->config_);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || port == 0) {
     server->server_.reset();
@@ -50,6 +55,9 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
 void ControllerServer::Shutdown(absl::Duration grace) {
   if (server_ == nullptr || shut_down_) return;
   shut_down_ = true;
+  // A watch lasts until its client leaves: without this, every shutdown would wait the
+  // whole grace for them.
+  config_watcher_.Stop();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
 }
 

@@ -1,5 +1,5 @@
-// The controller's gRPC server: IngestService, QueryService, grpc.health.v1 and server
-// reflection, on one listening address.
+// The controller's gRPC server: IngestService, QueryService, ConfigService,
+// grpc.health.v1 and server reflection, on one listening address.
 #ifndef REPTRACE_CONTROLLER_CONTROLLER_SERVER_H_
 #define REPTRACE_CONTROLLER_CONTROLLER_SERVER_H_
 
@@ -10,6 +10,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "controller/config_service.h"
+#include "controller/config_watcher.h"
 #include "controller/ingest_service.h"
 #include "controller/query_service.h"
 #include "controller/store.h"
@@ -35,7 +37,8 @@ class ControllerServer {
   const std::string& address() const { return address_; }
   int port() const { return port_; }
 
-  // Stops accepting calls; calls still running after `grace` are cancelled.
+  // Stops accepting calls and ends the config watches at once (UNAVAILABLE); other calls
+  // still running after `grace` are cancelled.
   void Shutdown(absl::Duration grace);
   // Blocks until the server has shut down.
   void Wait();
@@ -45,6 +48,8 @@ class ControllerServer {
 
   IngestService ingest_;
   QueryService query_;
+  ConfigWatcher config_watcher_;  // its own database connection, LISTENing
+  ConfigService config_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   int port_ = 0;

@@ -472,6 +472,7 @@ TEST_F(ControllerServerTest, ServerReflectionDescribesTheServices) {
   }
   EXPECT_THAT(services, ::testing::IsSupersetOf({"reptrace.v1.IngestService",
                                                  "reptrace.v1.QueryService",
+                                                 "reptrace.v1.ConfigService",
                                                  "grpc.health.v1.Health"}));
 
   // file_containing_symbol (4) -> file_descriptor_response (4) { file_descriptor_proto (1) }.

@@ -1,5 +1,5 @@
 // reptrace-controller: receives span batches from the agents, links them into traces in
-// PostgreSQL, and answers queries.
+// PostgreSQL, answers queries, and keeps the config document (ConfigService).
 //
 //   reptrace-controller --listen HOST:PORT --db CONNINFO
 #include <signal.h>
@@ -40,7 +40,8 @@ constexpr absl::Duration kShutdownGrace = absl::Seconds(5);
 int main(int argc, char** argv) {
   reptrace::ConfigureFlagsUsage(
       "reptrace-controller --listen HOST:PORT --db CONNINFO\n"
-      "Stores the agents' spans in PostgreSQL, links them into traces, serves queries.");
+      "Stores the agents' spans in PostgreSQL, links them into traces, serves queries\n"
+      "and the config document.");
   absl::ParseCommandLine(argc, argv);
   reptrace::SetLogComponent("controller");
 

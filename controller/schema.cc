@@ -187,6 +187,20 @@ constexpr char kMigration6[] = R"sql(
 ALTER TABLE agents ADD COLUMN inband_peers_not_hooked BIGINT NOT NULL DEFAULT 0;
 )sql";
 
+// Version 7: the config document's versions (reptrace.v1.ConfigService), with version 1
+// the default document: a serialized v1::TraceConfig {enabled: true, capture_bytes: 128,
+// sampling {probability: 1}} (config_validation's DefaultConfig, which a test compares).
+constexpr char kMigration7[] = R"sql(
+CREATE TABLE config_versions (
+  version    BIGINT PRIMARY KEY,
+  document   BYTEA NOT NULL,          -- a serialized reptrace.v1.TraceConfig
+  author     TEXT NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+INSERT INTO config_versions (version, document, author)
+  VALUES (1, decode('0801208001320909000000000000f03f', 'hex'), 'default');
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -198,6 +212,7 @@ const std::vector<Migration>& Migrations() {
       {4, "agents' count of events without a connection", kMigration4},
       {5, "one client-key index for linking; flow_key no longer stored", kMigration5},
       {6, "agents' count of in-band peers not hooked", kMigration6},
+      {7, "config_versions, with the default config as version 1", kMigration7},
   };
   return *migrations;
 }

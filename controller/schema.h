@@ -25,11 +25,17 @@ inline constexpr char kTracesTable[] = "traces";
 inline constexpr char kIngestedBatchesTable[] = "ingested_batches";
 inline constexpr char kAgentsTable[] = "agents";
 inline constexpr char kSchemaMigrationsTable[] = "schema_migrations";
+inline constexpr char kConfigVersionsTable[] = "config_versions";
+
+// The LISTEN/NOTIFY channel on which a new config version is announced; the payload is
+// the version number in decimal.
+inline constexpr char kConfigChannel[] = "reptrace_config";
 
 // pg_advisory_xact_lock keys. Arbitrary constants, distinct from each other; the high
 // bytes spell "rept" so they are unlikely to meet another application's keys.
 inline constexpr long long kMigrationLockKey = 0x7265707400000001LL;
 inline constexpr long long kLinkLockKey = 0x7265707400000002LL;
+inline constexpr long long kConfigLockKey = 0x7265707400000003LL;  // config changes
 
 struct Migration {
   int version;

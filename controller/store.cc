@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "common/ids.h"
 #include "common/status_macros.h"
+#include "controller/config_validation.h"
 #include "controller/internal/pg_util.h"
 #include "controller/schema.h"
 #include "controller/span_linker.h"
@@ -246,8 +247,47 @@ SELECT agent_id, node, agent_version, hostname, connected, connected_at_ns, last
  ORDER BY node, agent_id
 )sql";
 
+// Config statements. Every version's row as (version, document, author, created ns).
+#define REPTRACE_CONFIG_COLUMNS \
+  "version, document, author, (extract(epoch FROM created_at) * 1000000)::bigint * 1000"
+constexpr char kConfigNewestStatement[] = "config_newest";
+constexpr char kConfigNewestSql[] = "SELECT " REPTRACE_CONFIG_COLUMNS
+                                    " FROM config_versions ORDER BY version DESC LIMIT 1";
+constexpr char kConfigHistoryStatement[] = "config_history";
+constexpr char kConfigHistorySql[] = "SELECT " REPTRACE_CONFIG_COLUMNS
+                                     " FROM config_versions ORDER BY version DESC LIMIT $1";
+constexpr char kConfigAfterStatement[] = "config_after";
+constexpr char kConfigAfterSql[] =
+    "SELECT " REPTRACE_CONFIG_COLUMNS
+    " FROM config_versions WHERE version > $1 ORDER BY version LIMIT $2";
+constexpr char kConfigLockStatement[] = "config_lock";
+constexpr char kConfigLockSql[] = "SELECT pg_advisory_xact_lock($1)";
+constexpr char kConfigCurrentStatement[] = "config_current";
+constexpr char kConfigCurrentSql[] = "SELECT coalesce(max(version), 0) FROM config_versions";
+constexpr char kConfigInsertStatement[] = "config_insert";
+constexpr char kConfigInsertSql[] =
+    "INSERT INTO config_versions (version, document, author) VALUES ($1, $2, $3)"
+    " RETURNING (extract(epoch FROM created_at) * 1000000)::bigint * 1000";
+constexpr char kConfigNotifyStatement[] = "config_notify";
+constexpr char kConfigNotifySql[] = "SELECT pg_notify($1, $2)";
+#undef REPTRACE_CONFIG_COLUMNS
+
 constexpr int kDefaultTraceLimit = 20;
 constexpr int kMaxTraceLimit = 1000;
+constexpr int kDefaultConfigHistoryLimit = 20;
+constexpr int kMaxConfigHistoryLimit = 1000;
+
+// A config_versions row (kConfig*Sql's columns). DATA_LOSS if its document does not parse.
+absl::Status ConfigVersionFromRow(const pqxx::row& row, v1::ConfigVersion* version) {
+  version->set_version(FromBigint(row[0].as<int64_t>()));
+  if (!version->mutable_config()->ParseFromString(pqxx::binarystring(row[1]).str())) {
+    return absl::DataLossError(
+        absl::StrCat("config version ", version->version(), " is not a TraceConfig"));
+  }
+  version->set_author(row[2].as<std::string>());
+  version->set_created_ns(row[3].as<int64_t>());
+  return absl::OkStatus();
+}
 
 void UpdateCounters(pqxx::transaction_base& tx, const std::string& agent_id,
                     const v1::AgentCounters& c, int64_t now_ns) {
@@ -541,6 +581,13 @@ absl::Status Store::RunQuery(absl::string_view what,
         conn->prepare(kTraceOfSpanStatement, kTraceOfSpanSql);
         conn->prepare(kTraceSpansStatement, kTraceSpansSql);
         conn->prepare(kListAgentsStatement, kListAgentsSql);
+        conn->prepare(kConfigNewestStatement, kConfigNewestSql);
+        conn->prepare(kConfigHistoryStatement, kConfigHistorySql);
+        conn->prepare(kConfigAfterStatement, kConfigAfterSql);
+        conn->prepare(kConfigLockStatement, kConfigLockSql);
+        conn->prepare(kConfigCurrentStatement, kConfigCurrentSql);
+        conn->prepare(kConfigInsertStatement, kConfigInsertSql);
+        conn->prepare(kConfigNotifyStatement, kConfigNotifySql);
       }
       body(*conn);
     } catch (const pqxx::broken_connection& e) {
@@ -640,6 +687,95 @@ absl::StatusOr<std::vector<v1::AgentInfo>> Store::ListAgents() {
     tx.commit();
   }));
   return agents;
+}
+
+absl::StatusOr<v1::ConfigVersion> Store::GetConfig() {
+  v1::ConfigVersion version;
+  bool found = false;
+  absl::Status parsed;
+  RETURN_IF_ERROR(RunQuery("cannot get config", [&](pqxx::connection& conn) {
+    pqxx::read_transaction tx(conn);
+    const pqxx::result rows = tx.exec_prepared(kConfigNewestStatement);
+    found = !rows.empty();
+    if (found) parsed = ConfigVersionFromRow(rows[0], &version);
+    tx.commit();
+  }));
+  RETURN_IF_ERROR(parsed);
+  if (!found) return absl::NotFoundError("no config version is stored");
+  return version;
+}
+
+absl::StatusOr<v1::ConfigVersion> Store::SetConfig(const v1::TraceConfig& config,
+                                                   uint64_t expected_version,
+                                                   const std::string& author) {
+  RETURN_IF_ERROR(ValidateConfig(config));
+  v1::ConfigVersion stored;
+  *stored.mutable_config() = config;
+  stored.set_author(author.empty() ? "unknown" : WithoutNul(author));
+  const std::string document = config.SerializeAsString();
+  absl::Status refused;
+  RETURN_IF_ERROR(RunQuery("cannot set config", [&](pqxx::connection& conn) {
+    refused = absl::OkStatus();
+    pqxx::work tx(conn);
+    // Held until commit: the next change, on any replica, reads the version this one
+    // stores (each statement of a READ COMMITTED transaction sees what was committed
+    // before it started).
+    tx.exec_prepared(kConfigLockStatement, kConfigLockKey);
+    const uint64_t current =
+        FromBigint(tx.exec_prepared1(kConfigCurrentStatement)[0].as<int64_t>());
+    if (current != expected_version) {
+      refused = absl::FailedPreconditionError(absl::StrCat(
+          "stale version ", expected_version, ": the current version is ", current));
+      tx.abort();
+      return;
+    }
+    const uint64_t next = current + 1;
+    const pqxx::row row =
+        tx.exec_prepared1(kConfigInsertStatement, ToBigint(next),
+                          pqxx::binarystring(document), stored.author());
+    stored.set_version(next);
+    stored.set_created_ns(row[0].as<int64_t>());
+    // Delivered to every listener when the transaction commits, not before.
+    tx.exec_prepared(kConfigNotifyStatement, kConfigChannel, absl::StrCat(next));
+    tx.commit();
+  }));
+  RETURN_IF_ERROR(refused);
+  return stored;
+}
+
+absl::StatusOr<std::vector<v1::ConfigVersion>> Store::ListConfigHistory(int limit) {
+  if (limit <= 0) limit = kDefaultConfigHistoryLimit;
+  if (limit > kMaxConfigHistoryLimit) limit = kMaxConfigHistoryLimit;
+  std::vector<v1::ConfigVersion> versions;
+  absl::Status parsed;
+  RETURN_IF_ERROR(RunQuery("cannot list config history", [&](pqxx::connection& conn) {
+    versions.clear();
+    parsed = absl::OkStatus();
+    pqxx::read_transaction tx(conn);
+    for (const auto& row : tx.exec_prepared(kConfigHistoryStatement, limit)) {
+      if (parsed.ok()) parsed = ConfigVersionFromRow(row, &versions.emplace_back());
+    }
+    tx.commit();
+  }));
+  RETURN_IF_ERROR(parsed);
+  return versions;
+}
+
+absl::StatusOr<std::vector<v1::ConfigVersion>> Store::ConfigVersionsAfter(uint64_t after,
+                                                                          int limit) {
+  std::vector<v1::ConfigVersion> versions;
+  absl::Status parsed;
+  RETURN_IF_ERROR(RunQuery("cannot read config versions", [&](pqxx::connection& conn) {
+    versions.clear();
+    parsed = absl::OkStatus();
+    pqxx::read_transaction tx(conn);
+    for (const auto& row : tx.exec_prepared(kConfigAfterStatement, ToBigint(after), limit)) {
+      if (parsed.ok()) parsed = ConfigVersionFromRow(row, &versions.emplace_back());
+    }
+    tx.commit();
+  }));
+  RETURN_IF_ERROR(parsed);
+  return versions;
 }
 
 }  // namespace reptrace::controller

@@ -1,4 +1,5 @@
-// The controller's PostgreSQL store: spans, traces, ingested batches and agents.
+// The controller's PostgreSQL store: spans, traces, ingested batches, agents, and the
+// versions of the config document.
 //
 // Threading: libpqxx connections are not thread-safe, so a connection is only ever used
 // by one thread at a time. Each ingest stream writes through its own SpanWriter (its own
@@ -12,7 +13,9 @@
 // trace, most of them, costs one span row with three index entries and nothing else.
 //
 // Errors: a database that cannot be reached or that fails a statement gives UNAVAILABLE
-// (the caller may retry later); an unknown trace gives NOT_FOUND.
+// (the caller may retry later); an unknown trace gives NOT_FOUND; a config document that
+// is invalid INVALID_ARGUMENT, a config change on a version that is not the newest
+// FAILED_PRECONDITION.
 #ifndef REPTRACE_CONTROLLER_STORE_H_
 #define REPTRACE_CONTROLLER_STORE_H_
 
@@ -106,6 +109,24 @@ class Store {
   // Spans ordered by start, each with trace_id and its resolved parent_span_id.
   absl::StatusOr<v1::Trace> GetTrace(uint64_t id);
   absl::StatusOr<std::vector<v1::AgentInfo>> ListAgents();
+
+  // Config versions (table config_versions; version 1 is the default document). The
+  // newest version.
+  absl::StatusOr<v1::ConfigVersion> GetConfig();
+  // Stores `config` as version M+1 if the newest version M is `expected_version`, else
+  // FAILED_PRECONDITION "stale version N: the current version is M". An invalid document
+  // (ValidateConfig) is INVALID_ARGUMENT. Either way nothing is written then. In one
+  // transaction that holds kConfigLockKey, so concurrent changes on any replica are
+  // ordered; it announces the new version on kConfigChannel (NOTIFY), delivered to the
+  // listeners when it commits. An empty `author` is stored as "unknown".
+  absl::StatusOr<v1::ConfigVersion> SetConfig(const v1::TraceConfig& config,
+                                              uint64_t expected_version,
+                                              const std::string& author);
+  // Versions newest first. limit <= 0 means 20; at most 1000.
+  absl::StatusOr<std::vector<v1::ConfigVersion>> ListConfigHistory(int limit);
+  // The versions after `after`, oldest first, at most `limit` of them.
+  absl::StatusOr<std::vector<v1::ConfigVersion>> ConfigVersionsAfter(uint64_t after,
+                                                                     int limit);
 
   const std::string& conninfo() const { return conninfo_; }
 
