@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "cli/text_output.h"
 #include "common/status_macros.h"
 
@@ -295,8 +296,9 @@ absl::StatusOr<v1::TraceConfig> ApplyAssignments(const v1::TraceConfig& config,
     // Checked one assignment at a time, so the error names the key at fault.
     absl::StatusOr<v1::TraceConfig> checked = TraceConfigFromJson(document);
     if (!checked.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad value for ", key, ": ", checked.status().message()));
+      absl::string_view reason = checked.status().message();
+      absl::ConsumePrefix(&reason, "bad config: ");
+      return absl::InvalidArgumentError(absl::StrCat("bad value for ", key, ": ", reason));
     }
   }
   return TraceConfigFromJson(document);

@@ -86,9 +86,9 @@ TEST(ApplyAssignmentsTest, ErrorsNameTheKey) {
            {"enabled", "bad assignment \"enabled\": expected KEY=VALUE"},
            {"enabled=yes", "bad value for enabled: expected true or false, got \"yes\""},
            {"capture_bytes=lots", "bad value for capture_bytes: expected a number"},
-           {"capture_bytes=-1", "bad value for capture_bytes: bad config:"},
+           {"capture_bytes=-1", "bad value for capture_bytes: (capture_bytes): invalid value -1"},
            {"inband_ports=6379", "bad value for inband_ports: expected a JSON list"},
-           {"filters=[{\"action\":\"NOPE\"}]", "bad value for filters: bad config:"},
+           {"filters=[{\"action\":\"NOPE\"}]", "bad value for filters: "},
        }) {
     absl::StatusOr<v1::TraceConfig> changed = ApplyAssignments(SampleConfig(), {c.assignment});
     ASSERT_FALSE(changed.ok()) << c.assignment;
