@@ -110,19 +110,25 @@ config set KEY=VALUE...
   as a change of that version. KEY is a field path: enabled, capture_bytes,
   trace_unix_sockets, max_events_per_second, sampling.probability,
   sampling.keep_errors, sampling.keep_slower_than_ms. VALUE is true/false or a
-  number; a list field takes the whole list as JSON, e.g.
+  number; a list field (filters, inband_ports) takes the whole list as JSON, and
+  sampling a whole JSON object, e.g.
     inband_ports='[{"first":6379}]'
     filters='[{"action":"ACTION_EXCLUDE","peer_ports":[{"first":5432}]}]'
-  An unknown key or a value that does not fit is an error and nothing is sent.
+  An unknown key or a value that does not fit is an error (exit 2) and nothing is
+  sent.
 
 config set -f FILE
   Sends the whole document in FILE ("-" = stdin): JSON if it starts with '{', else
-  YAML, with the field names above. It replaces the version read just before, or
-  version N with --expected-version N.
+  YAML, with the field names above (in YAML, quote a string that would read as a
+  number or true/false). Fields left out take their defaults (false, 0, empty).
+  It replaces the version read just before, or version N with --expected-version N.
+  A file that cannot be read or parsed, or an unknown field, is an error (exit 2)
+  and nothing is sent.
 
   If the config changed since the version read (someone else set it), the controller
   refuses the change: nothing is set; look at the new version and run the command
-  again. A document the controller finds invalid is refused with its reason.
+  again (exit 1). A document the controller finds invalid is refused with its
+  reason (exit 1).
   Prints the new version's number (--json: the new version as config get --json).
 
 config history
