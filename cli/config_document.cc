@@ -316,6 +316,10 @@ absl::StatusOr<v1::TraceConfig> ParseConfigDocument(absl::string_view text) {
   } else {
     try {
       YAML::Node root = YAML::Load(std::string(text));
+      if (root.IsNull()) {
+        return absl::InvalidArgumentError(
+            "no config in it (expected a mapping of config fields, or a JSON object)");
+      }
       if (!root.IsMap()) {
         return absl::InvalidArgumentError(
             "bad YAML: expected a mapping of config fields (or a JSON object)");

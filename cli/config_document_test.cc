@@ -129,6 +129,9 @@ TEST(ParseConfigDocumentTest, SyntaxErrorsSayWhere) {
   absl::StatusOr<v1::TraceConfig> yaml = ParseConfigDocument("enabled: true\n  bad: [\n");
   ASSERT_FALSE(yaml.ok());
   EXPECT_TRUE(absl::StartsWith(yaml.status().message(), "bad YAML at line")) << yaml.status();
+  absl::StatusOr<v1::TraceConfig> empty = ParseConfigDocument("# nothing\n");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_TRUE(absl::StartsWith(empty.status().message(), "no config in it")) << empty.status();
   absl::StatusOr<v1::TraceConfig> list = ParseConfigDocument("- 1\n- 2\n");
   ASSERT_FALSE(list.ok());
   EXPECT_TRUE(absl::StartsWith(list.status().message(), "bad YAML: expected a mapping"))
