@@ -15,12 +15,16 @@ namespace {
 constexpr char kGlobalUsage[] =
     R"(usage: reptracectl [--controller HOST:PORT] [--timeout SECONDS] COMMAND [FLAGS] [ARGS]
 
-Queries a reptrace controller (gRPC service reptrace.v1.QueryService).
+Queries a reptrace controller (gRPC service reptrace.v1.QueryService) and reads or
+changes its trace config (reptrace.v1.ConfigService).
 
 Commands:
   traces    list recent traces, newest first
   trace ID  show one trace as a terminal waterfall
   agents    list the agents known to the controller
+  config get | config set KEY=VALUE... | config set -f FILE | config history
+            show, change, or list the versions of the trace config
+            (gRPC service reptrace.v1.ConfigService)
   help [COMMAND]
             show this help, or the help of COMMAND (also: COMMAND --help)
 
@@ -30,9 +34,10 @@ Global flags (before COMMAND):
   --timeout SECONDS       deadline of each call to the controller (default 10)
   -h, --help              show this help
 
-Every read command takes --json for machine-readable output.
-Exit status: 0 success, 1 controller unreachable, RPC error or trace not found,
-2 usage error.
+Every command takes --json for machine-readable output.
+Exit status: 0 success, 1 controller unreachable, RPC error (a config refused or
+changed meanwhile) or trace not found, 2 usage error (also: a bad config key, value
+or file).
 )";
 
 constexpr char kTracesUsage[] =
@@ -84,6 +89,61 @@ Flags:
   --ascii  no non-ASCII characters
 )";
 
+constexpr char kConfigUsage[] =
+    R"(usage: reptracectl [GLOBAL FLAGS] config get [--json]
+       reptracectl [GLOBAL FLAGS] config set [--author A] [--json] KEY=VALUE...
+       reptracectl [GLOBAL FLAGS] config set [--author A] [--json]
+                                             [--expected-version N] -f FILE
+       reptracectl [GLOBAL FLAGS] config history [--limit N] [--json]
+
+The trace config (reptrace.v1.TraceConfig) is one document, kept by the controller
+with its history and pushed to every agent; each change makes a new version.
+
+config get
+  Shows the current version: its number, author, time (local) and the document,
+  YAML-like. --json prints {"version","author","created_ns","config":{...}}, the
+  config in protobuf's JSON mapping with proto field names and every primitive and
+  list field present (64-bit integers are strings there).
+
+config set KEY=VALUE...
+  Reads the current version, applies the assignments in order, and sends the result
+  as a change of that version. KEY is a field path: enabled, capture_bytes,
+  trace_unix_sockets, max_events_per_second, sampling.probability,
+  sampling.keep_errors, sampling.keep_slower_than_ms. VALUE is true/false or a
+  number; a list field (filters, inband_ports) takes the whole list as JSON, and
+  sampling a whole JSON object, e.g.
+    inband_ports='[{"first":6379}]'
+    filters='[{"action":"ACTION_EXCLUDE","peer_ports":[{"first":5432}]}]'
+  An unknown key or a value that does not fit is an error (exit 2) and nothing is
+  sent.
+
+config set -f FILE
+  Sends the whole document in FILE ("-" = stdin): JSON if it starts with '{', else
+  YAML, with the field names above (in YAML, quote a string that would read as a
+  number or true/false). Fields left out take their defaults (false, 0, empty).
+  It replaces the version read just before, or version N with --expected-version N.
+  A file that cannot be read or parsed, or an unknown field, is an error (exit 2)
+  and nothing is sent.
+
+  If the config changed since the version read (someone else set it), the controller
+  refuses the change: nothing is set; look at the new version and run the command
+  again (exit 1). A document the controller finds invalid is refused with its
+  reason (exit 1).
+  Prints the new version's number (--json: the new version as config get --json).
+
+config history
+  Lists versions newest first: VERSION, AUTHOR, TIME, ENABLED, SAMPLING (the
+  probability) and FILTERS (how many).
+
+Flags:
+  --author A              author recorded with the change (default $USER@hostname)
+  -f, --file FILE         the document to send
+  --expected-version N    with -f: the version the change replaces
+  --limit N               history: at most N versions, 1 to 1000 (default: the
+                          controller's, 20)
+  --json                  machine-readable output; history prints {"versions":[...]}
+)";
+
 absl::Status UsageError(absl::string_view message) {
   return absl::InvalidArgumentError(message);
 }
@@ -92,6 +152,7 @@ std::optional<Command> CommandByName(absl::string_view name) {
   if (name == "traces") return Command::kTraces;
   if (name == "trace") return Command::kTrace;
   if (name == "agents") return Command::kAgents;
+  if (name == "config") return Command::kConfigGet;  // as a help topic: all of config
   if (name == "help") return Command::kHelp;
   return std::nullopt;
 }
@@ -101,6 +162,9 @@ absl::string_view CommandName(Command command) {
     case Command::kTraces: return "traces";
     case Command::kTrace: return "trace";
     case Command::kAgents: return "agents";
+    case Command::kConfigGet: return "config get";
+    case Command::kConfigSet: return "config set";
+    case Command::kConfigHistory: return "config history";
     case Command::kHelp: return "help";
   }
   return "?";
@@ -179,6 +243,9 @@ std::string CommandUsage(Command command) {
     case Command::kTraces: return kTracesUsage;
     case Command::kTrace: return kTraceUsage;
     case Command::kAgents: return kAgentsUsage;
+    case Command::kConfigGet:
+    case Command::kConfigSet:
+    case Command::kConfigHistory: return kConfigUsage;
     case Command::kHelp: return kGlobalUsage;
   }
   return kGlobalUsage;
@@ -226,6 +293,24 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     return UsageError(absl::StrCat("unknown command \"", command_name, "\""));
   }
   line.command = *command;
+  if (command_name == "config") {
+    if (cursor.Done()) return UsageError("config: expected get, set or history");
+    const std::string& action = cursor.Peek();
+    if (action == "get") {
+      line.command = Command::kConfigGet;
+    } else if (action == "set") {
+      line.command = Command::kConfigSet;
+    } else if (action == "history") {
+      line.command = Command::kConfigHistory;
+    } else if (action != "-h" && action != "--help") {  // --help is read below
+      return UsageError(
+          absl::StrCat("config: unknown action \"", action, "\" (expected get, set or history)"));
+    }
+    if (!IsFlag(action)) cursor.Next();
+  }
+  const bool config_command = line.command == Command::kConfigGet ||
+                              line.command == Command::kConfigSet ||
+                              line.command == Command::kConfigHistory;
 
   if (line.command == Command::kHelp) {
     if (cursor.Done()) return line;
@@ -262,13 +347,28 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       return line;
     } else if (name == "--json") {
       line.json = true;
-    } else if (name == "--ascii") {
+    } else if (name == "--ascii" && !config_command) {
       line.ascii = true;
     } else if (name == "--service" && line.command == Command::kTraces) {
       ASSIGN_OR_RETURN(line.service, cursor.Value(name, inline_value));
-    } else if (name == "--limit" && line.command == Command::kTraces) {
+    } else if (name == "--limit" && (line.command == Command::kTraces ||
+                                     line.command == Command::kConfigHistory)) {
       ASSIGN_OR_RETURN(std::string text, cursor.Value(name, inline_value));
       ASSIGN_OR_RETURN(line.limit, ParseIntInRange(name, text, 1, 1000));
+    } else if ((name == "-f" || name == "--file") && line.command == Command::kConfigSet) {
+      ASSIGN_OR_RETURN(line.config_file, cursor.Value(name, inline_value));
+      if (line.config_file.empty()) return UsageError(absl::StrCat("flag ", name, " needs a file"));
+    } else if (name == "--author" && line.command == Command::kConfigSet) {
+      ASSIGN_OR_RETURN(line.author, cursor.Value(name, inline_value));
+    } else if (name == "--expected-version" && line.command == Command::kConfigSet) {
+      ASSIGN_OR_RETURN(std::string text, cursor.Value(name, inline_value));
+      uint64_t version = 0;
+      if (!absl::SimpleAtoi(text, &version) || version == 0) {
+        return UsageError(absl::StrFormat(
+            "bad value \"%s\" for --expected-version: expected a version number (1 or more)",
+            text));
+      }
+      line.expected_version = version;
     } else if (name == "--width" && line.command == Command::kTrace) {
       ASSIGN_OR_RETURN(std::string text, cursor.Value(name, inline_value));
       ASSIGN_OR_RETURN(line.width, ParseIntInRange(name, text, 10, 400));
@@ -286,6 +386,22 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
     absl::StatusOr<uint64_t> id = ParseId(positional[0]);
     if (!id.ok()) return UsageError(absl::StrCat("trace: ", id.status().message()));
     line.trace_id = *id;
+  } else if (line.command == Command::kConfigSet) {
+    for (const std::string& assignment : positional) {
+      if (assignment.find('=') == std::string::npos || assignment[0] == '=') {
+        return UsageError(absl::StrCat("config set: expected KEY=VALUE, got \"", assignment,
+                                       "\""));
+      }
+    }
+    line.assignments = std::move(positional);
+    if (line.config_file.empty() == line.assignments.empty()) {
+      return UsageError("config set: give either KEY=VALUE assignments or -f FILE");
+    }
+    if (line.expected_version.has_value() && line.config_file.empty()) {
+      return UsageError(
+          "config set: --expected-version goes with -f FILE (KEY=VALUE edits the version it "
+          "reads)");
+    }
   } else if (!positional.empty()) {
     return UsageError(absl::StrCat(CommandName(line.command), ": unexpected argument \"",
                                    positional[0], "\""));

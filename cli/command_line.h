@@ -28,6 +28,9 @@ enum class Command {
   kTraces,  // ListTraces
   kTrace,   // GetTrace, shown as a waterfall
   kAgents,  // ListAgents
+  kConfigGet,      // ConfigService.GetConfig
+  kConfigSet,      // GetConfig (unless --expected-version), then SetConfig
+  kConfigHistory,  // ConfigService.ListConfigHistory
 };
 
 struct CommandLine {
@@ -44,10 +47,15 @@ struct CommandLine {
   bool ascii = false;
   // traces
   std::string service;
-  int limit = 0;  // 0 = the controller's default (20)
+  int limit = 0;  // traces, config history: 0 = the controller's default (20)
   // trace
   uint64_t trace_id = 0;
   int width = kDefaultWaterfallWidth;
+  // config set: either assignments ("KEY=VALUE", in order) or a file.
+  std::vector<std::string> assignments;
+  std::string config_file;
+  std::optional<uint64_t> expected_version;  // only with config_file
+  std::string author;                         // "" = $USER@hostname
 };
 
 // Parses `args` (argv without argv[0]). `env_controller` is $REPTRACE_CONTROLLER (nullopt

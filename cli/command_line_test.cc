@@ -138,6 +138,69 @@ TEST(CommandLineTest, UsageTextsNameEveryFlagTheParserAccepts) {
   }
 }
 
+TEST(CommandLineTest, ConfigSetTakesAssignmentsInOrder) {
+  absl::StatusOr<CommandLine> line =
+      Parse({"config", "set", "enabled=false", "--author", "alice@a",
+             R"(inband_ports=[{"first":6379}])", "--json"});
+  ASSERT_TRUE(line.ok()) << line.status();
+  EXPECT_EQ(line->command, Command::kConfigSet);
+  EXPECT_EQ(line->assignments,
+            std::vector<std::string>({"enabled=false", R"(inband_ports=[{"first":6379}])"}));
+  EXPECT_EQ(line->author, "alice@a");
+  EXPECT_TRUE(line->json);
+  EXPECT_FALSE(line->expected_version.has_value());
+}
+
+TEST(CommandLineTest, ConfigSetTakesAFileAndAnExpectedVersion) {
+  absl::StatusOr<CommandLine> line =
+      Parse({"config", "set", "-f", "trace.yaml", "--expected-version=7"});
+  ASSERT_TRUE(line.ok()) << line.status();
+  EXPECT_EQ(line->config_file, "trace.yaml");
+  EXPECT_EQ(line->expected_version, 7u);
+  EXPECT_TRUE(line->assignments.empty());
+}
+
+TEST(CommandLineTest, ConfigGetAndHistory) {
+  absl::StatusOr<CommandLine> line = Parse({"config", "get", "--json"});
+  ASSERT_TRUE(line.ok()) << line.status();
+  EXPECT_EQ(line->command, Command::kConfigGet);
+  EXPECT_TRUE(line->json);
+  line = Parse({"config", "history", "--limit", "3"});
+  ASSERT_TRUE(line.ok()) << line.status();
+  EXPECT_EQ(line->command, Command::kConfigHistory);
+  EXPECT_EQ(line->limit, 3);
+}
+
+TEST(CommandLineTest, ConfigHelpShowsTheConfigUsage) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"config", "--help"}, {"config", "set", "-h"}, {"help", "config"}}) {
+    absl::StatusOr<CommandLine> line = Parse(args);
+    ASSERT_TRUE(line.ok()) << line.status();
+    EXPECT_EQ(line->command, Command::kHelp);
+    ASSERT_TRUE(line->help_topic.has_value());
+    EXPECT_TRUE(absl::StartsWith(CommandUsage(*line->help_topic),
+                                 "usage: reptracectl [GLOBAL FLAGS] config get"));
+  }
+}
+
+TEST(CommandLineTest, ConfigUsageErrors) {
+  EXPECT_EQ(Error({"config"}), "config: expected get, set or history");
+  EXPECT_EQ(Error({"config", "put"}),
+            "config: unknown action \"put\" (expected get, set or history)");
+  EXPECT_EQ(Error({"config", "set"}), "config set: give either KEY=VALUE assignments or -f FILE");
+  EXPECT_EQ(Error({"config", "set", "a=1", "-f", "x"}),
+            "config set: give either KEY=VALUE assignments or -f FILE");
+  EXPECT_EQ(Error({"config", "set", "enabled"}), "config set: expected KEY=VALUE, got \"enabled\"");
+  EXPECT_EQ(Error({"config", "set", "a=1", "--expected-version", "3"}),
+            "config set: --expected-version goes with -f FILE (KEY=VALUE edits the version it "
+            "reads)");
+  EXPECT_EQ(Error({"config", "set", "-f", "x", "--expected-version", "0"}),
+            "bad value \"0\" for --expected-version: expected a version number (1 or more)");
+  EXPECT_EQ(Error({"config", "get", "--ascii"}), "unknown flag --ascii for command config get");
+  EXPECT_EQ(Error({"config", "get", "x"}), "config get: unexpected argument \"x\"");
+  EXPECT_EQ(Error({"agents", "--author", "a"}), "unknown flag --author for command agents");
+}
+
 }  // namespace
 }  // namespace cli
 }  // namespace reptrace

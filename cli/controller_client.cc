@@ -12,8 +12,9 @@ namespace cli {
 
 ControllerClient::ControllerClient(const std::string& address, absl::Duration timeout)
     : timeout_(timeout),
-      stub_(v1::QueryService::NewStub(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+      channel_(grpc::CreateChannel(address, grpc::InsecureChannelCredentials())),
+      stub_(v1::QueryService::NewStub(channel_)),
+      config_stub_(v1::ConfigService::NewStub(channel_)) {}
 
 void ControllerClient::PrepareContext(grpc::ClientContext* context) const {
   context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout_));
@@ -51,6 +52,37 @@ absl::StatusOr<v1::ListAgentsResponse> ControllerClient::ListAgents() {
   PrepareContext(&context);
   v1::ListAgentsResponse response;
   absl::Status status = FromGrpc(stub_->ListAgents(&context, v1::ListAgentsRequest(), &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::ConfigVersion> ControllerClient::GetConfig() {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::ConfigVersion response;
+  absl::Status status =
+      FromGrpc(config_stub_->GetConfig(&context, v1::GetConfigRequest(), &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::ConfigVersion> ControllerClient::SetConfig(
+    const v1::SetConfigRequest& request) {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::ConfigVersion response;
+  absl::Status status = FromGrpc(config_stub_->SetConfig(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::ListConfigHistoryResponse> ControllerClient::ListConfigHistory(int limit) {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::ListConfigHistoryRequest request;
+  request.set_limit(limit);
+  v1::ListConfigHistoryResponse response;
+  absl::Status status = FromGrpc(config_stub_->ListConfigHistory(&context, request, &response));
   if (!status.ok()) return status;
   return response;
 }

@@ -1,6 +1,6 @@
 // Runs the real reptracectl binary as a subprocess against a real gRPC server on
-// 127.0.0.1:0 that implements QueryService with canned data (a test double for the
-// controller, which is tested on its own).
+// 127.0.0.1:0 that implements QueryService with canned data and ConfigService over an
+// in-memory history (test doubles for the controller, which is tested on its own).
 #include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
@@ -10,11 +10,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <google/protobuf/util/message_differencer.h>
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
@@ -128,6 +130,134 @@ class CannedQueryService final : public v1::QueryService::Service {
   v1::ListTracesRequest last_list_request_ ABSL_GUARDED_BY(mu_);
 };
 
+// The ConfigService test double: an in-memory history that keeps the contract of
+// proto/reptrace.proto (a change on another version than the current one is
+// FAILED_PRECONDITION; a bad document INVALID_ARGUMENT naming the field), and counts
+// the calls it gets.
+class FakeConfigService final : public v1::ConfigService::Service {
+ public:
+  FakeConfigService() {
+    v1::ConfigVersion first;
+    first.set_version(1);
+    first.set_author("controller");
+    first.set_created_ns(kT0 - 60'000'000'000);
+    first.mutable_config()->set_enabled(true);
+    first.mutable_config()->mutable_sampling()->set_probability(1.0);
+    history_.push_back(first);
+    v1::ConfigVersion second = first;
+    second.set_version(2);
+    second.set_author("seed@ops");
+    second.set_created_ns(kT0);
+    second.mutable_config()->set_capture_bytes(32);
+    v1::TraceFilter* filter = second.mutable_config()->add_filters();
+    filter->set_action(v1::TraceFilter::ACTION_EXCLUDE);
+    filter->add_peer_ports()->set_first(5432);
+    history_.push_back(second);
+  }
+
+  grpc::Status GetConfig(grpc::ServerContext*, const v1::GetConfigRequest*,
+                         v1::ConfigVersion* response) override {
+    absl::MutexLock lock(&mu_);
+    ++get_calls_;
+    *response = history_.back();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status SetConfig(grpc::ServerContext*, const v1::SetConfigRequest* request,
+                         v1::ConfigVersion* response) override {
+    absl::MutexLock lock(&mu_);
+    ++set_calls_;
+    last_set_request_ = *request;
+    if (another_change_before_next_set_) {  // another operator was quicker
+      another_change_before_next_set_ = false;
+      AppendLocked(history_.back().config(), "someone@else");
+    }
+    const uint64_t current = history_.back().version();
+    if (request->expected_version() != current) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("expected version ", request->expected_version(),
+                                       ", but the current version is ", current));
+    }
+    const std::string invalid = Validate(request->config());
+    if (!invalid.empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, invalid);
+    *response = AppendLocked(request->config(),
+                             request->author().empty() ? "unknown" : request->author());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListConfigHistory(grpc::ServerContext*, const v1::ListConfigHistoryRequest* request,
+                                 v1::ListConfigHistoryResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    last_history_limit_ = request->limit();
+    const int limit = request->limit() == 0 ? 20 : std::min(request->limit(), 1000);
+    for (auto it = history_.rbegin(); it != history_.rend() && response->versions_size() < limit;
+         ++it) {
+      *response->add_versions() = *it;
+    }
+    return grpc::Status::OK;
+  }
+
+  void ChangeBeforeNextSet() {
+    absl::MutexLock lock(&mu_);
+    another_change_before_next_set_ = true;
+  }
+  v1::ConfigVersion current() {
+    absl::MutexLock lock(&mu_);
+    return history_.back();
+  }
+  v1::SetConfigRequest last_set_request() {
+    absl::MutexLock lock(&mu_);
+    return last_set_request_;
+  }
+  int get_calls() {
+    absl::MutexLock lock(&mu_);
+    return get_calls_;
+  }
+  int set_calls() {
+    absl::MutexLock lock(&mu_);
+    return set_calls_;
+  }
+  int last_history_limit() {
+    absl::MutexLock lock(&mu_);
+    return last_history_limit_;
+  }
+
+ private:
+  // The rules of the real controller that these tests rely on.
+  static std::string Validate(const v1::TraceConfig& config) {
+    if (config.capture_bytes() > 128) {
+      return absl::StrCat("capture_bytes: ", config.capture_bytes(), " is above 128");
+    }
+    const double p = config.sampling().probability();
+    if (!(p >= 0 && p <= 1)) return absl::StrCat("sampling.probability: ", p, " is not in [0, 1]");
+    for (int i = 0; i < config.filters_size(); ++i) {
+      if (config.filters(i).action() == v1::TraceFilter::ACTION_UNSPECIFIED) {
+        return absl::StrCat("filters[", i, "].action: a filter must include or exclude");
+      }
+    }
+    return "";
+  }
+
+  v1::ConfigVersion AppendLocked(const v1::TraceConfig& config, const std::string& author)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    v1::ConfigVersion next;
+    next.set_version(history_.back().version() + 1);
+    *next.mutable_config() = config;
+    next.set_author(author);
+    next.set_created_ns(history_.back().created_ns() + 1'000'000'000);
+    history_.push_back(next);
+    return next;
+  }
+
+  absl::Mutex mu_;
+  std::vector<v1::ConfigVersion> history_ ABSL_GUARDED_BY(mu_);
+  v1::SetConfigRequest last_set_request_ ABSL_GUARDED_BY(mu_);
+  bool another_change_before_next_set_ ABSL_GUARDED_BY(mu_) = false;
+  int get_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int set_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int last_history_limit_ ABSL_GUARDED_BY(mu_) = -1;
+};
+
 using testing::CommandResult;
 using testing::ProcessOptions;
 
@@ -214,6 +344,7 @@ class ReptracectlTest : public ::testing::Test {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(&service_);
+    builder.RegisterService(&config_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     ASSERT_GT(port_, 0);
@@ -224,6 +355,7 @@ class ReptracectlTest : public ::testing::Test {
   }
 
   CannedQueryService service_;
+  FakeConfigService config_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::string address_;
@@ -348,6 +480,220 @@ TEST_F(ReptracectlTest, ServerErrorIsOneLineAndExitOne) {
                                   " failed ListTraces: INTERNAL: database is down second line\n"));
 }
 
+// --- config ---
+
+using google::protobuf::util::MessageDifferencer;
+
+// A file in a fresh directory, removed with the object.
+class TempFile {
+ public:
+  TempFile(const std::string& name, const std::string& contents)
+      : dir_(testing::MakeTempDir("reptracectl_test")), path_(dir_ + "/" + name) {
+    std::ofstream(path_) << contents;
+  }
+  ~TempFile() { testing::RemoveTree(dir_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_;
+  std::string path_;
+};
+
+std::string Hostname() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
+TEST_F(ReptracectlTest, ConfigGetShowsVersionAuthorTimeAndTheDocument) {
+  CommandResult run = RunReptracectl({"--controller", address_, "config", "get"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.err, "");
+  EXPECT_TRUE(absl::StartsWith(run.out,
+                               "version: 2\n"
+                               "author: seed@ops\n"
+                               "created: 2023-11-14 22:13:20.000\n"
+                               "config:\n"
+                               "  enabled: true\n"
+                               "  filters:\n"
+                               "    - action: ACTION_EXCLUDE\n"))
+      << run.out;
+  EXPECT_TRUE(absl::StrContains(run.out,
+                                "  trace_unix_sockets: false\n"
+                                "  capture_bytes: 32\n"
+                                "  max_events_per_second: 0\n"
+                                "  sampling:\n"
+                                "    probability: 1\n"))
+      << run.out;
+}
+
+TEST_F(ReptracectlTest, ConfigGetJsonUsesProtobufsMappingWithEveryPrimitive) {
+  CommandResult run = RunReptracectl({"--controller", address_, "config", "get", "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json doc = nlohmann::json::parse(run.out);
+  EXPECT_EQ(doc["version"], 2);
+  EXPECT_EQ(doc["author"], "seed@ops");
+  EXPECT_EQ(doc["created_ns"], kT0);
+  EXPECT_EQ(doc["config"]["enabled"], true);
+  EXPECT_EQ(doc["config"]["trace_unix_sockets"], false);  // a default, still shown
+  EXPECT_EQ(doc["config"]["max_events_per_second"], 0);
+  EXPECT_EQ(doc["config"]["sampling"]["probability"], 1.0);
+  EXPECT_EQ(doc["config"]["filters"][0]["action"], "ACTION_EXCLUDE");
+  EXPECT_EQ(doc["config"]["filters"][0]["peer_ports"][0]["first"], 5432);
+}
+
+TEST_F(ReptracectlTest, ConfigSetChangesExactlyTheAssignedFieldsOfTheVersionRead) {
+  const v1::ConfigVersion before = config_.current();
+  CommandResult run = RunReptracectl(
+      {"--controller", address_, "config", "set", "enabled=false", "sampling.probability=0.5",
+       "sampling.keep_errors=true", R"(inband_ports=[{"first":6379}])", "--author", "alice@a"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "config version 3 set (was 2)\n");
+  EXPECT_EQ(run.err, "");
+
+  const v1::SetConfigRequest request = config_.last_set_request();
+  EXPECT_EQ(request.expected_version(), 2u);
+  EXPECT_EQ(request.author(), "alice@a");
+  v1::TraceConfig expected = before.config();
+  expected.set_enabled(false);
+  expected.mutable_sampling()->set_probability(0.5);
+  expected.mutable_sampling()->set_keep_errors(true);
+  expected.add_inband_ports()->set_first(6379);
+  EXPECT_TRUE(MessageDifferencer::Equals(request.config(), expected))
+      << request.config().DebugString();
+}
+
+TEST_F(ReptracectlTest, ConfigSetAuthorIsUserAtHostByDefault) {
+  CommandResult run = RunReptracectl({"config", "set", "capture_bytes=64"},
+                                     {{"REPTRACE_CONTROLLER", address_}, {"USER", "bob"}});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(config_.last_set_request().author(), "bob@" + Hostname());
+  EXPECT_EQ(config_.current().author(), "bob@" + Hostname());
+  EXPECT_EQ(config_.current().config().capture_bytes(), 64u);
+}
+
+TEST_F(ReptracectlTest, ConfigSetWithAnUnknownKeyOrABadValueSendsNothing) {
+  CommandResult unknown =
+      RunReptracectl({"--controller", address_, "config", "set", "enabled=false",
+                      "sampling.rate=0.5"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_EQ(unknown.out, "");
+  EXPECT_EQ(unknown.err,
+            "reptracectl: unknown config key \"sampling.rate\": Sampling has no field \"rate\" "
+            "(its fields: probability, keep_errors, keep_slower_than_ms)\n");
+
+  CommandResult bad_value =
+      RunReptracectl({"--controller", address_, "config", "set", "capture_bytes=lots"});
+  EXPECT_EQ(bad_value.exit_code, 2);
+  EXPECT_EQ(bad_value.err,
+            "reptracectl: bad value for capture_bytes: expected a number, got \"lots\"\n");
+
+  EXPECT_EQ(config_.set_calls(), 0);
+  EXPECT_EQ(config_.current().version(), 2u);
+}
+
+TEST_F(ReptracectlTest, ConfigSetFromAJsonFileReplacesTheCurrentVersion) {
+  TempFile file("config.json", R"({"enabled": true, "capture_bytes": 16,
+      "sampling": {"probability": 0.1, "keep_errors": true},
+      "filters": [{"action": "ACTION_INCLUDE", "services": ["checkout"]}]})");
+  CommandResult run =
+      RunReptracectl({"--controller", address_, "config", "set", "-f", file.path(), "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json doc = nlohmann::json::parse(run.out);
+  EXPECT_EQ(doc["version"], 3);
+  EXPECT_EQ(doc["config"]["filters"][0]["services"], nlohmann::json({"checkout"}));
+
+  const v1::SetConfigRequest request = config_.last_set_request();
+  EXPECT_EQ(request.expected_version(), 2u);
+  EXPECT_EQ(request.config().capture_bytes(), 16u);
+  EXPECT_EQ(request.config().sampling().probability(), 0.1);
+  EXPECT_EQ(request.config().inband_ports_size(), 0);  // absent from the file: empty
+  EXPECT_EQ(request.config().filters(0).action(), v1::TraceFilter::ACTION_INCLUDE);
+}
+
+TEST_F(ReptracectlTest, ConfigSetFromAYamlFileWithAnExpectedVersion) {
+  TempFile file("config.yaml",
+                "# trace redis in-band, nothing else\n"
+                "enabled: true\n"
+                "inband_ports:\n"
+                "  - first: 6379\n"
+                "filters:\n"
+                "  - action: ACTION_INCLUDE\n"
+                "    peer_ports: [{first: 6379}]\n");
+  CommandResult run = RunReptracectl({"--controller", address_, "config", "set",
+                                      "--expected-version", "2", "--file=" + file.path()});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "config version 3 set (was 2)\n");
+  EXPECT_EQ(config_.get_calls(), 0);  // the version was given
+  const v1::TraceConfig config = config_.current().config();
+  EXPECT_EQ(config.inband_ports(0).first(), 6379u);
+  EXPECT_EQ(config.filters(0).peer_ports(0).first(), 6379u);
+  EXPECT_EQ(config.capture_bytes(), 0u);
+}
+
+TEST_F(ReptracectlTest, ConfigSetFileWithAnUnknownFieldSendsNothing) {
+  TempFile file("config.yaml", "enabled: true\nsampling:\n  rate: 0.5\n");
+  CommandResult run = RunReptracectl({"--controller", address_, "config", "set", "-f", file.path()});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_TRUE(absl::StartsWith(run.err,
+                               absl::StrCat("reptracectl: ", file.path(),
+                                            ": unknown config field \"sampling.rate\"")))
+      << run.err;
+  EXPECT_EQ(config_.set_calls(), 0);
+}
+
+TEST_F(ReptracectlTest, StaleVersionIsExplainedAndNothingIsSet) {
+  TempFile file("config.json", R"({"enabled": false})");
+  CommandResult run = RunReptracectl(
+      {"--controller", address_, "config", "set", "-f", file.path(), "--expected-version", "1"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_EQ(run.out, "");
+  EXPECT_EQ(run.err,
+            "reptracectl: the config is no longer at version 1: someone else changed it "
+            "meanwhile (controller: expected version 1, but the current version is 2); nothing "
+            "was set: check 'reptracectl config get' and retry\n");
+  EXPECT_EQ(config_.current().version(), 2u);
+}
+
+TEST_F(ReptracectlTest, ChangeByAnotherOperatorBetweenReadAndSetIsRefused) {
+  config_.ChangeBeforeNextSet();
+  CommandResult run = RunReptracectl({"--controller", address_, "config", "set", "enabled=false"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_TRUE(absl::StartsWith(run.err,
+                               "reptracectl: the config is no longer at version 2: someone else "
+                               "changed it meanwhile"))
+      << run.err;
+  EXPECT_EQ(config_.current().author(), "someone@else");
+  EXPECT_TRUE(config_.current().config().enabled());
+}
+
+TEST_F(ReptracectlTest, DocumentRefusedByTheControllerShowsItsReason) {
+  CommandResult run =
+      RunReptracectl({"--controller", address_, "config", "set", "capture_bytes=200"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_EQ(run.err, "reptracectl: the controller refused the config: capture_bytes: 200 is above 128\n");
+  EXPECT_EQ(config_.current().version(), 2u);
+}
+
+TEST_F(ReptracectlTest, ConfigHistoryListsVersionsNewestFirst) {
+  CommandResult run = RunReptracectl({"--controller", address_, "config", "history"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out,
+            "VERSION  AUTHOR      TIME                     ENABLED  SAMPLING  FILTERS\n"
+            "2        seed@ops    2023-11-14 22:13:20.000  yes      1         1\n"
+            "1        controller  2023-11-14 22:12:20.000  yes      1         0\n");
+  EXPECT_EQ(config_.last_history_limit(), 0);
+
+  CommandResult json =
+      RunReptracectl({"--controller", address_, "config", "history", "--limit", "1", "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  nlohmann::json doc = nlohmann::json::parse(json.out);
+  ASSERT_EQ(doc["versions"].size(), 1u);
+  EXPECT_EQ(doc["versions"][0]["version"], 2);
+  EXPECT_EQ(doc["versions"][0]["config"]["capture_bytes"], 32);
+  EXPECT_EQ(config_.last_history_limit(), 1);
+}
+
 // A TCP port bound but not listening: connections to it are refused, and no other
 // process can take it while the test runs.
 class ClosedPort : public testing::BoundPort {
@@ -361,7 +707,8 @@ TEST(ReptracectlUnreachableTest, ClosedPortIsExitOneAndExactlyOneLine) {
   ClosedPort closed;
   const std::string address = absl::StrCat("127.0.0.1:", closed.port());
   for (const std::vector<std::string>& command : std::vector<std::vector<std::string>>{
-           {"traces"}, {"trace", "abc"}, {"agents", "--json"}}) {
+           {"traces"}, {"trace", "abc"}, {"agents", "--json"}, {"config", "get"},
+           {"config", "history"}, {"config", "set", "enabled=true"}}) {
     std::vector<std::string> args = {"--controller", address};
     args.insert(args.end(), command.begin(), command.end());
     CommandResult run = RunReptracectl(args);

@@ -8,6 +8,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libabsl-dev libpqxx-dev libpq-dev uuid-dev nlohmann-json3-dev
+  libyaml-cpp-dev  # reptracectl config set -f FILE.yaml
   libgtest-dev libgmock-dev libbenchmark-dev
   # run the local stack and the tests
   postgresql postgresql-client curl python3 nginx redis-server redis-tools wrk iptables iproute2
