@@ -13,6 +13,7 @@ PACKAGES=(
   # run the local stack and the tests
   postgresql postgresql-client curl python3 nginx redis-server redis-tools wrk iptables iproute2
   openssl  # the TLS tests make a self-signed certificate
+  nodejs   # tests/integration/reflection: a third-party gRPC reflection client (npm)
   # optional: real fuzzing of agent/protocol (-DREPTRACE_FUZZ=ON): clang and libFuzzer
   clang libclang-rt-14-dev
 )
@@ -23,9 +24,14 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# npm comes with nodejs where that is NodeSource's package (which conflicts with Debian's
+# npm); Debian's nodejs needs Debian's npm beside it.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  echo "install-deps: all ${#PACKAGES[@]} packages present (and npm)"
   exit 0
 fi
 
