@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "proto/grpc/health/v1/health.pb.h"
 
 namespace reptrace::controller {
 
@@ -31,6 +32,9 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
         absl::StrCat("listen address \"", listen, "\" is not HOST:PORT"));
   }
   grpc::EnableDefaultHealthCheckService(true);
+  // Links proto/grpc/health/v1/health.proto's descriptors in, so reflection can describe
+  // the built-in health service (see that file).
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   std::unique_ptr<ControllerServer> server(new ControllerServer(store));
