@@ -13,6 +13,7 @@
 #include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "agent/config_holder.h"
 #include "agent/counter_set.h"
 #include "agent/hook_server.h"
 #include "agent/span_buffer.h"
@@ -120,7 +121,9 @@ int Run(int argc, char** argv) {
   uploader_options.node = node;
   uploader_options.agent_id = NewAgentId();
   uploader_options.hostname = hostname;
-  Uploader uploader(uploader_options, &buffer, &counters);
+  // The config the controller pushes: held, not yet published to the hooks.
+  ConfigHolder config;
+  Uploader uploader(uploader_options, &buffer, &counters, &config);
   uploader.Start();
   LogInfo("agent %s node %s listening on %s, controller %s", uploader_options.agent_id, node,
           socket_path, controller);

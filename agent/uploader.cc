@@ -80,8 +80,9 @@ grpc::ByteBuffer BatchMessage(std::shared_ptr<const SealedBatch> batch,
   return grpc::ByteBuffer(slices, 3);
 }
 
-Uploader::Uploader(UploaderOptions options, SpanBuffer* buffer, CounterSet* counters)
-    : options_(std::move(options)), buffer_(buffer), counters_(counters) {}
+Uploader::Uploader(UploaderOptions options, SpanBuffer* buffer, CounterSet* counters,
+                   ConfigHolder* config)
+    : options_(std::move(options)), buffer_(buffer), counters_(counters), config_(config) {}
 
 Uploader::~Uploader() {
   if (thread_.joinable()) Stop(absl::ZeroDuration());
@@ -158,10 +159,23 @@ absl::Status Uploader::RunStream() {
   buffer_->RewindForResend();
 
   std::atomic<bool> broken{false};
+  // The config version to acknowledge, 0 = none: the reader cannot write (the sending
+  // thread does all the writes), so it leaves the version here and wakes the sender.
+  std::atomic<uint64_t> config_to_ack{0};
   std::thread reader([&] {
     v1::ControllerMessage message;
     while (stream->Read(&message)) {
-      if (message.has_ack()) buffer_->Ack(message.ack().batch_id());
+      if (message.has_ack()) {
+        buffer_->Ack(message.ack().batch_id());
+      } else if (message.has_config()) {
+        // Held only: the hooks do not follow it yet (publishing it is a later change).
+        if (config_->Set(message.config())) {
+          LogInfo("config version %d applied (set by %s)", message.config().version(),
+                  message.config().author());
+        }
+        config_to_ack.store(message.config().version());
+        buffer_->Wake();
+      }
     }
     broken.store(true);
     buffer_->Wake();
@@ -178,6 +192,14 @@ absl::Status Uploader::RunStream() {
     if (Done()) break;
     const absl::Duration wait =
         std::clamp(next_counters - absl::Now(), absl::ZeroDuration(), absl::Milliseconds(50));
+    if (const uint64_t version = config_to_ack.exchange(0); version != 0) {
+      v1::AgentMessage message;
+      message.mutable_config_applied()->set_version(version);
+      if (!stream->Write(MessageBytes(message))) {
+        failed = true;
+        break;
+      }
+    }
     if (std::shared_ptr<const SealedBatch> batch = buffer_->WaitNextToSend(wait)) {
       if (!stream->Write(BatchMessage(std::move(batch), counters_->Snapshot()))) {
         failed = true;

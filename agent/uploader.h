@@ -3,7 +3,10 @@
 //
 // On each stream: an AgentHello first, then every batch the SpanBuffer hands out (with the
 // current counters attached), and AgentCounters on their own every `counters_interval`.
-// A reader thread removes acknowledged batches from the buffer. On any stream failure the
+// A reader thread removes acknowledged batches from the buffer, and puts each config the
+// controller pushes (ControllerMessage.config: the current one right after the hello, then
+// every change) into the ConfigHolder; the sending thread then answers ConfigApplied with
+// its version. The config is only held, not yet applied to the hooks (a later change). On any stream failure the
 // uploader logs one line, backs off (initial_backoff doubling up to max_backoff),
 // reconnects and resends every unacknowledged batch in order.
 #ifndef REPTRACE_AGENT_UPLOADER_H_
@@ -20,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/config_holder.h"
 #include "agent/counter_set.h"
 #include "agent/span_buffer.h"
 #include "proto/reptrace.grpc.pb.h"
@@ -52,7 +56,9 @@ std::string NewAgentId();
 
 class Uploader {
  public:
-  Uploader(UploaderOptions options, SpanBuffer* buffer, CounterSet* counters);
+  // `buffer`, `counters` and `config` must outlive the uploader.
+  Uploader(UploaderOptions options, SpanBuffer* buffer, CounterSet* counters,
+           ConfigHolder* config);
   Uploader(const Uploader&) = delete;
   Uploader& operator=(const Uploader&) = delete;
   ~Uploader();  // Stop(absl::ZeroDuration()) if still running
@@ -74,6 +80,7 @@ class Uploader {
   const UploaderOptions options_;
   SpanBuffer* const buffer_;
   CounterSet* const counters_;
+  ConfigHolder* const config_;
   std::thread thread_;
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> streams_opened_{0};

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "agent/config_holder.h"
 #include "agent/testing/recording_ingest.h"
 #include "common/version.h"
 #include "gtest/gtest.h"
@@ -125,11 +126,12 @@ TEST(Uploader, SendsHelloThenBatchesAndForgetsAcknowledgedOnes) {
   TestController controller(/*ack=*/true);
   ASSERT_TRUE(controller.started());
   CounterSet counters;
+  ConfigHolder config;
   counters.events_received = 17;
   SpanBuffer buffer({100, 2, absl::Milliseconds(50)}, &counters);
   for (uint64_t i = 1; i <= 3; ++i) buffer.Add(SpanRecordViewOf(SpanNumber(i)), absl::Now());
   UploaderOptions options = Options(controller.address());
-  Uploader uploader(options, &buffer, &counters);
+  Uploader uploader(options, &buffer, &counters, &config);
   uploader.Start();
 
   ASSERT_TRUE(WaitFor([&] { return buffer.empty(); }));
@@ -156,9 +158,10 @@ TEST(Uploader, ResendsUnacknowledgedBatchesToAControllerRestartedOnTheSamePort) 
   ASSERT_TRUE(first->started());
   const int port = first->port();
   CounterSet counters;
+  ConfigHolder config;
   SpanBuffer buffer({100, 2, absl::Milliseconds(20)}, &counters);
   UploaderOptions options = Options(first->address());
-  Uploader uploader(options, &buffer, &counters);
+  Uploader uploader(options, &buffer, &counters, &config);
   uploader.Start();
   for (uint64_t i = 1; i <= 4; ++i) buffer.Add(SpanRecordViewOf(SpanNumber(i)), absl::Now());
   ASSERT_TRUE(WaitFor([&] { return first->service().batch_ids().size() == 2; }));
@@ -186,11 +189,12 @@ TEST(Uploader, ResendsUnacknowledgedBatchesToAControllerRestartedOnTheSamePort) 
 TEST(Uploader, SendsCountersOnTheirOwn) {
   TestController controller(/*ack=*/true);
   CounterSet counters;
+  ConfigHolder config;
   counters.records_malformed = 3;
   SpanBuffer buffer({100, 2, absl::Milliseconds(20)}, &counters);
   UploaderOptions options = Options(controller.address());
   options.counters_interval = absl::Milliseconds(50);
-  Uploader uploader(options, &buffer, &counters);
+  Uploader uploader(options, &buffer, &counters, &config);
   uploader.Start();
   ASSERT_TRUE(WaitFor([&] {
     int n = 0;
@@ -208,8 +212,9 @@ TEST(Uploader, SendsCountersOnTheirOwn) {
 TEST(Uploader, StopFlushesTheOpenBatch) {
   TestController controller(/*ack=*/true);
   CounterSet counters;
+  ConfigHolder config;
   SpanBuffer buffer({100, 500, absl::Hours(1)}, &counters);
-  Uploader uploader(Options(controller.address()), &buffer, &counters);
+  Uploader uploader(Options(controller.address()), &buffer, &counters, &config);
   uploader.Start();
   buffer.Add(SpanRecordViewOf(SpanNumber(1)), absl::Now());
   uploader.Stop(absl::Seconds(2));
@@ -224,8 +229,9 @@ TEST(Uploader, StopIsBoundedWhenTheControllerIsDown) {
     address = gone.address();
   }
   CounterSet counters;
+  ConfigHolder config;
   SpanBuffer buffer({100, 500, absl::Hours(1)}, &counters);
-  Uploader uploader(Options(address), &buffer, &counters);
+  Uploader uploader(Options(address), &buffer, &counters, &config);
   uploader.Start();
   buffer.Add(SpanRecordViewOf(SpanNumber(1)), absl::Now());
   absl::SleepFor(absl::Milliseconds(300));  // a few failed attempts
@@ -235,6 +241,71 @@ TEST(Uploader, StopIsBoundedWhenTheControllerIsDown) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
   EXPECT_EQ(buffer.spans_held(), 1u);
   EXPECT_EQ(counters.batches_acked.load(), 0u);
+}
+
+v1::ConfigVersion ConfigNumber(uint64_t version) {
+  v1::ConfigVersion config;
+  config.set_version(version);
+  config.set_author("test");
+  config.mutable_config()->set_enabled(true);
+  config.mutable_config()->mutable_sampling()->set_probability(0.5);
+  return config;
+}
+
+std::vector<uint64_t> ConfigsApplied(const testing::RecordingIngest& service) {
+  std::vector<uint64_t> versions;
+  for (const auto& m : service.messages()) {
+    if (m.has_config_applied()) versions.push_back(m.config_applied().version());
+  }
+  return versions;
+}
+
+TEST(Uploader, HoldsAPushedConfigAndAcknowledgesItsVersion) {
+  TestController controller(/*ack=*/true);
+  ASSERT_TRUE(controller.started());
+  controller.service().set_config(ConfigNumber(3));
+  CounterSet counters;
+  SpanBuffer buffer({100, 2, absl::Hours(1)}, &counters);
+  ConfigHolder config;
+  Uploader uploader(Options(controller.address()), &buffer, &counters, &config);
+  uploader.Start();
+
+  ASSERT_TRUE(WaitFor([&] { return !ConfigsApplied(controller.service()).empty(); },
+                      absl::Seconds(2)));
+  EXPECT_EQ(ConfigsApplied(controller.service()), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(config.version(), 3u);
+  EXPECT_EQ(config.current().config().sampling().probability(), 0.5);
+
+  controller.service().PushConfig(ConfigNumber(4));  // a change, on the open stream
+  ASSERT_TRUE(WaitFor([&] { return config.version() == 4; }, absl::Seconds(2)));
+  EXPECT_TRUE(WaitFor([&] { return ConfigsApplied(controller.service()).size() == 2; },
+                      absl::Seconds(2)));
+  EXPECT_EQ(ConfigsApplied(controller.service()), (std::vector<uint64_t>{3, 4}));
+  uploader.Stop(absl::Seconds(2));
+}
+
+TEST(Uploader, AcknowledgesTheSameConfigAgainAfterReconnecting) {
+  auto first = std::make_unique<TestController>(/*ack=*/true);
+  ASSERT_TRUE(first->started());
+  const int port = first->port();
+  first->service().set_config(ConfigNumber(2));
+  CounterSet counters;
+  SpanBuffer buffer({100, 2, absl::Hours(1)}, &counters);
+  ConfigHolder config;
+  UploaderOptions options = Options(first->address());
+  options.initial_backoff = absl::Milliseconds(20);
+  Uploader uploader(options, &buffer, &counters, &config);
+  uploader.Start();
+  ASSERT_TRUE(WaitFor([&] { return !ConfigsApplied(first->service()).empty(); }));
+  first->Shutdown();
+
+  TestController second(/*ack=*/true, port);
+  ASSERT_TRUE(second.started());
+  second.service().set_config(ConfigNumber(2));
+  ASSERT_TRUE(WaitFor([&] { return !ConfigsApplied(second.service()).empty(); }));
+  EXPECT_EQ(ConfigsApplied(second.service()), (std::vector<uint64_t>{2}));
+  EXPECT_EQ(config.version(), 2u);
+  uploader.Stop(absl::Seconds(2));
 }
 
 }  // namespace

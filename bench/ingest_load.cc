@@ -206,7 +206,9 @@ int64_t RunStream(const Options& options, int stream) {
     for (Span& span : spans) *batch->add_spans() = std::move(span);
     if (!rpc->Write(message)) break;
     ControllerMessage reply;
-    if (!rpc->Read(&reply) || reply.ack().batch_id() != static_cast<uint64_t>(b)) {
+    bool read = rpc->Read(&reply);
+    while (read && reply.has_config()) read = rpc->Read(&reply);  // config pushes: ignored
+    if (!read || reply.ack().batch_id() != static_cast<uint64_t>(b)) {
       std::fprintf(stderr, "ingest_load: no ack for batch %d\n", b);
       std::exit(1);
     }

@@ -68,6 +68,7 @@ nlohmann::json AgentListToJson(const v1::ListAgentsResponse& response) {
         {"connected", agent.connected()},
         {"connected_at_ns", agent.connected_at_ns()},
         {"last_seen_ns", agent.last_seen_ns()},
+        {"config_version", agent.config_version()},
         {"batches_stored", agent.batches_stored()},
         {"spans_stored", agent.spans_stored()},
         {"counters",

@@ -133,6 +133,7 @@ TEST(JsonOutputTest, AgentListShape) {
   agent->set_connected(true);
   agent->set_connected_at_ns(5);
   agent->set_last_seen_ns(6);
+  agent->set_config_version(4);
   agent->set_batches_stored(7);
   agent->set_spans_stored(8);
   agent->mutable_counters()->set_hook_events_dropped(9);
@@ -144,9 +145,10 @@ TEST(JsonOutputTest, AgentListShape) {
   const nlohmann::json& a = doc["agents"][0];
   EXPECT_EQ(Keys(a), (std::set<std::string>{"agent_id", "node", "agent_version", "hostname",
                                             "connected", "connected_at_ns", "last_seen_ns",
-                                            "batches_stored", "spans_stored", "counters"}));
+                                            "config_version", "batches_stored", "spans_stored", "counters"}));
   EXPECT_EQ(a["connected"], true);
   EXPECT_EQ(a["spans_stored"], 8);
+  EXPECT_EQ(a["config_version"], 4);
   EXPECT_EQ(Keys(a["counters"]),
             (std::set<std::string>{"processes_connected", "events_received", "records_malformed",
                                    "hook_events_dropped", "spans_built", "spans_dropped",

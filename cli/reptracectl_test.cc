@@ -112,6 +112,7 @@ class CannedQueryService final : public v1::QueryService::Service {
     agent->set_connected(true);
     agent->set_connected_at_ns(kT0 - 60'000'000'000);
     agent->set_last_seen_ns(kT0);
+    agent->set_config_version(5);
     agent->set_batches_stored(17);
     agent->set_spans_stored(4242);
     agent->mutable_counters()->set_hook_events_dropped(3);
@@ -455,11 +456,11 @@ TEST_F(ReptracectlTest, AgentsUsesTheControllerFromTheEnvironment) {
   ASSERT_EQ(lines.size(), 2u) << run.out;
   EXPECT_EQ(lines[0],
             "NODE    AGENT ID                              VERSION  CONNECTED  LAST SEEN       "
-            "         BATCHES  SPANS  HOOK DROPS  SPAN DROPS  MALFORMED  NO CONNECTION  "
+            "         CONFIG  BATCHES  SPANS  HOOK DROPS  SPAN DROPS  MALFORMED  NO CONNECTION  "
             "UNHOOKED PEERS");
   EXPECT_EQ(lines[1],
             "node-a  9b2f6c1e-5d4a-4c3b-8a29-0123456789ab  0.1.0    yes        2023-11-14 "
-            "22:13:20.000  17       4242   3           2           1          0              0");
+            "22:13:20.000  5       17       4242   3           2           1          0              0");
 }
 
 TEST_F(ReptracectlTest, AgentsJson) {

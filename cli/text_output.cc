@@ -133,6 +133,7 @@ std::string FormatAgentList(const v1::ListAgentsResponse& response, absl::TimeZo
     const v1::AgentCounters& counters = agent.counters();
     rows.push_back({agent.node(), agent.agent_id(), agent.agent_version(),
                     agent.connected() ? "yes" : "no", FormatTimestamp(agent.last_seen_ns(), zone),
+                    agent.config_version() == 0 ? "-" : absl::StrCat(agent.config_version()),
                     absl::StrCat(agent.batches_stored()), absl::StrCat(agent.spans_stored()),
                     absl::StrCat(counters.hook_events_dropped()),
                     absl::StrCat(counters.spans_dropped()),
@@ -140,7 +141,7 @@ std::string FormatAgentList(const v1::ListAgentsResponse& response, absl::TimeZo
                     absl::StrCat(counters.events_without_connection()),
                     absl::StrCat(counters.inband_peers_not_hooked())});
   }
-  return RenderTable({"NODE", "AGENT ID", "VERSION", "CONNECTED", "LAST SEEN", "BATCHES",
+  return RenderTable({"NODE", "AGENT ID", "VERSION", "CONNECTED", "LAST SEEN", "CONFIG", "BATCHES",
                       "SPANS", "HOOK DROPS", "SPAN DROPS", "MALFORMED", "NO CONNECTION",
                       "UNHOOKED PEERS"},
                      rows);

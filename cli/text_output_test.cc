@@ -89,6 +89,7 @@ TEST(FormatAgentListTest, ShowsIdentityStateAndDrops) {
   a->set_agent_version("0.1.0");
   a->set_connected(false);
   a->set_last_seen_ns(1'700'000'000'000'000'000);
+  a->set_config_version(3);
   a->set_batches_stored(12);
   a->set_spans_stored(345);
   a->mutable_counters()->set_hook_events_dropped(6);
@@ -99,10 +100,21 @@ TEST(FormatAgentListTest, ShowsIdentityStateAndDrops) {
   std::string text = FormatAgentList(response, absl::UTCTimeZone());
   EXPECT_TRUE(absl::StartsWith(text, "NODE    AGENT ID  VERSION  CONNECTED  LAST SEEN")) << text;
   EXPECT_TRUE(absl::StrContains(
-      text, "node-a  agent-1   0.1.0    no         2023-11-14 22:13:20.000  12       345    6"))
+      text, "node-a  agent-1   0.1.0    no         2023-11-14 22:13:20.000  3       12       345    6"))
       << text;
   EXPECT_TRUE(absl::EndsWith(text, "  7           8          5              4\n")) << text;
   EXPECT_EQ(FormatAgentList(v1::ListAgentsResponse(), absl::UTCTimeZone()), "no agents\n");
+}
+
+TEST(FormatAgentListTest, AnAgentThatAcknowledgedNoConfigShowsADash) {
+  v1::ListAgentsResponse response;
+  v1::AgentInfo* a = response.add_agents();
+  a->set_node("node-a");
+  a->set_agent_id("agent-1");
+  a->set_agent_version("0.1.0");
+  a->set_last_seen_ns(1'700'000'000'000'000'000);
+  EXPECT_TRUE(absl::StrContains(FormatAgentList(response, absl::UTCTimeZone()),
+                                "2023-11-14 22:13:20.000  -       0"));
 }
 
 }  // namespace

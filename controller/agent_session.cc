@@ -46,6 +46,12 @@ absl::StatusOr<std::optional<v1::BatchAck>> AgentSession::Handle(
       RETURN_IF_ERROR(writer_->AgentCounters(hello_.agent_id(), message.counters(),
                                              absl::GetCurrentTimeNanos()));
       return std::optional<v1::BatchAck>();
+    case v1::AgentMessage::kConfigApplied:
+      RETURN_IF_ERROR(writer_->AgentConfigApplied(
+          hello_.agent_id(), message.config_applied().version(), absl::GetCurrentTimeNanos()));
+      LogInfo("agent %s applied config version %d", hello_.agent_id(),
+              message.config_applied().version());
+      return std::optional<v1::BatchAck>();
     case v1::AgentMessage::kHello:
       return absl::InvalidArgumentError("hello may only be the first message of a stream");
     case v1::AgentMessage::MSG_NOT_SET:

@@ -4,7 +4,9 @@
 // empty). Then each batch is validated (malformed spans are dropped, counted in the
 // agent's row and logged once per batch), stored with its links, and only then
 // acknowledged; a batch stored before is acknowledged as a duplicate. Counters update the
-// agent's row. A database error ends the session with UNAVAILABLE: the agent reconnects
+// agent's row, and so does ConfigApplied (the config version the agent now holds, which
+// ListAgents reports). Pushing the config to the agent is IngestService's part (it needs
+// the stream). A database error ends the session with UNAVAILABLE: the agent reconnects
 // and resends what was not acknowledged.
 #ifndef REPTRACE_CONTROLLER_AGENT_SESSION_H_
 #define REPTRACE_CONTROLLER_AGENT_SESSION_H_

@@ -14,9 +14,9 @@
 namespace reptrace::controller {
 
 ControllerServer::ControllerServer(Store& store)
-    : ingest_(store),
+    : config_watcher_(store.conninfo()),
+      ingest_(store, config_watcher_),
       query_(store),
-      config_watcher_(store.conninfo()),
       config_(store, config_watcher_) {}
 
 ControllerServer::~ControllerServer() {
@@ -60,7 +60,7 @@ void ControllerServer::Shutdown(absl::Duration grace) {
   if (server_ == nullptr || shut_down_) return;
   shut_down_ = true;
   // A watch lasts until its client leaves: without this, every shutdown would wait the
-  // whole grace for them.
+  // whole grace for them. (It also ends the config pushers of the ingest streams.)
   config_watcher_.Stop();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
 }

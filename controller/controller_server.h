@@ -46,9 +46,9 @@ class ControllerServer {
  private:
   ControllerServer(Store& store);
 
-  IngestService ingest_;
-  QueryService query_;
   ConfigWatcher config_watcher_;  // its own database connection, LISTENing
+  IngestService ingest_;          // pushes the config down every agent's stream
+  QueryService query_;
   ConfigService config_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;

@@ -1,6 +1,8 @@
 #include "controller/ingest_service.h"
 
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include <grpcpp/impl/rpc_service_method.h>
@@ -45,21 +47,71 @@ absl::StatusOr<bool> ReadMessage(
 
 }  // namespace
 
-IngestService::IngestService(Store& store) : store_(store) {
+// A stream's writes from the session's thread (acks) and its pusher (configs), one at a
+// time.
+class IngestService::SerializedWriter {
+ public:
+  explicit SerializedWriter(Stream* stream) : stream_(stream) {}
+  bool Write(const v1::ControllerMessage& message) {
+    absl::MutexLock lock(&mu_);
+    return stream_->Write(message);
+  }
+
+ private:
+  absl::Mutex mu_;
+  Stream* const stream_ ABSL_PT_GUARDED_BY(mu_);
+};
+
+IngestService::IngestService(Store& store, const ConfigWatcher& watcher)
+    : store_(store), watcher_(watcher) {
   AddMethod(new grpc::internal::RpcServiceMethod(
       kConnectMethod, grpc::internal::RpcMethod::BIDI_STREAMING,
       new grpc::internal::BidiStreamingHandler<IngestService, grpc::ByteBuffer,
                                                v1::ControllerMessage>(
-          [](IngestService* service, grpc::ServerContext* context,
-             grpc::ServerReaderWriter<v1::ControllerMessage, grpc::ByteBuffer>* stream) {
+          [](IngestService* service, grpc::ServerContext* context, Stream* stream) {
             return service->Connect(context, stream);
           },
           this)));
 }
 
-grpc::Status IngestService::Connect(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::ControllerMessage, grpc::ByteBuffer>* stream) {
+absl::StatusOr<v1::ConfigVersion> IngestService::ConfigAtLeast(uint64_t version) {
+  absl::MutexLock lock(&config_mu_);
+  if (config_.version() < version) {
+    absl::StatusOr<v1::ConfigVersion> newest = store_.GetConfig();
+    if (!newest.ok()) return newest.status();
+    if (newest->version() > config_.version()) config_ = std::move(*newest);
+  }
+  return config_;
+}
+
+void IngestService::PushConfigs(SerializedWriter* writer, uint64_t sent,
+                                const absl::Notification* stop, const std::string& agent_id) {
+  while (!stop->HasBeenNotified()) {
+    const uint64_t newest = watcher_.WaitNewerThan(sent, kPushTick);
+    if (newest <= sent) {
+      if (watcher_.stopped()) return;  // the server is shutting down
+      continue;
+    }
+    absl::StatusOr<v1::ConfigVersion> config = ConfigAtLeast(newest);
+    if (!config.ok()) {
+      LogWarning("agent %s: config version %d not pushed: %s", agent_id, newest,
+                 config.status().ToString());
+      stop->WaitForNotificationWithTimeout(kPushRetry);
+      continue;
+    }
+    if (config->version() <= sent) {
+      // Announced but not readable yet (cannot happen with one database): try again.
+      stop->WaitForNotificationWithTimeout(kPushTick);
+      continue;
+    }
+    v1::ControllerMessage message;
+    *message.mutable_config() = *std::move(config);
+    if (!writer->Write(message)) return;  // the stream is over; the session notices
+    sent = message.config().version();
+  }
+}
+
+grpc::Status IngestService::Connect(grpc::ServerContext* context, Stream* stream) {
   internal::ParsedAgentMessage parsed;
   std::string bytes;
   // One batch's messages normally fit the first block, which Reset keeps: parsing a
@@ -83,6 +135,33 @@ grpc::Status IngestService::Connect(
     LogWarning("ingest stream from %s refused: %s", context->peer(), status.ToString());
     return ToGrpcStatus(status);
   }
+  SerializedWriter writer(stream);
+  // The current version, read now (not the cached one): a new stream gets what is stored.
+  absl::StatusOr<v1::ConfigVersion> current = store_.GetConfig();
+  if (!current.ok()) {
+    LogWarning("agent %s: ending stream: %s", session.agent_id(), current.status().ToString());
+    return ToGrpcStatus(current.status());
+  }
+  {
+    absl::MutexLock lock(&config_mu_);
+    if (current->version() > config_.version()) config_ = *current;
+  }
+  v1::ControllerMessage first_config;
+  *first_config.mutable_config() = *std::move(current);
+  if (!writer.Write(first_config)) return grpc::Status::OK;
+  absl::Notification stop_pushing;
+  std::thread pusher([&, sent = first_config.config().version()] {
+    PushConfigs(&writer, sent, &stop_pushing, session.agent_id());
+  });
+  struct JoinPusher {
+    absl::Notification& stop;
+    std::thread& thread;
+    ~JoinPusher() {
+      stop.Notify();
+      thread.join();
+    }
+  } join_pusher{stop_pushing, pusher};
+
   while (true) {
     more = ReadMessage(stream, &arena, &parsed, &bytes);
     if (!more.ok()) {
@@ -98,7 +177,7 @@ grpc::Status IngestService::Connect(
     if (!ack->has_value()) continue;
     v1::ControllerMessage reply;
     *reply.mutable_ack() = **ack;
-    if (!stream->Write(reply)) break;
+    if (!writer.Write(reply)) break;
   }
   return grpc::Status::OK;
 }

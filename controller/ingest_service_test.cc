@@ -1,5 +1,6 @@
 // The controller's gRPC services through a real server on 127.0.0.1:0, real client
 // stubs and a real PostgreSQL.
+#include <chrono>
 #include <future>
 #include <memory>
 #include <string>
@@ -15,6 +16,8 @@
 #include <pqxx/pqxx>
 
 #include "common/ids.h"
+#include "absl/time/clock.h"
+#include "controller/config_validation.h"
 #include "controller/controller_server.h"
 #include "controller/store.h"
 #include "controller/testing/spans.h"
@@ -73,13 +76,21 @@ class ControllerServerTest : public ::testing::Test {
     return message;
   }
 
-  // Sends `batch` and returns the ack that comes back.
+  // Sends `batch` and returns the ack that comes back (skipping config pushes).
   static v1::BatchAck SendBatch(IngestStream& stream, const v1::SpanBatch& batch) {
     EXPECT_TRUE(stream.Write(BatchMessage(batch)));
     v1::ControllerMessage reply;
-    EXPECT_TRUE(stream.Read(&reply));
+    do {
+      EXPECT_TRUE(stream.Read(&reply));
+    } while (reply.has_config());
     EXPECT_TRUE(reply.has_ack()) << reply.DebugString();
     return reply.ack();
+  }
+
+  static v1::AgentMessage ConfigApplied(uint64_t version) {
+    v1::AgentMessage message;
+    message.mutable_config_applied()->set_version(version);
+    return message;
   }
 
   reptrace::testing::TestDatabase db_;
@@ -232,6 +243,68 @@ TEST_F(ControllerServerTest, ADatabaseErrorEndsTheStreamUnavailableAndNothingIsL
   EXPECT_EQ(trace->spans_size(), 2);
 }
 
+TEST_F(ControllerServerTest, AnAgentStreamGetsTheCurrentConfigRightAfterItsHello) {
+  auto set = store_->SetConfig(DefaultConfig(), 1, "test");
+  ASSERT_TRUE(set.ok()) << set.status();
+  grpc::ClientContext context;
+  auto stream = ingest_->Connect(&context);
+  ASSERT_TRUE(stream->Write(Hello("agent-cfg")));
+
+  v1::ControllerMessage reply;
+  ASSERT_TRUE(stream->Read(&reply));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+
+  ASSERT_TRUE(reply.has_config()) << reply.DebugString();
+  EXPECT_EQ(reply.config().version(), 2u);
+  EXPECT_EQ(reply.config().author(), "test");
+}
+
+TEST_F(ControllerServerTest, AConfigChangeReachesAConnectedAgentWithinTwoSeconds) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = ingest_->Connect(&context);
+  ASSERT_TRUE(stream->Write(Hello("agent-push")));
+  v1::ControllerMessage first;
+  ASSERT_TRUE(stream->Read(&first));
+  ASSERT_EQ(first.config().version(), 1u);
+
+  v1::TraceConfig changed = DefaultConfig();
+  changed.mutable_sampling()->set_probability(0.5);
+  const absl::Time set_at = absl::Now();
+  auto set = store_->SetConfig(changed, 1, "operator");
+  ASSERT_TRUE(set.ok()) << set.status();
+  v1::ControllerMessage pushed;
+  ASSERT_TRUE(stream->Read(&pushed));
+  const absl::Duration took = absl::Now() - set_at;
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+
+  ASSERT_TRUE(pushed.has_config()) << pushed.DebugString();
+  EXPECT_EQ(pushed.config().version(), 2u);
+  EXPECT_EQ(pushed.config().config().sampling().probability(), 0.5);
+  EXPECT_LT(took, absl::Seconds(2));
+}
+
+TEST_F(ControllerServerTest, ConfigAppliedIsStoredAndListed) {
+  grpc::ClientContext context;
+  auto stream = ingest_->Connect(&context);
+  ASSERT_TRUE(stream->Write(Hello("agent-ack")));
+  v1::ControllerMessage config;
+  ASSERT_TRUE(stream->Read(&config));
+  ASSERT_TRUE(stream->Write(ConfigApplied(config.config().version())));
+  // A batch after it: its ack means the ConfigApplied before it was handled.
+  EXPECT_EQ(SendBatch(*stream, Batch(1, {})).batch_id(), 1u);
+
+  grpc::ClientContext agents_context;
+  v1::ListAgentsResponse agents;
+  ASSERT_TRUE(query_->ListAgents(&agents_context, v1::ListAgentsRequest(), &agents).ok());
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(agents.agents_size(), 1);
+  EXPECT_EQ(agents.agents(0).config_version(), 1u);
+}
+
 TEST_F(ControllerServerTest, QueriesReportBadAndUnknownIds) {
   grpc::ClientContext bad_context;
   v1::GetTraceRequest bad;
@@ -323,6 +396,8 @@ TEST_F(ControllerServerTest, ABatchOfTenThousandLongSpansIsStoredAndAcknowledged
   ASSERT_TRUE(stream->Write(BatchMessage(batch)));
   v1::ControllerMessage reply;
   ASSERT_TRUE(stream->Read(&reply)) << stream->Finish().error_message();
+  ASSERT_TRUE(reply.has_config());  // pushed right after the hello
+  ASSERT_TRUE(stream->Read(&reply)) << stream->Finish().error_message();
   EXPECT_EQ(reply.ack().batch_id(), 1u);
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
@@ -365,12 +440,14 @@ TEST_F(ControllerServerTest, ASpanThatIsNotUtf8IsDroppedAndCountedTheBatchIsStor
   auto stream = RawIngestStream(channel_, &context);
   ASSERT_TRUE(stream->Write(Bytes(Hello("agent-u").SerializeAsString())));
   ASSERT_TRUE(stream->Write(Bytes(bytes)));
-  grpc::ByteBuffer reply_bytes;
-  ASSERT_TRUE(stream->Read(&reply_bytes)) << stream->Finish().error_message();
   v1::ControllerMessage reply;
-  ASSERT_TRUE(grpc::SerializationTraits<v1::ControllerMessage>::Deserialize(&reply_bytes,
-                                                                            &reply)
-                  .ok());
+  do {
+    grpc::ByteBuffer reply_bytes;
+    ASSERT_TRUE(stream->Read(&reply_bytes)) << stream->Finish().error_message();
+    ASSERT_TRUE(grpc::SerializationTraits<v1::ControllerMessage>::Deserialize(&reply_bytes,
+                                                                              &reply)
+                    .ok());
+  } while (reply.has_config());
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
 
@@ -388,6 +465,7 @@ TEST_F(ControllerServerTest, AMessageThatCannotBeParsedEndsTheStreamWithAnError)
   ASSERT_TRUE(stream->Write(Bytes(Hello("agent-g").SerializeAsString())));
   stream->Write(Bytes("\x0a\x05garbage-that-is-no-message"));
   grpc::ByteBuffer reply;
+  EXPECT_TRUE(stream->Read(&reply));  // the config, pushed right after the hello
   EXPECT_FALSE(stream->Read(&reply));
   const grpc::Status status = stream->Finish();
 

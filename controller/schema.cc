@@ -201,6 +201,11 @@ INSERT INTO config_versions (version, document, author)
   VALUES (1, decode('0801208001320909000000000000f03f', 'hex'), 'default');
 )sql";
 
+// Version 8: the config version each agent last acknowledged (ConfigApplied), 0 = none.
+constexpr char kMigration8[] = R"sql(
+ALTER TABLE agents ADD COLUMN config_version BIGINT NOT NULL DEFAULT 0;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -213,6 +218,7 @@ const std::vector<Migration>& Migrations() {
       {5, "one client-key index for linking; flow_key no longer stored", kMigration5},
       {6, "agents' count of in-band peers not hooked", kMigration6},
       {7, "config_versions, with the default config as version 1", kMigration7},
+      {8, "agents' acknowledged config version", kMigration8},
   };
   return *migrations;
 }

@@ -152,6 +152,10 @@ constexpr char kAgentDisconnectedSql[] =
     "UPDATE agents SET connected = false, last_seen_ns = $2"
     " WHERE agent_id = $1 AND connected_at_ns = $3";
 
+constexpr char kAgentConfigAppliedStatement[] = "writer_agent_config_applied";
+constexpr char kAgentConfigAppliedSql[] =
+    "UPDATE agents SET config_version = $2, last_seen_ns = $3 WHERE agent_id = $1";
+
 // Query statements.
 
 // Traces of more than one span have a summary row; a trace of one span is its span, a
@@ -242,7 +246,8 @@ constexpr char kListAgentsSql[] = R"sql(
 SELECT agent_id, node, agent_version, hostname, connected, connected_at_ns, last_seen_ns,
        batches_stored, spans_stored, processes_connected, events_received,
        records_malformed, hook_events_dropped, spans_built, spans_dropped, batches_sent,
-       batches_acked, batches_resent, events_without_connection, inband_peers_not_hooked
+       batches_acked, batches_resent, events_without_connection, inband_peers_not_hooked,
+       config_version
   FROM agents
  ORDER BY node, agent_id
 )sql";
@@ -365,6 +370,7 @@ absl::Status SpanWriter::Prepare() {
     conn_->prepare(kAgentConnectedStatement, kAgentConnectedSql);
     conn_->prepare(kAgentCountersStatement, kAgentCountersSql);
     conn_->prepare(kAgentDisconnectedStatement, kAgentDisconnectedSql);
+    conn_->prepare(kAgentConfigAppliedStatement, kAgentConfigAppliedSql);
     SpanLinker::Prepare(*conn_);
   } catch (const std::exception& e) {
     return DatabaseError("cannot prepare span writer", e);
@@ -529,6 +535,19 @@ absl::Status SpanWriter::AgentDisconnected(const std::string& agent_id,
   return absl::OkStatus();
 }
 
+absl::Status SpanWriter::AgentConfigApplied(const std::string& agent_id, uint64_t version,
+                                            int64_t now_ns) {
+  try {
+    pqxx::work tx(*conn_);
+    tx.exec_prepared(kAgentConfigAppliedStatement, WithoutNul(agent_id), ToBigint(version),
+                     now_ns);
+    tx.commit();
+  } catch (const std::exception& e) {
+    return DatabaseError("cannot record the agent's config version", e);
+  }
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------------------------------
 // Store
 
@@ -683,6 +702,7 @@ absl::StatusOr<std::vector<v1::AgentInfo>> Store::ListAgents() {
       c->set_batches_resent(FromBigint(row[17].as<int64_t>()));
       c->set_events_without_connection(FromBigint(row[18].as<int64_t>()));
       c->set_inband_peers_not_hooked(FromBigint(row[19].as<int64_t>()));
+      a.set_config_version(FromBigint(row[20].as<int64_t>()));
     }
     tx.commit();
   }));

@@ -69,6 +69,9 @@ class SpanWriter {
                              int64_t now_ns);
   absl::Status AgentDisconnected(const std::string& agent_id, int64_t connected_at_ns,
                                  int64_t now_ns);
+  // Records that the agent acknowledged config `version` (ListAgents' config_version).
+  absl::Status AgentConfigApplied(const std::string& agent_id, uint64_t version,
+                                  int64_t now_ns);
 
  private:
   friend class Store;

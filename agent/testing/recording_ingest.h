@@ -2,6 +2,7 @@
 #ifndef REPTRACE_AGENT_TESTING_RECORDING_INGEST_H_
 #define REPTRACE_AGENT_TESTING_RECORDING_INGEST_H_
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -15,27 +16,54 @@
 
 namespace reptrace::testing {
 
-// Records every message; acknowledges batches if told to.
+// Records every message; acknowledges batches if told to. Once set_config() is called,
+// each stream is sent that config after its hello, as the controller does; PushConfig()
+// sends one on the open streams. Writes are serialized (one at a time per stream).
 class RecordingIngest final : public v1::IngestService::Service {
  public:
+  using Stream = grpc::ServerReaderWriter<v1::ControllerMessage, v1::AgentMessage>;
+
   explicit RecordingIngest(bool ack) : ack_(ack) {}
 
-  grpc::Status Connect(
-      grpc::ServerContext* /*context*/,
-      grpc::ServerReaderWriter<v1::ControllerMessage, v1::AgentMessage>* stream) override {
+  grpc::Status Connect(grpc::ServerContext* /*context*/, Stream* stream) override {
     v1::AgentMessage message;
     while (stream->Read(&message)) {
       {
         absl::MutexLock lock(&mu_);
         messages_.push_back(message);
+        if (message.has_hello()) {
+          streams_.push_back(stream);
+          if (config_.version() != 0) {
+            v1::ControllerMessage push;
+            *push.mutable_config() = config_;
+            if (!stream->Write(push)) break;
+          }
+        }
       }
       if (message.has_batch() && ack_) {
         v1::ControllerMessage ack;
         ack.mutable_ack()->set_batch_id(message.batch().batch_id());
+        absl::MutexLock lock(&mu_);
         if (!stream->Write(ack)) break;
       }
     }
+    absl::MutexLock lock(&mu_);
+    streams_.erase(std::remove(streams_.begin(), streams_.end(), stream), streams_.end());
     return grpc::Status::OK;
+  }
+
+  // The config sent after each later hello.
+  void set_config(const v1::ConfigVersion& config) {
+    absl::MutexLock lock(&mu_);
+    config_ = config;
+  }
+  // Sets the config and sends it on every open stream.
+  void PushConfig(const v1::ConfigVersion& config) {
+    absl::MutexLock lock(&mu_);
+    config_ = config;
+    v1::ControllerMessage push;
+    *push.mutable_config() = config;
+    for (Stream* stream : streams_) stream->Write(push);
   }
 
   std::vector<v1::AgentMessage> messages() const {
@@ -54,6 +82,8 @@ class RecordingIngest final : public v1::IngestService::Service {
   const bool ack_;
   mutable absl::Mutex mu_;
   std::vector<v1::AgentMessage> messages_ ABSL_GUARDED_BY(mu_);
+  v1::ConfigVersion config_ ABSL_GUARDED_BY(mu_);
+  std::vector<Stream*> streams_ ABSL_GUARDED_BY(mu_);
 };
 
 // The service in a server listening on 127.0.0.1:`port` (0: any free port).
@@ -76,6 +106,7 @@ class TestController {
   int port() const { return port_; }
   std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
   const RecordingIngest& service() const { return service_; }
+  RecordingIngest& service() { return service_; }
 
  private:
   RecordingIngest service_;

@@ -416,6 +416,24 @@ TEST_F(EndToEndTest, GarbageOnTheAgentSocketIsDroppedAndCountedAndTracingGoesOn)
   EXPECT_EQ(traces[0]["span_count"], 2);
 }
 
+TEST_F(EndToEndTest, AConfigChangeReachesTheAgentWhichAcknowledgesItsVersion) {
+  json agents;
+  auto agent_at = [&](uint64_t version) {
+    agents = stack_.CtlJson({"agents"});
+    return agents.is_object() && agents["agents"].size() == 1 &&
+           agents["agents"][0]["config_version"].get<uint64_t>() == version;
+  };
+  // The current version (the default, 1) is pushed right after the agent's hello.
+  ASSERT_TRUE(WaitUntil([&] { return agent_at(1); }, absl::Seconds(10)))
+      << agents.dump(2) << stack_.Logs();
+
+  CommandResult set = stack_.Ctl({"config", "set", "sampling.probability=0.5"});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_TRUE(WaitUntil([&] { return agent_at(2); }, absl::Seconds(2),
+                        absl::Milliseconds(50)))
+      << agents.dump(2) << stack_.Logs();
+}
+
 TEST_F(EndToEndTest, NonsenseOnTheControllerPortLeavesItServing) {
   // Raw bytes that are not HTTP/2 on the gRPC port.
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
