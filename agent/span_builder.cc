@@ -236,10 +236,7 @@ void SpanBuilder::ApplyInband(Connection& conn, uint64_t offset, OpenSpan& open)
   } else {
     span.parent_span_id = taken.span_id;
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = 0; i < 16; ++i) {
-    open.inband_trace_id[i] = kHex[(taken.trace_id >> (60 - 4 * i)) & 0xf];
-  }
+  FormatIdTo(taken.trace_id, open.inband_trace_id);
   span.SetAttribute("inband.trace_id",
                     absl::string_view(open.inband_trace_id, sizeof(open.inband_trace_id)));
 }

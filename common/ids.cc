@@ -7,7 +7,16 @@
 
 namespace reptrace {
 
-std::string FormatId(uint64_t id) { return absl::StrFormat("%016x", id); }
+void FormatIdTo(uint64_t id, char (&out)[16]) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 16; ++i) out[i] = kHex[(id >> (60 - 4 * i)) & 0xf];
+}
+
+std::string FormatId(uint64_t id) {
+  char digits[16];
+  FormatIdTo(id, digits);
+  return std::string(digits, sizeof(digits));
+}
 
 absl::StatusOr<uint64_t> ParseId(absl::string_view text) {
   uint64_t value = 0;

@@ -12,6 +12,8 @@
 namespace reptrace {
 
 std::string FormatId(uint64_t id);
+// The same 16 digits into `out`, without allocating (for strings a span views).
+void FormatIdTo(uint64_t id, char (&out)[16]);
 // Accepts 1 to 16 hex digits, either case; refuses anything else and 0.
 absl::StatusOr<uint64_t> ParseId(absl::string_view text);
 // A random non-zero id from a per-thread generator seeded from the OS.

@@ -1,5 +1,6 @@
 #include "controller/ingest_service.h"
 
+#include <algorithm>
 #include <string>
 #include <thread>
 #include <utility>
@@ -136,15 +137,13 @@ grpc::Status IngestService::Connect(grpc::ServerContext* context, Stream* stream
     return ToGrpcStatus(status);
   }
   SerializedWriter writer(stream);
-  // The current version, read now (not the cached one): a new stream gets what is stored.
-  absl::StatusOr<v1::ConfigVersion> current = store_.GetConfig();
+  // The newest version the watcher has heard of (read from the store only if the shared
+  // copy is older): a version announced later is pushed by the pusher below.
+  absl::StatusOr<v1::ConfigVersion> current =
+      ConfigAtLeast(std::max<uint64_t>(watcher_.version(), 1));
   if (!current.ok()) {
     LogWarning("agent %s: ending stream: %s", session.agent_id(), current.status().ToString());
     return ToGrpcStatus(current.status());
-  }
-  {
-    absl::MutexLock lock(&config_mu_);
-    if (current->version() > config_.version()) config_ = *current;
   }
   v1::ControllerMessage first_config;
   *first_config.mutable_config() = *std::move(current);
