@@ -16,6 +16,7 @@
 #include "absl/strings/strip.h"
 #include "cli/text_output.h"
 #include "common/status_macros.h"
+#include "common/trace_config.h"
 
 namespace reptrace {
 namespace cli {
@@ -246,17 +247,44 @@ void AppendYamlLike(const Json& object, int indent, std::string* out) {
 
 }  // namespace
 
+// `json` (a message of type `type`, as protobuf printed it) with its keys in field-number
+// order: protobuf's printer puts the fields with presence (proto3 `optional`) last.
+Json InFieldOrder(const Json& json, const google::protobuf::Descriptor& type) {
+  if (!json.is_object()) return json;
+  Json ordered = Json::object();
+  for (int i = 0; i < type.field_count(); ++i) {
+    const FieldDescriptor* field = type.field(i);
+    auto it = json.find(field->name());
+    if (it == json.end()) continue;
+    if (field->message_type() == nullptr) {
+      ordered[field->name()] = *it;
+    } else if (it->is_array()) {
+      Json items = Json::array();
+      for (const Json& item : *it) items.push_back(InFieldOrder(item, *field->message_type()));
+      ordered[field->name()] = std::move(items);
+    } else {
+      ordered[field->name()] = InFieldOrder(*it, *field->message_type());
+    }
+  }
+  return ordered;
+}
+
 Json TraceConfigToJson(const v1::TraceConfig& config) {
+  // The effective values of the fields left out (common/trace_config.h), shown as such.
+  v1::TraceConfig shown = config;
+  shown.set_enabled(ConfigEnabled(config));
+  shown.set_capture_bytes(ConfigCaptureBytes(config));
+  shown.mutable_sampling()->set_probability(SamplingProbability(config));
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;
   std::string text;
-  auto status = google::protobuf::util::MessageToJsonString(config, &text, options);
+  auto status = google::protobuf::util::MessageToJsonString(shown, &text, options);
   if (!status.ok()) {
     // Cannot happen: every TraceConfig has a JSON form.
     std::abort();
   }
-  return Json::parse(text);
+  return InFieldOrder(Json::parse(text), *v1::TraceConfig::descriptor());
 }
 
 absl::StatusOr<v1::TraceConfig> TraceConfigFromJson(const Json& json) {
@@ -372,8 +400,8 @@ std::string FormatConfigHistory(const v1::ListConfigHistoryResponse& response,
         absl::StrCat(version.version()),
         version.author().empty() ? "-" : version.author(),
         FormatTimestamp(version.created_ns(), zone),
-        config.enabled() ? "yes" : "no",
-        absl::StrFormat("%g", config.sampling().probability()),
+        ConfigEnabled(config) ? "yes" : "no",
+        absl::StrFormat("%g", SamplingProbability(config)),
         absl::StrCat(config.filters_size()),
     });
   }

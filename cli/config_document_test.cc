@@ -23,10 +23,20 @@ v1::TraceConfig SampleConfig() {
 }
 
 TEST(TraceConfigToJsonTest, ProtoNamesInOrderWithDefaultsShown) {
+  // Fields left out show their effective values (common/trace_config.h): on, 128 bytes,
+  // every trace kept.
   v1::TraceConfig config;
   EXPECT_EQ(TraceConfigToJson(config).dump(),
+            R"({"enabled":true,"filters":[],"trace_unix_sockets":false,"capture_bytes":128,)"
+            R"("max_events_per_second":0,"sampling":{"probability":1,"keep_errors":false,)"
+            R"("keep_slower_than_ms":"0"},"inband_ports":[]})");
+  config.set_enabled(false);
+  config.set_capture_bytes(0);
+  config.mutable_sampling()->set_probability(0);
+  EXPECT_EQ(TraceConfigToJson(config).dump(),
             R"({"enabled":false,"filters":[],"trace_unix_sockets":false,"capture_bytes":0,)"
-            R"("max_events_per_second":0,"inband_ports":[]})");
+            R"("max_events_per_second":0,"sampling":{"probability":0,"keep_errors":false,)"
+            R"("keep_slower_than_ms":"0"},"inband_ports":[]})");
 }
 
 TEST(TraceConfigFromJsonTest, UnknownFieldIsNamedWithItsPath) {
@@ -195,7 +205,7 @@ TEST(FormatConfigHistoryTest, OneRowPerVersion) {
   EXPECT_EQ(FormatConfigHistory(response, absl::UTCTimeZone()),
             "VERSION  AUTHOR  TIME                     ENABLED  SAMPLING  FILTERS\n"
             "2        bob@b   2023-11-14 22:13:20.000  yes      0.25      1\n"
-            "1        -       2023-11-14 22:13:19.000  no       0         0\n");
+            "1        -       2023-11-14 22:13:19.000  yes      1         0\n");
   EXPECT_EQ(FormatConfigHistory({}, absl::UTCTimeZone()), "no config versions\n");
 }
 
