@@ -206,6 +206,11 @@ constexpr char kMigration8[] = R"sql(
 ALTER TABLE agents ADD COLUMN config_version BIGINT NOT NULL DEFAULT 0;
 )sql";
 
+// Version 9: the agents' count of records their hooked processes' rate limits refused.
+constexpr char kMigration9[] = R"sql(
+ALTER TABLE agents ADD COLUMN hook_events_rate_limited BIGINT NOT NULL DEFAULT 0;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -219,6 +224,7 @@ const std::vector<Migration>& Migrations() {
       {6, "agents' count of in-band peers not hooked", kMigration6},
       {7, "config_versions, with the default config as version 1", kMigration7},
       {8, "agents' acknowledged config version", kMigration8},
+      {9, "agents' count of events rate-limited in the hooks", kMigration9},
   };
   return *migrations;
 }

@@ -143,7 +143,7 @@ UPDATE agents SET
   processes_connected = $2, events_received = $3, records_malformed = $4,
   hook_events_dropped = $5, spans_built = $6, spans_dropped = $7, batches_sent = $8,
   batches_acked = $9, batches_resent = $10, events_without_connection = $11,
-  inband_peers_not_hooked = $12, last_seen_ns = $13
+  inband_peers_not_hooked = $12, hook_events_rate_limited = $13, last_seen_ns = $14
 WHERE agent_id = $1
 )sql";
 
@@ -247,7 +247,7 @@ SELECT agent_id, node, agent_version, hostname, connected, connected_at_ns, last
        batches_stored, spans_stored, processes_connected, events_received,
        records_malformed, hook_events_dropped, spans_built, spans_dropped, batches_sent,
        batches_acked, batches_resent, events_without_connection, inband_peers_not_hooked,
-       config_version
+       config_version, hook_events_rate_limited
   FROM agents
  ORDER BY node, agent_id
 )sql";
@@ -302,7 +302,8 @@ void UpdateCounters(pqxx::transaction_base& tx, const std::string& agent_id,
                    ToBigint(c.spans_dropped()), ToBigint(c.batches_sent()),
                    ToBigint(c.batches_acked()), ToBigint(c.batches_resent()),
                    ToBigint(c.events_without_connection()),
-                   ToBigint(c.inband_peers_not_hooked()), now_ns);
+                   ToBigint(c.inband_peers_not_hooked()),
+                   ToBigint(c.hook_events_rate_limited()), now_ns);
 }
 
 void SpanFromRow(const pqxx::row& row, v1::Span* span) {
@@ -703,6 +704,7 @@ absl::StatusOr<std::vector<v1::AgentInfo>> Store::ListAgents() {
       c->set_events_without_connection(FromBigint(row[18].as<int64_t>()));
       c->set_inband_peers_not_hooked(FromBigint(row[19].as<int64_t>()));
       a.set_config_version(FromBigint(row[20].as<int64_t>()));
+      c->set_hook_events_rate_limited(FromBigint(row[21].as<int64_t>()));
     }
     tx.commit();
   }));
