@@ -19,6 +19,7 @@
 #ifndef REPTRACE_CONTROLLER_STORE_H_
 #define REPTRACE_CONTROLLER_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -75,8 +76,12 @@ class SpanWriter {
 
  private:
   friend class Store;
-  explicit SpanWriter(std::unique_ptr<pqxx::connection> conn);
+  SpanWriter(std::unique_ptr<pqxx::connection> conn, const std::atomic<bool>* sampling_on);
   absl::Status Prepare();
+  // SpanLinker::Link, then, while sampling is on, the touched traces marked pending (their
+  // decision wait restarts) in the same transaction.
+  void LinkAndMark(pqxx::transaction_base& tx, const std::string& agent, uint64_t batch_id,
+                   const std::vector<NewSpan>& spans, bool prelinked);
   // The two ways WriteBatch stores a batch's distinct spans; both throw pqxx exceptions.
   // WriteNewSpans COPYs them straight into spans, linked in memory; it throws
   // pqxx::unique_violation when a span id is stored already. WriteStaged COPYs them into
@@ -87,6 +92,7 @@ class SpanWriter {
                            const std::vector<NewSpan>& prelinked, int64_t spans_rejected);
 
   std::unique_ptr<pqxx::connection> conn_;
+  const std::atomic<bool>* sampling_on_;  // Store::sampling_on_
   bool staging_ready_ = false;  // the temporary staging table exists on conn_
   internal::CopyBinary copy_rows_;  // one batch's rows; its memory is reused
 };
@@ -112,6 +118,14 @@ class Store {
   // Spans ordered by start, each with trace_id and its resolved parent_span_id.
   absl::StatusOr<v1::Trace> GetTrace(uint64_t id);
   absl::StatusOr<std::vector<v1::AgentInfo>> ListAgents();
+  // Per agent: events, spans and drops by reason; cluster-wide: trace sampling's counts.
+  absl::StatusOr<v1::GetStatsResponse> GetStats();
+
+  // Trace sampling (TraceSampler sets it from the config): while on, every writer marks
+  // the traces each batch touches as pending a decision (table sampling_pending); while
+  // off (the default: every trace kept), writers do no sampling bookkeeping at all.
+  void SetSamplingOn(bool on) { sampling_on_.store(on, std::memory_order_relaxed); }
+  bool sampling_on() const { return sampling_on_.load(std::memory_order_relaxed); }
 
   // Config versions (table config_versions; version 1 is the default document). The
   // newest version.
@@ -145,6 +159,7 @@ class Store {
   static constexpr size_t kMaxIdleQueryConnections = 4;
 
   const std::string conninfo_;
+  std::atomic<bool> sampling_on_{false};
   absl::Mutex mu_;
   std::vector<std::unique_ptr<pqxx::connection>> idle_ ABSL_GUARDED_BY(mu_);
 };
