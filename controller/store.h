@@ -11,6 +11,8 @@
 // the links made in memory, one probe for what memory cannot know, and the relabel walk
 // and summary update only for the few spans that need them (SpanLinker). A single-span
 // trace, most of them, costs one span row with three index entries and nothing else.
+// While trace sampling is on (SetSamplingOn; controller/trace_sampler.h), a batch also
+// upserts one sampling_pending row per trace it touched, in one statement.
 //
 // Errors: a database that cannot be reached or that fails a statement gives UNAVAILABLE
 // (the caller may retry later); an unknown trace gives NOT_FOUND; a config document that

@@ -47,15 +47,16 @@ Stack::~Stack() {
   RemoveTree(dir_);
 }
 
-bool Stack::StartController(int port) {
+bool Stack::StartController(int port, const std::vector<std::string>& extra_flags) {
   if (!db_.ok()) return false;
   const std::string log = absl::StrCat(dir_, "/controller.", ++controller_starts_, ".log");
   ProcessOptions options;
   options.stderr_path = log;
   options.stdout_path = log + ".out";
-  controller_ = Process({BuildPath("controller/reptrace-controller"), "--listen",
-                         absl::StrCat("127.0.0.1:", port), "--db", db_.conninfo()},
-                        options);
+  std::vector<std::string> argv = {BuildPath("controller/reptrace-controller"), "--listen",
+                                  absl::StrCat("127.0.0.1:", port), "--db", db_.conninfo()};
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  controller_ = Process(argv, options);
   static const std::regex kListening("listening on ([0-9.]+):([0-9]+)");
   bool up = WaitUntil(
       [&] {

@@ -24,8 +24,9 @@ class Stack {
   Stack();
   ~Stack();
 
-  // Starts the controller on 127.0.0.1:`port` (0 = any); false if it did not come up.
-  bool StartController(int port = 0);
+  // Starts the controller on 127.0.0.1:`port` (0 = any) with `extra_flags` after the
+  // usual ones; false if it did not come up.
+  bool StartController(int port = 0, const std::vector<std::string>& extra_flags = {});
   // Sends `signal` to the controller and waits for it to exit.
   void StopController(int signal);
   bool StartAgent(const std::vector<std::string>& extra_flags = {});
