@@ -24,7 +24,8 @@
 // whatever the keep rules say) writers do no bookkeeping at all (Store::SetSamplingOn).
 // While it is on, each batch's transaction marks the traces it touched in
 // sampling_pending with the time (one upsert per batch, under the link lock), which
-// restarts their wait. Single-span traces (no row in traces) are marked by their span's
+// restarts their wait. The time is the writing replica's clock and the decider compares
+// it with its own: replicas' clocks must agree to well within the wait (NTP does). Single-span traces (no row in traces) are marked by their span's
 // id, which is their trace id, and decided the same way.
 //
 // Several replicas. Deciding takes the link lock (kLinkLockKey, pg_advisory_xact_lock),
