@@ -2,11 +2,14 @@
 
 namespace reptrace {
 
-bool ConfigHolder::Set(const v1::ConfigVersion& config) {
+absl::StatusOr<bool> ConfigHolder::Set(const v1::ConfigVersion& config) {
   absl::MutexLock lock(&mu_);
-  const bool changed = config.version() != current_.version();
+  if (config.version() == current_.version() && current_.version() != 0) return false;
+  if (page_ != nullptr) {
+    if (absl::Status status = page_->Publish(config); !status.ok()) return status;
+  }
   current_ = config;
-  return changed;
+  return true;
 }
 
 uint64_t ConfigHolder::version() const {

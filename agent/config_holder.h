@@ -1,8 +1,9 @@
 // ConfigHolder: the trace config the controller last pushed to this agent, with its
-// version. The uploader stores what arrives on the ingest stream; readers take a copy.
+// version, and what publishes it to the node's hooked processes.
 //
-// Holding is all it does for now: the hooks do not follow the config yet. Publishing it to
-// the hooked processes (shared memory) is a later change, which will read it from here.
+// The uploader hands it what arrives on the ingest stream; with a ConfigPageWriter, Set()
+// writes the config page (common/config_page.h) that every hooked process reads, and only a
+// config that reached the page is held and acknowledged as applied. Readers take a copy.
 // Thread-safe.
 #ifndef REPTRACE_AGENT_CONFIG_HOLDER_H_
 #define REPTRACE_AGENT_CONFIG_HOLDER_H_
@@ -10,21 +11,26 @@
 #include <cstdint>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/config_page_writer.h"
 #include "proto/reptrace.pb.h"
 
 namespace reptrace {
 
 class ConfigHolder {
  public:
-  ConfigHolder() = default;
+  // `page`, if not null, must outlive the holder.
+  explicit ConfigHolder(ConfigPageWriter* page = nullptr) : page_(page) {}
   ConfigHolder(const ConfigHolder&) = delete;
   ConfigHolder& operator=(const ConfigHolder&) = delete;
 
-  // Takes `config` as the current one: the controller's word is the current config,
-  // whatever the version held before. Returns whether the version changed (the same
-  // version again, as after a reconnection, changes nothing).
-  bool Set(const v1::ConfigVersion& config);
+  // Takes `config` as the current one (the controller's word is the current config,
+  // whatever the version held before) and publishes it to the page. Returns whether the
+  // version changed (the same version again, as after a reconnection, changes nothing
+  // and is not written again), or why the page refused it (then nothing changes: the
+  // processes keep following the previous version, which stays the one held).
+  absl::StatusOr<bool> Set(const v1::ConfigVersion& config);
 
   // The version held; 0 before the first config arrived.
   uint64_t version() const;
@@ -32,6 +38,7 @@ class ConfigHolder {
   v1::ConfigVersion current() const;
 
  private:
+  ConfigPageWriter* const page_;
   mutable absl::Mutex mu_;
   v1::ConfigVersion current_ ABSL_GUARDED_BY(mu_);
 };

@@ -20,9 +20,9 @@ TEST(ConfigHolder, HoldsNothingBeforeTheFirstConfig) {
 
 TEST(ConfigHolder, HoldsTheLastConfigSetAndSaysWhenItsVersionChanged) {
   ConfigHolder holder;
-  EXPECT_TRUE(holder.Set(ConfigNumber(2, 0.5)));
-  EXPECT_FALSE(holder.Set(ConfigNumber(2, 0.5)));  // the same again, as after a reconnection
-  EXPECT_TRUE(holder.Set(ConfigNumber(3, 0.25)));
+  EXPECT_TRUE(*holder.Set(ConfigNumber(2, 0.5)));
+  EXPECT_FALSE(*holder.Set(ConfigNumber(2, 0.5)));  // the same again, as after a reconnection
+  EXPECT_TRUE(*holder.Set(ConfigNumber(3, 0.25)));
   EXPECT_EQ(holder.version(), 3u);
   EXPECT_EQ(holder.current().config().sampling().probability(), 0.25);
 }

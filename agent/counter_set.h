@@ -21,6 +21,7 @@ struct CounterSet {
   std::atomic<uint64_t> batches_resent{0};
   std::atomic<uint64_t> events_without_connection{0};  // copied from the SpanBuilder
   std::atomic<uint64_t> inband_peers_not_hooked{0};    // copied from the SpanBuilder
+  std::atomic<uint64_t> hook_events_rate_limited{0};
 
   v1::AgentCounters Snapshot() const {
     v1::AgentCounters c;
@@ -35,6 +36,7 @@ struct CounterSet {
     c.set_batches_resent(batches_resent.load());
     c.set_events_without_connection(events_without_connection.load());
     c.set_inband_peers_not_hooked(inband_peers_not_hooked.load());
+    c.set_hook_events_rate_limited(hook_events_rate_limited.load());
     return c;
   }
 };

@@ -439,16 +439,24 @@ absl::Status HookServer::MapRing(Connection& conn, const HelloRecord& hello) {
     return status;
   }
   std::vector<uint64_t> stale;
+  // The counts in the ring's header that the old reader has already added up carry over
+  // (the header's counters are the process's totals).
+  uint64_t counted_dropped = 0;
+  uint64_t counted_rate_limited = 0;
   for (const auto& [key, other] : conns_) {
     if (other.get() != &conn && other->ring_memory != nullptr &&
         other->ring_dev == st.st_dev && other->ring_ino == st.st_ino) {
       stale.push_back(key);
+      counted_dropped = std::max(counted_dropped, other->ring_dropped);
+      counted_rate_limited = std::max(counted_rate_limited, other->ring_rate_limited);
     }
   }
   for (const uint64_t key : stale) {
     LogInfo("hook connection of pid %d: its ring moves to a new connection", hello.pid);
     DrainAndClose(key);
   }
+  conn.ring_dropped = counted_dropped;
+  conn.ring_rate_limited = counted_rate_limited;
   conn.ring_dev = st.st_dev;
   conn.ring_ino = st.st_ino;
   conn.ring_memory = memory;
@@ -467,6 +475,11 @@ size_t HookServer::DrainRing(uint64_t key, Connection& conn, size_t budget, bool
   if (dropped > conn.ring_dropped) {
     counters_->hook_events_dropped.fetch_add(dropped - conn.ring_dropped);
     conn.ring_dropped = dropped;
+  }
+  const uint64_t rate_limited = conn.ring.rate_limited();
+  if (rate_limited > conn.ring_rate_limited) {
+    counters_->hook_events_rate_limited.fetch_add(rate_limited - conn.ring_rate_limited);
+    conn.ring_rate_limited = rate_limited;
   }
   size_t taken = 0;
   if (ring_buffer_.empty()) ring_buffer_.resize(kRingChunk * kMaxRecordSize);

@@ -90,6 +90,7 @@ class HookServer {
     // The ring's records: its own decoder, since the socket's may hold part of a record.
     RecordDecoder ring_decoder;
     uint64_t ring_dropped = 0;  // the header's `dropped` counted so far
+    uint64_t ring_rate_limited = 0;  // the header's `rate_limited` counted so far
     // The memfd's identity: a process that reconnects hands the same ring over again.
     dev_t ring_dev = 0;
     ino_t ring_ino = 0;

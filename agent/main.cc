@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "agent/config_holder.h"
+#include "agent/config_page_writer.h"
 #include "agent/counter_set.h"
 #include "agent/hook_server.h"
 #include "agent/span_buffer.h"
@@ -68,7 +69,9 @@ int Run(int argc, char** argv) {
       "reptrace-agent --socket PATH --controller HOST:PORT [--node NAME] [--buffer-spans N]"
       " [--buffer-mib N] [--batch-max-spans N] [--batch-interval-ms N]\n"
       "Collects the socket events of hooked processes on this node, builds spans and\n"
-      "streams them to reptrace-controller. Flags may be spelt with - or _.");
+      "streams them to reptrace-controller. Publishes the trace config the controller\n"
+      "pushes to every hooked process through the file PATH.config (mapped read-only by\n"
+      "each of them). Flags may be spelt with - or _.");
   std::vector<std::string> arg_store;
   std::vector<char*> args = DashesToUnderscores(argc, argv, &arg_store);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
@@ -121,12 +124,20 @@ int Run(int argc, char** argv) {
   uploader_options.node = node;
   uploader_options.agent_id = NewAgentId();
   uploader_options.hostname = hostname;
-  // The config the controller pushes: held, not yet published to the hooks.
-  ConfigHolder config;
+  // The config the controller pushes, published to the hooked processes through the
+  // config page next to the socket (created with its directory by the hook server).
+  absl::StatusOr<std::unique_ptr<ConfigPageWriter>> page =
+      ConfigPageWriter::Open(ConfigPagePath(socket_path), node);
+  if (!page.ok()) {
+    LogError("cannot publish the config page: %s", page.status().ToString());
+    return 1;
+  }
+  ConfigHolder config(page->get());
   Uploader uploader(uploader_options, &buffer, &counters, &config);
   uploader.Start();
-  LogInfo("agent %s node %s listening on %s, controller %s", uploader_options.agent_id, node,
-          socket_path, controller);
+  LogInfo("agent %s node %s listening on %s, controller %s, config page %s (version %d)",
+          uploader_options.agent_id, node, socket_path, controller, (*page)->path(),
+          (*page)->version());
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
@@ -136,10 +147,10 @@ int Run(int argc, char** argv) {
   const v1::AgentCounters c = counters.Snapshot();
   LogInfo("stopped: %d events, %d spans built, %d dropped, %d batches sent, %d acked, "
           "%d spans not delivered, %d events without a connection, %d in-band peers not "
-          "hooked",
+          "hooked, %d events rate-limited in the hooks",
           c.events_received(), c.spans_built(), c.spans_dropped(), c.batches_sent(),
           c.batches_acked(), buffer.spans_held(), c.events_without_connection(),
-          c.inband_peers_not_hooked());
+          c.inband_peers_not_hooked(), c.hook_events_rate_limited());
   return 0;
 }
 

@@ -168,8 +168,15 @@ absl::Status Uploader::RunStream() {
       if (message.has_ack()) {
         buffer_->Ack(message.ack().batch_id());
       } else if (message.has_config()) {
-        // Held only: the hooks do not follow it yet (publishing it is a later change).
-        if (config_->Set(message.config())) {
+        // Published to the hooked processes (the config page), then acknowledged; a
+        // version the page refuses is not acknowledged (the agent's CONFIG stays behind).
+        absl::StatusOr<bool> changed = config_->Set(message.config());
+        if (!changed.ok()) {
+          LogError("config version %d not applied: %s", message.config().version(),
+                   changed.status().ToString());
+          continue;
+        }
+        if (*changed) {
           LogInfo("config version %d applied (set by %s)", message.config().version(),
                   message.config().author());
         }

@@ -84,6 +84,7 @@ nlohmann::json AgentListToJson(const v1::ListAgentsResponse& response) {
              {"batches_resent", c.batches_resent()},
              {"events_without_connection", c.events_without_connection()},
              {"inband_peers_not_hooked", c.inband_peers_not_hooked()},
+             {"hook_events_rate_limited", c.hook_events_rate_limited()},
          }},
     });
   }

@@ -203,7 +203,8 @@ TEST(JsonOutputTest, AgentListShape) {
             (std::set<std::string>{"processes_connected", "events_received", "records_malformed",
                                    "hook_events_dropped", "spans_built", "spans_dropped",
                                    "batches_sent", "batches_acked", "batches_resent",
-                                   "events_without_connection", "inband_peers_not_hooked"}));
+                                   "events_without_connection", "inband_peers_not_hooked",
+                                   "hook_events_rate_limited"}));
   EXPECT_EQ(a["counters"]["hook_events_dropped"], 9);
   EXPECT_EQ(a["counters"]["inband_peers_not_hooked"], 11);
   EXPECT_EQ(a["counters"]["spans_dropped"], 10);

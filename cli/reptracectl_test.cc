@@ -475,11 +475,12 @@ TEST_F(ReptracectlTest, AgentsUsesTheControllerFromTheEnvironment) {
   ASSERT_EQ(lines.size(), 2u) << run.out;
   EXPECT_EQ(lines[0],
             "NODE    AGENT ID                              VERSION  CONNECTED  LAST SEEN       "
-            "         CONFIG  BATCHES  SPANS  HOOK DROPS  SPAN DROPS  MALFORMED  NO CONNECTION  "
-            "UNHOOKED PEERS");
+            "         CONFIG  BATCHES  SPANS  HOOK DROPS  RATE LIMITED  SPAN DROPS  MALFORMED  "
+            "NO CONNECTION  UNHOOKED PEERS");
   EXPECT_EQ(lines[1],
             "node-a  9b2f6c1e-5d4a-4c3b-8a29-0123456789ab  0.1.0    yes        2023-11-14 "
-            "22:13:20.000  5       17       4242   3           2           1          0              0");
+            "22:13:20.000  5       17       4242   3           0             2           1          "
+            "0              0");
 }
 
 TEST_F(ReptracectlTest, StatsPrintsTheAgentsAndSamplingTables) {

@@ -136,13 +136,14 @@ std::string FormatAgentList(const v1::ListAgentsResponse& response, absl::TimeZo
                     agent.config_version() == 0 ? "-" : absl::StrCat(agent.config_version()),
                     absl::StrCat(agent.batches_stored()), absl::StrCat(agent.spans_stored()),
                     absl::StrCat(counters.hook_events_dropped()),
+                    absl::StrCat(counters.hook_events_rate_limited()),
                     absl::StrCat(counters.spans_dropped()),
                     absl::StrCat(counters.records_malformed()),
                     absl::StrCat(counters.events_without_connection()),
                     absl::StrCat(counters.inband_peers_not_hooked())});
   }
   return RenderTable({"NODE", "AGENT ID", "VERSION", "CONNECTED", "LAST SEEN", "CONFIG", "BATCHES",
-                      "SPANS", "HOOK DROPS", "SPAN DROPS", "MALFORMED", "NO CONNECTION",
+                      "SPANS", "HOOK DROPS", "RATE LIMITED", "SPAN DROPS", "MALFORMED", "NO CONNECTION",
                       "UNHOOKED PEERS"},
                      rows);
 }

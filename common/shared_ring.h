@@ -54,6 +54,9 @@ struct RingHeader {
   // re-announcements of the connections the lost agent knew). A reader of an earlier
   // epoch reads nothing from that position on.
   alignas(64) std::atomic<uint64_t> handover;
+  // Data records the process did not make: its max_events_per_second token bucket was
+  // empty (hook/settings.h). A reader of an older hook finds 0 here (a fresh memfd).
+  alignas(64) std::atomic<uint64_t> rate_limited;
 };
 static_assert(sizeof(RingHeader) <= kRingHeaderBytes, "the header fits its page");
 inline constexpr int kHandoverEpochShift = 48;
@@ -171,6 +174,9 @@ class RingReader {
   }
   uint64_t dropped() const {
     return header_ ? header_->dropped.load(std::memory_order_relaxed) : 0;
+  }
+  uint64_t rate_limited() const {
+    return header_ ? header_->rate_limited.load(std::memory_order_relaxed) : 0;
   }
 
  private:

@@ -11,6 +11,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/cidr.h"
+#include "common/config_page.h"
 #include "common/status_macros.h"
 
 namespace reptrace::controller {
@@ -24,6 +26,15 @@ absl::Status Invalid(absl::string_view path, absl::string_view problem) {
 
 std::string Indexed(absl::string_view path, absl::string_view field, int index) {
   return absl::StrCat(path, path.empty() ? "" : ".", field, "[", index, "]");
+}
+
+// At most `limit` entries: what the agents' config page holds (common/config_page.h).
+absl::Status CheckCount(int count, uint32_t limit, absl::string_view path,
+                        absl::string_view field) {
+  if (count <= static_cast<int>(limit)) return absl::OkStatus();
+  return Invalid(absl::StrCat(path, path.empty() ? "" : ".", field),
+                 absl::StrCat(count, " entries, more than the ", limit,
+                              " a hooked process can hold"));
 }
 
 // The message's own unknown fields (its sub-messages are checked by their callers).
@@ -99,37 +110,6 @@ absl::Status CheckNames(const google::protobuf::RepeatedPtrField<std::string>& n
   return absl::OkStatus();
 }
 
-// "" if `text` is ADDRESS/LENGTH with no host bits set, else why not.
-std::string CidrProblem(const std::string& text) {
-  const size_t slash = text.find('/');
-  if (slash == std::string::npos) return "no /LENGTH";
-  const std::string address = text.substr(0, slash);
-  const absl::string_view length_text = absl::string_view(text).substr(slash + 1);
-  unsigned char bytes[16];
-  int size = 0;
-  if (inet_pton(AF_INET, address.c_str(), bytes) == 1) {
-    size = 4;
-  } else if (inet_pton(AF_INET6, address.c_str(), bytes) == 1) {
-    size = 16;
-  } else {
-    return absl::StrCat("\"", address, "\" is not an IPv4 or IPv6 address");
-  }
-  int length = 0;
-  if (length_text.empty() || length_text.size() > 3 ||
-      !std::all_of(length_text.begin(), length_text.end(),
-                   [](char c) { return absl::ascii_isdigit(c); }) ||
-      !absl::SimpleAtoi(length_text, &length)) {
-    return absl::StrCat("prefix length \"", length_text, "\" is not a number");
-  }
-  if (length > size * 8) {
-    return absl::StrCat("prefix length ", length, " > ", size * 8);
-  }
-  for (int bit = length; bit < size * 8; ++bit) {
-    if (bytes[bit / 8] & (0x80 >> (bit % 8))) return "host bits set";
-  }
-  return "";
-}
-
 absl::Status CheckFilter(const v1::TraceFilter& filter, const std::string& path) {
   RETURN_IF_ERROR(CheckNoUnknownFields(filter, path));
   if (filter.action() == v1::TraceFilter::ACTION_UNSPECIFIED) {
@@ -144,6 +124,12 @@ absl::Status CheckFilter(const v1::TraceFilter& filter, const std::string& path)
     return Invalid(absl::StrCat(path, ".direction"),
                    absl::StrCat("unknown direction ", filter.direction()));
   }
+  RETURN_IF_ERROR(CheckCount(filter.services_size(), kPageMaxNames, path, "services"));
+  RETURN_IF_ERROR(CheckCount(filter.processes_size(), kPageMaxNames, path, "processes"));
+  RETURN_IF_ERROR(
+      CheckCount(filter.local_ports_size(), kPageMaxPortRanges, path, "local_ports"));
+  RETURN_IF_ERROR(CheckCount(filter.peer_ports_size(), kPageMaxPortRanges, path, "peer_ports"));
+  RETURN_IF_ERROR(CheckCount(filter.peer_cidrs_size(), kPageMaxCidrs, path, "peer_cidrs"));
   RETURN_IF_ERROR(CheckNames(filter.services(), path, "services"));
   RETURN_IF_ERROR(CheckNames(filter.processes(), path, "processes"));
   RETURN_IF_ERROR(CheckNames(filter.nodes(), path, "nodes"));
@@ -152,10 +138,10 @@ absl::Status CheckFilter(const v1::TraceFilter& filter, const std::string& path)
   RETURN_IF_ERROR(CheckPortRanges(filter.peer_ports(), path, "peer_ports"));
   for (int i = 0; i < filter.peer_cidrs_size(); ++i) {
     const std::string& cidr = filter.peer_cidrs(i);
-    const std::string problem = CidrProblem(cidr);
-    if (!problem.empty()) {
+    if (absl::StatusOr<Cidr> parsed = ParseCidr(cidr); !parsed.ok()) {
       return Invalid(Indexed(path, "peer_cidrs", i),
-                     absl::StrCat("\"", cidr, "\" is not a CIDR (", problem, ")"));
+                     absl::StrCat("\"", cidr, "\" is not a CIDR (", parsed.status().message(),
+                                  ")"));
     }
   }
   return absl::OkStatus();
@@ -178,6 +164,9 @@ absl::Status CheckSampling(const v1::Sampling& sampling) {
 
 absl::Status ValidateConfig(const v1::TraceConfig& config) {
   RETURN_IF_ERROR(CheckNoUnknownFields(config, ""));
+  RETURN_IF_ERROR(CheckCount(config.filters_size(), kPageMaxFilters, "", "filters"));
+  RETURN_IF_ERROR(
+      CheckCount(config.inband_ports_size(), kPageMaxInbandRanges, "", "inband_ports"));
   for (int i = 0; i < config.filters_size(); ++i) {
     RETURN_IF_ERROR(CheckFilter(config.filters(i), Indexed("", "filters", i)));
   }

@@ -15,7 +15,10 @@
 //  - a peer CIDR that is not ADDRESS/LENGTH (IPv4 or IPv6, the length required and in
 //    range) or that has host bits set ("10.0.0.1/8");
 //  - an empty string in services, processes, nodes or peer_cidrs;
-//  - sampling.probability outside [0, 1] or NaN; sampling.keep_slower_than_ms < 0.
+//  - sampling.probability outside [0, 1] or NaN; sampling.keep_slower_than_ms < 0;
+//  - more entries than the hooked processes' config page holds (common/config_page.h):
+//    32 filters, 32 inband_ports, 8 services, processes, local_ports, peer_ports or
+//    peer_cidrs per filter.
 #ifndef REPTRACE_CONTROLLER_CONFIG_VALIDATION_H_
 #define REPTRACE_CONTROLLER_CONFIG_VALIDATION_H_
 

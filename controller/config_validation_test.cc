@@ -3,6 +3,7 @@
 #include <limits>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -260,6 +261,34 @@ TEST(ConfigValidationTest, EmptyNamesAreRefused) {
   config = FullConfig();
   config.mutable_filters(0)->add_peer_cidrs("");
   EXPECT_EQ(Message(config), "filters[0].peer_cidrs[4]: empty string");
+}
+
+TEST(ConfigValidationTest, MoreThanTheConfigPageHoldsIsRefused) {
+  v1::TraceConfig config = FullConfig();
+  while (config.filters_size() < 32) *config.add_filters() = config.filters(0);
+  EXPECT_TRUE(ValidateConfig(config).ok());
+  *config.add_filters() = config.filters(0);
+  EXPECT_EQ(Message(config),
+            "filters: 33 entries, more than the 32 a hooked process can hold");
+
+  config = FullConfig();
+  for (int i = 0; i < 6; ++i) config.mutable_filters(1)->add_services(absl::StrCat("s", i));
+  EXPECT_EQ(Message(config),
+            "filters[1].services: 9 entries, more than the 8 a hooked process can hold");
+
+  config = FullConfig();
+  for (int i = 0; i < 5; ++i) {
+    config.mutable_filters(0)->add_peer_cidrs(absl::StrCat("10.", i, ".0.0/16"));
+  }
+  EXPECT_EQ(Message(config),
+            "filters[0].peer_cidrs: 9 entries, more than the 8 a hooked process can hold");
+
+  config = FullConfig();
+  for (uint32_t port = 1000; config.inband_ports_size() < 33; ++port) {
+    *config.add_inband_ports() = Range(port);
+  }
+  EXPECT_EQ(Message(config),
+            "inband_ports: 33 entries, more than the 32 a hooked process can hold");
 }
 
 }  // namespace

@@ -206,13 +206,18 @@ constexpr char kMigration8[] = R"sql(
 ALTER TABLE agents ADD COLUMN config_version BIGINT NOT NULL DEFAULT 0;
 )sql";
 
-// Version 9: trace sampling (controller/trace_sampler.h), and the agents' count of events
-// their hooks did not make because of max_events_per_second.
-//  - sampling_pending: the traces stored or changed while sampling is on, waiting to be
-//    decided, with when a span was last added to or relinked into each (controller
-//    clock, ns); a trace is decided once that is older than the decision wait;
-//  - sampling_counts: what was decided, one row per rule, added to by every replica.
+// Version 9: the agents' count of records their hooked processes' rate limits refused.
 constexpr char kMigration9[] = R"sql(
+ALTER TABLE agents ADD COLUMN hook_events_rate_limited BIGINT NOT NULL DEFAULT 0;
+)sql";
+
+// Version 10: trace sampling (controller/trace_sampler.h).
+//  - sampling_pending: the traces stored or changed while sampling is on, waiting to be
+//    decided, with when a span was last added to or relinked into each (the writing
+//    controller's clock, ns); a trace is decided once that is older than the decision
+//    wait;
+//  - sampling_counts: what was decided, one row per rule, added to by every replica.
+constexpr char kMigration10[] = R"sql(
 CREATE TABLE sampling_pending (
   trace_id   BIGINT PRIMARY KEY,
   touched_ns BIGINT NOT NULL
@@ -227,7 +232,6 @@ CREATE TABLE sampling_counts (
 INSERT INTO sampling_counts (decision, name) VALUES
   (1, 'kept: error'), (2, 'kept: slow'), (3, 'kept: probability'),
   (4, 'dropped: probability');
-ALTER TABLE agents ADD COLUMN hook_events_rate_limited BIGINT NOT NULL DEFAULT 0;
 )sql";
 
 }  // namespace
@@ -243,8 +247,8 @@ const std::vector<Migration>& Migrations() {
       {6, "agents' count of in-band peers not hooked", kMigration6},
       {7, "config_versions, with the default config as version 1", kMigration7},
       {8, "agents' acknowledged config version", kMigration8},
-      {9, "trace sampling: pending traces and counts; agents' rate-limited events",
-       kMigration9},
+      {9, "agents' count of events rate-limited in the hooks", kMigration9},
+      {10, "trace sampling: pending traces and decision counts", kMigration10},
   };
   return *migrations;
 }

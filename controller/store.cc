@@ -143,7 +143,7 @@ UPDATE agents SET
   processes_connected = $2, events_received = $3, records_malformed = $4,
   hook_events_dropped = $5, spans_built = $6, spans_dropped = $7, batches_sent = $8,
   batches_acked = $9, batches_resent = $10, events_without_connection = $11,
-  inband_peers_not_hooked = $12, last_seen_ns = $13, hook_events_rate_limited = $14
+  inband_peers_not_hooked = $12, hook_events_rate_limited = $13, last_seen_ns = $14
 WHERE agent_id = $1
 )sql";
 
@@ -330,8 +330,8 @@ void UpdateCounters(pqxx::transaction_base& tx, const std::string& agent_id,
                    ToBigint(c.spans_dropped()), ToBigint(c.batches_sent()),
                    ToBigint(c.batches_acked()), ToBigint(c.batches_resent()),
                    ToBigint(c.events_without_connection()),
-                   ToBigint(c.inband_peers_not_hooked()), now_ns,
-                   ToBigint(c.hook_events_rate_limited()));
+                   ToBigint(c.inband_peers_not_hooked()),
+                   ToBigint(c.hook_events_rate_limited()), now_ns);
 }
 
 void SpanFromRow(const pqxx::row& row, v1::Span* span) {

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "common/config_page.h"
 #include "hook/process_state.h"
 #include "hook/real_calls.h"
 
@@ -59,6 +60,8 @@ std::atomic<uint32_t> g_link_epoch{0};
 // Pushes refused while this process had no ring (making it failed, or another thread was
 // making it): counted here, the ring's header counts the rest.
 std::atomic<uint64_t> g_unringed_drops{0};
+// Records the rate limit refused before the ring was made (folded into its header then).
+std::atomic<uint64_t> g_unringed_rate_limited{0};
 
 // The fds a link operation is inside a system call on (slot 0: the agent connection, slot
 // 1: the ring), kCreating while it creates one, else -1. A program that takes an fd number
@@ -267,6 +270,7 @@ bool MakeRing() {
   // What was refused while there was no ring, where the agent reads it.
   g_ring.header()->dropped.fetch_add(g_unringed_drops.exchange(0, std::memory_order_relaxed),
                                      std::memory_order_relaxed);
+  g_ring.CountRateLimited(g_unringed_rate_limited.exchange(0, std::memory_order_relaxed));
   return true;
 }
 
@@ -567,6 +571,7 @@ void ResetAgentLinkAfterFork(uint64_t start_wall_ns, uint64_t start_mono_ns) {
     if (fd >= 0) RealClose(fd);  // the parent keeps its own copy
   }
   g_unringed_drops.store(0, std::memory_order_relaxed);
+  g_unringed_rate_limited.store(0, std::memory_order_relaxed);
   g_link_epoch.store(0, std::memory_order_relaxed);
   g_next_attempt_ns = 0;
   g_backoff_ns = kFirstBackoffNs;
@@ -652,6 +657,17 @@ bool LinkStarted() {
 }
 
 uint64_t EventsRecorded() { return g_ring.pushed(); }
+void ProcessNameHashes(uint64_t* service, uint64_t* program) {
+  char name[kNameBytes];
+  ProgramName(name);
+  *program = NameHash(name, strlen(name));
+  *service = g_service[0] != '\0' ? NameHash(g_service, strlen(g_service)) : *program;
+}
+
+void CountRateLimited() {
+  if (!g_ring.CountRateLimited()) g_unringed_rate_limited.fetch_add(1, std::memory_order_relaxed);
+}
+
 uint64_t EventsDropped() {
   return g_ring.dropped() + g_unringed_drops.load(std::memory_order_relaxed);
 }

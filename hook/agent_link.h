@@ -81,6 +81,15 @@ int RingFd();
 // will when it connects.
 bool LinkStarted();
 
+// NameHash (common/config_page.h) of the service name the hello carries (REPTRACE_SERVICE,
+// else the program's name) and of the program's name (/proc/self/comm). Reads a file:
+// slow path only.
+void ProcessNameHashes(uint64_t* service, uint64_t* program);
+
+// Counts a data record the rate limit refused (hook/settings.h), in the ring's header
+// where the agent reads it. Never blocks.
+void CountRateLimited();
+
 // For tests and diagnostics.
 uint64_t EventsRecorded();
 uint64_t EventsDropped();

@@ -69,7 +69,8 @@ void ConnectionTable::NoteFd(int fd) {
 
 bool ConnectionTable::Start(int fd, uint64_t conn_id, uint8_t role,
                             const Endpoints& endpoints, uint32_t announced,
-                            inband::Mode send_mode, inband::Mode receive_mode) {
+                            inband::Mode send_mode, inband::Mode receive_mode,
+                            uint64_t config_seq, bool reporting) {
   if (fd < 0 || !Map()) return false;
   std::atomic<ConnectionState*>* slots = slots_.load(std::memory_order_acquire);
   if (static_cast<size_t>(fd) >= size_.load(std::memory_order_acquire)) return false;
@@ -83,6 +84,8 @@ bool ConnectionTable::Start(int fd, uint64_t conn_id, uint8_t role,
   state->refs.store(1, std::memory_order_relaxed);
   state->role = role;
   state->announced.store(announced, std::memory_order_relaxed);
+  state->config_seq.store(config_seq, std::memory_order_relaxed);
+  state->reporting.store(reporting ? 1 : 0, std::memory_order_relaxed);
   state->endpoints = endpoints;
   state->inband.Reset(send_mode, receive_mode);
   state->conn_id.store(conn_id, std::memory_order_release);
@@ -134,6 +137,10 @@ uint64_t ConnectionTable::Stop(int fd, ConnectionState* snapshot, bool* last) {
                                    std::memory_order_relaxed);
     snapshot->tls.store(state->tls.load(std::memory_order_relaxed), std::memory_order_relaxed);
     snapshot->announced.store(state->announced.load(std::memory_order_relaxed),
+                              std::memory_order_relaxed);
+    snapshot->config_seq.store(state->config_seq.load(std::memory_order_relaxed),
+                               std::memory_order_relaxed);
+    snapshot->reporting.store(state->reporting.load(std::memory_order_relaxed),
                               std::memory_order_relaxed);
     snapshot->role = state->role;
     snapshot->endpoints = state->endpoints;

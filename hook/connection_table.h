@@ -46,6 +46,10 @@ struct ConnectionState {
   // The link generation (agent_link.h) under which the open record went into the ring;
   // 0: it never did (the ring was full).
   std::atomic<uint32_t> announced;
+  // The config page seq under which `reporting` was decided (hook/settings.h); 0: not yet.
+  std::atomic<uint64_t> config_seq;
+  // 1: the config traces this connection (records are made); 0: only its bytes are counted.
+  std::atomic<uint8_t> reporting;
   Endpoints endpoints;
   // In-band mode (hook/inband.h): framing and stripping of the connection's bytes.
   inband::State inband;
@@ -73,9 +77,12 @@ class ConnectionTable {
   // announced under link generation `announced`, its in-band state in these modes. Maps the table on first use. False if
   // `fd` is out of range or no record is free. If `fd` was traced, that reference is
   // dropped (callers Stop() it first to report it).
+  // `config_seq` and `reporting`: the config decision it starts with (hook/settings.h;
+  // config_seq 0: to be decided on its first call).
   bool Start(int fd, uint64_t conn_id, uint8_t role, const Endpoints& endpoints,
              uint32_t announced, inband::Mode send_mode = inband::Mode::kPlain,
-             inband::Mode receive_mode = inband::Mode::kPlain);
+             inband::Mode receive_mode = inband::Mode::kPlain, uint64_t config_seq = 0,
+             bool reporting = true);
 
   // `new_fd` is now a duplicate of `old_fd`: both name the same connection. False (and
   // `new_fd` untraced) if `old_fd` is not traced.

@@ -115,6 +115,14 @@ class EventRing {
     return header->dropped.fetch_add(1, std::memory_order_relaxed);
   }
 
+  // Counts a record the rate limit refused; false if there is no ring to count it in.
+  bool CountRateLimited(uint64_t n = 1) {
+    RingHeader* header = header_.load(std::memory_order_acquire);
+    if (header == nullptr) return false;
+    header->rate_limited.fetch_add(n, std::memory_order_relaxed);
+    return true;
+  }
+
   // Records pushed and pushes refused since the ring was attached.
   uint64_t pushed() const;
   uint64_t dropped() const;

@@ -14,6 +14,7 @@
 #include "hook/agent_link.h"
 #include "hook/process_state.h"
 #include "hook/real_calls.h"
+#include "hook/settings.h"
 
 namespace reptrace::hook {
 namespace {
@@ -361,16 +362,17 @@ void ReseedInbandAfterFork() {
   t_trace = 0;
 }
 
-void InbandModesFor(uint8_t role, const Endpoints& endpoints, Mode* send_mode,
-                    Mode* receive_mode) {
+void InbandModesFor(uint8_t role, const Endpoints& endpoints, bool reporting,
+                    Mode* send_mode, Mode* receive_mode) {
   *send_mode = Mode::kPlain;
   *receive_mode = Mode::kPlain;
   if (endpoints.protocol != IPPROTO_TCP || endpoints.family == kFamilyUnix) return;
   if (role == static_cast<uint8_t>(SocketRole::kServer)) {
     *send_mode = Mode::kUndecided;
     *receive_mode = Mode::kUndecided;
-  } else if (role == static_cast<uint8_t>(SocketRole::kClient) && !g_ports.empty() &&
-             g_ports.Contains(endpoints.peer_port)) {
+  } else if (role == static_cast<uint8_t>(SocketRole::kClient) && reporting &&
+             ((!g_ports.empty() && g_ports.Contains(endpoints.peer_port)) ||
+              PageInbandPort(endpoints.peer_port))) {
     *send_mode = Mode::kUndecided;
   }
 }

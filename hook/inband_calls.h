@@ -41,10 +41,12 @@ void ConfigureInband();
 // The fork child's span ids must differ from its parent's.
 void ReseedInbandAfterFork();
 
-// The in-band modes a new connection starts with: a TCP client to an in-band port may
-// frame; every TCP server connection looks for frames; anything else is plain.
-void InbandModesFor(uint8_t role, const Endpoints& endpoints, inband::Mode* send_mode,
-                    inband::Mode* receive_mode);
+// The in-band modes a new connection starts with: a TCP client the config traces
+// (`reporting`) to an in-band port (REPTRACE_INBAND_PORTS or the config page's) may frame;
+// every TCP server connection looks for frames, traced or not (a framed request must reach
+// the program without its header whatever the config says); anything else is plain.
+void InbandModesFor(uint8_t role, const Endpoints& endpoints, bool reporting,
+                    inband::Mode* send_mode, inband::Mode* receive_mode);
 
 inline bool InbandActive(const ConnectionState* state) {
   return state->inband.active.load(std::memory_order_relaxed) != 0;

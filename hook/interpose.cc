@@ -34,6 +34,7 @@
 #include "hook/interposed.h"
 #include "hook/process_state.h"
 #include "hook/real_calls.h"
+#include "hook/settings.h"
 #include "hook/tls.h"
 
 #define REPTRACE_EXPORT extern "C" __attribute__((visibility("default")))
@@ -50,9 +51,6 @@ namespace {
 ConnectionTable g_table;
 std::atomic<uint64_t> g_next_conn_id{1};
 
-// How many captured bytes a message start carries (REPTRACE_CAPTURE_BYTES, 0..128): the
-// fingerprint always covers up to kCaptureBytes. Set by the constructor.
-uint8_t g_capture_bytes = kCaptureBytes;
 // Wall time minus monotonic time at start-up (the hello's clock pair): records read one
 // clock, CLOCK_MONOTONIC; an EventRecord's wall_ns is derived from it (modulo 2^64).
 uint64_t g_wall_minus_mono = 0;
@@ -236,7 +234,7 @@ __attribute__((always_inline)) inline size_t FillMessageStart(DataRecord* r, con
                                                                ssize_t result) {
   size_t n = static_cast<size_t>(result);
   if (n > kCaptureBytes) n = kCaptureBytes;
-  size_t captured = n < g_capture_bytes ? n : g_capture_bytes;
+  size_t captured = n < CaptureBytes() ? n : CaptureBytes();
   r->hash = 0;
   if (bytes.buf != nullptr) {
     std::memcpy(r->capture, bytes.buf, captured);
@@ -256,7 +254,7 @@ __attribute__((always_inline)) inline size_t FillMessageStart(DataRecord* r, con
 // head is still being captured: the bytes up to the capture size; returns the wire size.
 __attribute__((noinline)) size_t FillHeadCapture(DataRecord* r, const Bytes& bytes,
                                                  ssize_t result, uint64_t into_message) {
-  size_t n = g_capture_bytes - static_cast<size_t>(into_message);
+  size_t n = CaptureBytes() - static_cast<size_t>(into_message);
   if (n > static_cast<size_t>(result)) n = static_cast<size_t>(result);
   size_t captured = 0;
   if (bytes.buf != nullptr) {
@@ -288,7 +286,7 @@ void RecordDatagram(ConnectionState* state, int fd, uint64_t conn_id, EventKind 
     if (bytes.buf != nullptr || bytes.iov != nullptr) {
       n = Gather(bytes, n, r->capture);
       r->hash = Fingerprint64(r->capture, n);
-      r->capture_len = static_cast<uint8_t>(n < g_capture_bytes ? n : g_capture_bytes);
+      r->capture_len = static_cast<uint8_t>(n < CaptureBytes() ? n : CaptureBytes());
     }
   }
   r->result = result;
@@ -301,41 +299,64 @@ void RecordDatagram(ConnectionState* state, int fd, uint64_t conn_id, EventKind 
 // and counts nothing on a connection that carries TLS (tls.h). Inlined into each caller:
 // its call (ten arguments, six saved registers) was 24 of the ~300 instructions a traced
 // call costs.
+// Moves a connection's offsets and direction on by one call's `result` bytes. Returns the
+// offset the bytes start at; sets whether a message starts there and, if not, where in its
+// message they start. Done for every call, reported or not, so that offsets stay exact
+// after a drop and after the config switched reporting off and on again.
+__attribute__((always_inline)) inline uint64_t Advance(ConnectionState* state, EventKind kind,
+                                                       ssize_t result, bool* message_start,
+                                                       uint64_t* into_message) {
+  std::atomic<uint64_t>& moved =
+      kind == EventKind::kSend ? state->bytes_sent : state->bytes_received;
+  if (result <= 0) return moved.load(std::memory_order_relaxed);
+  const uint64_t offset = moved.fetch_add(static_cast<uint64_t>(result), std::memory_order_relaxed);
+  // A load, and a plain store when the direction flips (in a request/response exchange,
+  // every call): no locked instruction. Two threads racing on one connection's direction
+  // may both mark a message start; their bytes interleave anyway.
+  const uint8_t direction = static_cast<uint8_t>(kind);
+  *message_start = state->last_direction.load(std::memory_order_relaxed) != direction;
+  if (*message_start) {
+    state->last_direction.store(direction, std::memory_order_relaxed);
+    state->message_start.store(offset, std::memory_order_relaxed);
+  } else {
+    *into_message = offset - state->message_start.load(std::memory_order_relaxed);
+  }
+  return offset;
+}
+
+// The clock of a call on `state`, taken only if the connection reports (0 if not: a call
+// the config does not trace reads no clock; RecordTransfer reads it then if the decision
+// changed meanwhile).
+__attribute__((always_inline)) inline Clock ClockIfReporting(ConnectionState* state) {
+  return ConnectionReporting(state) ? Now() : Clock{0};
+}
+
 __attribute__((always_inline)) inline void RecordTransfer(
     ConnectionState* state, int fd, EventKind kind, const Bytes& bytes, ssize_t result,
-    int err, const Clock& clock, bool plaintext = false, const sockaddr* peer = nullptr,
+    int err, Clock clock, bool plaintext = false, const sockaddr* peer = nullptr,
     socklen_t peer_len = 0) {
   if (!plaintext && TlsOwnsRawBytes(state, fd)) return;
   const uint64_t conn_id = state->conn_id.load(std::memory_order_acquire);
   if (conn_id == 0) return;  // closed by another thread meanwhile
+  bool message_start = false;
+  uint64_t into_message = UINT64_MAX;  // where this call's bytes start in their message
+  // Two loads and a compare: does the config trace this connection (hook/settings.h)?
+  if (!ConnectionReporting(state)) {
+    Advance(state, kind, result, &message_start, &into_message);
+    return;
+  }
+  if (clock.mono_ns == 0) clock = Now();
   // One relaxed load and compare: has the agent connection got the open record?
   const uint32_t generation = LinkGeneration();
   if (state->announced.load(std::memory_order_relaxed) != generation) {
     Reannounce(state, fd, conn_id, clock);
   }
   const bool datagram = state->endpoints.protocol == IPPROTO_UDP;
-  // Offsets and direction advance whether or not the record finds room in the ring, so
-  // they stay exact after a drop.
-  std::atomic<uint64_t>& moved =
-      kind == EventKind::kSend ? state->bytes_sent : state->bytes_received;
-  uint64_t offset;
-  bool message_start = false;
-  uint64_t into_message = UINT64_MAX;  // where this call's bytes start in their message
-  if (result > 0) {
-    offset = moved.fetch_add(static_cast<uint64_t>(result), std::memory_order_relaxed);
-    // A load, and a plain store when the direction flips (in a request/response exchange,
-    // every call): no locked instruction. Two threads racing on one connection's
-    // direction may both mark a message start; their bytes interleave anyway.
-    const uint8_t direction = static_cast<uint8_t>(kind);
-    message_start = state->last_direction.load(std::memory_order_relaxed) != direction;
-    if (message_start) {
-      state->last_direction.store(direction, std::memory_order_relaxed);
-      state->message_start.store(offset, std::memory_order_relaxed);
-    } else {
-      into_message = offset - state->message_start.load(std::memory_order_relaxed);
-    }
-  } else {
-    offset = moved.load(std::memory_order_relaxed);
+  const uint64_t offset = Advance(state, kind, result, &message_start, &into_message);
+  // max_events_per_second: a record refused is counted; the offsets have moved on.
+  if (!TakeEventToken(clock.mono_ns)) {
+    CountRateLimited();
+    return;
   }
   if (datagram) {
     RecordDatagram(state, fd, conn_id, kind, bytes, result, err, offset, clock, peer,
@@ -348,7 +369,7 @@ __attribute__((always_inline)) inline void RecordTransfer(
   auto* r = static_cast<DataRecord*>(BeginRecord(&claim));
   if (r == nullptr) return;  // ring full: counted as a drop
   // A message whose first bytes came in several calls: this call's share of its head.
-  const bool head = into_message < g_capture_bytes;
+  const bool head = into_message < CaptureBytes();
   r->kind = static_cast<uint8_t>(kind);
   r->flags = message_start ? kFlagMessageStart : head ? kFlagHeadCapture : 0;
   r->capture_len = 0;
@@ -378,8 +399,8 @@ __attribute__((always_inline)) inline void AfterReceiveInline(
   if (result == 0 && state->endpoints.protocol == IPPROTO_UDP) return;
   {
     InHookScope scope;
-    RecordTransfer(state, fd, EventKind::kRecv, bytes, result, err, Now(), false, peer,
-                   peer_len);
+    RecordTransfer(state, fd, EventKind::kRecv, bytes, result, err, ClockIfReporting(state),
+                   false, peer, peer_len);
   }
   errno = err;
 }
@@ -429,8 +450,6 @@ bool ToEndpoint(const sockaddr* sa, socklen_t len, uint8_t (&addr)[16], uint16_t
   return false;
 }
 
-bool g_trace_unix = false;  // REPTRACE_TRACE_UNIX: trace Unix-domain stream sockets too
-
 // Is `fd` a TCP (or, if `udp`, a UDP) socket over IPv4/IPv6, or, if REPTRACE_TRACE_UNIX
 // asks, a Unix-domain stream socket? Fills the family, the protocol and the local address
 // (for a Unix-domain socket, its own name into `*unix_name`, if it has one).
@@ -440,7 +459,7 @@ bool InspectSocket(int fd, Endpoints* endpoints, bool udp, UnixName* unix_name =
   if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &optlen) != 0) return false;
   sockaddr_storage local = {};
   socklen_t len = sizeof(local);
-  if (protocol == 0 && g_trace_unix) {  // Unix-domain sockets have no protocol number
+  if (protocol == 0 && TraceUnixSockets()) {  // Unix-domain sockets have no protocol number
     int domain = 0, type = 0;
     optlen = sizeof(domain);
     if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &optlen) != 0 || domain != AF_UNIX) {
@@ -504,14 +523,21 @@ void StartConnection(int fd, EventKind kind, SocketRole role, const Endpoints& e
   }
   r.result = result;
   r.error = result < 0 ? err : 0;
+  // What the config says of it (hook/settings.h): a connection it does not trace is still
+  // kept, counting its bytes, but announces nothing until it does.
+  MaybeMapConfigPage(clock.mono_ns);
+  bool reporting = false;
+  const uint64_t config_seq =
+      DecideNewConnection(static_cast<uint8_t>(role), endpoints, &reporting);
   // The generation of the ring the record went into (0: dropped): if the agent connection
   // is lost after that, the generation moves on and the data calls re-announce.
-  const uint32_t announced = PublishAnnouncement(&r, sizeof(r));
+  const uint32_t announced = reporting ? PublishAnnouncement(&r, sizeof(r)) : 0;
   if (keep) {
     inband::Mode send_mode, receive_mode;
-    InbandModesFor(static_cast<uint8_t>(role), endpoints, &send_mode, &receive_mode);
+    InbandModesFor(static_cast<uint8_t>(role), endpoints, reporting, &send_mode,
+                   &receive_mode);
     g_table.Start(fd, conn_id, static_cast<uint8_t>(role), endpoints, announced, send_mode,
-                  receive_mode);
+                  receive_mode, config_seq, reporting);
   }
 }
 
@@ -528,6 +554,7 @@ bool SameEndpoints(const Endpoints& a, const Endpoints& b) {
 // The pending connect() of a traced client connection failed with `err` (seen by polling
 // connect() again, or in getsockopt(SO_ERROR)): reported on the same connection.
 void ReportFailedConnect(int fd, const ConnectionState& state, int err, const Clock& clock) {
+  if (state.reporting.load(std::memory_order_relaxed) == 0) return;  // not traced
   EventRecord r;
   std::memset(&r, 0, sizeof(r));
   FillHeader(&r, EventKind::kConnect, fd, state.conn_id.load(std::memory_order_acquire),
@@ -634,10 +661,10 @@ __attribute__((constructor(101))) void ReptraceInit() {
   InHookScope scope;
   ResolveRealCalls();
   g_cause.store(TakeCauseFromEnvironment(), std::memory_order_relaxed);
-  g_trace_unix = EnvFlag("REPTRACE_TRACE_UNIX");
+  // The config page's settings, as this process's environment adjusts them.
+  ConfigureSettings(CaptureBytesFromEnv(), EnvFlag("REPTRACE_TRACE_UNIX"));
   uint64_t wall_ns, mono_ns;
   ReadStartClocks(&wall_ns, &mono_ns);
-  g_capture_bytes = CaptureBytesFromEnv();
   ConfigureInband();
   ConfigureAgentLink(wall_ns, mono_ns);
   pthread_atfork(BeforeFork, nullptr, ChildAfterFork);
@@ -690,7 +717,7 @@ ssize_t Receive(int fd, void* buf, size_t n, int flags, Call call, bool overflow
 template <typename Call>
 __attribute__((noinline)) ssize_t TracedSend(ConnectionState* state, int fd, const void* buf,
                                              size_t n, int flags, Call call) {
-  const Clock clock = Now();
+  const Clock clock = ClockIfReporting(state);
   ssize_t result;
   if (InbandActive(state)) {
     iovec iov = {const_cast<void*>(buf), n};
@@ -882,7 +909,8 @@ void RecordReceivedMessage(ConnectionState* state, int fd, const msghdr* msg, in
 
 void EnsureAnnounced(ConnectionState* state, int fd) {
   const uint64_t conn_id = state->conn_id.load(std::memory_order_acquire);
-  if (conn_id != 0 && state->announced.load(std::memory_order_relaxed) != LinkGeneration()) {
+  if (conn_id != 0 && state->announced.load(std::memory_order_relaxed) != LinkGeneration() &&
+      ConnectionReporting(state)) {
     Reannounce(state, fd, conn_id, Now());
   }
 }
@@ -931,7 +959,7 @@ REPTRACE_EXPORT int getsockopt(int fd, int level, int name, void* __restrict val
 REPTRACE_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
   if (t_in_hook || addr == nullptr || len < sizeof(sa_family_t) ||
       (addr->sa_family != AF_INET && addr->sa_family != AF_INET6 &&
-       !(addr->sa_family == AF_UNIX && g_trace_unix))) {
+       !(addr->sa_family == AF_UNIX && TraceUnixSockets()))) {
     if (!t_in_hook && g_table.Find(fd) != nullptr) {
       const int result = RealConnect(fd, addr, len);
       const int err = errno;
@@ -1106,7 +1134,7 @@ REPTRACE_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags,
   reptrace::SocketRole role = reptrace::SocketRole::kUnknown;
   const bool start = state == nullptr && PrepareUdp(fd, addr, len, &endpoints, &role);
   if (state == nullptr && !start) return RealSendto(fd, buf, n, flags, addr, len);
-  const Clock clock = Now();
+  const Clock clock = state != nullptr ? ClockIfReporting(state) : Now();
   ssize_t result;
   if (state != nullptr && InbandActive(state)) {
     iovec iov = {const_cast<void*>(buf), n};
@@ -1127,7 +1155,7 @@ REPTRACE_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags,
 
 static __attribute__((noinline)) ssize_t TracedWritev(ConnectionState* state, int fd,
                                                       const iovec* iov, int iovcnt) {
-  const Clock clock = Now();
+  const Clock clock = ClockIfReporting(state);
   const ssize_t result = InbandActive(state) && iovcnt >= 0 && iov != nullptr
                              ? InbandSend(state, fd, iov, iovcnt, 0, nullptr)
                              : RealWritev(fd, iov, iovcnt);
@@ -1149,7 +1177,7 @@ template <typename Call>
 static ssize_t SendFile(int out_fd, int in_fd, off64_t* offset, size_t count, Call call) {
   ConnectionState* state = g_table.Find(out_fd);
   if (state == nullptr || t_in_hook) return call();
-  const Clock clock = Now();
+  const Clock clock = ClockIfReporting(state);
   const ssize_t result = InbandActive(state)
                              ? InbandSendfile(state, out_fd, in_fd, offset, count)
                              : call();
@@ -1216,7 +1244,7 @@ REPTRACE_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
   const bool start =
       state == nullptr && PrepareUdp(fd, addr, msg->msg_namelen, &endpoints, &role);
   if (state == nullptr && !start) return RealSendmsg(fd, msg, flags);
-  const Clock clock = Now();
+  const Clock clock = state != nullptr ? ClockIfReporting(state) : Now();
   const ssize_t result =
       state != nullptr && InbandActive(state)
           ? InbandSend(state, fd, msg->msg_iov, static_cast<int>(msg->msg_iovlen), flags, msg)
@@ -1289,7 +1317,7 @@ REPTRACE_EXPORT int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags
                      PrepareUdp(fd, static_cast<const sockaddr*>(msgs[0].msg_hdr.msg_name),
                                 msgs[0].msg_hdr.msg_namelen, &endpoints, &role);
   if (state == nullptr && !start) return RealSendmmsg(fd, msgs, vlen, flags);
-  const Clock clock = Now();
+  const Clock clock = state != nullptr ? ClockIfReporting(state) : Now();
   const int result = RealSendmmsg(fd, msgs, vlen, flags);
   const int err = errno;
   if (start) state = StartUdpAfterFirstSend(fd, endpoints, role, clock);

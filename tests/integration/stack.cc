@@ -41,13 +41,15 @@ Stack::~Stack() {
   for (auto& service : services_) service.Stop(absl::Seconds(3));
   agent_.Stop(absl::Seconds(3));
   controller_.Stop(absl::Seconds(3));
+  for (auto& replica : replicas_) replica.Stop(absl::Seconds(3));
   if (::testing::Test::HasFailure()) {
     std::cerr << "---- logs of the failed test's stack ----\n" << Logs();
   }
   RemoveTree(dir_);
 }
 
-bool Stack::StartController(int port, const std::vector<std::string>& extra_flags) {
+bool Stack::LaunchController(int port, const std::vector<std::string>& extra_flags,
+                             Process* process, int* bound_port) {
   if (!db_.ok()) return false;
   const std::string log = absl::StrCat(dir_, "/controller.", ++controller_starts_, ".log");
   ProcessOptions options;
@@ -56,25 +58,37 @@ bool Stack::StartController(int port, const std::vector<std::string>& extra_flag
   std::vector<std::string> argv = {BuildPath("controller/reptrace-controller"), "--listen",
                                   absl::StrCat("127.0.0.1:", port), "--db", db_.conninfo()};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
-  controller_ = Process(argv, options);
+  *process = Process(argv, options);
   static const std::regex kListening("listening on ([0-9.]+):([0-9]+)");
   bool up = WaitUntil(
       [&] {
         std::smatch match;
         std::string text = ReadFile(log);
         if (std::regex_search(text, match, kListening)) {
-          controller_port_ = std::stoi(match[2]);
+          *bound_port = std::stoi(match[2]);
           return true;
         }
-        return !controller_.Running();
+        return !process->Running();
       },
       absl::Seconds(30));
-  if (!up || !controller_.Running()) {
+  if (!up || !process->Running()) {
     ADD_FAILURE() << "controller did not start:\n" << ReadFile(log);
     return false;
   }
+  return true;
+}
+
+bool Stack::StartController(int port, const std::vector<std::string>& extra_flags) {
+  if (!LaunchController(port, extra_flags, &controller_, &controller_port_)) return false;
   controller_address_ = absl::StrCat("127.0.0.1:", controller_port_);
   return true;
+}
+
+std::string Stack::StartControllerReplica() {
+  replicas_.emplace_back();
+  int port = 0;
+  if (!LaunchController(0, {}, &replicas_.back(), &port)) return "";
+  return absl::StrCat("127.0.0.1:", port);
 }
 
 void Stack::StopController(int signal) {

@@ -27,6 +27,9 @@ class Stack {
   // Starts the controller on 127.0.0.1:`port` (0 = any) with `extra_flags` after the
   // usual ones; false if it did not come up.
   bool StartController(int port = 0, const std::vector<std::string>& extra_flags = {});
+  // Another controller replica on the same database, on a port of its own: its address,
+  // "" if it did not come up. Stopped with the stack.
+  std::string StartControllerReplica();
   // Sends `signal` to the controller and waits for it to exit.
   void StopController(int signal);
   bool StartAgent(const std::vector<std::string>& extra_flags = {});
@@ -67,10 +70,14 @@ class Stack {
   std::string Logs() const;
 
  private:
+  bool LaunchController(int port, const std::vector<std::string>& extra_flags,
+                        Process* process, int* bound_port);
+
   TestDatabase db_;
   std::string dir_;
   Process controller_;
   Process agent_;
+  std::vector<Process> replicas_;
   std::vector<Process> services_;
   std::string controller_address_;
   int controller_port_ = 0;
