@@ -582,13 +582,19 @@ def run_instructions(args):
     agent, agent_sock = start_bare_agent(args.build, work)
     rows = []
     try:
-        # In-band: every port framed (both ends are in the one hooked process).
-        for label, extra, calls_per_iteration, inband in (
-                ("traced TCP socket (64 B request/response)", ["64"], 4, False),
-                ("the same, in-band (framed both ways)", ["64"], 4, True),
-                ("non-socket fd (eventfd)", ["eventfd"], 2, False)):
+        page = agent_sock + ".config"
+        publish = os.path.join(args.build, "bench/publish_config")
+        # In-band: every port framed (both ends are in the one hooked process). Off: the
+        # config page says enabled=false (the connections are kept, counting bytes).
+        for label, extra, calls_per_iteration, inband, off in (
+                ("traced TCP socket (64 B request/response)", ["64"], 4, False, False),
+                ("the same, in-band (framed both ways)", ["64"], 4, True, False),
+                ("the same, tracing switched off (enabled=false)", ["64"], 4, False, True),
+                ("non-socket fd (eventfd)", ["eventfd"], 2, False, False)):
             per_call = {}
             shipper = None
+            subprocess.run([publish, page, "2" if off else "3",
+                            '{"enabled": false}' if off else "{}"], check=True)
             for mode in ("plain", "hooked"):
                 env = {k: v for k, v in os.environ.items()
                        if k != "LD_PRELOAD" and not k.startswith("REPTRACE_")}

@@ -272,7 +272,7 @@ TEST(ConfigValidationTest, MoreThanTheConfigPageHoldsIsRefused) {
             "filters: 33 entries, more than the 32 a hooked process can hold");
 
   config = FullConfig();
-  for (int i = 0; i < 6; ++i) config.mutable_filters(1)->add_services(absl::StrCat("s", i));
+  for (int i = 0; i < 7; ++i) config.mutable_filters(1)->add_services(absl::StrCat("s", i));
   EXPECT_EQ(Message(config),
             "filters[1].services: 9 entries, more than the 8 a hooked process can hold");
 

@@ -331,6 +331,30 @@ __attribute__((always_inline)) inline Clock ClockIfReporting(ConnectionState* st
   return ConnectionReporting(state) ? Now() : Clock{0};
 }
 
+// A connection the config does not trace (and that neither frames in-band nor carries TLS,
+// whose paths do more): its calls only count their bytes, with no clock, errno handling or
+// record (CountedCall). Checked in the wrappers themselves, with loads only (no call, so a
+// wrapper keeps its frame-less shape for untraced fds): a connection whose decision is
+// stale goes the traced path, which decides it (RecordTransfer).
+__attribute__((always_inline)) inline bool KnownOnlyCounted(const ConnectionState* state) {
+  return KnownNotReporting(state) && !InbandActive(state) && t_tls_call == nullptr &&
+         state->tls.load(std::memory_order_relaxed) == 0;
+}
+
+// Out of line, and reached by a tail call from the top of each traced path: the traced
+// path's prologue (six saved registers) is not paid by a call that only counts.
+template <typename Call>
+__attribute__((noinline)) ssize_t CountedCall(ConnectionState* state, EventKind kind,
+                                              Call call) {
+  const ssize_t result = call();
+  if (result > 0) {
+    bool message_start;
+    uint64_t into_message;
+    Advance(state, kind, result, &message_start, &into_message);
+  }
+  return result;
+}
+
 __attribute__((always_inline)) inline void RecordTransfer(
     ConnectionState* state, int fd, EventKind kind, const Bytes& bytes, ssize_t result,
     int err, Clock clock, bool plaintext = false, const sockaddr* peer = nullptr,
@@ -711,6 +735,7 @@ ssize_t Receive(int fd, void* buf, size_t n, int flags, Call call, bool overflow
       ((flags & MSG_PEEK) != 0 && !InbandActive(state))) {
     return call();
   }
+  if (KnownOnlyCounted(state)) return CountedCall(state, EventKind::kRecv, call);
   return TracedReceive(state, fd, buf, n, flags, call);
 }
 
@@ -735,6 +760,7 @@ template <typename Call>
 ssize_t Send(int fd, const void* buf, size_t n, int flags, Call call) {
   ConnectionState* state = g_table.Find(fd);
   if (state == nullptr || t_in_hook) return call();
+  if (KnownOnlyCounted(state)) return CountedCall(state, EventKind::kSend, call);
   return TracedSend(state, fd, buf, n, flags, call);
 }
 
@@ -1113,6 +1139,10 @@ static __attribute__((noinline)) ssize_t TracedReadv(ConnectionState* state, int
 REPTRACE_EXPORT ssize_t readv(int fd, const iovec* iov, int iovcnt) {
   ConnectionState* state = g_table.Find(fd);
   if (state == nullptr || t_in_hook) return RealReadv(fd, iov, iovcnt);
+  if (KnownOnlyCounted(state)) {
+    return CountedCall(state, reptrace::EventKind::kRecv,
+                       [=] { return RealReadv(fd, iov, iovcnt); });
+  }
   return TracedReadv(state, fd, iov, iovcnt);
 }
 
@@ -1169,6 +1199,10 @@ static __attribute__((noinline)) ssize_t TracedWritev(ConnectionState* state, in
 REPTRACE_EXPORT ssize_t writev(int fd, const iovec* iov, int iovcnt) {
   ConnectionState* state = g_table.Find(fd);
   if (state == nullptr || t_in_hook) return RealWritev(fd, iov, iovcnt);
+  if (KnownOnlyCounted(state)) {
+    return CountedCall(state, reptrace::EventKind::kSend,
+                       [=] { return RealWritev(fd, iov, iovcnt); });
+  }
   return TracedWritev(state, fd, iov, iovcnt);
 }
 
@@ -1177,6 +1211,7 @@ template <typename Call>
 static ssize_t SendFile(int out_fd, int in_fd, off64_t* offset, size_t count, Call call) {
   ConnectionState* state = g_table.Find(out_fd);
   if (state == nullptr || t_in_hook) return call();
+  if (KnownOnlyCounted(state)) return CountedCall(state, reptrace::EventKind::kSend, call);
   const Clock clock = ClockIfReporting(state);
   const ssize_t result = InbandActive(state)
                              ? InbandSendfile(state, out_fd, in_fd, offset, count)

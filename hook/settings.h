@@ -56,6 +56,15 @@ inline bool ConnectionReporting(ConnectionState* state) {
   return Refresh(state);
 }
 
+// Whether `state` was decided not reporting under the page's current seq: loads only, no
+// call (a connection to decide again answers false; its traced path decides it).
+inline bool KnownNotReporting(const ConnectionState* state) {
+  using namespace settings_internal;  // NOLINT: names of this file
+  const uint64_t seq = g_page.load(std::memory_order_acquire)->seq.load(std::memory_order_relaxed);
+  return state->config_seq.load(std::memory_order_relaxed) == seq &&
+         state->reporting.load(std::memory_order_relaxed) == 0;
+}
+
 // Decides a new connection of `role` between `endpoints` (before its open record): whether
 // it reports, in `*traced`; returns the page seq it was decided under, 0 if the page was
 // being written (then `*traced` is false and the connection is decided on its next call).
