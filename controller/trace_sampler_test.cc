@@ -313,6 +313,28 @@ TEST_F(TraceSamplerTest, ALateSpanOfADroppedTraceStandsAloneAndIsDecidedOnItsOwn
   EXPECT_EQ(Count(db_, "SELECT count(*) FROM spans"), 0);
 }
 
+TEST_F(TraceSamplerTest, ALateSpanJoiningAKeptTraceKeepsItAndIsCountedAsASecondDecision) {
+  sampler_->SetConfig(Sampling(0, /*keep_errors=*/true));
+  std::vector<v1::Span> spans = Request(0);
+  spans[0].set_status(v1::SPAN_STATUS_ERROR);
+  v1::SpanBatch first;
+  for (int k = 0; k < 3; ++k) *first.add_spans() = spans[k];
+  Write(first);
+  ASSERT_EQ(Decide(AfterTheWait()).kept_error.traces, 1);
+
+  v1::SpanBatch late;
+  *late.add_spans() = spans[3];  // python's span joins the kept trace
+  Write(late);
+  const SamplingTally again = Decide(AfterTheWait());
+
+  // The same trace id and still a failed span: kept again, whole; the counts are of
+  // decisions, so it counts twice.
+  EXPECT_EQ(again.kept_error.traces, 1);
+  EXPECT_EQ(again.kept_error.spans, 4);
+  EXPECT_EQ(SpansOf(0), 4);
+  EXPECT_EQ(Count(db_, "SELECT traces FROM sampling_counts WHERE decision = 1"), 2);
+}
+
 TEST_F(TraceSamplerTest, TwoReplicasDecideEveryTraceExactlyOnce) {
   // A second replica: its own store, writer and sampler on the same database.
   auto other_store = Store::Open(db_.conninfo());
