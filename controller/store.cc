@@ -384,6 +384,7 @@ void DisableJit(pqxx::connection& conn) {
 SpanWriter::SpanWriter(std::unique_ptr<pqxx::connection> conn,
                        const std::atomic<bool>* sampling_on)
     : conn_(std::move(conn)), sampling_on_(sampling_on) {}
+SpanWriter::~SpanWriter() = default;
 
 void SpanWriter::LinkAndMark(pqxx::transaction_base& tx, const std::string& agent,
                              uint64_t batch_id, const std::vector<NewSpan>& spans,
@@ -401,7 +402,6 @@ void SpanWriter::LinkAndMark(pqxx::transaction_base& tx, const std::string& agen
   tx.exec_prepared(kMarkPendingStatement, internal::BigintArrayLiteral(touched),
                    absl::GetCurrentTimeNanos());
 }
-SpanWriter::~SpanWriter() = default;
 
 absl::Status SpanWriter::Prepare() {
   try {
