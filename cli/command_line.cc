@@ -22,6 +22,8 @@ Commands:
   traces    list recent traces, newest first
   trace ID  show one trace as a terminal waterfall
   agents    list the agents known to the controller
+  stats     per agent: events, spans and drops by reason; cluster-wide: trace
+            sampling's decisions
   config get | config set KEY=VALUE... | config set -f FILE | config history
             show, change, or list the versions of the trace config
             (gRPC service reptrace.v1.ConfigService)
@@ -89,6 +91,37 @@ Flags:
   --ascii  no non-ASCII characters
 )";
 
+constexpr char kStatsUsage[] =
+    R"(usage: reptracectl [GLOBAL FLAGS] stats [--json]
+
+Shows two tables.
+
+Agents, one row per agent the controller knows: node, agent id, connected or not,
+events received from hooked processes, spans built and spans stored (by the
+controllers, before sampling), then what was dropped, by reason:
+  HOOK DROPS     events dropped inside hooked processes (ring full, no agent)
+  RATE LIMITED   events the hooks did not make (config max_events_per_second)
+  MALFORMED      records the agent could not decode
+  NO CONNECTION  records of a connection the agent never saw opened
+  SPAN DROPS     spans the agent dropped (its buffer was full)
+  REJECTED       invalid spans the controller dropped
+The agent counts are as the agent last reported them, since it started.
+
+Sampling, added up over every controller replica since the database was made: traces
+and spans kept because a span failed (keep_errors), because the trace was slow
+(keep_slower_than_ms), by probability, and dropped by probability (deleted), and the
+traces stored but still waiting for their decision. Only traces stored while sampling
+is on (sampling.probability below 1) are decided and counted.
+
+Flags:
+  --json   print {"agents":[{"agent_id","node","connected","events_received",
+           "spans_built","spans_stored","drops":{"hook_events_dropped",
+           "hook_events_rate_limited","records_malformed","events_without_connection",
+           "spans_dropped","spans_rejected"}}],
+           "sampling":{"kept":{"error":{"traces","spans"},"slow":{...},
+           "probability":{...}},"dropped":{"probability":{...}},"traces_pending"}}
+)";
+
 constexpr char kConfigUsage[] =
     R"(usage: reptracectl [GLOBAL FLAGS] config get [--json]
        reptracectl [GLOBAL FLAGS] config set [--author A] [--json] KEY=VALUE...
@@ -152,6 +185,7 @@ std::optional<Command> CommandByName(absl::string_view name) {
   if (name == "traces") return Command::kTraces;
   if (name == "trace") return Command::kTrace;
   if (name == "agents") return Command::kAgents;
+  if (name == "stats") return Command::kStats;
   if (name == "config") return Command::kConfigGet;  // as a help topic: all of config
   if (name == "help") return Command::kHelp;
   return std::nullopt;
@@ -162,6 +196,7 @@ absl::string_view CommandName(Command command) {
     case Command::kTraces: return "traces";
     case Command::kTrace: return "trace";
     case Command::kAgents: return "agents";
+    case Command::kStats: return "stats";
     case Command::kConfigGet: return "config get";
     case Command::kConfigSet: return "config set";
     case Command::kConfigHistory: return "config history";
@@ -243,6 +278,7 @@ std::string CommandUsage(Command command) {
     case Command::kTraces: return kTracesUsage;
     case Command::kTrace: return kTraceUsage;
     case Command::kAgents: return kAgentsUsage;
+    case Command::kStats: return kStatsUsage;
     case Command::kConfigGet:
     case Command::kConfigSet:
     case Command::kConfigHistory: return kConfigUsage;
@@ -347,7 +383,7 @@ absl::StatusOr<CommandLine> ParseCommandLine(const std::vector<std::string>& arg
       return line;
     } else if (name == "--json") {
       line.json = true;
-    } else if (name == "--ascii" && !config_command) {
+    } else if (name == "--ascii" && !config_command && line.command != Command::kStats) {
       line.ascii = true;
     } else if (name == "--service" && line.command == Command::kTraces) {
       ASSIGN_OR_RETURN(line.service, cursor.Value(name, inline_value));

@@ -28,6 +28,7 @@ enum class Command {
   kTraces,  // ListTraces
   kTrace,   // GetTrace, shown as a waterfall
   kAgents,  // ListAgents
+  kStats,   // GetStats
   kConfigGet,      // ConfigService.GetConfig
   kConfigSet,      // GetConfig (unless --expected-version), then SetConfig
   kConfigHistory,  // ConfigService.ListConfigHistory

@@ -136,6 +136,28 @@ TEST(CommandLineTest, UsageTextsNameEveryFlagTheParserAccepts) {
   for (const char* word : {"--json", "--ascii"}) {
     EXPECT_TRUE(absl::StrContains(CommandUsage(Command::kAgents), word)) << word;
   }
+  EXPECT_TRUE(absl::StrContains(program, "stats")) << program;
+  for (const char* word : {"--json", "RATE LIMITED", "REJECTED", "traces_pending", "pending",
+                           "keep_errors", "keep_slower_than_ms", "every controller replica"}) {
+    EXPECT_TRUE(absl::StrContains(CommandUsage(Command::kStats), word)) << word;
+  }
+}
+
+TEST(CommandLineTest, StatsTakesJsonAndNothingElse) {
+  absl::StatusOr<CommandLine> line = Parse({"stats"});
+  ASSERT_TRUE(line.ok()) << line.status();
+  EXPECT_EQ(line->command, Command::kStats);
+  EXPECT_FALSE(line->json);
+  line = Parse({"stats", "--json"});
+  ASSERT_TRUE(line.ok()) << line.status();
+  EXPECT_TRUE(line->json);
+  line = Parse({"stats", "--help"});
+  ASSERT_TRUE(line.ok()) << line.status();
+  EXPECT_EQ(line->command, Command::kHelp);
+  EXPECT_EQ(line->help_topic, Command::kStats);
+  EXPECT_EQ(Error({"stats", "--ascii"}), "unknown flag --ascii for command stats");
+  EXPECT_EQ(Error({"stats", "--limit", "3"}), "unknown flag --limit for command stats");
+  EXPECT_EQ(Error({"stats", "extra"}), "stats: unexpected argument \"extra\"");
 }
 
 TEST(CommandLineTest, ConfigSetTakesAssignmentsInOrder) {

@@ -56,6 +56,15 @@ absl::StatusOr<v1::ListAgentsResponse> ControllerClient::ListAgents() {
   return response;
 }
 
+absl::StatusOr<v1::GetStatsResponse> ControllerClient::GetStats() {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::GetStatsResponse response;
+  absl::Status status = FromGrpc(stub_->GetStats(&context, v1::GetStatsRequest(), &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<v1::ConfigVersion> ControllerClient::GetConfig() {
   grpc::ClientContext context;
   PrepareContext(&context);

@@ -25,6 +25,7 @@ class ControllerClient final {
   absl::StatusOr<v1::ListTracesResponse> ListTraces(const v1::ListTracesRequest& request);
   absl::StatusOr<v1::Trace> GetTrace(uint64_t trace_id);
   absl::StatusOr<v1::ListAgentsResponse> ListAgents();
+  absl::StatusOr<v1::GetStatsResponse> GetStats();
 
   absl::StatusOr<v1::ConfigVersion> GetConfig();
   // FailedPrecondition when the current version is not request.expected_version();

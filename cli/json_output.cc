@@ -91,5 +91,44 @@ nlohmann::json AgentListToJson(const v1::ListAgentsResponse& response) {
   return nlohmann::json{{"agents", std::move(agents)}};
 }
 
+nlohmann::json StatsToJson(const v1::GetStatsResponse& response) {
+  nlohmann::json agents = nlohmann::json::array();
+  for (const v1::AgentStats& a : response.agents()) {
+    agents.push_back({
+        {"agent_id", a.agent_id()},
+        {"node", a.node()},
+        {"connected", a.connected()},
+        {"events_received", a.events_received()},
+        {"spans_built", a.spans_built()},
+        {"spans_stored", a.spans_stored()},
+        {"drops",
+         {
+             {"hook_events_dropped", a.hook_events_dropped()},
+             {"hook_events_rate_limited", a.hook_events_rate_limited()},
+             {"records_malformed", a.records_malformed()},
+             {"events_without_connection", a.events_without_connection()},
+             {"spans_dropped", a.spans_dropped()},
+             {"spans_rejected", a.spans_rejected()},
+         }},
+    });
+  }
+  auto count = [](const v1::SamplingCount& c) {
+    return nlohmann::json{{"traces", c.traces()}, {"spans", c.spans()}};
+  };
+  const v1::SamplingStats& s = response.sampling();
+  return {
+      {"agents", agents},
+      {"sampling",
+       {
+           {"kept",
+            {{"error", count(s.kept_error())},
+             {"slow", count(s.kept_slow())},
+             {"probability", count(s.kept_probability())}}},
+           {"dropped", {{"probability", count(s.dropped_probability())}}},
+           {"traces_pending", s.traces_pending()},
+       }},
+  };
+}
+
 }  // namespace cli
 }  // namespace reptrace

@@ -34,6 +34,17 @@ nlohmann::json TraceListToJson(const v1::ListTracesResponse& response);
 //                           "events_without_connection"}}]}
 nlohmann::json AgentListToJson(const v1::ListAgentsResponse& response);
 
+// {"agents": [{"agent_id", "node", "connected", "events_received", "spans_built",
+//              "spans_stored",
+//              "drops": {"hook_events_dropped", "hook_events_rate_limited",
+//                        "records_malformed", "events_without_connection",
+//                        "spans_dropped", "spans_rejected"}}],
+//  "sampling": {"kept": {"error": {"traces", "spans"}, "slow": {...},
+//                        "probability": {...}},
+//               "dropped": {"probability": {"traces", "spans"}},
+//               "traces_pending"}}
+nlohmann::json StatsToJson(const v1::GetStatsResponse& response);
+
 }  // namespace cli
 }  // namespace reptrace
 

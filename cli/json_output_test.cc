@@ -123,6 +123,56 @@ TEST(JsonOutputTest, EmptyListsAreEmptyArrays) {
   EXPECT_EQ(TraceToJson(empty).dump(), R"({"spans":[],"trace_id":"0000000000000001"})");
 }
 
+TEST(JsonOutputTest, StatsShapeAndValues) {
+  v1::GetStatsResponse response;
+  v1::AgentStats* agent = response.add_agents();
+  agent->set_agent_id("agent-1");
+  agent->set_node("node-a");
+  agent->set_connected(true);
+  agent->set_events_received(100);
+  agent->set_spans_built(40);
+  agent->set_spans_stored(39);
+  agent->set_hook_events_dropped(1);
+  agent->set_hook_events_rate_limited(2);
+  agent->set_records_malformed(3);
+  agent->set_events_without_connection(4);
+  agent->set_spans_dropped(5);
+  agent->set_spans_rejected(6);
+  v1::SamplingStats* s = response.mutable_sampling();
+  s->mutable_kept_error()->set_traces(7);
+  s->mutable_kept_error()->set_spans(8);
+  s->mutable_kept_slow()->set_traces(9);
+  s->mutable_kept_slow()->set_spans(10);
+  s->mutable_kept_probability()->set_traces(11);
+  s->mutable_kept_probability()->set_spans(12);
+  s->mutable_dropped_probability()->set_traces(13);
+  s->mutable_dropped_probability()->set_spans(14);
+  s->set_traces_pending(15);
+
+  nlohmann::json doc = StatsToJson(response);
+
+  EXPECT_EQ(Keys(doc), (std::set<std::string>{"agents", "sampling"}));
+  ASSERT_EQ(doc["agents"].size(), 1u);
+  const nlohmann::json& a = doc["agents"][0];
+  EXPECT_EQ(Keys(a), (std::set<std::string>{"agent_id", "node", "connected", "events_received",
+                                            "spans_built", "spans_stored", "drops"}));
+  EXPECT_EQ(a["agent_id"], "agent-1");
+  EXPECT_EQ(a["connected"], true);
+  EXPECT_EQ(a["events_received"], 100);
+  EXPECT_EQ(a["spans_built"], 40);
+  EXPECT_EQ(a["spans_stored"], 39);
+  EXPECT_EQ(a["drops"], nlohmann::json::parse(
+                            R"({"hook_events_dropped": 1, "hook_events_rate_limited": 2,
+                                "records_malformed": 3, "events_without_connection": 4,
+                                "spans_dropped": 5, "spans_rejected": 6})"));
+  EXPECT_EQ(doc["sampling"], nlohmann::json::parse(R"({
+      "kept": {"error": {"traces": 7, "spans": 8}, "slow": {"traces": 9, "spans": 10},
+               "probability": {"traces": 11, "spans": 12}},
+      "dropped": {"probability": {"traces": 13, "spans": 14}},
+      "traces_pending": 15})"));
+  EXPECT_EQ(StatsToJson(v1::GetStatsResponse())["agents"], nlohmann::json::array());
+}
+
 TEST(JsonOutputTest, AgentListShape) {
   v1::ListAgentsResponse response;
   v1::AgentInfo* agent = response.add_agents();

@@ -212,6 +212,17 @@ int Run(const CommandLine& line) {
       return kExitOk;
     }
 
+    case Command::kStats: {
+      absl::StatusOr<v1::GetStatsResponse> response = client.GetStats();
+      if (!response.ok()) return ReportRpcError(line, "GetStats", response.status());
+      if (line.json) {
+        PrintJson(StatsToJson(*response));
+      } else {
+        std::cout << FormatStats(*response);
+      }
+      return kExitOk;
+    }
+
     case Command::kConfigGet: {
       absl::StatusOr<v1::ConfigVersion> version = client.GetConfig();
       if (!version.ok()) return ReportRpcError(line, "GetConfig", version.status());

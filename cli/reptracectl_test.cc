@@ -121,6 +121,25 @@ class CannedQueryService final : public v1::QueryService::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status GetStats(grpc::ServerContext*, const v1::GetStatsRequest*,
+                        v1::GetStatsResponse* response) override {
+    v1::AgentStats* agent = response->add_agents();
+    agent->set_agent_id("9b2f6c1e-5d4a-4c3b-8a29-0123456789ab");
+    agent->set_node("node-a");
+    agent->set_connected(true);
+    agent->set_events_received(5000);
+    agent->set_spans_built(800);
+    agent->set_spans_stored(790);
+    agent->set_hook_events_rate_limited(12);
+    agent->set_spans_dropped(10);
+    response->mutable_sampling()->mutable_kept_probability()->set_traces(98);
+    response->mutable_sampling()->mutable_kept_probability()->set_spans(392);
+    response->mutable_sampling()->mutable_dropped_probability()->set_traces(102);
+    response->mutable_sampling()->mutable_dropped_probability()->set_spans(408);
+    response->mutable_sampling()->set_traces_pending(3);
+    return grpc::Status::OK;
+  }
+
   v1::ListTracesRequest last_list_request() {
     absl::MutexLock lock(&mu_);
     return last_list_request_;
@@ -462,6 +481,34 @@ TEST_F(ReptracectlTest, AgentsUsesTheControllerFromTheEnvironment) {
             "node-a  9b2f6c1e-5d4a-4c3b-8a29-0123456789ab  0.1.0    yes        2023-11-14 "
             "22:13:20.000  5       17       4242   3           0             2           1          "
             "0              0");
+}
+
+TEST_F(ReptracectlTest, StatsPrintsTheAgentsAndSamplingTables) {
+  CommandResult run = RunReptracectl({"--controller", address_, "stats"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  std::vector<std::string> lines = Lines(run.out);
+  ASSERT_EQ(lines.size(), 10u) << run.out;  // Lines() skips the blank line
+  EXPECT_EQ(lines[0], "Agents");
+  EXPECT_EQ(lines[2],
+            "node-a  9b2f6c1e-5d4a-4c3b-8a29-0123456789ab  yes        5000    800          "
+            "790           0           12            0          0              10          0");
+  EXPECT_EQ(lines[3], "Sampling (all controllers)");
+  EXPECT_EQ(lines[7], "kept: probability     98      392");
+  EXPECT_EQ(lines[8], "dropped: probability  102     408");
+  EXPECT_EQ(lines[9], "pending               3       -");
+}
+
+TEST_F(ReptracectlTest, StatsJson) {
+  CommandResult run = RunReptracectl({"--controller", address_, "stats", "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json doc = nlohmann::json::parse(run.out);
+  ASSERT_EQ(doc["agents"].size(), 1u);
+  EXPECT_EQ(doc["agents"][0]["node"], "node-a");
+  EXPECT_EQ(doc["agents"][0]["spans_stored"], 790);
+  EXPECT_EQ(doc["agents"][0]["drops"]["hook_events_rate_limited"], 12);
+  EXPECT_EQ(doc["sampling"]["kept"]["probability"]["traces"], 98);
+  EXPECT_EQ(doc["sampling"]["dropped"]["probability"]["spans"], 408);
+  EXPECT_EQ(doc["sampling"]["traces_pending"], 3);
 }
 
 TEST_F(ReptracectlTest, AgentsJson) {

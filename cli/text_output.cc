@@ -148,5 +148,41 @@ std::string FormatAgentList(const v1::ListAgentsResponse& response, absl::TimeZo
                      rows);
 }
 
+std::string FormatStats(const v1::GetStatsResponse& response) {
+  std::string out;
+  if (response.agents().empty()) {
+    out = "Agents: none\n";
+  } else {
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::AgentStats& a : response.agents()) {
+      rows.push_back({a.node(), a.agent_id(), a.connected() ? "yes" : "no",
+                      absl::StrCat(a.events_received()), absl::StrCat(a.spans_built()),
+                      absl::StrCat(a.spans_stored()), absl::StrCat(a.hook_events_dropped()),
+                      absl::StrCat(a.hook_events_rate_limited()),
+                      absl::StrCat(a.records_malformed()),
+                      absl::StrCat(a.events_without_connection()),
+                      absl::StrCat(a.spans_dropped()), absl::StrCat(a.spans_rejected())});
+    }
+    out = absl::StrCat("Agents\n",
+                       RenderTable({"NODE", "AGENT ID", "CONNECTED", "EVENTS", "SPANS BUILT",
+                                    "SPANS STORED", "HOOK DROPS", "RATE LIMITED", "MALFORMED",
+                                    "NO CONNECTION", "SPAN DROPS", "REJECTED"},
+                                   rows));
+  }
+  const v1::SamplingStats& s = response.sampling();
+  auto row = [](const char* name, const v1::SamplingCount& count) {
+    return std::vector<std::string>{name, absl::StrCat(count.traces()),
+                                    absl::StrCat(count.spans())};
+  };
+  absl::StrAppend(
+      &out, "\nSampling (all controllers)\n",
+      RenderTable({"DECISION", "TRACES", "SPANS"},
+                  {row("kept: error", s.kept_error()), row("kept: slow", s.kept_slow()),
+                   row("kept: probability", s.kept_probability()),
+                   row("dropped: probability", s.dropped_probability()),
+                   {"pending", absl::StrCat(s.traces_pending()), "-"}}));
+  return out;
+}
+
 }  // namespace cli
 }  // namespace reptrace

@@ -1,5 +1,5 @@
-// Human-readable output of reptracectl: units, times, and the `traces` and `agents`
-// tables. Pure functions of their inputs (the time zone is passed in).
+// Human-readable output of reptracectl: units, times, and the `traces`, `agents` and
+// `stats` tables. Pure functions of their inputs (the time zone is passed in).
 #ifndef REPTRACE_CLI_TEXT_OUTPUT_H_
 #define REPTRACE_CLI_TEXT_OUTPUT_H_
 
@@ -51,6 +51,13 @@ std::string FormatTraceList(const v1::ListTracesResponse& response, absl::TimeZo
 // The `agents` table: NODE, AGENT ID, VERSION, CONNECTED, LAST SEEN, BATCHES, SPANS,
 // HOOK DROPS, SPAN DROPS, MALFORMED. "no agents" when empty.
 std::string FormatAgentList(const v1::ListAgentsResponse& response, absl::TimeZone zone);
+
+// The `stats` tables. "Agents" (or "Agents: none"), then NODE, AGENT ID, CONNECTED,
+// EVENTS, SPANS BUILT, SPANS STORED and the drops: HOOK DROPS, RATE LIMITED, MALFORMED,
+// NO CONNECTION, SPAN DROPS, REJECTED. A blank line, "Sampling (all controllers)", then
+// DECISION, TRACES, SPANS: "kept: error", "kept: slow", "kept: probability",
+// "dropped: probability", and "pending" (traces only: spans "-").
+std::string FormatStats(const v1::GetStatsResponse& response);
 
 }  // namespace cli
 }  // namespace reptrace

@@ -106,6 +106,64 @@ TEST(FormatAgentListTest, ShowsIdentityStateAndDrops) {
   EXPECT_EQ(FormatAgentList(v1::ListAgentsResponse(), absl::UTCTimeZone()), "no agents\n");
 }
 
+v1::GetStatsResponse SomeStats() {
+  v1::GetStatsResponse response;
+  v1::AgentStats* a = response.add_agents();
+  a->set_node("node-a");
+  a->set_agent_id("agent-1");
+  a->set_connected(true);
+  a->set_events_received(120000);
+  a->set_spans_built(4000);
+  a->set_spans_stored(3990);
+  a->set_hook_events_dropped(1);
+  a->set_hook_events_rate_limited(22);
+  a->set_records_malformed(3);
+  a->set_events_without_connection(4);
+  a->set_spans_dropped(5);
+  a->set_spans_rejected(6);
+  v1::SamplingStats* s = response.mutable_sampling();
+  s->mutable_kept_error()->set_traces(7);
+  s->mutable_kept_error()->set_spans(28);
+  s->mutable_kept_slow()->set_traces(2);
+  s->mutable_kept_slow()->set_spans(9);
+  s->mutable_kept_probability()->set_traces(480);
+  s->mutable_kept_probability()->set_spans(1920);
+  s->mutable_dropped_probability()->set_traces(511);
+  s->mutable_dropped_probability()->set_spans(2044);
+  s->set_traces_pending(13);
+  return response;
+}
+
+TEST(FormatStatsTest, ShowsAgentsDropsByReasonAndSamplingDecisions) {
+  EXPECT_EQ(FormatStats(SomeStats()),
+            "Agents\n"
+            "NODE    AGENT ID  CONNECTED  EVENTS  SPANS BUILT  SPANS STORED  HOOK DROPS  "
+            "RATE LIMITED  MALFORMED  NO CONNECTION  SPAN DROPS  REJECTED\n"
+            "node-a  agent-1   yes        120000  4000         3990          1           "
+            "22            3          4              5           6\n"
+            "\n"
+            "Sampling (all controllers)\n"
+            "DECISION              TRACES  SPANS\n"
+            "kept: error           7       28\n"
+            "kept: slow            2       9\n"
+            "kept: probability     480     1920\n"
+            "dropped: probability  511     2044\n"
+            "pending               13      -\n");
+}
+
+TEST(FormatStatsTest, NoAgentsAndNothingDecidedYet) {
+  EXPECT_EQ(FormatStats(v1::GetStatsResponse()),
+            "Agents: none\n"
+            "\n"
+            "Sampling (all controllers)\n"
+            "DECISION              TRACES  SPANS\n"
+            "kept: error           0       0\n"
+            "kept: slow            0       0\n"
+            "kept: probability     0       0\n"
+            "dropped: probability  0       0\n"
+            "pending               0       -\n");
+}
+
 TEST(FormatAgentListTest, AnAgentThatAcknowledgedNoConfigShowsADash) {
   v1::ListAgentsResponse response;
   v1::AgentInfo* a = response.add_agents();

@@ -1,5 +1,6 @@
 #include "controller/controller_server.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -25,7 +26,7 @@ ControllerServer::~ControllerServer() {
 }
 
 absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
-    const std::string& listen, Store& store) {
+    const std::string& listen, Store& store, absl::Duration sampling_decision_wait) {
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos || colon == 0) {
     return absl::InvalidArgumentError(
@@ -38,6 +39,9 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   std::unique_ptr<ControllerServer> server(new ControllerServer(store));
+  absl::StatusOr<std::unique_ptr<TraceSampler>> sampler =
+      TraceSampler::Create(store, sampling_decision_wait);
+  if (!sampler.ok()) return sampler.status();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
@@ -51,6 +55,11 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
     server->shut_down_ = true;
     return absl::UnavailableError(absl::StrCat("cannot listen on ", listen));
   }
+  server->sampler_ = std::move(*sampler);
+  // A tick a quarter of the wait: a trace is decided at most 25 % after its wait ends.
+  server->sampler_->StartLoop(
+      server->config_watcher_,
+      std::clamp(sampling_decision_wait / 4, absl::Milliseconds(10), absl::Seconds(1)));
   server->port_ = port;
   server->address_ = absl::StrCat(listen.substr(0, colon), ":", port);
   return server;
@@ -62,6 +71,7 @@ void ControllerServer::Shutdown(absl::Duration grace) {
   // A watch lasts until its client leaves: without this, every shutdown would wait the
   // whole grace for them. (It also ends the config pushers of the ingest streams.)
   config_watcher_.Stop();
+  if (sampler_ != nullptr) sampler_->StopLoop();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
 }
 

@@ -1,5 +1,6 @@
 // The controller's gRPC server: IngestService, QueryService, ConfigService,
-// grpc.health.v1 and server reflection, on one listening address.
+// grpc.health.v1 and server reflection, on one listening address; and trace sampling
+// (TraceSampler), which follows the config and decides quiet traces in the background.
 #ifndef REPTRACE_CONTROLLER_CONTROLLER_SERVER_H_
 #define REPTRACE_CONTROLLER_CONTROLLER_SERVER_H_
 
@@ -15,6 +16,7 @@
 #include "controller/ingest_service.h"
 #include "controller/query_service.h"
 #include "controller/store.h"
+#include "controller/trace_sampler.h"
 
 namespace reptrace::controller {
 
@@ -24,11 +26,16 @@ class ControllerServer {
   // thousand spans with long names: a batch refused for its size would be resent by the
   // agent forever.
   static constexpr int kMaxReceiveMessageBytes = 256 << 20;
+  // How long a trace must have gone without a new or relinked span before sampling
+  // decides it (the --sampling_decision_wait flag's default; see controller/main.cc).
+  static constexpr absl::Duration kDefaultSamplingDecisionWait = absl::Seconds(5);
 
   // Listens on `listen` ("HOST:PORT"; port 0 picks a free one), serving from `store`,
-  // which must outlive the server. UNAVAILABLE if the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(const std::string& listen,
-                                                                 Store& store);
+  // which must outlive the server, and samples traces with `sampling_decision_wait`.
+  // UNAVAILABLE if the address cannot be bound or the sampler cannot reach the database.
+  static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(
+      const std::string& listen, Store& store,
+      absl::Duration sampling_decision_wait = kDefaultSamplingDecisionWait);
   ~ControllerServer();  // Shutdown(zero grace) if still running
   ControllerServer(const ControllerServer&) = delete;
   ControllerServer& operator=(const ControllerServer&) = delete;
@@ -50,6 +57,7 @@ class ControllerServer {
   IngestService ingest_;          // pushes the config down every agent's stream
   QueryService query_;
   ConfigService config_;
+  std::unique_ptr<TraceSampler> sampler_;  // started after the server, stopped before
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   int port_ = 0;

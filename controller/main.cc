@@ -35,13 +35,24 @@ ABSL_FLAG(std::string, db, DefaultDb(),
           "libpq connection string of the PostgreSQL database (default: $REPTRACE_DB, "
           "else \"dbname=reptrace\")");
 
+ABSL_FLAG(absl::Duration, sampling_decision_wait,
+          reptrace::controller::ControllerServer::kDefaultSamplingDecisionWait,
+          "trace sampling (config sampling.*) keeps or drops a trace once no span has been "
+          "added to it or relinked into it for this long: spans are stored and linked as "
+          "they come, and a dropped trace is then deleted whole. It must be longer than "
+          "the time over which one trace's spans reach the controllers: the agents' batch "
+          "interval (200ms by default) plus the longest time a request still runs after "
+          "its last call out (a span is sent when it ends); a trace still growing after "
+          "it is decided in parts. Longer costs nothing but the time dropped traces "
+          "stay visible");
+
 constexpr absl::Duration kShutdownGrace = absl::Seconds(5);
 
 int main(int argc, char** argv) {
   reptrace::ConfigureFlagsUsage(
       "reptrace-controller --listen HOST:PORT --db CONNINFO\n"
-      "Stores the agents' spans in PostgreSQL, links them into traces, serves queries\n"
-      "and the config document.");
+      "Stores the agents' spans in PostgreSQL, links them into traces, samples them\n"
+      "(config sampling.*), serves queries and the config document.");
   absl::ParseCommandLine(argc, argv);
   reptrace::SetLogComponent("controller");
 
@@ -69,13 +80,18 @@ int main(int argc, char** argv) {
     running->Shutdown(kShutdownGrace);
   }).detach();
 
+  if (absl::GetFlag(FLAGS_sampling_decision_wait) <= absl::ZeroDuration()) {
+    reptrace::LogError("--sampling_decision_wait must be positive");
+    return 1;
+  }
   auto store = reptrace::controller::Store::Open(absl::GetFlag(FLAGS_db));
   if (!store.ok()) {
     reptrace::LogError("%s", store.status().message());
     return 1;
   }
   auto server =
-      reptrace::controller::ControllerServer::Start(absl::GetFlag(FLAGS_listen), **store);
+      reptrace::controller::ControllerServer::Start(absl::GetFlag(FLAGS_listen), **store,
+                                                    absl::GetFlag(FLAGS_sampling_decision_wait));
   if (!server.ok()) {
     reptrace::LogError("%s", server.status().message());
     return 1;

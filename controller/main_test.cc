@@ -71,6 +71,36 @@ TEST(ControllerMainTest, AWrongDatabaseIsOneClearLineAndExitCodeOne) {
   EXPECT_THAT(lines[0], HasSubstr("cannot connect to database: "));
 }
 
+TEST(ControllerMainTest, ANonPositiveSamplingDecisionWaitIsRefused) {
+  Controller controller({"--listen", "127.0.0.1:0", "--sampling_decision_wait=0s", "--db",
+                         "host=127.0.0.1 port=1 dbname=nothing connect_timeout=3"});
+  ASSERT_TRUE(controller.started());
+
+  const int code = controller.process().Wait(absl::Seconds(30)).value_or(-1);
+
+  EXPECT_EQ(code, 1);
+  std::vector<std::string> lines =
+      absl::StrSplit(controller.output(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 1u) << controller.output();
+  EXPECT_THAT(lines[0], HasSubstr("--sampling_decision_wait must be positive"));
+}
+
+TEST(ControllerMainTest, HelpExplainsTheSamplingDecisionWait) {
+  const std::string dir = reptrace::testing::MakeTempDir("reptrace-controller-help-test");
+  reptrace::testing::ProcessOptions options;
+  options.stdout_path = dir + "/stdout";
+  options.stderr_path = dir + "/stderr";
+  Process help({ControllerPath(), "--help"}, options);
+  help.Wait(absl::Seconds(30));
+  const std::string text = reptrace::testing::ReadFile(dir + "/stdout") +
+                           reptrace::testing::ReadFile(dir + "/stderr");
+  reptrace::testing::RemoveTree(dir);
+
+  EXPECT_THAT(text, HasSubstr("--sampling_decision_wait"));
+  EXPECT_THAT(text, HasSubstr("default: 5s"));
+  EXPECT_THAT(text, HasSubstr("batch interval"));
+}
+
 TEST(ControllerMainTest, ListensOnTheRealPortAndStopsOnSigterm) {
   reptrace::testing::TestDatabase db;
   ASSERT_TRUE(db.ok());

@@ -36,4 +36,12 @@ grpc::Status QueryService::ListAgents(grpc::ServerContext*, const v1::ListAgents
   return grpc::Status::OK;
 }
 
+grpc::Status QueryService::GetStats(grpc::ServerContext*, const v1::GetStatsRequest*,
+                                    v1::GetStatsResponse* response) {
+  auto stats = store_.GetStats();
+  if (!stats.ok()) return ToGrpcStatus(stats.status());
+  *response = std::move(*stats);
+  return grpc::Status::OK;
+}
+
 }  // namespace reptrace::controller

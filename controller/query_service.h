@@ -1,4 +1,4 @@
-// reptrace.v1.QueryService: traces and agents, straight from the Store.
+// reptrace.v1.QueryService: traces, agents and stats, straight from the Store.
 #ifndef REPTRACE_CONTROLLER_QUERY_SERVICE_H_
 #define REPTRACE_CONTROLLER_QUERY_SERVICE_H_
 
@@ -18,6 +18,8 @@ class QueryService final : public v1::QueryService::Service {
                         v1::Trace* response) override;
   grpc::Status ListAgents(grpc::ServerContext* context, const v1::ListAgentsRequest* request,
                           v1::ListAgentsResponse* response) override;
+  grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest* request,
+                        v1::GetStatsResponse* response) override;
 
  private:
   Store& store_;

@@ -211,6 +211,29 @@ constexpr char kMigration9[] = R"sql(
 ALTER TABLE agents ADD COLUMN hook_events_rate_limited BIGINT NOT NULL DEFAULT 0;
 )sql";
 
+// Version 10: trace sampling (controller/trace_sampler.h).
+//  - sampling_pending: the traces stored or changed while sampling is on, waiting to be
+//    decided, with when a span was last added to or relinked into each (the writing
+//    controller's clock, ns); a trace is decided once that is older than the decision
+//    wait;
+//  - sampling_counts: what was decided, one row per rule, added to by every replica.
+constexpr char kMigration10[] = R"sql(
+CREATE TABLE sampling_pending (
+  trace_id   BIGINT PRIMARY KEY,
+  touched_ns BIGINT NOT NULL
+);
+CREATE INDEX sampling_pending_touched_idx ON sampling_pending (touched_ns);
+CREATE TABLE sampling_counts (
+  decision SMALLINT PRIMARY KEY,  -- TraceSampler::Decision
+  name     TEXT NOT NULL,
+  traces   BIGINT NOT NULL DEFAULT 0,
+  spans    BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO sampling_counts (decision, name) VALUES
+  (1, 'kept: error'), (2, 'kept: slow'), (3, 'kept: probability'),
+  (4, 'dropped: probability');
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -225,6 +248,7 @@ const std::vector<Migration>& Migrations() {
       {7, "config_versions, with the default config as version 1", kMigration7},
       {8, "agents' acknowledged config version", kMigration8},
       {9, "agents' count of events rate-limited in the hooks", kMigration9},
+      {10, "trace sampling: pending traces and decision counts", kMigration10},
   };
   return *migrations;
 }

@@ -26,6 +26,8 @@ inline constexpr char kIngestedBatchesTable[] = "ingested_batches";
 inline constexpr char kAgentsTable[] = "agents";
 inline constexpr char kSchemaMigrationsTable[] = "schema_migrations";
 inline constexpr char kConfigVersionsTable[] = "config_versions";
+inline constexpr char kSamplingPendingTable[] = "sampling_pending";
+inline constexpr char kSamplingCountsTable[] = "sampling_counts";
 
 // The LISTEN/NOTIFY channel on which a new config version is announced; the payload is
 // the version number in decimal.

@@ -431,7 +431,8 @@ void SpanLinker::PrelinkBatch(std::vector<NewSpan>& spans) {
 }
 
 void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
-                      uint64_t batch_id, const std::vector<NewSpan>& spans, bool prelinked) {
+                      uint64_t batch_id, const std::vector<NewSpan>& spans, bool prelinked,
+                      std::vector<int64_t>* traces_touched) {
   if (spans.empty()) return;
 
   // One lock for all linking, across every stream of every replica, held until commit.
@@ -658,6 +659,17 @@ void SpanLinker::Link(pqxx::transaction_base& tx, const std::string& agent_id,
     for (const NewSpan& s : spans) {
       if (s.trace_id != s.id) affected.push_back(s.trace_id);
     }
+  }
+  if (traces_touched != nullptr) {
+    // Every span the walk did not reach keeps the trace id it was stored with; the walk's
+    // labels and the traces it took spans from are in `affected` already.
+    std::sort(relabel.begin(), relabel.end());
+    for (const NewSpan& s : spans) {
+      if (!std::binary_search(relabel.begin(), relabel.end(), s.id)) {
+        traces_touched->push_back(s.trace_id);
+      }
+    }
+    traces_touched->insert(traces_touched->end(), affected.begin(), affected.end());
   }
   if (!affected.empty()) {
     std::sort(affected.begin(), affected.end());

@@ -101,9 +101,13 @@ class SpanLinker {
   // parent and trace_id as PrelinkBatch set them if `prelinked`, else parent = the local
   // parent and trace_id = id) with everything stored. Serialized across connections and
   // controller replicas by an advisory lock held until `tx` ends. Throws pqxx exceptions
-  // on database errors.
+  // on database errors. If `traces_touched` is not null, appends to it the id of every
+  // trace that now holds a span of `spans` or whose spans changed (a trace may appear
+  // more than once, and an id may name a trace that no longer has any span): what trace
+  // sampling must (re)decide.
   static void Link(pqxx::transaction_base& tx, const std::string& agent_id,
-                   uint64_t batch_id, const std::vector<NewSpan>& spans, bool prelinked);
+                   uint64_t batch_id, const std::vector<NewSpan>& spans, bool prelinked,
+                   std::vector<int64_t>* traces_touched = nullptr);
 };
 
 }  // namespace reptrace::controller

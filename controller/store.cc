@@ -147,6 +147,16 @@ UPDATE agents SET
 WHERE agent_id = $1
 )sql";
 
+// $1: ids of traces a batch touched (distinct), $2: now. Sampling decides each once it
+// has been quiet for the decision wait: a touch restarts its wait.
+constexpr char kMarkPendingStatement[] = "writer_mark_pending";
+constexpr char kMarkPendingSql[] = R"sql(
+INSERT INTO sampling_pending (trace_id, touched_ns)
+SELECT t.id, $2 FROM unnest($1::bigint[]) AS t(id)
+ON CONFLICT (trace_id) DO UPDATE
+  SET touched_ns = GREATEST(sampling_pending.touched_ns, EXCLUDED.touched_ns)
+)sql";
+
 constexpr char kAgentDisconnectedStatement[] = "writer_agent_disconnected";
 constexpr char kAgentDisconnectedSql[] =
     "UPDATE agents SET connected = false, last_seen_ns = $2"
@@ -277,6 +287,24 @@ constexpr char kConfigNotifyStatement[] = "config_notify";
 constexpr char kConfigNotifySql[] = "SELECT pg_notify($1, $2)";
 #undef REPTRACE_CONFIG_COLUMNS
 
+// Per agent: its counters, and what the controllers stored and rejected of its batches.
+constexpr char kAgentStatsStatement[] = "query_agent_stats";
+constexpr char kAgentStatsSql[] = R"sql(
+SELECT agent_id, node, connected, events_received, spans_built, spans_stored,
+       hook_events_dropped, hook_events_rate_limited, records_malformed,
+       events_without_connection, spans_dropped, spans_rejected
+  FROM agents
+ ORDER BY node, agent_id
+)sql";
+
+// Sampling's counts by decision (TraceSampler::Decision), and the traces waiting.
+constexpr char kSamplingStatsStatement[] = "query_sampling_stats";
+constexpr char kSamplingStatsSql[] = R"sql(
+SELECT decision, traces, spans FROM sampling_counts
+UNION ALL
+SELECT 0::smallint, count(*), 0 FROM sampling_pending
+)sql";
+
 constexpr int kDefaultTraceLimit = 20;
 constexpr int kMaxTraceLimit = 1000;
 constexpr int kDefaultConfigHistoryLimit = 20;
@@ -353,8 +381,27 @@ void DisableJit(pqxx::connection& conn) {
 // ---------------------------------------------------------------------------------------
 // SpanWriter
 
-SpanWriter::SpanWriter(std::unique_ptr<pqxx::connection> conn) : conn_(std::move(conn)) {}
+SpanWriter::SpanWriter(std::unique_ptr<pqxx::connection> conn,
+                       const std::atomic<bool>* sampling_on)
+    : conn_(std::move(conn)), sampling_on_(sampling_on) {}
 SpanWriter::~SpanWriter() = default;
+
+void SpanWriter::LinkAndMark(pqxx::transaction_base& tx, const std::string& agent,
+                             uint64_t batch_id, const std::vector<NewSpan>& spans,
+                             bool prelinked) {
+  if (!sampling_on_->load(std::memory_order_relaxed)) {
+    SpanLinker::Link(tx, agent, batch_id, spans, prelinked);
+    return;
+  }
+  std::vector<int64_t> touched;
+  SpanLinker::Link(tx, agent, batch_id, spans, prelinked, &touched);
+  if (touched.empty()) return;
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  // Still under the link lock Link took: a sampler deciding these traces waits for it.
+  tx.exec_prepared(kMarkPendingStatement, internal::BigintArrayLiteral(touched),
+                   absl::GetCurrentTimeNanos());
+}
 
 absl::Status SpanWriter::Prepare() {
   try {
@@ -372,6 +419,7 @@ absl::Status SpanWriter::Prepare() {
     conn_->prepare(kAgentCountersStatement, kAgentCountersSql);
     conn_->prepare(kAgentDisconnectedStatement, kAgentDisconnectedSql);
     conn_->prepare(kAgentConfigAppliedStatement, kAgentConfigAppliedSql);
+    conn_->prepare(kMarkPendingStatement, kMarkPendingSql);
     SpanLinker::Prepare(*conn_);
   } catch (const std::exception& e) {
     return DatabaseError("cannot prepare span writer", e);
@@ -443,7 +491,7 @@ WriteOutcome SpanWriter::WriteNewSpans(const std::string& agent, const v1::SpanB
     // staged way.
     internal::CopyRows(tx, kSpansTable, SpanColumns(),
                        SpanRows(agent, batch.batch_id(), spans, &copy_rows_));
-    SpanLinker::Link(tx, agent, batch.batch_id(), spans, /*prelinked=*/true);
+    LinkAndMark(tx, agent, batch.batch_id(), spans, /*prelinked=*/true);
   }
   tx.commit();
   outcome.spans_inserted = static_cast<int>(stored);
@@ -491,7 +539,7 @@ WriteOutcome SpanWriter::WriteStaged(const std::string& agent, const v1::SpanBat
     return outcome;
   }
   if (batch.has_counters()) UpdateCounters(tx, agent, batch.counters(), now_ns);
-  SpanLinker::Link(tx, agent, batch.batch_id(), spans, /*prelinked=*/false);
+  LinkAndMark(tx, agent, batch.batch_id(), spans, /*prelinked=*/false);
   tx.commit();
   staging_ready_ = true;
   outcome.spans_inserted = static_cast<int>(spans.size());
@@ -573,7 +621,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& conninfo) 
 
 absl::StatusOr<std::unique_ptr<SpanWriter>> Store::NewWriter() {
   ASSIGN_OR_RETURN(std::unique_ptr<pqxx::connection> conn, Connect());
-  std::unique_ptr<SpanWriter> writer(new SpanWriter(std::move(conn)));
+  std::unique_ptr<SpanWriter> writer(new SpanWriter(std::move(conn), &sampling_on_));
   RETURN_IF_ERROR(writer->Prepare());
   return writer;
 }
@@ -601,6 +649,8 @@ absl::Status Store::RunQuery(absl::string_view what,
         conn->prepare(kTraceOfSpanStatement, kTraceOfSpanSql);
         conn->prepare(kTraceSpansStatement, kTraceSpansSql);
         conn->prepare(kListAgentsStatement, kListAgentsSql);
+        conn->prepare(kAgentStatsStatement, kAgentStatsSql);
+        conn->prepare(kSamplingStatsStatement, kSamplingStatsSql);
         conn->prepare(kConfigNewestStatement, kConfigNewestSql);
         conn->prepare(kConfigHistoryStatement, kConfigHistorySql);
         conn->prepare(kConfigAfterStatement, kConfigAfterSql);
@@ -709,6 +759,48 @@ absl::StatusOr<std::vector<v1::AgentInfo>> Store::ListAgents() {
     tx.commit();
   }));
   return agents;
+}
+
+absl::StatusOr<v1::GetStatsResponse> Store::GetStats() {
+  v1::GetStatsResponse stats;
+  RETURN_IF_ERROR(RunQuery("cannot get stats", [&](pqxx::connection& conn) {
+    stats.Clear();
+    // REPEATABLE READ: the agents and the sampling counts from one snapshot.
+    pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(conn);
+    for (const auto& row : tx.exec_prepared(kAgentStatsStatement)) {
+      v1::AgentStats& a = *stats.add_agents();
+      a.set_agent_id(row[0].as<std::string>());
+      a.set_node(row[1].as<std::string>());
+      a.set_connected(row[2].as<bool>());
+      a.set_events_received(FromBigint(row[3].as<int64_t>()));
+      a.set_spans_built(FromBigint(row[4].as<int64_t>()));
+      a.set_spans_stored(FromBigint(row[5].as<int64_t>()));
+      a.set_hook_events_dropped(FromBigint(row[6].as<int64_t>()));
+      a.set_hook_events_rate_limited(FromBigint(row[7].as<int64_t>()));
+      a.set_records_malformed(FromBigint(row[8].as<int64_t>()));
+      a.set_events_without_connection(FromBigint(row[9].as<int64_t>()));
+      a.set_spans_dropped(FromBigint(row[10].as<int64_t>()));
+      a.set_spans_rejected(FromBigint(row[11].as<int64_t>()));
+    }
+    v1::SamplingStats& sampling = *stats.mutable_sampling();
+    for (const auto& row : tx.exec_prepared(kSamplingStatsStatement)) {
+      const auto traces = FromBigint(row[1].as<int64_t>());
+      const auto spans = FromBigint(row[2].as<int64_t>());
+      v1::SamplingCount* count = nullptr;
+      switch (row[0].as<int>()) {
+        case 0: sampling.set_traces_pending(traces); continue;
+        case 1: count = sampling.mutable_kept_error(); break;
+        case 2: count = sampling.mutable_kept_slow(); break;
+        case 3: count = sampling.mutable_kept_probability(); break;
+        case 4: count = sampling.mutable_dropped_probability(); break;
+        default: continue;  // a decision a newer controller counts
+      }
+      count->set_traces(traces);
+      count->set_spans(spans);
+    }
+    tx.commit();
+  }));
+  return stats;
 }
 
 absl::StatusOr<v1::ConfigVersion> Store::GetConfig() {

@@ -11,6 +11,8 @@
 // the links made in memory, one probe for what memory cannot know, and the relabel walk
 // and summary update only for the few spans that need them (SpanLinker). A single-span
 // trace, most of them, costs one span row with three index entries and nothing else.
+// While trace sampling is on (SetSamplingOn; controller/trace_sampler.h), a batch also
+// upserts one sampling_pending row per trace it touched, in one statement.
 //
 // Errors: a database that cannot be reached or that fails a statement gives UNAVAILABLE
 // (the caller may retry later); an unknown trace gives NOT_FOUND; a config document that
@@ -19,6 +21,7 @@
 #ifndef REPTRACE_CONTROLLER_STORE_H_
 #define REPTRACE_CONTROLLER_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -75,8 +78,12 @@ class SpanWriter {
 
  private:
   friend class Store;
-  explicit SpanWriter(std::unique_ptr<pqxx::connection> conn);
+  SpanWriter(std::unique_ptr<pqxx::connection> conn, const std::atomic<bool>* sampling_on);
   absl::Status Prepare();
+  // SpanLinker::Link, then, while sampling is on, the touched traces marked pending (their
+  // decision wait restarts) in the same transaction.
+  void LinkAndMark(pqxx::transaction_base& tx, const std::string& agent, uint64_t batch_id,
+                   const std::vector<NewSpan>& spans, bool prelinked);
   // The two ways WriteBatch stores a batch's distinct spans; both throw pqxx exceptions.
   // WriteNewSpans COPYs them straight into spans, linked in memory; it throws
   // pqxx::unique_violation when a span id is stored already. WriteStaged COPYs them into
@@ -87,6 +94,7 @@ class SpanWriter {
                            const std::vector<NewSpan>& prelinked, int64_t spans_rejected);
 
   std::unique_ptr<pqxx::connection> conn_;
+  const std::atomic<bool>* sampling_on_;  // Store::sampling_on_
   bool staging_ready_ = false;  // the temporary staging table exists on conn_
   internal::CopyBinary copy_rows_;  // one batch's rows; its memory is reused
 };
@@ -112,6 +120,14 @@ class Store {
   // Spans ordered by start, each with trace_id and its resolved parent_span_id.
   absl::StatusOr<v1::Trace> GetTrace(uint64_t id);
   absl::StatusOr<std::vector<v1::AgentInfo>> ListAgents();
+  // Per agent: events, spans and drops by reason; cluster-wide: trace sampling's counts.
+  absl::StatusOr<v1::GetStatsResponse> GetStats();
+
+  // Trace sampling (TraceSampler sets it from the config): while on, every writer marks
+  // the traces each batch touches as pending a decision (table sampling_pending); while
+  // off (the default: every trace kept), writers do no sampling bookkeeping at all.
+  void SetSamplingOn(bool on) { sampling_on_.store(on, std::memory_order_relaxed); }
+  bool sampling_on() const { return sampling_on_.load(std::memory_order_relaxed); }
 
   // Config versions (table config_versions; version 1 is the default document). The
   // newest version.
@@ -145,6 +161,7 @@ class Store {
   static constexpr size_t kMaxIdleQueryConnections = 4;
 
   const std::string conninfo_;
+  std::atomic<bool> sampling_on_{false};
   absl::Mutex mu_;
   std::vector<std::unique_ptr<pqxx::connection>> idle_ ABSL_GUARDED_BY(mu_);
 };

@@ -232,6 +232,62 @@ TEST(StoreTest, AgentsAreRecordedWithTheirCounters) {
   EXPECT_EQ(CountRows(db, "SELECT spans_rejected FROM agents"), 2);
 }
 
+TEST(StoreTest, StatsGiveEachAgentsTrafficAndDropsByReason) {
+  reptrace::testing::TestDatabase db;
+  auto store = OpenStore(db);
+  ASSERT_NE(store, nullptr);
+  auto writer = NewWriter(*store);
+  ASSERT_NE(writer, nullptr);
+  v1::AgentHello hello;
+  hello.set_agent_id("agent-b");
+  hello.set_node("node-2");
+  ASSERT_TRUE(writer->AgentConnected(hello, kT0).ok());
+  hello.set_agent_id("agent-a");
+  hello.set_node("node-1");
+  ASSERT_TRUE(writer->AgentConnected(hello, kT0).ok());
+  const Flow flow{Ipv4(10, 0, 0, 1, 40000), Ipv4(10, 0, 0, 2, 80)};
+  v1::SpanBatch batch =
+      Batch(1, {ClientSpan({.span_id = 11, .service = "curl", .flow = flow, .start_ns = kT0}),
+                ServerSpan({.span_id = 12, .service = "nginx", .flow = flow, .start_ns = kT0})});
+  v1::AgentCounters* c = batch.mutable_counters();
+  c->set_events_received(1000);
+  c->set_spans_built(9);
+  c->set_hook_events_dropped(1);
+  c->set_hook_events_rate_limited(2);
+  c->set_records_malformed(3);
+  c->set_events_without_connection(4);
+  c->set_spans_dropped(5);
+  ASSERT_TRUE(writer->WriteBatch("agent-a", batch, /*spans_rejected=*/6).ok());
+
+  auto stats = store->GetStats();
+
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_EQ(stats->agents_size(), 2);
+  const v1::AgentStats& a = stats->agents(0);  // by node
+  EXPECT_EQ(a.agent_id(), "agent-a");
+  EXPECT_EQ(a.node(), "node-1");
+  EXPECT_TRUE(a.connected());
+  EXPECT_EQ(a.events_received(), 1000u);
+  EXPECT_EQ(a.spans_built(), 9u);
+  EXPECT_EQ(a.spans_stored(), 2u);
+  EXPECT_EQ(a.hook_events_dropped(), 1u);
+  EXPECT_EQ(a.hook_events_rate_limited(), 2u);
+  EXPECT_EQ(a.records_malformed(), 3u);
+  EXPECT_EQ(a.events_without_connection(), 4u);
+  EXPECT_EQ(a.spans_dropped(), 5u);
+  EXPECT_EQ(a.spans_rejected(), 6u);
+  EXPECT_EQ(stats->agents(1).agent_id(), "agent-b");
+  EXPECT_EQ(stats->agents(1).spans_stored(), 0u);
+  // Sampling is off by default: nothing decided, nothing pending.
+  EXPECT_EQ(stats->sampling().kept_probability().traces(), 0u);
+  EXPECT_EQ(stats->sampling().dropped_probability().traces(), 0u);
+  EXPECT_EQ(stats->sampling().traces_pending(), 0u);
+  // ListAgents shows the rate-limited count too.
+  auto agents = store->ListAgents();
+  ASSERT_TRUE(agents.ok()) << agents.status();
+  EXPECT_EQ(agents->front().counters().hook_events_rate_limited(), 2u);
+}
+
 // ---------------------------------------------------------------------------------------
 // Linking
 

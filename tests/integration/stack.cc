@@ -48,15 +48,17 @@ Stack::~Stack() {
   RemoveTree(dir_);
 }
 
-bool Stack::LaunchController(int port, Process* process, int* bound_port) {
+bool Stack::LaunchController(int port, const std::vector<std::string>& extra_flags,
+                             Process* process, int* bound_port) {
   if (!db_.ok()) return false;
   const std::string log = absl::StrCat(dir_, "/controller.", ++controller_starts_, ".log");
   ProcessOptions options;
   options.stderr_path = log;
   options.stdout_path = log + ".out";
-  *process = Process({BuildPath("controller/reptrace-controller"), "--listen",
-                      absl::StrCat("127.0.0.1:", port), "--db", db_.conninfo()},
-                     options);
+  std::vector<std::string> argv = {BuildPath("controller/reptrace-controller"), "--listen",
+                                  absl::StrCat("127.0.0.1:", port), "--db", db_.conninfo()};
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  *process = Process(argv, options);
   static const std::regex kListening("listening on ([0-9.]+):([0-9]+)");
   bool up = WaitUntil(
       [&] {
@@ -76,8 +78,8 @@ bool Stack::LaunchController(int port, Process* process, int* bound_port) {
   return true;
 }
 
-bool Stack::StartController(int port) {
-  if (!LaunchController(port, &controller_, &controller_port_)) return false;
+bool Stack::StartController(int port, const std::vector<std::string>& extra_flags) {
+  if (!LaunchController(port, extra_flags, &controller_, &controller_port_)) return false;
   controller_address_ = absl::StrCat("127.0.0.1:", controller_port_);
   return true;
 }
@@ -85,7 +87,7 @@ bool Stack::StartController(int port) {
 std::string Stack::StartControllerReplica() {
   replicas_.emplace_back();
   int port = 0;
-  if (!LaunchController(0, &replicas_.back(), &port)) return "";
+  if (!LaunchController(0, {}, &replicas_.back(), &port)) return "";
   return absl::StrCat("127.0.0.1:", port);
 }
 

@@ -24,8 +24,9 @@ class Stack {
   Stack();
   ~Stack();
 
-  // Starts the controller on 127.0.0.1:`port` (0 = any); false if it did not come up.
-  bool StartController(int port = 0);
+  // Starts the controller on 127.0.0.1:`port` (0 = any) with `extra_flags` after the
+  // usual ones; false if it did not come up.
+  bool StartController(int port = 0, const std::vector<std::string>& extra_flags = {});
   // Another controller replica on the same database, on a port of its own: its address,
   // "" if it did not come up. Stopped with the stack.
   std::string StartControllerReplica();
@@ -69,7 +70,8 @@ class Stack {
   std::string Logs() const;
 
  private:
-  bool LaunchController(int port, Process* process, int* bound_port);
+  bool LaunchController(int port, const std::vector<std::string>& extra_flags,
+                        Process* process, int* bound_port);
 
   TestDatabase db_;
   std::string dir_;
