@@ -265,6 +265,50 @@ TEST_F(LiveConfigTest, AFilterExcludingAPortStopsOnlyThatPortsSpans) {
   EXPECT_EQ(spans_on(python_port, filtered_ns), 6);
 }
 
+// capture_bytes: with none captured, the agent cannot read the request line and names
+// spans by their peer; with the bytes back, by the request again. nginx runs throughout.
+TEST_F(LiveConfigTest, CaptureBytesDecideWhatTheAgentCanNameSpansAfter) {
+  ASSERT_TRUE(stack_.StartAgent());
+  const int port = StartNginx();
+  ASSERT_GT(port, 0);
+  auto names_after = [&](int64_t since_ns) {
+    std::multiset<std::string> names;
+    pqxx::connection conn(stack_.db_conninfo());
+    pqxx::work tx(conn);
+    for (const auto& row : tx.exec_params(
+             "SELECT name FROM spans WHERE service = 'nginx' AND start_ns > $1", since_ns)) {
+      names.insert(row[0].as<std::string>());
+    }
+    return names;
+  };
+  auto curl = [&] {
+    CommandResult result = stack_.RunTraced(
+        {"curl", "-sS", "--fail", "--max-time", "10", "-o", "/dev/null",
+         absl::StrCat("http://127.0.0.1:", port, "/f")},
+        "curl");
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+  };
+  const uint64_t before = CurrentVersion();
+  CommandResult none = stack_.Ctl({"config", "set", "capture_bytes=0"});
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  ASSERT_TRUE(AgentApplied(before + 1, absl::Seconds(2))) << stack_.Logs();
+  const int64_t none_ns = NowNs();
+  curl();
+  std::multiset<std::string> names;
+  ASSERT_TRUE(WaitUntil([&] { return (names = names_after(none_ns)).size() == 1; },
+                        absl::Seconds(20)));
+  EXPECT_EQ(names.count("GET /f"), 0u) << *names.begin();
+
+  CommandResult all = stack_.Ctl({"config", "set", "capture_bytes=128"});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  ASSERT_TRUE(AgentApplied(before + 2, absl::Seconds(2))) << stack_.Logs();
+  const int64_t all_ns = NowNs();
+  curl();
+  ASSERT_TRUE(WaitUntil([&] { return (names = names_after(all_ns)).size() == 1; },
+                        absl::Seconds(20)));
+  EXPECT_EQ(names.count("GET /f"), 1u) << *names.begin();
+}
+
 // max_events_per_second: a process asking faster than its bucket refills makes fewer
 // records, counted by the agent as rate-limited, and keeps working.
 TEST_F(LiveConfigTest, ARateLimitDropsRecordsAndTheAgentCountsThem) {
