@@ -116,6 +116,18 @@ absl::Status EncodeFilter(const v1::TraceFilter& filter, absl::string_view node,
   return absl::OkStatus();
 }
 
+// The seqlock's write side.
+void WriteBody(ConfigPage* page, const ConfigBody& body) {
+  uint64_t seq = page->seq.load(std::memory_order_relaxed);
+  if ((seq & 1) != 0) ++seq;  // left odd by a writer that died
+  page->seq.store(seq + 1, std::memory_order_relaxed);
+  // The odd seq is visible before any byte of the body changes (pairs with the reader's
+  // acquire fence, hook/config_view.h).
+  std::atomic_thread_fence(std::memory_order_release);
+  std::memcpy(&page->body, &body, sizeof(body));
+  page->seq.store(seq + 2, std::memory_order_release);
+}
+
 }  // namespace
 
 std::string ConfigPagePath(absl::string_view socket_path) {
@@ -180,8 +192,7 @@ absl::StatusOr<std::unique_ptr<ConfigPageWriter>> ConfigPageWriter::Open(std::st
           // default) until the controller's config comes.
           ConfigBody body;
           DefaultConfigBody(&body);
-          ConfigPageWriter writer(path, node, page);
-          writer.Write(body);
+          WriteBody(page, body);
         }
         return std::unique_ptr<ConfigPageWriter>(
             new ConfigPageWriter(std::move(path), std::move(node), page));
@@ -228,24 +239,13 @@ absl::StatusOr<std::unique_ptr<ConfigPageWriter>> ConfigPageWriter::Open(std::st
 
 ConfigPageWriter::~ConfigPageWriter() { munmap(page_, kConfigPageFileBytes); }
 
-void ConfigPageWriter::Write(const ConfigBody& body) {
-  uint64_t seq = page_->seq.load(std::memory_order_relaxed);
-  if ((seq & 1) != 0) ++seq;  // left odd by a writer that died
-  page_->seq.store(seq + 1, std::memory_order_relaxed);
-  // The odd seq is visible before any byte of the body changes (pairs with the reader's
-  // acquire fence, hook/config_view.h).
-  std::atomic_thread_fence(std::memory_order_release);
-  std::memcpy(&page_->body, &body, sizeof(body));
-  page_->seq.store(seq + 2, std::memory_order_release);
-}
-
 absl::Status ConfigPageWriter::Publish(const v1::ConfigVersion& config) {
   ConfigBody body;
   if (absl::Status s = EncodeConfigBody(config.config(), config.version(), node_, &body);
       !s.ok()) {
     return s;
   }
-  Write(body);
+  WriteBody(page_, body);
   return absl::OkStatus();
 }
 

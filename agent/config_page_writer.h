@@ -56,7 +56,6 @@ class ConfigPageWriter {
  private:
   ConfigPageWriter(std::string path, std::string node, ConfigPage* page)
       : path_(std::move(path)), node_(std::move(node)), page_(page) {}
-  void Write(const ConfigBody& body);
 
   const std::string path_;
   const std::string node_;

@@ -273,6 +273,36 @@ TEST(ConfigPageWriterTest, AReopenedPageKeepsItsInodeItsConfigAndItsSeq) {
   EXPECT_EQ((*writer)->seq(), kFirstPageSeq + 4);
 }
 
+TEST(ConfigPageWriterTest, APageLeftHalfWrittenIsRewrittenWholeAndStaysUsable) {
+  TempDir dir;
+  const std::string path = dir.path() + "/agent.sock.config";
+  ASSERT_TRUE(ConfigPageWriter::Open(path, "n").ok());
+  {
+    // An agent that died while writing: seq left odd.
+    const int fd = open(path.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    void* memory = mmap(nullptr, sizeof(ConfigPage), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    ASSERT_NE(memory, MAP_FAILED);
+    auto* page = static_cast<ConfigPage*>(memory);
+    page->seq.store(page->seq.load() + 1);
+    page->body.enabled = 0;
+    munmap(memory, sizeof(ConfigPage));
+  }
+  auto writer = ConfigPageWriter::Open(path, "n");
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  EXPECT_EQ((*writer)->seq() % 2, 0u);
+  struct stat st;
+  const ConfigPage* page = MapForReading(path, &st);
+  ASSERT_NE(page, nullptr);
+  EXPECT_EQ(page->body.enabled, 1);  // the default, whole
+  v1::ConfigVersion version;
+  version.set_version(9);
+  ASSERT_TRUE((*writer)->Publish(version).ok());
+  EXPECT_EQ(page->body.config_version, 9u);
+  munmap(const_cast<ConfigPage*>(page), sizeof(ConfigPage));
+}
+
 TEST(ConfigPageWriterTest, AFileThatIsNotAPageIsReplaced) {
   TempDir dir;
   const std::string path = dir.path() + "/agent.sock.config";

@@ -234,7 +234,8 @@ __attribute__((always_inline)) inline size_t FillMessageStart(DataRecord* r, con
                                                                ssize_t result) {
   size_t n = static_cast<size_t>(result);
   if (n > kCaptureBytes) n = kCaptureBytes;
-  size_t captured = n < CaptureBytes() ? n : CaptureBytes();
+  const size_t capture_bytes = CaptureBytes();
+  size_t captured = n < capture_bytes ? n : capture_bytes;
   r->hash = 0;
   if (bytes.buf != nullptr) {
     std::memcpy(r->capture, bytes.buf, captured);
@@ -286,7 +287,8 @@ void RecordDatagram(ConnectionState* state, int fd, uint64_t conn_id, EventKind 
     if (bytes.buf != nullptr || bytes.iov != nullptr) {
       n = Gather(bytes, n, r->capture);
       r->hash = Fingerprint64(r->capture, n);
-      r->capture_len = static_cast<uint8_t>(n < CaptureBytes() ? n : CaptureBytes());
+      const size_t capture_bytes = CaptureBytes();
+      r->capture_len = static_cast<uint8_t>(n < capture_bytes ? n : capture_bytes);
     }
   }
   r->result = result;
@@ -294,11 +296,6 @@ void RecordDatagram(ConnectionState* state, int fd, uint64_t conn_id, EventKind 
   EndRecord(claim);
 }
 
-// One send or receive call on a traced connection, already known to be worth recording.
-// `plaintext`: moved by an SSL_* call (tls.cc); otherwise a raw socket call, which records
-// and counts nothing on a connection that carries TLS (tls.h). Inlined into each caller:
-// its call (ten arguments, six saved registers) was 24 of the ~300 instructions a traced
-// call costs.
 // Moves a connection's offsets and direction on by one call's `result` bytes. Returns the
 // offset the bytes start at; sets whether a message starts there and, if not, where in its
 // message they start. Done for every call, reported or not, so that offsets stay exact
@@ -341,8 +338,8 @@ __attribute__((always_inline)) inline bool KnownOnlyCounted(const ConnectionStat
          state->tls.load(std::memory_order_relaxed) == 0;
 }
 
-// Out of line, and reached by a tail call from the top of each traced path: the traced
-// path's prologue (six saved registers) is not paid by a call that only counts.
+// Out of line: inlined into the wrappers it gave their untraced path a stack frame (+10
+// instructions on every call of an fd the hook does not trace).
 template <typename Call>
 __attribute__((noinline)) ssize_t CountedCall(ConnectionState* state, EventKind kind,
                                               Call call) {
@@ -355,6 +352,12 @@ __attribute__((noinline)) ssize_t CountedCall(ConnectionState* state, EventKind 
   return result;
 }
 
+// One send or receive call on a connection in the table: its bytes always counted, a
+// record made if the config traces the connection (and its token bucket allows).
+// `plaintext`: moved by an SSL_* call (tls.cc); otherwise a raw socket call, which records
+// and counts nothing on a connection that carries TLS (tls.h). Inlined into each caller:
+// its call (ten arguments, six saved registers) was 24 of the ~300 instructions a traced
+// call costs.
 __attribute__((always_inline)) inline void RecordTransfer(
     ConnectionState* state, int fd, EventKind kind, const Bytes& bytes, ssize_t result,
     int err, Clock clock, bool plaintext = false, const sockaddr* peer = nullptr,

@@ -43,9 +43,8 @@ std::atomic_flag g_settings_lock = ATOMIC_FLAG_INIT;
 // GCRA's theoretical arrival time of the next event (CLOCK_MONOTONIC ns).
 std::atomic<uint64_t> g_token_tat{0};
 
+// What the process takes from the page as a whole.
 struct PageValues {
-  bool enabled = false;
-  bool trace_unix = false;
   uint32_t capture_bytes = 0;
   uint32_t max_events_per_second = 0;
 };
@@ -74,9 +73,13 @@ std::atomic<const ConfigPage*> g_page{&g_default_page};
 std::atomic<uint8_t> g_capture_bytes{kCaptureBytes};
 std::atomic<uint64_t> g_event_interval_ns{0};
 
-// Reads the page once: the process-wide values and whether a connection of `role` between
-// `endpoints` is traced. Returns the seq read, 0 if the agent was writing.
-uint64_t Decide(uint8_t role, const Endpoints& endpoints, bool* traced) {
+}  // namespace settings_internal
+
+using namespace settings_internal;  // NOLINT: this file's own names
+
+// Reads the page once: the process-wide values (StoreProcessValues) and the connection's
+// decision.
+uint64_t DecideNewConnection(uint8_t role, const Endpoints& endpoints, bool* traced) {
   const ConfigPage* page = g_page.load(std::memory_order_acquire);
   ConnectionFacts facts;
   facts.inbound = role == static_cast<uint8_t>(SocketRole::kServer);
@@ -89,11 +92,10 @@ uint64_t Decide(uint8_t role, const Endpoints& endpoints, bool* traced) {
   PageValues values;
   bool decided = false;
   const uint64_t seq = ReadConsistently(*page, [&](const ConfigBody& body) {
-    values.enabled = body.enabled != 0;
-    values.trace_unix = body.trace_unix != 0;
     values.capture_bytes = body.capture_bytes;
     values.max_events_per_second = body.max_events_per_second;
-    decided = values.enabled && (facts.has_ports || values.trace_unix || g_env_trace_unix) &&
+    decided = body.enabled != 0 &&
+              (facts.has_ports || body.trace_unix != 0 || g_env_trace_unix) &&
               FiltersTrace(body, facts);
   });
   *traced = seq != 0 && decided;
@@ -101,9 +103,11 @@ uint64_t Decide(uint8_t role, const Endpoints& endpoints, bool* traced) {
   return seq;
 }
 
+namespace settings_internal {
+
 bool Refresh(ConnectionState* state) {
   bool traced = false;
-  const uint64_t seq = Decide(state->role, state->endpoints, &traced);
+  const uint64_t seq = DecideNewConnection(state->role, state->endpoints, &traced);
   // Being written: the decision it had stands until the next call.
   if (seq == 0) return state->reporting.load(std::memory_order_relaxed) != 0;
   state->reporting.store(traced ? 1 : 0, std::memory_order_relaxed);
@@ -126,12 +130,6 @@ bool TakeTokenSlow(uint64_t now_ns, uint64_t interval_ns) {
 }
 
 }  // namespace settings_internal
-
-using namespace settings_internal;  // NOLINT: this file's own names
-
-uint64_t DecideNewConnection(uint8_t role, const Endpoints& endpoints, bool* traced) {
-  return Decide(role, endpoints, traced);
-}
 
 void ConfigureSettings(uint8_t env_capture_bytes, bool env_trace_unix) {
   g_env_capture_bytes = env_capture_bytes;
@@ -194,8 +192,6 @@ bool TraceUnixSockets() {
   return g_env_trace_unix || g_page.load(std::memory_order_acquire)->body.trace_unix != 0;
 }
 
-bool TracingEnabled() { return g_page.load(std::memory_order_acquire)->body.enabled != 0; }
-
 bool PageInbandPort(uint16_t port) {
   bool listed = false;
   const uint64_t seq = ReadConsistently(*g_page.load(std::memory_order_acquire),
@@ -204,11 +200,5 @@ bool PageInbandPort(uint16_t port) {
                                         });
   return seq != 0 && listed;
 }
-
-uint64_t FollowedConfigVersion() {
-  return g_page.load(std::memory_order_acquire)->body.config_version;
-}
-
-bool ConfigPageMapped() { return g_page_mapped.load(std::memory_order_acquire); }
 
 }  // namespace reptrace::hook

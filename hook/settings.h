@@ -73,9 +73,8 @@ uint64_t DecideNewConnection(uint8_t role, const Endpoints& endpoints, bool* tra
 // Whether a new connection of this process may be traced at all: Unix-domain sockets only
 // when the page or REPTRACE_TRACE_UNIX asks.
 bool TraceUnixSockets();
-// Whether new TCP connections frame in-band (tracing is on), and to which peer ports: the
-// page's ranges and REPTRACE_INBAND_PORTS (hook/inband_calls.h).
-bool TracingEnabled();
+// Whether `port` is in the page's in-band ranges (hook/inband_calls.h adds
+// REPTRACE_INBAND_PORTS).
 bool PageInbandPort(uint16_t port);
 
 // Capture bytes per message start: min(page, REPTRACE_CAPTURE_BYTES).
@@ -93,10 +92,6 @@ inline bool TakeEventToken(uint64_t now_ns) {
   return interval == 0 || settings_internal::TakeTokenSlow(now_ns, interval);
 }
 
-// The config version the process follows (0: none yet) and whether a page is mapped
-// (tests and diagnostics).
-uint64_t FollowedConfigVersion();
-bool ConfigPageMapped();
 
 }  // namespace reptrace::hook
 
