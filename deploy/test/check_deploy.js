@@ -100,10 +100,9 @@ function kustomize(dir) {
     }
   }
   if (k.namespace) {
-    objects = objects.map((o) => {
+    for (const o of objects) {
       if (!CLUSTER_SCOPED.has(o.kind)) o.metadata.namespace = k.namespace;
-      return o;
-    });
+    }
   }
   for (const image of k.images || []) {
     for (const o of objects) {
@@ -112,8 +111,8 @@ function kustomize(dir) {
       for (const c of containersOf(podSpec)) {
         const [name, tag] = c.image.split(':');
         if (name !== image.name) continue;
-        c.image = `${image.newName || name}:${image.newTag || tag || 'latest'}`;
-        if (!image.newTag && !tag) c.image = image.newName || name;
+        const newTag = image.newTag || tag;
+        c.image = (image.newName || name) + (newTag ? `:${newTag}` : '');
       }
     }
   }
