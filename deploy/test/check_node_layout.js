@@ -125,7 +125,7 @@ async function main() {
       ...binds,
       // The workload's user cannot write into the socket directory (nor remove the socket).
       `! ${asUser} touch ${inPod('/run/reptrace')}/x 2>/dev/null`,
-      `env ${podEnv} REPTRACE_SERVICE=web ${asUser} ${python} -m http.server 0 --bind 127.0.0.1` +
+      `env ${podEnv} REPTRACE_SERVICE=web PYTHONUNBUFFERED=1 ${asUser} ${python} -m http.server 0 --bind 127.0.0.1` +
         ` --directory /usr/share/doc > ${root}/web.out 2>&1 & web=$!`,
       `for i in $(seq 50); do grep -q 'Serving HTTP' ${root}/web.out && break; sleep 0.1; done`,
       `port=$(sed -n 's/.*port \\([0-9]*\\).*/\\1/p' ${root}/web.out | head -1)`,
