@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Installs every package reptrace needs to build, test and run its demo on Debian bookworm.
 # Idempotent: packages already present are left alone; apt-get runs only when one is missing.
+#
+#   deploy/install-deps.sh                the whole set
+#   deploy/install-deps.sh --build-only   only what building the binaries and the hook needs
+#                                         (the container images' build stage, deploy/docker/)
 set -euo pipefail
 
-PACKAGES=(
-  # build
+BUILD_PACKAGES=(
   build-essential cmake pkg-config
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libabsl-dev libpqxx-dev libpq-dev uuid-dev nlohmann-json3-dev
   libyaml-cpp-dev  # reptracectl config set -f FILE.yaml
+)
+PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
   libgtest-dev libgmock-dev libbenchmark-dev
   # run the local stack and the tests
   postgresql postgresql-client curl python3 nginx redis-server redis-tools wrk iptables iproute2
@@ -18,6 +24,12 @@ PACKAGES=(
   clang libclang-rt-14-dev
 )
 
+build_only=false
+if [ "${1:-}" = "--build-only" ]; then
+  build_only=true
+  PACKAGES=("${BUILD_PACKAGES[@]}")
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -26,12 +38,12 @@ for p in "${PACKAGES[@]}"; do
 done
 # npm comes with nodejs where that is NodeSource's package (which conflicts with Debian's
 # npm); Debian's nodejs needs Debian's npm beside it.
-if ! command -v npm >/dev/null 2>&1; then
+if [ "$build_only" = false ] && ! command -v npm >/dev/null 2>&1; then
   missing+=(npm)
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-deps: all ${#PACKAGES[@]} packages present (and npm)"
+  echo "install-deps: all ${#PACKAGES[@]} packages present$([ "$build_only" = true ] || echo ' (and npm)')"
   exit 0
 fi
 
