@@ -65,6 +65,11 @@ MultiNodeCluster::~MultiNodeCluster() {
   }
   nodes_.clear();      // deletes the node namespaces (and their veth pairs)
   switch_ns_.reset();  // and the bridge
+  for (const std::string& etc : etc_dirs_) {
+    unlink((etc + "/hosts").c_str());
+    rmdir(etc.c_str());
+  }
+  if (made_etc_netns_) rmdir("/etc/netns");  // unless something else put files there since
   RemoveTree(dir_);
 }
 
@@ -108,9 +113,31 @@ absl::Status MultiNodeCluster::Start(int node_count) {
     nodes_.push_back(std::move(node));
     if (absl::Status s = SetLinkUp(i, true); !s.ok()) return s;
   }
+  if (absl::Status s = WriteHostsFiles(); !s.ok()) return s;
   if (absl::Status s = StartController(); !s.ok()) return s;
   for (int i = 1; i <= node_count; ++i) {
     if (absl::Status s = StartAgent(i); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// python3's http.server looks its own address up (socket.getfqdn) when it binds; with
+// nothing in /etc/hosts the lookup goes to a DNS server the namespace cannot reach, and
+// takes 10 s. Every namespace of the cluster gets a hosts file that names all nodes.
+absl::Status MultiNodeCluster::WriteHostsFiles() {
+  std::string hosts = "127.0.0.1 localhost\n::1 localhost\n";
+  absl::StrAppend(&hosts, kSwitchAddress, " switch\n");
+  for (int i = 1; i <= node_count(); ++i) absl::StrAppend(&hosts, NodeAddress(i), " ", NodeName(i), "\n");
+  if (mkdir("/etc/netns", 0755) == 0) made_etc_netns_ = true;
+  std::vector<const NetNamespace*> all = {switch_ns_.get()};
+  for (const Node& node : nodes_) all.push_back(node.ns.get());
+  for (const NetNamespace* ns : all) {
+    const std::string etc = "/etc/netns/" + ns->name();
+    if (mkdir(etc.c_str(), 0755) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot create ", etc));
+    }
+    etc_dirs_.push_back(etc);
+    std::ofstream(etc + "/hosts") << hosts;
   }
   return absl::OkStatus();
 }

@@ -14,6 +14,8 @@
 //                        default route via kSwitchAddress (so Service VIPs route before
 //                        DNAT rewrites them); reptrace-agent --node node-i.
 //
+// Each namespace also gets an /etc/hosts of its own naming every node (`ip netns exec`
+// mounts /etc/netns/<namespace>/hosts over /etc/hosts; the cluster writes and removes it).
 // reptracectl runs in the switch namespace. Everything (processes, namespaces, the test
 // database) is stopped and removed by the destructor, also after a failed ASSERT.
 #ifndef REPTRACE_TESTS_INTEGRATION_MULTINODE_CLUSTER_H_
@@ -97,6 +99,7 @@ class MultiNodeCluster {
   };
   std::string SocketPath(int node) const { return nodes_.at(node - 1).dir + "/agent.sock"; }
   absl::Status StartController();
+  absl::Status WriteHostsFiles();
   absl::Status WaitForListener(int node, const std::string& address, int port,
                                Process& process, const std::string& log);
 
@@ -107,6 +110,8 @@ class MultiNodeCluster {
   Process controller_;
   std::vector<Process> services_;
   std::string controller_address_;
+  std::vector<std::string> etc_dirs_;  // /etc/netns/<namespace> directories we made
+  bool made_etc_netns_ = false;
 };
 
 }  // namespace reptrace::testing
