@@ -125,6 +125,16 @@ TEST_F(MultiNodeTest, ARequestCrossingThreeNodesIsOneTrace) {
     ++names[summary["root_name"].get<std::string>()];
   }
   EXPECT_EQ(names.size(), 3u) << traces.dump(2);  // one trace per request
+  // One agent per node, each connected to the controller across the bridge.
+  const json agents = cluster_.CtlJson({"agents"});
+  ASSERT_TRUE(agents.is_object()) << "reptracectl agents failed";
+  std::map<std::string, bool> connected;
+  for (const auto& agent : agents["agents"]) {
+    connected[agent["node"].get<std::string>()] = agent["connected"].get<bool>();
+  }
+  EXPECT_EQ(connected, (std::map<std::string, bool>{
+                           {"node-1", true}, {"node-2", true}, {"node-3", true}}))
+      << agents.dump(2);
 }
 
 // SIGKILL of node-2's agent: node-1 and node-3 keep being traced meanwhile; nginx's records
@@ -172,6 +182,16 @@ TEST_F(MultiNodeTest, AnAgentKilledOnOneNodeLeavesTheOthersWorkingAndCatchesUpAf
   for (const auto& summary : traces) ExpectCrossesThreeNodes(summary);
   EXPECT_EQ(cluster_.Traces("nginx").size(), static_cast<size_t>(requests));
   EXPECT_EQ(cluster_.Traces("python3").size(), static_cast<size_t>(requests));
+  // node-2 has had two agents: the killed one, disconnected, and its connected successor.
+  const json agents = cluster_.CtlJson({"agents"});
+  ASSERT_TRUE(agents.is_object()) << "reptracectl agents failed";
+  int node2_connected = 0, node2_disconnected = 0;
+  for (const auto& agent : agents["agents"]) {
+    if (agent["node"] != MultiNodeCluster::NodeName(kProxyNode)) continue;
+    (agent["connected"].get<bool>() ? node2_connected : node2_disconnected)++;
+  }
+  EXPECT_EQ(node2_connected, 1) << agents.dump(2);
+  EXPECT_EQ(node2_disconnected, 1) << agents.dump(2);
 }
 
 // node-3's link down for 10 s: what the controller acknowledged before stays, and the spans
