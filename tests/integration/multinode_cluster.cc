@@ -69,7 +69,9 @@ MultiNodeCluster::~MultiNodeCluster() {
     unlink((etc + "/hosts").c_str());
     rmdir(etc.c_str());
   }
-  if (made_etc_netns_) rmdir("/etc/netns");  // unless something else put files there since
+  // Only if empty (another cluster running at the same time may still use it, and may
+  // have been the one to make it); an empty /etc/netns means nothing to iproute2.
+  rmdir("/etc/netns");
   RemoveTree(dir_);
 }
 
@@ -128,12 +130,17 @@ absl::Status MultiNodeCluster::WriteHostsFiles() {
   std::string hosts = "127.0.0.1 localhost\n::1 localhost\n";
   absl::StrAppend(&hosts, kSwitchAddress, " switch\n");
   for (int i = 1; i <= node_count(); ++i) absl::StrAppend(&hosts, NodeAddress(i), " ", NodeName(i), "\n");
-  if (mkdir("/etc/netns", 0755) == 0) made_etc_netns_ = true;
   std::vector<const NetNamespace*> all = {switch_ns_.get()};
   for (const Node& node : nodes_) all.push_back(node.ns.get());
   for (const NetNamespace* ns : all) {
     const std::string etc = "/etc/netns/" + ns->name();
-    if (mkdir(etc.c_str(), 0755) != 0) {
+    // A cluster going away at the same time removes /etc/netns when it empties it.
+    bool made = false;
+    for (int attempt = 0; attempt < 3 && !made; ++attempt) {
+      mkdir("/etc/netns", 0755);  // EEXIST is fine
+      made = mkdir(etc.c_str(), 0755) == 0;
+    }
+    if (!made) {
       return absl::FailedPreconditionError(absl::StrCat("cannot create ", etc));
     }
     etc_dirs_.push_back(etc);

@@ -111,7 +111,6 @@ class MultiNodeCluster {
   std::vector<Process> services_;
   std::string controller_address_;
   std::vector<std::string> etc_dirs_;  // /etc/netns/<namespace> directories we made
-  bool made_etc_netns_ = false;
 };
 
 }  // namespace reptrace::testing
