@@ -53,6 +53,7 @@ absl::StatusOr<std::string> UnixSocketDirectory(const std::string& conninfo) {
 }  // namespace
 
 MultiNodeCluster::MultiNodeCluster() : dir_(MakeTempDir("reptrace-multinode")) {
+  // nginx's worker runs as nobody: it must reach its node's agent socket under here.
   chmod(dir_.c_str(), 0755);
 }
 
