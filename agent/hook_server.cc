@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "agent/workload.h"
 #include "common/log.h"
 
 namespace reptrace {
@@ -240,6 +241,11 @@ void HookServer::Accept() {
     }
     auto conn = std::make_unique<Connection>();
     conn->fd = fd;
+    ucred cred{};
+    socklen_t cred_size = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_size) == 0) {
+      conn->peer_pid = cred.pid;
+    }
     conns_.emplace(key, std::move(conn));
     open_connections_.store(conns_.size());
   }
@@ -371,7 +377,9 @@ bool HookServer::Dispatch(uint64_t key, Connection& conn,
       }
       conn.pid = hello->pid;
       counters_->processes_connected.fetch_add(1);
-      builder_->OnHello(key, *hello);
+      // A process's cgroup names its container and pod: read once per hook connection
+      // (a few microseconds), not per span.
+      builder_->OnHello(key, *hello, ReadWorkloadOf(conn.peer_pid));
     } else if (const auto* stats = std::get_if<StatsRecord>(&record)) {
       uint64_t& latest = conn.dropped_by_pid[stats->pid];
       if (stats->events_dropped > latest) {

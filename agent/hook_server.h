@@ -78,6 +78,9 @@ class HookServer {
 
     int fd = -1;
     uint32_t pid = 0;  // from the hello
+    // The process as the agent's pid namespace sees it (SO_PEERCRED when it connected;
+    // 0 if it is not visible from there): whose cgroup names its container.
+    pid_t peer_pid = 0;
     RecordDecoder decoder;  // the socket's bytes
     std::unordered_map<uint32_t, uint64_t> dropped_by_pid;  // latest StatsRecord values
     // A descriptor that came before the hello was complete: the ring, if the hello says so.

@@ -5,18 +5,22 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "agent/config_holder.h"
 #include "agent/config_page_writer.h"
 #include "agent/counter_set.h"
 #include "agent/hook_server.h"
+#include "agent/pod_directory.h"
 #include "agent/span_buffer.h"
 #include "agent/span_builder.h"
 #include "agent/uploader.h"
@@ -33,6 +37,19 @@ ABSL_FLAG(int64_t, buffer_mib, 32,
           "most memory (MiB) the spans held for the controller may take; more are dropped");
 ABSL_FLAG(int64_t, batch_max_spans, 500, "most spans in one batch");
 ABSL_FLAG(int64_t, batch_interval_ms, 200, "a non-empty batch is sent at least this often");
+ABSL_FLAG(std::string, kube_api_server, "auto",
+          "Kubernetes API server that names the pods of this node's spans (https://HOST:PORT); "
+          "auto: the cluster's own when the agent runs in a pod (KUBERNETES_SERVICE_HOST), "
+          "else none; off: none. Without one, spans still carry their container id and pod "
+          "uid (from cgroups)");
+ABSL_FLAG(std::string, kube_token_file,
+          "/var/run/secrets/kubernetes.io/serviceaccount/token",
+          "bearer token for the API server (read again for every request)");
+ABSL_FLAG(std::string, kube_ca_file, "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+          "CA certificates the API server's certificate must chain to");
+ABSL_FLAG(int64_t, kube_refresh_seconds, 30,
+          "the node's pods are listed this often, and within a second of a span from a pod "
+          "not yet listed");
 
 namespace reptrace {
 namespace {
@@ -68,10 +85,14 @@ int Run(int argc, char** argv) {
   ConfigureFlagsUsage(
       "reptrace-agent --socket PATH --controller HOST:PORT [--node NAME] [--buffer-spans N]"
       " [--buffer-mib N] [--batch-max-spans N] [--batch-interval-ms N]\n"
+      "      [--kube-api-server auto|off|https://HOST:PORT] [--kube-token-file F]"
+      " [--kube-ca-file F]\n"
       "Collects the socket events of hooked processes on this node, builds spans and\n"
       "streams them to reptrace-controller. Publishes the trace config the controller\n"
       "pushes to every hooked process through the file PATH.config (mapped read-only by\n"
-      "each of them). Flags may be spelt with - or _.");
+      "each of them). Spans of processes in containers carry their container id and, in\n"
+      "Kubernetes, their pod's uid, name and namespace and their container's name.\n"
+      "Flags may be spelt with - or _.");
   std::vector<std::string> arg_store;
   std::vector<char*> args = DashesToUnderscores(argc, argv, &arg_store);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
@@ -98,6 +119,39 @@ int Run(int argc, char** argv) {
   buffer_options.max_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_buffer_mib)) << 20;
   buffer_options.batch_max_spans = static_cast<size_t>(absl::GetFlag(FLAGS_batch_max_spans));
   buffer_options.batch_interval = absl::Milliseconds(absl::GetFlag(FLAGS_batch_interval_ms));
+  if (absl::GetFlag(FLAGS_kube_refresh_seconds) < 1) {
+    LogError("--kube-refresh-seconds must be positive");
+    return 2;
+  }
+
+  // Pod names for the spans of this node's pods (agent/pod_directory.h).
+  std::string kube_api_server = absl::GetFlag(FLAGS_kube_api_server);
+  if (kube_api_server == "auto") {
+    absl::StatusOr<std::string> in_cluster = PodDirectory::InClusterApiServer();
+    kube_api_server = in_cluster.ok() ? *in_cluster : "";
+  } else if (kube_api_server == "off") {
+    kube_api_server.clear();
+  } else if (!absl::StartsWith(kube_api_server, "https://") &&
+             !absl::StartsWith(kube_api_server, "http://")) {
+    LogError("--kube-api-server must be auto, off or an https:// (or http://, e.g. kubectl proxy) URL, not \"%s\"",
+             kube_api_server);
+    return 2;
+  }
+  std::unique_ptr<PodDirectory> pods;
+  if (!kube_api_server.empty()) {
+    PodDirectory::Options pod_options;
+    pod_options.api_server = kube_api_server;
+    pod_options.token_file = absl::GetFlag(FLAGS_kube_token_file);
+    pod_options.ca_file = absl::GetFlag(FLAGS_kube_ca_file);
+    pod_options.node = node;
+    pod_options.refresh_interval = absl::Seconds(absl::GetFlag(FLAGS_kube_refresh_seconds));
+    absl::StatusOr<std::unique_ptr<PodDirectory>> started = PodDirectory::Start(pod_options);
+    if (!started.ok()) {
+      LogError("cannot name pods: %s", started.status().ToString());
+      return 1;
+    }
+    pods = std::move(*started);
+  }
 
   // Signals are taken synchronously by this thread; every thread started below inherits
   // the mask.
@@ -114,6 +168,9 @@ int Run(int argc, char** argv) {
     counters.spans_built.fetch_add(1);
     buffer.Add(span, absl::Now());
   });
+  if (pods != nullptr) {
+    builder.SetWorkloadNamer([&pods](Workload* workload) { return pods->Name(workload); });
+  }
   HookServer hook_server(socket_path, &builder, &counters);
   if (absl::Status status = hook_server.Start(); !status.ok()) {
     LogError("cannot listen on %s: %s", socket_path, status.ToString());
@@ -135,9 +192,12 @@ int Run(int argc, char** argv) {
   ConfigHolder config(page->get());
   Uploader uploader(uploader_options, &buffer, &counters, &config);
   uploader.Start();
-  LogInfo("agent %s node %s listening on %s, controller %s, config page %s (version %d)",
+  LogInfo("agent %s node %s listening on %s, controller %s, config page %s (version %d), "
+          "pod names %s",
           uploader_options.agent_id, node, socket_path, controller, (*page)->path(),
-          (*page)->version());
+          (*page)->version(),
+          kube_api_server.empty() ? std::string("off (container ids and pod uids only)")
+                                  : absl::StrCat("from ", kube_api_server));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

@@ -55,9 +55,13 @@ void SetHead(std::string* head, absl::string_view capture) {
 SpanBuilder::SpanBuilder(std::string node, Sink sink, absl::Duration idle_timeout)
     : node_(std::move(node)), sink_(std::move(sink)), idle_timeout_(idle_timeout) {}
 
-void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello) {
+void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello, Workload workload) {
   auto [it, is_new] = processes_.try_emplace(process_key);
   Process& process = it->second;
+  if (is_new && workload.in_container()) {
+    process.workload = std::make_unique<ProcessWorkload>();
+    process.workload->workload = std::move(workload);
+  }
   // Spans view their process's names rather than copy them (a copy per span); a second
   // hello on one key, which the hook server never passes on, is left to pay for that.
   if (!is_new) KeepNamesOfOpenSpans(process);
@@ -282,6 +286,7 @@ void SpanBuilder::OnOpen(Process& process, const EventRecord& event, absl::Time 
       span.status = v1::SPAN_STATUS_ERROR;
       const std::string error_text = ErrnoText(event.error);
       span.status_message = error_text;
+      LabelWorkload(process.workload.get(), &span);
       ++spans_built_;
       sink_(span);
       process.connections.erase(existing);
@@ -454,6 +459,7 @@ void SpanBuilder::OpenSpan::Reset() {
   response_head.clear();
   request_hash_from_head = false;
   response_hash_from_head = false;
+  workload = nullptr;
 }
 
 void SpanBuilder::Recycle(std::unique_ptr<OpenSpan> open) {
@@ -474,6 +480,7 @@ std::unique_ptr<SpanBuilder::OpenSpan> SpanBuilder::StartSpan(Process& process,
     open = std::move(spare_spans_.back());
     spare_spans_.pop_back();
   }
+  open->workload = process.workload.get();
   SpanRecord& span = open->span;
   InitSpan(process, conn, t.conn_id, t.tid, t.wall_ns, &span);
   if (conn.role == SocketRole::kClient) {
@@ -610,8 +617,15 @@ void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
     span.end_ns = static_cast<int64_t>(open.last_request_wall_ns);
   }
   if (span.status == v1::SPAN_STATUS_UNSET) span.status = v1::SPAN_STATUS_OK;
+  LabelWorkload(open.workload, &span);
   ++spans_built_;
   sink_(span);
+}
+
+void SpanBuilder::LabelWorkload(ProcessWorkload* workload, SpanRecord* span) const {
+  if (workload == nullptr) return;
+  if (!workload->named) workload->named = !namer_ || namer_(&workload->workload);
+  AddWorkloadAttributes(workload->workload, span);
 }
 
 void SpanBuilder::EmitFailedClientSpan(Process& process, const Connection& conn,
@@ -624,6 +638,7 @@ void SpanBuilder::EmitFailedClientSpan(Process& process, const Connection& conn,
   span.status = v1::SPAN_STATUS_ERROR;
   const std::string error_text = ErrnoText(error);
   span.status_message = error_text;
+  LabelWorkload(process.workload.get(), &span);
   ++spans_built_;
   sink_(span);
 }

@@ -74,6 +74,7 @@
 #include "agent/protocol/protocol.h"
 #include "agent/span_record.h"
 #include "agent/span_wire.h"
+#include "agent/workload.h"
 #include "common/event_record.h"
 #include "proto/reptrace.pb.h"
 
@@ -90,8 +91,15 @@ class SpanBuilder {
   SpanBuilder& operator=(const SpanBuilder&) = delete;
 
   // A hooked process connected (`process_key` names its hook connection, unique within
-  // the agent). Events of a key with no hello are ignored.
-  void OnHello(uint64_t process_key, const HelloRecord& hello);
+  // the agent). Events of a key with no hello are ignored. `workload`: where the process
+  // runs (from its cgroup, agent/workload.h), which every span of the process carries;
+  // a later hello on the same key keeps the first one's.
+  void OnHello(uint64_t process_key, const HelloRecord& hello, Workload workload = {});
+  // Names what the cgroups leave unnamed (pod and container names): called when a span of
+  // a process in a pod ends, until it says the workload is named (PodDirectory::Name).
+  // Without one, spans carry what the cgroup gave.
+  using WorkloadNamer = std::function<bool(Workload* workload)>;
+  void SetWorkloadNamer(WorkloadNamer namer) { namer_ = std::move(namer); }
   // `now` is the agent's clock when the record arrived (used for the idle timeout).
   void OnEvent(uint64_t process_key, const EventRecord& event, absl::Time now);
   void OnData(uint64_t process_key, const DataRecord& data, absl::Time now);
@@ -143,6 +151,10 @@ class SpanBuilder {
     // belong to its message's head, or empty.
     absl::string_view capture;
   };
+  struct ProcessWorkload {
+    Workload workload;
+    bool named = false;  // the namer has nothing more to add
+  };
   struct OpenSpan {
     // Its strings view the members below, the builder's node, its process's names and its
     // connection (which outlive its spans).
@@ -152,6 +164,7 @@ class SpanBuilder {
     std::string service;
     std::string process;
     std::string status_message;  // a failed call's errno text
+    ProcessWorkload* workload = nullptr;  // its process's, if in a container
     bool in_response = false;
     uint64_t request_end = 0;   // stream offset just past the last request byte seen
     uint64_t response_end = 0;
@@ -209,6 +222,9 @@ class SpanBuilder {
     // Viewed by its open spans: changed only through OnHello (see KeepNamesOfOpenSpans).
     std::string service;
     std::string process;
+    // Set by the first hello if the process is in a container; its names are filled in
+    // between sink calls only (LabelWorkload), never while a span views them.
+    std::unique_ptr<ProcessWorkload> workload;
     uint32_t pid = 0;
     uint64_t wall_minus_mono = 0;  // from the hello: wall = mono + this (modulo 2^64)
     std::unordered_map<uint64_t, Connection> connections;   // by conn_id
@@ -222,6 +238,8 @@ class SpanBuilder {
     absl::Time seen_at = absl::InfinitePast();
   };
 
+  // Gives `span` its workload's attributes, asking the namer first while it is unnamed.
+  void LabelWorkload(ProcessWorkload* workload, SpanRecord* span) const;
   // The server span whose context thread `tid` of process `pid` has, looking at live
   // processes other than `self_key` first, then at ended ones; 0 if none.
   uint64_t ThreadContext(uint32_t pid, uint32_t tid, uint64_t self_key) const;
@@ -270,6 +288,7 @@ class SpanBuilder {
 
   const std::string node_;
   const Sink sink_;
+  WorkloadNamer namer_;
   const absl::Duration idle_timeout_;
   std::unordered_map<uint64_t, Process> processes_;
   std::unordered_map<uint32_t, uint64_t> key_by_pid_;  // the latest hello of each pid

@@ -41,8 +41,9 @@ struct SpanAttribute {
 struct ConnectionWire;  // span_wire.h
 
 struct SpanRecord {
-  // Attributes a span of one of the known protocols has at most (see agent/protocol).
-  static constexpr size_t kInlineAttributes = 8;
+  // Attributes a span has at most without allocating: the known protocols' (see
+  // agent/protocol) and its workload's five (agent/workload.h).
+  static constexpr size_t kInlineAttributes = 16;
 
   uint64_t span_id = 0;
   uint64_t parent_span_id = 0;
