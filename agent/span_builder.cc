@@ -61,6 +61,10 @@ void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello, Worklo
   if (is_new && workload.in_container()) {
     process.workload = std::make_unique<ProcessWorkload>();
     process.workload->workload = std::move(workload);
+    // Asked now, not at the first span's end: a pod not yet listed is then listed while
+    // the process starts up, and even its first spans are usually named.
+    ProcessWorkload& w = *process.workload;
+    w.named = !namer_ || namer_(&w.workload);
   }
   // Spans view their process's names rather than copy them (a copy per span); a second
   // hello on one key, which the hook server never passes on, is left to pay for that.

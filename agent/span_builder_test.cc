@@ -993,3 +993,66 @@ TEST_F(SpanBuilderTest, InbandRecordsWaitingForTheirSpanAreBounded) {
 
 }  // namespace
 }  // namespace reptrace
+
+namespace reptrace {
+namespace {
+
+TEST_F(SpanBuilderTest, SpansOfAProcessInAPodCarryItsWorkloadNamedWhenTheNamerCan) {
+  int asked = 0;
+  bool listed = false;
+  builder_.SetWorkloadNamer([&](Workload* w) {
+    ++asked;
+    if (!listed) return false;
+    w->pod_name = "web-7d9f";
+    w->pod_namespace = "shop";
+    w->container_name = "web";
+    return true;
+  });
+  HookScript pod_process{5151};
+  constexpr uint64_t kPodProcess = 88;
+  Workload workload;
+  workload.container_id = std::string(64, 'a');
+  workload.pod_uid = "5f0a1c3e-8f2b-4d6a-9c1e-2b3d4e5f6a7b";
+  builder_.OnHello(kPodProcess, pod_process.Hello("web", "python3"), workload);
+  EXPECT_EQ(asked, 1);  // at the hello: a pod not yet listed gets listed meanwhile
+  const std::string request = "GET /a HTTP/1.1\r\n\r\n";
+  const std::string response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  auto exchange = [&](uint64_t conn) {
+    FeedTo(kPodProcess, pod_process.Accept(conn, 7, 1000));
+    FeedTo(kPodProcess, pod_process.Recv(conn, 7, 2000, request));
+    FeedTo(kPodProcess, pod_process.Send(conn, 7, 3000, response));
+    FeedTo(kPodProcess, pod_process.Close(conn, 7, 4000));
+  };
+  exchange(1);
+  ASSERT_EQ(spans_.size(), 1u);
+  // Not named yet: what the cgroup said, beside the protocol's attributes.
+  EXPECT_EQ(spans_[0].attributes().at("container.id"), workload.container_id);
+  EXPECT_EQ(spans_[0].attributes().at("k8s.pod.uid"), workload.pod_uid);
+  EXPECT_EQ(spans_[0].attributes().count("k8s.pod.name"), 0u);
+  EXPECT_EQ(spans_[0].attributes().at("http.request.method"), "GET");
+  EXPECT_EQ(asked, 2);
+  listed = true;
+  exchange(2);
+  exchange(3);
+  ASSERT_EQ(spans_.size(), 3u);
+  for (int i : {1, 2}) {
+    EXPECT_EQ(spans_[i].attributes().at("k8s.pod.name"), "web-7d9f");
+    EXPECT_EQ(spans_[i].attributes().at("k8s.namespace.name"), "shop");
+    EXPECT_EQ(spans_[i].attributes().at("k8s.container.name"), "web");
+    EXPECT_EQ(spans_[i].attributes().at("container.id"), workload.container_id);
+  }
+  EXPECT_EQ(asked, 3);  // named once: not asked again
+
+  // The constructor's process is in no container: its spans carry none of it.
+  Feed(script_.Accept(9, 7, 1000));
+  Feed(script_.Recv(9, 7, 2000, request));
+  Feed(script_.Send(9, 7, 3000, response));
+  Feed(script_.Close(9, 7, 4000));
+  ASSERT_EQ(spans_.size(), 4u);
+  EXPECT_EQ(spans_[3].attributes().count("container.id"), 0u);
+  EXPECT_EQ(spans_[3].attributes().count("k8s.pod.uid"), 0u);
+  EXPECT_EQ(asked, 3);
+}
+
+}  // namespace
+}  // namespace reptrace

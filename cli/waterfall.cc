@@ -12,6 +12,24 @@ namespace reptrace {
 namespace cli {
 namespace {
 
+// Where the span's process ran, when it ran in a container (the agent's attributes,
+// agent/workload.h): "  (pod NAMESPACE/NAME)", or "  (container ID12)" with the short id
+// Docker and crictl show when no pod is named; else nothing.
+std::string WhereItRan(const v1::Span& span) {
+  const auto& attributes = span.attributes();
+  auto pod = attributes.find("k8s.pod.name");
+  if (pod != attributes.end() && !pod->second.empty()) {
+    auto ns = attributes.find("k8s.namespace.name");
+    return absl::StrCat("  (pod ", ns != attributes.end() ? ns->second : "", "/", pod->second,
+                        ")");
+  }
+  auto container = attributes.find("container.id");
+  if (container != attributes.end() && !container->second.empty()) {
+    return absl::StrCat("  (container ", container->second.substr(0, 12), ")");
+  }
+  return "";
+}
+
 int64_t SpanEnd(const v1::Span& span) { return std::max(span.start_ns(), span.end_ns()); }
 
 // Columns [first, last] of a time range on a timeline of `width` columns covering
@@ -148,6 +166,7 @@ std::string RenderWaterfall(const v1::Trace& trace, const WaterfallOptions& opti
     absl::StrAppend(&line, "| ", std::string(2 * row.depth, ' '), span.service(), " ",
                     KindName(span.kind()), " ", span.name(), "  ",
                     FormatDuration(SpanEnd(span) - span.start_ns(), options.charset));
+    absl::StrAppend(&line, WhereItRan(span));
     if (span.status() == v1::SPAN_STATUS_ERROR) {
       absl::StrAppend(&line, " ERROR");
       if (!span.status_message().empty()) absl::StrAppend(&line, " (", span.status_message(), ")");

@@ -207,6 +207,23 @@ TEST(WaterfallTest, FailedSpanIsMarkedError) {
   EXPECT_FALSE(absl::StrContains(rows[2].label, "ERROR"));
 }
 
+TEST(WaterfallTest, SpansInPodsOrContainersSayWhere) {
+  v1::Trace trace = FourSpanTrace();
+  auto& python = *trace.mutable_spans(0)->mutable_attributes();
+  python["k8s.pod.name"] = "api-5c7d";
+  python["k8s.namespace.name"] = "shop";
+  python["container.id"] = std::string(64, 'c');
+  // nginx's client span: a container the API server did not name.
+  (*trace.mutable_spans(3)->mutable_attributes())["container.id"] = "0123456789abcdef" +
+                                                                     std::string(48, '0');
+  trace.mutable_spans(0)->set_status(v1::SPAN_STATUS_ERROR);
+  std::vector<ParsedRow> rows = ParseRows(RenderWaterfall(trace, Ascii()), kWidth);
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0].label, "curl client GET /api  1.00ms");
+  EXPECT_EQ(rows[2].label, "nginx client GET /api  800us  (container 0123456789ab)");
+  EXPECT_EQ(rows[3].label, "python server GET /api  700us  (pod shop/api-5c7d) ERROR");
+}
+
 TEST(WaterfallTest, AsciiIsPureAsciiAndUnicodeUsesBlocks) {
   std::string ascii = RenderWaterfall(FourSpanTrace(), Ascii());
   for (char c : ascii) EXPECT_LT(static_cast<unsigned char>(c), 0x80) << ascii;
