@@ -11,6 +11,7 @@ BUILD_PACKAGES=(
   build-essential cmake pkg-config
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libabsl-dev libpqxx-dev libpq-dev uuid-dev nlohmann-json3-dev
+  libcurl4-openssl-dev  # the agent lists its node's pods from the Kubernetes API
   libyaml-cpp-dev  # reptracectl config set -f FILE.yaml
 )
 PACKAGES=(

@@ -331,6 +331,34 @@ function checkReferences(objects, name, allObjects) {
   }
 }
 
+// What naming pods in spans takes (agent/workload.h, agent/pod_directory.h): the agent
+// sees the host's pids (its peers' /proc entries), has its service account's token, and
+// that account may list pods cluster-wide; the agent is not told to do without.
+function checkAgentPodNaming(objects, name) {
+  const agent = objects.find((o) => o.kind === 'DaemonSet' && o.metadata.name === 'reptrace-agent');
+  if (!agent) return;
+  const where = `${name}: ${identity(agent)}`;
+  const podSpec = agent.spec.template.spec;
+  check(podSpec.hostPID === true,
+    `${where}: no hostPID: the agent cannot read its peers' cgroups (container and pod ids)`);
+  const account = podSpec.serviceAccountName || 'default';
+  const ns = agent.metadata.namespace;
+  const sa = find(objects, 'ServiceAccount', ns, account);
+  check(podSpec.automountServiceAccountToken !== false &&
+    !(sa && sa.automountServiceAccountToken === false),
+  `${where}: its service account token is not mounted: it cannot list pods`);
+  const canList = objects.filter((o) => o.kind === 'ClusterRoleBinding' &&
+      (o.subjects || []).some((s) => s.kind === 'ServiceAccount' && s.name === account &&
+        s.namespace === ns))
+    .map((b) => find(objects, 'ClusterRole', null, b.roleRef.name))
+    .some((role) => role && (role.rules || []).some((r) => (r.apiGroups || []).includes('') &&
+      (r.resources || []).includes('pods') && (r.verbs || []).includes('list')));
+  check(canList, `${where}: service account ${account} may not list pods cluster-wide`);
+  const container = podSpec.containers.find((c) => c.name === 'agent');
+  check(!(container.args || []).some((a) => /^--kube[-_]api[-_]server=off$/.test(a)),
+    `${where}: --kube-api-server=off: spans would carry no pod names`);
+}
+
 // The agent DaemonSet's node directories, from the default install.
 function agentNodeDirectories(allObjects) {
   const agent = allObjects.find((o) => o.kind === 'DaemonSet' && o.metadata.name === 'reptrace-agent');
@@ -519,6 +547,7 @@ function main() {
       }
     }
     checkReferences(objects, name, base);
+    checkAgentPodNaming(objects, name);
   }
   const example = rendered.get(path.join('k8s', 'example')) || [];
   check(example.some((o) => podSpecOf(o) && containersOf(podSpecOf(o)).some((c) =>
