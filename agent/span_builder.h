@@ -95,8 +95,9 @@ class SpanBuilder {
   // runs (from its cgroup, agent/workload.h), which every span of the process carries;
   // a later hello on the same key keeps the first one's.
   void OnHello(uint64_t process_key, const HelloRecord& hello, Workload workload = {});
-  // Names what the cgroups leave unnamed (pod and container names): called when a span of
-  // a process in a pod ends, until it says the workload is named (PodDirectory::Name).
+  // Names what the cgroups leave unnamed (pod and container names): called at the hello
+  // of a process in a pod and then when each of its spans ends, until it says the
+  // workload is named (PodDirectory::Name).
   // Without one, spans carry what the cgroup gave.
   using WorkloadNamer = std::function<bool(Workload* workload)>;
   void SetWorkloadNamer(WorkloadNamer namer) { namer_ = std::move(namer); }

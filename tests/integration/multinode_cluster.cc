@@ -312,21 +312,13 @@ CommandResult MultiNodeCluster::Ctl(const std::vector<std::string>& args) {
 }
 
 nlohmann::json MultiNodeCluster::CtlJson(std::vector<std::string> args) {
-  args.push_back("--json");
-  CommandResult result = Ctl(args);
-  if (result.exit_code != 0) return nlohmann::json();
-  return nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
+  return CtlJsonVia([this](const std::vector<std::string>& a) { return Ctl(a); },
+                    std::move(args));
 }
 
 nlohmann::json MultiNodeCluster::Traces(const std::string& service, int limit) {
-  std::vector<std::string> args = {"traces", "--limit", std::to_string(limit)};
-  if (!service.empty()) {
-    args.push_back("--service");
-    args.push_back(service);
-  }
-  nlohmann::json json = CtlJson(args);
-  if (!json.is_object() || !json.contains("traces")) return nlohmann::json::array();
-  return json["traces"];
+  return TracesVia([this](const std::vector<std::string>& a) { return Ctl(a); }, service,
+                   limit);
 }
 
 nlohmann::json MultiNodeCluster::Trace(const std::string& trace_id) {

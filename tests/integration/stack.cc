@@ -159,11 +159,27 @@ CommandResult Stack::Ctl(const std::vector<std::string>& args) {
   return RunCommand(argv, {}, absl::Seconds(30));
 }
 
-nlohmann::json Stack::CtlJson(std::vector<std::string> args) {
+nlohmann::json CtlJsonVia(const CtlRunner& ctl, std::vector<std::string> args) {
   args.push_back("--json");
-  CommandResult result = Ctl(args);
+  CommandResult result = ctl(args);
   if (result.exit_code != 0) return nlohmann::json();
   return nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
+}
+
+nlohmann::json TracesVia(const CtlRunner& ctl, const std::string& service, int limit) {
+  std::vector<std::string> args = {"traces", "--limit", std::to_string(limit)};
+  if (!service.empty()) {
+    args.push_back("--service");
+    args.push_back(service);
+  }
+  nlohmann::json json = CtlJsonVia(ctl, args);
+  if (!json.is_object() || !json.contains("traces")) return nlohmann::json::array();
+  return json["traces"];
+}
+
+nlohmann::json Stack::CtlJson(std::vector<std::string> args) {
+  return CtlJsonVia([this](const std::vector<std::string>& a) { return Ctl(a); },
+                    std::move(args));
 }
 
 int Stack::StartPythonServer(const std::string& root, const std::string& service,
@@ -214,14 +230,8 @@ int Stack::StartNginx(const std::string& server_block,
 }
 
 nlohmann::json Stack::Traces(const std::string& service, int limit) {
-  std::vector<std::string> args = {"traces", "--limit", std::to_string(limit)};
-  if (!service.empty()) {
-    args.push_back("--service");
-    args.push_back(service);
-  }
-  nlohmann::json json = CtlJson(args);
-  if (!json.is_object() || !json.contains("traces")) return nlohmann::json::array();
-  return json["traces"];
+  return TracesVia([this](const std::vector<std::string>& a) { return Ctl(a); }, service,
+                   limit);
 }
 
 nlohmann::json Stack::Trace(const std::string& trace_id) { return CtlJson({"trace", trace_id}); }

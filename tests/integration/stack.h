@@ -5,6 +5,7 @@
 #ifndef REPTRACE_TESTS_INTEGRATION_STACK_H_
 #define REPTRACE_TESTS_INTEGRATION_STACK_H_
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -18,6 +19,13 @@ namespace reptrace::testing {
 
 // Paths of the built artefacts, from $REPTRACE_BUILD_DIR (set by ctest).
 std::string BuildPath(const std::string& relative);
+
+// Runs reptracectl with ARGS (its --controller given) wherever the caller's processes run.
+using CtlRunner = std::function<CommandResult(const std::vector<std::string>& args)>;
+// reptracectl ARGS --json through `ctl`, parsed; a null json if it failed.
+nlohmann::json CtlJsonVia(const CtlRunner& ctl, std::vector<std::string> args);
+// Traces that hold a span of `service` (all if empty), newest first; [] if it failed.
+nlohmann::json TracesVia(const CtlRunner& ctl, const std::string& service, int limit);
 
 class Stack {
  public:
