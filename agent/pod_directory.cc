@@ -209,18 +209,21 @@ void PodDirectory::Run() {
     absl::MutexLock lock(&mu_);
     if (!pods.ok()) {
       ++stats_.lists_failed;
+      ++failures_in_a_row_;
       if (absl::Now() - last_failure_log_ >= absl::Minutes(1)) {
         last_failure_log_ = absl::Now();
         LogWarning("pod names: listing node %s's pods at %s failed: %s (spans keep their "
-                   "container id and pod uid; retrying every %s)",
+                   "container id and pod uid; trying again within %s)",
                    options_.node, options_.api_server, pods.status().message(),
                    absl::FormatDuration(options_.refresh_interval));
       }
       continue;
     }
-    if (stats_.lists_failed > 0 && stats_.lists_ok == 0) {
+    if (failures_in_a_row_ > 0) {
       LogInfo("pod names: listed node %s's pods (%d) after %d failed tries", options_.node,
-              pods->size(), stats_.lists_failed);
+              pods->size(), failures_in_a_row_);
+      failures_in_a_row_ = 0;
+      last_failure_log_ = absl::InfinitePast();
     }
     ++stats_.lists_ok;
     pods_.clear();

@@ -101,6 +101,7 @@ class PodDirectory {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   Stats stats_ ABSL_GUARDED_BY(mu_);
   absl::Time last_failure_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  uint64_t failures_in_a_row_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
 

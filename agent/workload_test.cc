@@ -307,6 +307,34 @@ TEST_F(PodDirectoryTest, NamesThisNodesPodsAndListsAgainForAPodItDoesNotKnow) {
   EXPECT_EQ(docker.pod_name, "");
 }
 
+TEST_F(PodDirectoryTest, AContainerTheStatusDoesNotNameYetGetsThePodAndAsksAgain) {
+  auto directory = PodDirectory::Start(Options());
+  ASSERT_TRUE(directory.ok()) << directory.status();
+  ASSERT_TRUE((*directory)->AwaitLists(1, absl::Seconds(20)));
+  // A sidecar that just started: its pod is listed, its container id not yet.
+  const std::string sidecar_id(64, 'd');
+  Workload sidecar;
+  sidecar.container_id = sidecar_id;
+  sidecar.pod_uid = kUid;
+  EXPECT_FALSE((*directory)->Name(&sidecar));
+  EXPECT_EQ(sidecar.pod_name, "web-7d9f");
+  EXPECT_EQ(sidecar.pod_namespace, "shop");
+  EXPECT_EQ(sidecar.container_name, "");
+  std::string pod = PodJson(kUid, "web-7d9f", "shop", "node-a", kId);
+  const std::string web_status = absl::StrCat(R"({"name":"web","ready":true,)",
+                                              R"("containerID":"containerd://)", kId, R"("})");
+  ASSERT_NE(pod.find(web_status), std::string::npos);
+  pod.replace(pod.find(web_status), web_status.size(),
+              absl::StrCat(web_status, R"(,{"name":"sidecar","containerID":"cri-o://)",
+                           sidecar_id, R"("})"));
+  WritePods({pod});
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!(*directory)->Name(&sidecar) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(sidecar.container_name, "sidecar");
+}
+
 TEST_F(PodDirectoryTest, AFailingApiServerIsCountedAndNamesNothing) {
   std::ofstream(dir_ + "/token") << "wrong-token\n";
   auto directory = PodDirectory::Start(Options());
