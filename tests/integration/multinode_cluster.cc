@@ -21,16 +21,6 @@ namespace {
 constexpr char kBridge[] = "br0";
 constexpr char kNodeInterface[] = "eth0";
 
-std::string Tail(const std::string& text, int lines) {
-  std::vector<std::string> all = absl::StrSplit(text, '\n');
-  std::string out;
-  for (size_t i = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0;
-       i < all.size(); ++i) {
-    absl::StrAppend(&out, all[i], "\n");
-  }
-  return out;
-}
-
 // The directory of the database server's Unix socket, so a controller in another network
 // namespace reaches the server the test's conninfo names by 127.0.0.1.
 absl::StatusOr<std::string> UnixSocketDirectory(const std::string& conninfo) {

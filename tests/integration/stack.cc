@@ -14,7 +14,6 @@
 #include "gtest/gtest.h"
 
 namespace reptrace::testing {
-namespace {
 
 std::string Tail(const std::string& text, int lines) {
   std::vector<std::string> all = absl::StrSplit(text, '\n');
@@ -25,8 +24,6 @@ std::string Tail(const std::string& text, int lines) {
   }
   return out;
 }
-
-}  // namespace
 
 std::string BuildPath(const std::string& relative) {
   // ctest sets REPTRACE_BUILD_DIR; run by hand, the test falls back to the build tree it

@@ -20,6 +20,9 @@ namespace reptrace::testing {
 // Paths of the built artefacts, from $REPTRACE_BUILD_DIR (set by ctest).
 std::string BuildPath(const std::string& relative);
 
+// The last `lines` lines of `text` (for failure messages that show a log's end).
+std::string Tail(const std::string& text, int lines);
+
 // Runs reptracectl with ARGS (its --controller given) wherever the caller's processes run.
 using CtlRunner = std::function<CommandResult(const std::vector<std::string>& args)>;
 // reptracectl ARGS --json through `ctl`, parsed; a null json if it failed.
