@@ -42,10 +42,9 @@ ABSL_FLAG(std::string, kube_api_server, "auto",
           "auto: the cluster's own when the agent runs in a pod (KUBERNETES_SERVICE_HOST), "
           "else none; off: none. Without one, spans still carry their container id and pod "
           "uid (from cgroups)");
-ABSL_FLAG(std::string, kube_token_file,
-          "/var/run/secrets/kubernetes.io/serviceaccount/token",
+ABSL_FLAG(std::string, kube_token_file, reptrace::PodDirectory::kServiceAccountToken,
           "bearer token for the API server (read again for every request)");
-ABSL_FLAG(std::string, kube_ca_file, "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+ABSL_FLAG(std::string, kube_ca_file, reptrace::PodDirectory::kServiceAccountCa,
           "CA certificates the API server's certificate must chain to");
 ABSL_FLAG(int64_t, kube_refresh_seconds, 30,
           "the node's pods are listed this often, and within a second of a span from a pod "

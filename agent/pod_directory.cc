@@ -289,14 +289,10 @@ absl::StatusOr<std::vector<PodMeta>> PodDirectory::List() {
         absl::StrCat(curl_easy_strerror(result), error[0] != '\0' ? ": " : "", error));
   }
   absl::StatusOr<std::vector<PodMeta>> pods = ParsePodList(body);
-  if (code != 200 && pods.ok()) {
-    return absl::UnavailableError(absl::StrCat("HTTP status ", code));
-  }
-  if (!pods.ok() && code != 200) {
-    return absl::Status(pods.status().code(),
-                        absl::StrCat("HTTP status ", code, ": ", pods.status().message()));
-  }
-  return pods;
+  if (code == 200) return pods;
+  // What the API server said instead (its Status), if it said something readable.
+  return absl::UnavailableError(absl::StrCat("HTTP status ", code, pods.ok() ? "" : ": ",
+                                             pods.ok() ? "" : pods.status().message()));
 }
 
 }  // namespace reptrace

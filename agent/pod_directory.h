@@ -65,7 +65,7 @@ class PodDirectory {
   static absl::StatusOr<std::unique_ptr<PodDirectory>> Start(Options options);
   PodDirectory(const PodDirectory&) = delete;
   PodDirectory& operator=(const PodDirectory&) = delete;
-  ~PodDirectory();  // stops the thread (an ongoing request is abandoned within 100 ms)
+  ~PodDirectory();  // stops the thread (an ongoing request is abandoned within a second)
 
   // Fills `workload`'s pod name, namespace and container name if its pod is known; asks
   // for an early list if it is not. True if the workload is named (or needs no name).
@@ -77,7 +77,7 @@ class PodDirectory {
     size_t pods = 0;
   };
   Stats stats() const;
-  // Blocks until at least `lists` lists have been tried (for tests and start-up logs).
+  // Blocks until at least `lists` lists have been tried (for tests).
   bool AwaitLists(uint64_t lists, absl::Duration timeout) const;
 
  private:

@@ -63,8 +63,7 @@ void SpanBuilder::OnHello(uint64_t process_key, const HelloRecord& hello, Worklo
     process.workload->workload = std::move(workload);
     // Asked now, not at the first span's end: a pod not yet listed is then listed while
     // the process starts up, and even its first spans are usually named.
-    ProcessWorkload& w = *process.workload;
-    w.named = !namer_ || namer_(&w.workload);
+    NameWorkload(*process.workload);
   }
   // Spans view their process's names rather than copy them (a copy per span); a second
   // hello on one key, which the hook server never passes on, is left to pay for that.
@@ -628,8 +627,12 @@ void SpanBuilder::Emit(const Connection& conn, OpenSpan& open) {
 
 void SpanBuilder::LabelWorkload(ProcessWorkload* workload, SpanRecord* span) const {
   if (workload == nullptr) return;
-  if (!workload->named) workload->named = !namer_ || namer_(&workload->workload);
+  NameWorkload(*workload);
   AddWorkloadAttributes(workload->workload, span);
+}
+
+void SpanBuilder::NameWorkload(ProcessWorkload& workload) const {
+  if (!workload.named) workload.named = !namer_ || namer_(&workload.workload);
 }
 
 void SpanBuilder::EmitFailedClientSpan(Process& process, const Connection& conn,

@@ -241,6 +241,8 @@ class SpanBuilder {
 
   // Gives `span` its workload's attributes, asking the namer first while it is unnamed.
   void LabelWorkload(ProcessWorkload* workload, SpanRecord* span) const;
+  // Asks the namer, until it has named the workload.
+  void NameWorkload(ProcessWorkload& workload) const;
   // The server span whose context thread `tid` of process `pid` has, looking at live
   // processes other than `self_key` first, then at ended ones; 0 if none.
   uint64_t ThreadContext(uint32_t pid, uint32_t tid, uint64_t self_key) const;

@@ -1,9 +1,7 @@
 #include "agent/workload.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -89,11 +87,17 @@ Workload ParsePath(absl::string_view path) {
   return found;
 }
 
+// How much a line's path names: a pod and its container over a container alone over
+// nothing.
+int Score(const Workload& w) {
+  return (w.container_id.empty() ? 0 : 1) + (w.pod_uid.empty() ? 0 : 2);
+}
+
 }  // namespace
 
 Workload ParseCgroupFile(absl::string_view contents) {
   // Every hierarchy's line normally names the same cgroup. The one that names the most
-  // wins: a pod and its container over a container alone over nothing.
+  // wins.
   Workload best;
   for (absl::string_view line : absl::StrSplit(contents, '\n', absl::SkipEmpty())) {
     // "hierarchy-ID:controller-list:cgroup-path"; the path may itself hold ':'.
@@ -102,10 +106,7 @@ Workload ParseCgroupFile(absl::string_view contents) {
     const size_t second = line.find(':', first + 1);
     if (second == absl::string_view::npos) continue;
     Workload here = ParsePath(line.substr(second + 1));
-    const int score = (here.container_id.empty() ? 0 : 1) + (here.pod_uid.empty() ? 0 : 2);
-    const int best_score =
-        (best.container_id.empty() ? 0 : 1) + (best.pod_uid.empty() ? 0 : 2);
-    if (score > best_score) best = std::move(here);
+    if (Score(here) > Score(best)) best = std::move(here);
   }
   return best;
 }
@@ -113,18 +114,10 @@ Workload ParseCgroupFile(absl::string_view contents) {
 Workload ReadWorkloadOf(pid_t pid, const std::string& proc_root) {
   if (pid <= 0) return {};
   const std::string path = absl::StrCat(proc_root, "/", pid, "/cgroup");
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {};
-  // A process in a few dozen v1 hierarchies writes a couple of KiB; 64 KiB is plenty.
-  std::string contents;
-  char buffer[4096];
-  while (contents.size() < 65536) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    contents.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
+  std::ifstream in(path);
+  if (!in) return {};
+  const std::string contents((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   return ParseCgroupFile(contents);
 }
 

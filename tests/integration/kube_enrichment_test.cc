@@ -7,8 +7,6 @@
 // The API server is a stand-in (tests/integration/programs/kube_api_server.py): Debian
 // ships no kube-apiserver. It answers the agent's one request as the API server does.
 // Needs root (cgroups); run by CI as root, like the network-namespace tests.
-#include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
