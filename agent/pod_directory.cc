@@ -2,10 +2,11 @@
 
 #include <curl/curl.h>
 
+#include <cerrno>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
+#include <cstring>
 #include <mutex>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -243,13 +244,12 @@ void PodDirectory::Run() {
 absl::StatusOr<std::vector<PodMeta>> PodDirectory::List() {
   std::string token;
   if (!options_.token_file.empty()) {
-    std::ifstream in(options_.token_file);
-    if (!in) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot read the token file ", options_.token_file));
+    const std::optional<std::string> read = ReadSmallFile(options_.token_file);
+    if (!read) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot read the token file ", options_.token_file, ": ", std::strerror(errno)));
     }
-    token.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    token = std::string(absl::StripAsciiWhitespace(token));
+    token = std::string(absl::StripAsciiWhitespace(*read));
   }
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return absl::ResourceExhaustedError("curl_easy_init failed");

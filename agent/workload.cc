@@ -1,7 +1,9 @@
 #include "agent/workload.h"
 
-#include <fstream>
-#include <iterator>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -114,11 +116,31 @@ Workload ParseCgroupFile(absl::string_view contents) {
 Workload ReadWorkloadOf(pid_t pid, const std::string& proc_root) {
   if (pid <= 0) return {};
   const std::string path = absl::StrCat(proc_root, "/", pid, "/cgroup");
-  std::ifstream in(path);
-  if (!in) return {};
-  const std::string contents((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  return ParseCgroupFile(contents);
+  // A process in a few dozen v1 hierarchies writes a couple of KiB.
+  const std::optional<std::string> contents = ReadSmallFile(path);
+  return contents ? ParseCgroupFile(*contents) : Workload();
+}
+
+std::optional<std::string> ReadAll(int fd, size_t max_bytes) {
+  std::string contents;
+  char buffer[4096];
+  while (contents.size() < max_bytes) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::nullopt;
+    if (n == 0) break;
+    contents.append(buffer, static_cast<size_t>(n));
+  }
+  if (contents.size() > max_bytes) contents.resize(max_bytes);
+  return contents;
+}
+
+std::optional<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::optional<std::string> contents = ReadAll(fd, max_bytes);
+  close(fd);
+  return contents;
 }
 
 void AddWorkloadAttributes(const Workload& workload, SpanRecord* span) {

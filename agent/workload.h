@@ -14,6 +14,8 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -59,6 +61,13 @@ Workload ParseCgroupFile(absl::string_view contents);
 // ParseCgroupFile of /proc/PID/cgroup (under `proc_root`); empty if it cannot be read
 // (the process is gone, or pid 0: not visible from the agent's pid namespace).
 Workload ReadWorkloadOf(pid_t pid, const std::string& proc_root = "/proc");
+
+// All of a small file (its first `max_bytes`), or nullopt if it cannot be opened or read.
+// Never throws: a /proc file of a process that exits while it is read fails with ESRCH,
+// which std::ifstream's filebuf turns into an exception (it crashed the agent).
+std::optional<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 65536);
+// The same from an open descriptor (not closed here).
+std::optional<std::string> ReadAll(int fd, size_t max_bytes = 65536);
 
 // Sets the attributes of what `workload` knows on `span`; they view its strings.
 void AddWorkloadAttributes(const Workload& workload, SpanRecord* span);

@@ -1,7 +1,10 @@
 #include "agent/workload.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -137,6 +140,35 @@ TEST(ReadWorkloadOfTest, ReadsProcAndSaysNothingOfWhatItCannotRead) {
   const std::string own((std::istreambuf_iterator<char>(self)), std::istreambuf_iterator<char>());
   EXPECT_EQ(ReadWorkloadOf(getpid()).container_id, ParseCgroupFile(own).container_id);
   testing::RemoveTree(root);
+}
+
+TEST(ReadWorkloadOfTest, AProcessGoneBetweenOpenAndReadIsNothingNotACrash) {
+  // The race that crashed the agent (std::ifstream threw on the read's ESRCH), made
+  // deterministic: the cgroup file is opened while the process lives and read after it
+  // was reaped.
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  const int fd = open(absl::StrCat("/proc/", child, "/cgroup").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  kill(child, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_EQ(ReadAll(fd), std::nullopt);
+  close(fd);
+  EXPECT_FALSE(ReadWorkloadOf(child).in_container());
+}
+
+TEST(ReadSmallFileTest, ReadsWholeFilesUpToTheLimit) {
+  const std::string dir = testing::MakeTempDir("read-small");
+  std::ofstream(dir + "/f") << std::string(10000, 'x');
+  EXPECT_EQ(ReadSmallFile(dir + "/f"), std::string(10000, 'x'));
+  EXPECT_EQ(ReadSmallFile(dir + "/f", 100), std::string(100, 'x'));
+  EXPECT_EQ(ReadSmallFile(dir + "/missing"), std::nullopt);
+  testing::RemoveTree(dir);
 }
 
 TEST(AddWorkloadAttributesTest, SetsWhatIsKnownInKeyOrder) {
