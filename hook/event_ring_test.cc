@@ -150,6 +150,13 @@ TEST(EventRingTest, ConcurrentProducersOneConsumerNothingLostOrDuplicated) {
   };
   std::thread consumer([&] {
     EventRecord r;
+    // Pops only once the ring has overflowed (or every producer is done): on a loaded
+    // machine the producers may run one at a time, and a consumer popping from the start
+    // could keep up, leaving the full-ring path untested. Concurrent pushes and pops
+    // follow, for as long as the producers still run.
+    while (dropped.load() == 0 && producers_done.load() < kProducers) {
+      std::this_thread::yield();
+    }
     for (;;) {
       const bool done = producers_done.load() == kProducers;  // read before popping
       if (Pop(ring, &r)) {
